@@ -1,0 +1,96 @@
+#include "gtest/gtest.h"
+#include "pkg/oci/digest.h"
+#include "pkg/oci/stream.h"
+#include "pkg/oci/types.h"
+
+namespace ocicache::oci {
+namespace {
+
+TEST(DigestTest, KnownValues) {
+  EXPECT_EQ(Digest::Of("").str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Digest::Of("{}").str(),
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a");
+}
+
+TEST(DigestTest, StreamingEqualsOneShot) {
+  std::string data(100000, 'x');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7);
+  Sha256 h;
+  for (size_t i = 0; i < data.size(); i += 777) h.Update(data.substr(i, 777));
+  EXPECT_EQ(h.size(), 100000);
+  EXPECT_EQ(h.Finish(), Digest::Of(data));
+}
+
+TEST(DigestTest, ParseRejectsBadInput) {
+  EXPECT_TRUE(Digest::Parse("sha256:" + std::string(64, 'a')).ok());
+  EXPECT_FALSE(Digest::Parse("sha256:" + std::string(63, 'a')).ok());
+  EXPECT_FALSE(Digest::Parse("sha256:" + std::string(64, 'A')).ok());
+  EXPECT_FALSE(Digest::Parse("sha512:" + std::string(64, 'a')).ok());
+  EXPECT_FALSE(Digest::Parse("").ok());
+  EXPECT_FALSE(Digest::Parse(std::string(64, 'a')).ok());
+  auto d = Digest::Parse("sha256:" + std::string(64, 'b'));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->raw().size(), 32u);
+}
+
+TEST(TypesTest, ManifestRoundTrip) {
+  Manifest m;
+  m.artifact_type = "application/vnd.example";
+  m.config = EmptyDescriptor();
+  m.config.data = "{}";
+  Descriptor l;
+  l.media_type = media::kLayerTarGzip;
+  l.digest = Digest::Of("layer");
+  l.size = 5;
+  l.annotations["a"] = "b";
+  l.urls.push_back("https://example.com/x");
+  m.layers.push_back(l);
+  m.annotations["k"] = "v";
+  std::string bytes = m.Serialize();
+  auto back = Manifest::Parse(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->Serialize(), bytes);
+  EXPECT_EQ(back->config.data.value(), "{}");
+  EXPECT_EQ(back->layers[0].annotations.at("a"), "b");
+  EXPECT_EQ(back->layers[0].urls.at(0), "https://example.com/x");
+}
+
+TEST(TypesTest, RejectsDataThatDoesNotMatchDigest) {
+  Manifest m;
+  m.config = EmptyDescriptor();
+  m.config.data = "{}";
+  m.layers.push_back(EmptyDescriptor());
+  std::string bytes = m.Serialize();
+  // "e30=" is base64 of "{}"; swap in base64 of "[]".
+  auto pos = bytes.find("e30=");
+  ASSERT_NE(pos, std::string::npos);
+  bytes.replace(pos, 4, "W10=");
+  EXPECT_FALSE(Manifest::Parse(bytes).ok());
+}
+
+TEST(TypesTest, RejectsMalformed) {
+  EXPECT_FALSE(Manifest::Parse("").ok());
+  EXPECT_FALSE(Manifest::Parse("{").ok());
+  EXPECT_FALSE(Manifest::Parse("[]").ok());
+  EXPECT_FALSE(Manifest::Parse(R"({"schemaVersion":1})").ok());
+  EXPECT_FALSE(Manifest::Parse(R"({"schemaVersion":2,"config":{}, "layers":[]})").ok());
+  EXPECT_FALSE(Index::Parse(R"({"schemaVersion":2})").ok());
+}
+
+TEST(StreamTest, StringSourceReadsAll) {
+  StringSource src("hello world");
+  std::string out;
+  StringSink sink(&out);
+  char buf[4];
+  for (;;) {
+    auto n = src.Read(buf, sizeof buf);
+    ASSERT_TRUE(n.ok());
+    if (*n == 0) break;
+    ASSERT_TRUE(sink.Write(absl::string_view(buf, *n)).ok());
+  }
+  EXPECT_EQ(out, "hello world");
+}
+
+}  // namespace
+}  // namespace ocicache::oci

@@ -1,0 +1,51 @@
+#include "pkg/oci/stream.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace ocicache::oci {
+
+absl::StatusOr<size_t> StringSource::Read(char* buf, size_t n) {
+  size_t k = std::min(n, data_.size() - pos_);
+  std::memcpy(buf, data_.data() + pos_, k);
+  pos_ += k;
+  return k;
+}
+
+absl::StatusOr<size_t> FdSource::Read(char* buf, size_t n) {
+  for (;;) {
+    ssize_t r = ::read(fd_, buf, n);
+    if (r >= 0) return static_cast<size_t>(r);
+    if (errno == EINTR) continue;
+    return absl::InternalError(absl::StrCat("read: ", std::strerror(errno)));
+  }
+}
+
+absl::Status FdSource::Rewind() {
+  if (::lseek(fd_, 0, SEEK_SET) < 0) {
+    return absl::UnimplementedError(absl::StrCat("cannot rewind: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FdSink::Write(absl::string_view chunk) {
+  const char* p = chunk.data();
+  size_t left = chunk.size();
+  while (left > 0) {
+    ssize_t w = ::write(fd_, p, left);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(absl::StrCat("write: ", std::strerror(errno)));
+    }
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ocicache::oci

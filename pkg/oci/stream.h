@@ -1,0 +1,88 @@
+// Byte streams used for blobs, so no layer is ever held whole in memory.
+#ifndef OCICACHE_PKG_OCI_STREAM_H_
+#define OCICACHE_PKG_OCI_STREAM_H_
+
+#include <cstddef>
+#include <cstdio>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace ocicache::oci {
+
+// Receives a blob's bytes in order.
+class ByteSink {
+ public:
+  virtual ~ByteSink() = default;
+  virtual absl::Status Write(absl::string_view chunk) = 0;
+};
+
+// Produces a blob's bytes in order.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // Reads up to n bytes into buf; returns 0 at end of stream.
+  virtual absl::StatusOr<size_t> Read(char* buf, size_t n) = 0;
+  // Starts again from the first byte, for a retry. Sources that cannot rewind
+  // (pipes) say Unimplemented and the caller does not retry.
+  virtual absl::Status Rewind() { return absl::UnimplementedError("source cannot rewind"); }
+};
+
+class StringSink : public ByteSink {
+ public:
+  explicit StringSink(std::string* out) : out_(out) {}
+  absl::Status Write(absl::string_view chunk) override {
+    out_->append(chunk.data(), chunk.size());
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string* out_;
+};
+
+class StringSource : public ByteSource {
+ public:
+  explicit StringSource(absl::string_view data) : data_(data) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override;
+  absl::Status Rewind() override {
+    pos_ = 0;
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::string_view data_;
+  size_t pos_ = 0;
+};
+
+// Reads a file descriptor (not owned) to its end. Rewind works on seekable files.
+class FdSource : public ByteSource {
+ public:
+  explicit FdSource(int fd) : fd_(fd) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override;
+  absl::Status Rewind() override;
+
+ private:
+  int fd_;
+};
+
+// Writes to a file descriptor (not owned).
+class FdSink : public ByteSink {
+ public:
+  explicit FdSink(int fd) : fd_(fd) {}
+  absl::Status Write(absl::string_view chunk) override;
+
+ private:
+  int fd_;
+};
+
+// Discards bytes.
+class NullSink : public ByteSink {
+ public:
+  absl::Status Write(absl::string_view) override { return absl::OkStatus(); }
+};
+
+}  // namespace ocicache::oci
+
+#endif  // OCICACHE_PKG_OCI_STREAM_H_
