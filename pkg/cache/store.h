@@ -1,0 +1,81 @@
+// The Store interface: everything a cache front end (CLI, gRPC service, REAPI,
+// GOCACHEPROG) needs, implemented by LayoutStore (a local OCI image layout),
+// RegistryStore (an OCI repository) and TieredStore (local first, then registry).
+// store_testsuite.h holds the one conformance suite every implementation passes.
+//
+// Error codes (absl::StatusCode):
+//   NotFound         a miss: no such entry or blob (never an error to the user)
+//   InvalidArgument  malformed key, digest, config or entry
+//   DataLoss         stored bytes do not match their digest or size
+//   FailedPrecondition an entry names a blob the store does not have
+//   ResourceExhausted entry too large to store
+//   Unavailable      the backend cannot be reached
+//   Unauthenticated / PermissionDenied  credentials
+#ifndef OCICACHE_PKG_CACHE_STORE_H_
+#define OCICACHE_PKG_CACHE_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "pkg/cache/entry.h"
+#include "pkg/oci/digest.h"
+#include "pkg/oci/stream.h"
+#include "pkg/oci/types.h"
+
+namespace ocicache::cache {
+
+class BlobStore {
+ public:
+  virtual ~BlobStore() = default;
+  // The blob's size; NotFound if absent.
+  virtual absl::StatusOr<int64_t> StatBlob(const oci::Digest& digest) = 0;
+  // Streams the blob from `offset` into sink. Reads from offset 0 verify size and
+  // digest (DataLoss on mismatch; the sink must discard what it got).
+  virtual absl::Status ReadBlob(const oci::Digest& digest, int64_t offset,
+                                oci::ByteSink& sink) = 0;
+  // Stores a blob. `expected` may be invalid (the digest is computed); `size` may
+  // be -1 (unknown). A mismatch with expected digest or size is InvalidArgument and
+  // stores nothing. Writing a blob that exists already succeeds.
+  virtual absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
+                                                    oci::ByteSource& source) = 0;
+  // Makes the blob present here from a recorded location: a cross-repository mount
+  // when the location is on the same registry, else a streamed copy. OK if present.
+  virtual absl::Status MountBlob(const Location& from) = 0;
+};
+
+struct LookupOptions {
+  // Annotations the entry must carry with exactly these values (tool versions,
+  // options checksum); any difference is a miss (NotFound).
+  std::map<std::string, std::string> require;
+  // Refresh last-used (at most once a day) on a hit.
+  bool touch = true;
+};
+
+class EntryStore {
+ public:
+  virtual ~EntryStore() = default;
+  // The entry for `key`; NotFound on a miss.
+  virtual absl::StatusOr<Entry> Lookup(absl::string_view key, const LookupOptions& opts) = 0;
+  // Stores (or replaces) the entry. Every blob in entry.blobs must be present
+  // (FailedPrecondition otherwise). Sets created/last-used if unset.
+  virtual absl::Status Put(const Entry& entry) = 0;
+  // Removes the entry; NotFound if there was none. Blobs are left for GC.
+  virtual absl::Status Delete(absl::string_view key) = 0;
+  // Calls fn for every entry until it returns false. Order is unspecified.
+  virtual absl::Status List(const std::function<bool(const EntryInfo&)>& fn) = 0;
+};
+
+class Store : public BlobStore, public EntryStore {
+ public:
+  // For messages: "dir:/path", "registry 127.0.0.1:5000/cache", "tiered(...)".
+  virtual std::string Describe() const = 0;
+};
+
+}  // namespace ocicache::cache
+
+#endif  // OCICACHE_PKG_CACHE_STORE_H_
