@@ -94,3 +94,73 @@ TEST(StreamTest, StringSourceReadsAll) {
 
 }  // namespace
 }  // namespace ocicache::oci
+
+#include "pkg/oci/pipe.h"
+
+namespace ocicache::oci {
+namespace {
+
+TEST(PipeTest, TransfersLargeStreamThroughSmallBuffer) {
+  std::string data(3 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + 7);
+  std::string got;
+  absl::Status s = Transfer(
+      [&](ByteSink& sink) {
+        for (size_t i = 0; i < data.size(); i += 10000) {
+          absl::Status w = sink.Write(absl::string_view(data).substr(i, 10000));
+          if (!w.ok()) return w;
+        }
+        return absl::OkStatus();
+      },
+      [&](ByteSource& src) {
+        char buf[4096];
+        for (;;) {
+          auto n = src.Read(buf, sizeof buf);
+          if (!n.ok()) return n.status();
+          if (*n == 0) return absl::OkStatus();
+          got.append(buf, *n);
+        }
+      },
+      64 << 10);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(Digest::Of(got), Digest::Of(data));
+}
+
+TEST(PipeTest, ProducerErrorReachesConsumerAndCaller) {
+  bool consumer_saw_error = false;
+  absl::Status s = Transfer(
+      [](ByteSink& sink) {
+        (void)sink.Write("partial");
+        return absl::DataLossError("corrupt upstream");
+      },
+      [&](ByteSource& src) {
+        char buf[64];
+        for (;;) {
+          auto n = src.Read(buf, sizeof buf);
+          if (!n.ok()) {
+            consumer_saw_error = true;
+            return n.status();
+          }
+          if (*n == 0) return absl::OkStatus();
+        }
+      });
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(consumer_saw_error);
+}
+
+TEST(PipeTest, ConsumerStoppingEarlyUnblocksProducer) {
+  absl::Status s = Transfer(
+      [](ByteSink& sink) {
+        std::string chunk(1 << 20, 'x');
+        for (int i = 0; i < 100; ++i) {
+          absl::Status w = sink.Write(chunk);
+          if (!w.ok()) return w;
+        }
+        return absl::OkStatus();
+      },
+      [](ByteSource&) { return absl::UnavailableError("upload failed"); }, 64 << 10);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace ocicache::oci

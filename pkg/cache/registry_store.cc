@@ -1,0 +1,248 @@
+#include "pkg/cache/registry_store.h"
+
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "pkg/cache/format.h"
+#include "pkg/oci/pipe.h"
+
+namespace ocicache::cache {
+namespace {
+
+bool IsEntryTag(absl::string_view tag) {
+  return absl::StartsWith(tag, "k.") || absl::StartsWith(tag, "h.");
+}
+
+// "http://host:port" -> "host:port".
+std::string HostOf(absl::string_view base_url) {
+  size_t p = base_url.find("://");
+  return std::string(p == absl::string_view::npos ? base_url : base_url.substr(p + 3));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<registry::Client>> ClientPool::Get(const std::string& registry) {
+  absl::MutexLock l(&mu_);
+  auto it = clients_.find(registry);
+  if (it != clients_.end()) return it->second;
+  auto c = registry::Client::Create(registry, opts_);
+  if (!c.ok()) return c.status();
+  std::shared_ptr<registry::Client> shared(std::move(*c));
+  clients_[registry] = shared;
+  return shared;
+}
+
+absl::StatusOr<std::unique_ptr<RegistryStore>> RegistryStore::Create(
+    std::shared_ptr<registry::Client> client, std::string repository, RegistryStoreOptions opts) {
+  if (!registry::IsValidRepositoryName(repository)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid repository name \"", repository,
+                                                   "\": lowercase components joined by '/'"));
+  }
+  if (opts.shards < 0 || opts.shards > 256) {
+    return absl::InvalidArgumentError("shards must be between 0 and 256");
+  }
+  return std::unique_ptr<RegistryStore>(
+      new RegistryStore(std::move(client), std::move(repository), std::move(opts)));
+}
+
+std::string RegistryStore::Describe() const {
+  std::string s = absl::StrCat("registry ", client_->registry(), "/", repo_);
+  if (opts_.shards > 1) absl::StrAppend(&s, " (", opts_.shards, " shards)");
+  return s;
+}
+
+std::string RegistryStore::RepositoryForKey(absl::string_view key) const {
+  if (opts_.shards <= 1) return repo_;
+  return absl::StrCat(repo_, "/", ShardForKey(key, opts_.shards));
+}
+
+Location RegistryStore::LocationOf(const oci::Descriptor& d) const {
+  Location loc;
+  loc.media_type = d.media_type;
+  loc.digest = d.digest;
+  loc.size = d.size;
+  loc.url = BlobUrl(client_->base_url(), repo_, d.digest);
+  return loc;
+}
+
+absl::StatusOr<int64_t> RegistryStore::StatBlob(const oci::Digest& digest) {
+  return client_->StatBlob(repo_, digest);
+}
+
+absl::Status RegistryStore::ReadBlob(const oci::Digest& digest, int64_t offset,
+                                     oci::ByteSink& sink) {
+  int64_t size = -1;
+  if (offset > 0) {
+    // A Range request past the end answers 416; report it as the spec-shaped error.
+    auto s = client_->StatBlob(repo_, digest);
+    if (!s.ok()) return s.status();
+    size = *s;
+    if (offset > size) {
+      return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the blob's end ", size));
+    }
+    if (offset == size) return absl::OkStatus();
+  }
+  return client_->GetBlob(repo_, digest, size, sink, offset);
+}
+
+absl::StatusOr<oci::Descriptor> RegistryStore::WriteBlob(const oci::Digest& expected, int64_t size,
+                                                         oci::ByteSource& source) {
+  if (expected.valid()) {
+    auto have = client_->StatBlob(repo_, expected);
+    if (have.ok() && (size < 0 || *have == size)) {
+      oci::Descriptor d;
+      d.media_type = oci::media::kOctetStream;
+      d.digest = expected;
+      d.size = *have;
+      return d;
+    }
+    if (!have.ok() && !absl::IsNotFound(have.status())) return have.status();
+  }
+  auto d = client_->PutBlob(repo_, expected, size, source);
+  if (!d.ok()) return d.status();
+  if (size >= 0 && d->size != size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("blob is ", d->size, " bytes, expected ", size));
+  }
+  return d;
+}
+
+absl::Status RegistryStore::MountBlob(const Location& from) {
+  if (client_->StatBlob(repo_, from.digest).ok()) return absl::OkStatus();
+  std::string base, from_repo;
+  oci::Digest digest;
+  if (absl::Status s = ParseBlobUrl(from.url, &base, &from_repo, &digest); !s.ok()) return s;
+  if (digest != from.digest) {
+    return absl::InvalidArgumentError("location URL names another digest than the location");
+  }
+  std::shared_ptr<registry::Client> source;
+  if (base == client_->base_url()) {
+    auto mounted = client_->MountBlob(repo_, digest, from_repo);
+    if (mounted.ok() && *mounted) return absl::OkStatus();
+    source = client_;
+  } else if (opts_.pool != nullptr) {
+    auto c = opts_.pool->Get(HostOf(base));
+    if (!c.ok()) return c.status();
+    source = *c;
+  } else {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot copy from ", base, ": no client for other registries"));
+  }
+  // Streamed copy: download into a bounded pipe that the upload reads.
+  absl::StatusOr<oci::Descriptor> put;
+  absl::Status s = oci::Transfer(
+      [&](oci::ByteSink& sink) { return source->GetBlob(from_repo, digest, from.size, sink); },
+      [&](oci::ByteSource& src) {
+        put = client_->PutBlob(repo_, digest, from.size, src);
+        return put.status();
+      });
+  return s;
+}
+
+absl::StatusOr<Entry> RegistryStore::Lookup(absl::string_view key, const LookupOptions& opts) {
+  auto tag = TagForKey(key);
+  if (!tag.ok()) return tag.status();
+  std::string repo = RepositoryForKey(key);
+  auto m = client_->GetManifest(repo, *tag);
+  if (!m.ok()) {
+    if (absl::IsNotFound(m.status())) return absl::NotFoundError(absl::StrCat("miss: ", key));
+    return m.status();
+  }
+  auto e = DecodeEntry(m->bytes, key);
+  if (!e.ok()) return e.status();
+  if (!SatisfiesLookup(*e, opts)) {
+    return absl::NotFoundError(absl::StrCat("miss: ", key, " (annotations differ)"));
+  }
+  absl::Time now = absl::Now();
+  if (opts.touch && NeedsTouch(*e, now)) {
+    Entry touched = *e;
+    touched.last_used = now;
+    // Best effort: a failed refresh must not turn a hit into an error.
+    if (PutEncoded(touched, /*check_blobs=*/false).ok()) e->last_used = now;
+  }
+  return e;
+}
+
+absl::Status RegistryStore::EnsureSmallBlob(const std::string& repo, const oci::Descriptor& d,
+                                            const std::string& bytes) {
+  if (client_->StatBlob(repo, d.digest).ok()) return absl::OkStatus();
+  oci::StringSource src(bytes);
+  return client_->PutBlob(repo, d.digest, d.size, src).status();
+}
+
+absl::Status RegistryStore::Put(const Entry& entry) { return PutEncoded(entry, true); }
+
+absl::Status RegistryStore::PutEncoded(const Entry& entry, bool check_blobs) {
+  auto enc = EncodeEntry(entry, absl::Now());
+  if (!enc.ok()) return enc.status();
+  std::string repo = RepositoryForKey(entry.key);
+  if (check_blobs) {
+    for (const auto& b : entry.blobs) {
+      auto have = client_->StatBlob(repo_, b.digest);
+      if (!have.ok()) {
+        if (absl::IsNotFound(have.status())) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("entry names blob ", b.digest.str(), " which is not in ", repo_));
+        }
+        return have.status();
+      }
+      if (repo != repo_) {
+        auto mounted = client_->MountBlob(repo, b.digest, repo_);
+        if (!mounted.ok()) return mounted.status();
+        if (!*mounted) {
+          return absl::InternalError(absl::StrCat("registry would not mount ", b.digest.str(),
+                                                  " from ", repo_, " into ", repo));
+        }
+      }
+    }
+  }
+  for (const auto& [d, bytes] : enc->small_blobs) {
+    if (absl::Status s = EnsureSmallBlob(repo, d, bytes); !s.ok()) return s;
+  }
+  return client_->PutManifest(repo, enc->tag, enc->manifest, oci::media::kImageManifest).status();
+}
+
+absl::Status RegistryStore::Delete(absl::string_view key) {
+  auto tag = TagForKey(key);
+  if (!tag.ok()) return tag.status();
+  std::string repo = RepositoryForKey(key);
+  auto m = client_->GetManifest(repo, *tag);
+  if (!m.ok()) return m.status();
+  // The tag might hold another key after a hash collision: never delete that.
+  auto e = DecodeEntry(m->bytes, key);
+  if (!e.ok()) return e.status();
+  return client_->DeleteManifest(repo, m->digest);
+}
+
+absl::Status RegistryStore::List(const std::function<bool(const EntryInfo&)>& fn) {
+  std::vector<std::string> repos;
+  if (opts_.shards <= 1) {
+    repos.push_back(repo_);
+  } else {
+    for (int i = 0; i < opts_.shards; ++i) repos.push_back(absl::StrFormat("%s/%02x", repo_, i));
+  }
+  for (const auto& repo : repos) {
+    auto tags = client_->ListTags(repo);
+    if (!tags.ok()) {
+      if (absl::IsNotFound(tags.status())) continue;  // nothing pushed there yet
+      return tags.status();
+    }
+    for (const auto& tag : *tags) {
+      if (!IsEntryTag(tag)) continue;
+      auto m = client_->GetManifest(repo, tag);
+      if (!m.ok()) {
+        if (absl::IsNotFound(m.status())) continue;  // deleted meanwhile
+        return m.status();
+      }
+      auto info = InfoFromManifest(m->bytes, tag, m->digest);
+      if (!info.ok()) continue;  // not ours
+      if (!fn(*info)) return absl::OkStatus();
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ocicache::cache

@@ -1,0 +1,83 @@
+// RegistryStore: a cache::Store over one OCI repository ("REGISTRY/REPO"),
+// optionally split into N shard repositories "REPO/<shard>" for registries that
+// cap the number of tags per repository.
+//
+// Entries are image manifests tagged by TagForKey(key) (see docs/FORMAT.md); a
+// lookup is one manifest GET. Blobs live in REPO itself; with shards, an entry's
+// blobs are cross-mounted into its shard repository at Put, because registries
+// require a manifest's blobs in the manifest's own repository.
+#ifndef OCICACHE_PKG_CACHE_REGISTRY_STORE_H_
+#define OCICACHE_PKG_CACHE_REGISTRY_STORE_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "pkg/cache/store.h"
+#include "pkg/registry/client.h"
+
+namespace ocicache::cache {
+
+// Registry clients by host, created on demand with shared options; used to copy
+// blobs from locations on other registries.
+class ClientPool {
+ public:
+  explicit ClientPool(registry::ClientOptions opts) : opts_(std::move(opts)) {}
+  absl::StatusOr<std::shared_ptr<registry::Client>> Get(const std::string& registry);
+
+ private:
+  registry::ClientOptions opts_;
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<registry::Client>> clients_ ABSL_GUARDED_BY(mu_);
+};
+
+struct RegistryStoreOptions {
+  // 0 or 1: no sharding. Otherwise 2..256 shard repositories.
+  int shards = 0;
+  // For MountBlob from other registries; may be null (then only same-registry mounts).
+  std::shared_ptr<ClientPool> pool;
+};
+
+class RegistryStore : public Store {
+ public:
+  static absl::StatusOr<std::unique_ptr<RegistryStore>> Create(
+      std::shared_ptr<registry::Client> client, std::string repository,
+      RegistryStoreOptions opts = {});
+
+  std::string Describe() const override;
+
+  absl::StatusOr<int64_t> StatBlob(const oci::Digest& digest) override;
+  absl::Status ReadBlob(const oci::Digest& digest, int64_t offset, oci::ByteSink& sink) override;
+  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
+                                            oci::ByteSource& source) override;
+  absl::Status MountBlob(const Location& from) override;
+
+  absl::StatusOr<Entry> Lookup(absl::string_view key, const LookupOptions& opts) override;
+  absl::Status Put(const Entry& entry) override;
+  absl::Status Delete(absl::string_view key) override;
+  absl::Status List(const std::function<bool(const EntryInfo&)>& fn) override;
+
+  // The repository holding a key's manifest.
+  std::string RepositoryForKey(absl::string_view key) const;
+  // The Location of a blob in this store's repository.
+  Location LocationOf(const oci::Descriptor& d) const;
+  registry::Client& client() { return *client_; }
+  const std::string& repository() const { return repo_; }
+
+ private:
+  RegistryStore(std::shared_ptr<registry::Client> client, std::string repo,
+                RegistryStoreOptions opts)
+      : client_(std::move(client)), repo_(std::move(repo)), opts_(std::move(opts)) {}
+  absl::Status PutEncoded(const Entry& entry, bool check_blobs);
+  absl::Status EnsureSmallBlob(const std::string& repo, const oci::Descriptor& d,
+                               const std::string& bytes);
+
+  std::shared_ptr<registry::Client> client_;
+  std::string repo_;
+  RegistryStoreOptions opts_;
+};
+
+}  // namespace ocicache::cache
+
+#endif  // OCICACHE_PKG_CACHE_REGISTRY_STORE_H_
