@@ -1,0 +1,86 @@
+#include "pkg/cli/args.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace ocicache::cli {
+
+absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv, size_t begin,
+                                 const std::vector<FlagSpec>& specs, bool stop_at_positional) {
+  Args a;
+  size_t i = begin;
+  bool flags_done = false;
+  for (; i < argv.size(); ++i) {
+    const std::string& arg = argv[i];
+    if (flags_done || arg == "-" || !absl::StartsWith(arg, "-")) {
+      if (stop_at_positional) break;
+      a.positional_.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      flags_done = true;
+      continue;
+    }
+    std::string name, value;
+    bool has_value = false;
+    if (arg == "-h") {
+      name = "help";
+    } else if (absl::StartsWith(arg, "--")) {
+      name = arg.substr(2);
+      size_t eq = name.find('=');
+      if (eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+        has_value = true;
+      }
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag ", arg, " (flags start with --)"));
+    }
+    const FlagSpec* spec = nullptr;
+    for (const auto& s : specs) {
+      if (s.name == name) spec = &s;
+    }
+    if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    if (spec->takes_value && !has_value) {
+      if (i + 1 >= argv.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      }
+      value = argv[++i];
+    } else if (!spec->takes_value) {
+      if (has_value && value != "true" && value != "false") {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " takes no value"));
+      }
+      if (!has_value) value = "true";
+    }
+    auto& slot = a.values_[name];
+    if (!spec->repeated) slot.clear();
+    slot.push_back(value);
+  }
+  a.next_ = i;
+  return a;
+}
+
+std::string Args::Get(const std::string& name, const std::string& def) const {
+  auto it = values_.find(name);
+  return it == values_.end() || it->second.empty() ? def : it->second.back();
+}
+
+std::vector<std::string> Args::GetAll(const std::string& name) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
+}
+
+bool Args::GetBool(const std::string& name) const { return Get(name, "false") == "true"; }
+
+std::string FlagHelp(const std::vector<FlagSpec>& specs) {
+  std::string out;
+  for (const auto& s : specs) {
+    std::string left = absl::StrCat("  --", s.name);
+    if (s.takes_value) absl::StrAppend(&left, " ", s.value_name.empty() ? "VALUE" : s.value_name);
+    absl::StrAppendFormat(&out, "%-30s %s%s\n", left, s.help, s.repeated ? " (repeatable)" : "");
+  }
+  return out;
+}
+
+}  // namespace ocicache::cli

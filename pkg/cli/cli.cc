@@ -1,0 +1,864 @@
+#include "pkg/cli/cli.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+#include "pkg/cache/format.h"
+#include "pkg/cache/registry_store.h"
+#include "pkg/cache/tiered_store.h"
+#include "pkg/cli/args.h"
+#include "pkg/layout/layout_store.h"
+#include "pkg/oci/pipe.h"
+#include "pkg/registry/client.h"
+
+namespace ocicache::cli {
+namespace {
+
+using cache::Entry;
+using cache::EntryInfo;
+using cache::Store;
+using json = nlohmann::ordered_json;
+
+constexpr char kUsage[] = R"(ocicache: build caches stored in OCI registries
+
+Usage: ocicache [global flags] COMMAND [flags] [args]
+
+A cache is a map KEY -> entry (small JSON config, an original descriptor kept
+byte for byte, content blobs). Entries live in a local directory (an OCI image
+layout) and, with --repo, in an OCI registry repository: the directory is tried
+first and written through.
+
+Commands:
+  get KEY         look an entry up; print its config, write its blob with -o
+  stat KEY        print an entry's metadata without fetching blobs
+  put KEY         store an entry from a config file and blob files (or stdin)
+  ls              list entries with age and size
+  rm KEY...       delete entries
+  gc              delete entries by age (--older-than) or count (--keep-last)
+  sync            copy entries between the directory and the registry
+  blob push|pull|stat|mount   work on single blobs
+  demo            store and look up a few entries: a quick self-check
+
+Global flags:
+%s
+Environment: OCICACHE_REPO (KOCACHE_REPO is an alias), OCICACHE_DIR,
+OCICACHE_USERNAME and OCICACHE_PASSWORD; docker's config.json ($DOCKER_CONFIG or
+~/.docker: auths, credHelpers, credsStore) supplies credentials otherwise.
+
+Exit codes: 0 success or hit, 1 miss, 2 usage or invalid input,
+3 registry, auth or storage error.
+Run 'ocicache COMMAND --help' for a command's flags.
+)";
+
+const std::vector<FlagSpec>& GlobalFlags() {
+  static const auto* specs = new std::vector<FlagSpec>{
+      {"repo", true, false, "REGISTRY/REPO", "registry repository holding the cache ($OCICACHE_REPO)"},
+      {"dir", true, false, "DIR", "local tier directory ($OCICACHE_DIR, default ~/.cache/ocicache)"},
+      {"no-dir", false, false, "", "no local tier: use the registry only"},
+      {"shards", true, false, "N", "split the repository into N shard repositories (2-256)"},
+      {"insecure", false, false, "", "plain HTTP to the registry (automatic for loopback)"},
+      {"ca-file", true, false, "FILE", "extra CA certificates (PEM) for the registry"},
+      {"username", true, false, "USER", "registry user ($OCICACHE_USERNAME)"},
+      {"password-stdin", false, false, "", "read the registry password from stdin"},
+      {"docker-config", true, false, "DIR", "directory of docker's config.json"},
+      {"json", false, false, "", "machine-readable output"},
+      {"quiet", false, false, "", "no progress or miss messages"},
+      {"help", false, false, "", "show help"},
+  };
+  return *specs;
+}
+
+struct Ctx {
+  std::ostream& out;
+  std::ostream& err;
+  Args global;
+  bool json = false;
+  bool quiet = false;
+  std::unique_ptr<Store> store;        // what commands use
+  layout::LayoutStore* local = nullptr;  // the local tier, if any (owned by store)
+  cache::RegistryStore* remote = nullptr;  // the registry, if any (owned by store)
+  std::string password;                // read once from stdin
+};
+
+int Fail(Ctx& c, const absl::Status& s) {
+  int code = kExitStoreError;
+  switch (s.code()) {
+    case absl::StatusCode::kNotFound:
+      code = kExitMiss;
+      break;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      code = kExitUsage;
+      break;
+    case absl::StatusCode::kResourceExhausted:
+      // Our own size limits are bad input; a registry's 429 is a store error.
+      code = registry::IsTemporary(s) ? kExitStoreError : kExitUsage;
+      break;
+    default:
+      break;
+  }
+  if (code == kExitMiss) {
+    if (!c.quiet) c.err << "ocicache: " << s.message() << "\n";
+  } else {
+    c.err << "ocicache: error: " << s.message() << "\n";
+  }
+  return code;
+}
+
+int Usage(Ctx& c, absl::string_view msg) {
+  c.err << "ocicache: " << msg << " (see --help)\n";
+  return kExitUsage;
+}
+
+std::string EnvOr(const char* name, const std::string& def = "") {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : def;
+}
+
+std::string DefaultDir() {
+  std::string xdg = EnvOr("XDG_CACHE_HOME");
+  if (!xdg.empty()) return xdg + "/ocicache";
+  std::string home = EnvOr("HOME", "/tmp");
+  return home + "/.cache/ocicache";
+}
+
+std::string FormatTime(absl::Time t) {
+  if (t == absl::InfinitePast()) return "";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+std::string HumanAge(absl::Time t) {
+  if (t == absl::InfinitePast()) return "-";
+  absl::Duration d = absl::Now() - t;
+  if (d < absl::Minutes(1)) return absl::StrCat(absl::ToInt64Seconds(d), "s");
+  if (d < absl::Hours(1)) return absl::StrCat(absl::ToInt64Minutes(d), "m");
+  if (d < absl::Hours(48)) return absl::StrCat(absl::ToInt64Hours(d), "h");
+  return absl::StrCat(absl::ToInt64Hours(d) / 24, "d");
+}
+
+std::string HumanSize(int64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? absl::StrCat(n, "B") : absl::StrFormat("%.1f%s", v, units[u]);
+}
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit) {
+  int fd = path == "-" ? dup(0) : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+  std::string data;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      return absl::InvalidArgumentError(absl::StrCat("cannot read ", path, ": ", strerror(errno)));
+    }
+    if (n == 0) break;
+    data.append(buf, n);
+    if (data.size() > limit) {
+      ::close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " is larger than the limit of ", limit, " bytes"));
+    }
+  }
+  ::close(fd);
+  return data;
+}
+
+// Writes a blob to a file atomically (temp + rename) or to stdout ("-").
+absl::Status ReadBlobToPath(Store& store, const oci::Digest& d, const std::string& path) {
+  if (path == "-") {
+    oci::FdSink sink(1);
+    return store.ReadBlob(d, 0, sink);
+  }
+  std::string tmp = absl::StrCat(path, ".tmp-", getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("cannot create ", tmp, ": ", strerror(errno)));
+  oci::FdSink sink(fd);
+  absl::Status s = store.ReadBlob(d, 0, sink);
+  if (::close(fd) != 0 && s.ok()) s = absl::InternalError(absl::StrCat("close ", tmp, ": ", strerror(errno)));
+  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    s = absl::InternalError(absl::StrCat("rename to ", path, ": ", strerror(errno)));
+  }
+  if (!s.ok()) ::unlink(tmp.c_str());
+  return s;
+}
+
+absl::StatusOr<oci::Descriptor> WriteBlobFromPath(Store& store, const std::string& path,
+                                                  const oci::Digest& expected) {
+  int fd = path == "-" ? dup(0) : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+  struct stat st;
+  int64_t size = -1;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) size = st.st_size;
+  if (size == 0) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, " is empty: zero-size blobs are not stored"));
+  }
+  oci::FdSource src(fd);
+  auto d = store.WriteBlob(expected, size, src);
+  ::close(fd);
+  if (d.ok() && d->size == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is empty: zero-size blobs are not stored"));
+  }
+  return d;
+}
+
+absl::Status ParseKeyValues(const std::vector<std::string>& kvs, std::map<std::string, std::string>* out) {
+  for (const auto& kv : kvs) {
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", kv, "\" is not KEY=VALUE"));
+    }
+    (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return absl::OkStatus();
+}
+
+json EntryJson(const Entry& e) {
+  json j;
+  j["key"] = e.key;
+  auto tag = cache::TagForKey(e.key);
+  j["tag"] = tag.ok() ? *tag : "";
+  json cfg = json::parse(e.config.empty() ? "{}" : e.config, nullptr, false);
+  j["config"] = cfg.is_discarded() ? json(e.config) : cfg;
+  json desc = json::parse(e.descriptor, nullptr, false);
+  j["descriptor"] = desc.is_discarded() ? json(e.descriptor) : desc;
+  json blobs = json::array();
+  for (const auto& b : e.blobs) blobs.push_back(b.ToJson());
+  j["blobs"] = blobs;
+  json locs = json::array();
+  for (const auto& l : e.locations) {
+    locs.push_back({{"mediaType", l.media_type}, {"digest", l.digest.str()}, {"size", l.size}, {"url", l.url}});
+  }
+  j["locations"] = locs;
+  j["annotations"] = e.annotations;
+  j["created"] = FormatTime(e.created);
+  j["lastUsed"] = FormatTime(e.last_used);
+  return j;
+}
+
+json InfoJson(const EntryInfo& i) {
+  json j;
+  j["key"] = i.key;
+  j["tag"] = i.tag;
+  j["manifest"] = i.manifest_digest.str();
+  j["size"] = i.size;
+  j["created"] = FormatTime(i.created);
+  j["lastUsed"] = FormatTime(i.last_used);
+  j["annotations"] = i.annotations;
+  return j;
+}
+
+// Opens the stores the global flags describe.
+absl::Status OpenStores(Ctx& c) {
+  std::string repo = c.global.Get("repo", EnvOr("OCICACHE_REPO", EnvOr("KOCACHE_REPO")));
+  bool no_dir = c.global.GetBool("no-dir");
+  std::string dir = c.global.Get("dir", EnvOr("OCICACHE_DIR", DefaultDir()));
+  if (no_dir && repo.empty()) {
+    return absl::InvalidArgumentError("--no-dir needs --repo: there would be no store at all");
+  }
+  std::shared_ptr<cache::ClientPool> pool;
+  std::unique_ptr<cache::RegistryStore> remote;
+  if (!repo.empty()) {
+    auto ref = registry::ParseRepoRef(repo);
+    if (!ref.ok()) return ref.status();
+    registry::ClientOptions opts;
+    opts.insecure_http = c.global.GetBool("insecure");
+    opts.ca_file = c.global.Get("ca-file");
+    opts.docker_config_dir = c.global.Get("docker-config");
+    opts.credentials.username = c.global.Get("username", EnvOr("OCICACHE_USERNAME"));
+    opts.credentials.password = c.password.empty() ? EnvOr("OCICACHE_PASSWORD") : c.password;
+    pool = std::make_shared<cache::ClientPool>(opts);
+    auto client = pool->Get(ref->registry);
+    if (!client.ok()) return client.status();
+    cache::RegistryStoreOptions ropts;
+    ropts.pool = pool;
+    if (c.global.Has("shards")) {
+      int n = 0;
+      if (!absl::SimpleAtoi(c.global.Get("shards"), &n) || n < 1 || n > 256) {
+        return absl::InvalidArgumentError("--shards takes a number from 1 to 256");
+      }
+      ropts.shards = n;
+    }
+    auto r = cache::RegistryStore::Create(*client, ref->repository, ropts);
+    if (!r.ok()) return r.status();
+    remote = *std::move(r);
+  }
+  std::unique_ptr<layout::LayoutStore> local;
+  if (!no_dir) {
+    layout::LayoutStore::Options lopts;
+    if (pool != nullptr) {
+      lopts.fetcher = [pool](const cache::Location& loc, oci::ByteSink& sink) -> absl::Status {
+        std::string base, from_repo;
+        oci::Digest d;
+        if (absl::Status s = cache::ParseBlobUrl(loc.url, &base, &from_repo, &d); !s.ok()) return s;
+        size_t p = base.find("://");
+        auto client = pool->Get(base.substr(p == std::string::npos ? 0 : p + 3));
+        if (!client.ok()) return client.status();
+        return (*client)->GetBlob(from_repo, d, loc.size, sink);
+      };
+    }
+    auto l = layout::LayoutStore::Open(dir, lopts);
+    if (!l.ok()) return l.status();
+    local = *std::move(l);
+  }
+  c.local = local.get();
+  c.remote = remote.get();
+  if (local && remote) {
+    c.store = std::make_unique<cache::TieredStore>(std::move(local), std::move(remote));
+  } else if (local) {
+    c.store = std::move(local);
+  } else {
+    c.store = std::move(remote);
+  }
+  return absl::OkStatus();
+}
+
+struct Command {
+  std::string name;
+  std::string args;  // usage after the command name
+  std::string summary;
+  std::vector<FlagSpec> flags;
+  int (*run)(Ctx& c, const Args& a);
+  bool needs_store = true;
+};
+
+// ---- get / stat ----------------------------------------------------------
+
+absl::StatusOr<cache::LookupOptions> LookupOpts(const Args& a) {
+  cache::LookupOptions opts;
+  if (absl::Status s = ParseKeyValues(a.GetAll("require"), &opts.require); !s.ok()) return s;
+  opts.touch = !a.GetBool("no-touch");
+  return opts;
+}
+
+int RunGet(Ctx& c, const Args& a) {
+  if (a.positional().size() != 1) return Usage(c, "get takes one KEY");
+  auto opts = LookupOpts(a);
+  if (!opts.ok()) return Fail(c, opts.status());
+  auto e = c.store->Lookup(a.positional()[0], *opts);
+  if (!e.ok()) return Fail(c, e.status());
+  if (a.Has("output")) {
+    if (e->blobs.empty()) {
+      return Fail(c, absl::InvalidArgumentError("the entry has no blob to write (--output)"));
+    }
+    if (absl::Status s = ReadBlobToPath(*c.store, e->blobs[0].digest, a.Get("output")); !s.ok()) {
+      return Fail(c, s);
+    }
+  }
+  if (c.json) {
+    c.out << EntryJson(*e).dump(2) << "\n";
+  } else if (a.Get("output") != "-") {
+    c.out << (e->config.empty() ? "{}" : e->config) << "\n";
+  }
+  return kExitOk;
+}
+
+int RunStat(Ctx& c, const Args& a) {
+  if (a.positional().size() != 1) return Usage(c, "stat takes one KEY");
+  auto opts = LookupOpts(a);
+  if (!opts.ok()) return Fail(c, opts.status());
+  opts->touch = false;
+  auto e = c.store->Lookup(a.positional()[0], *opts);
+  if (!e.ok()) return Fail(c, e.status());
+  if (c.json) {
+    c.out << EntryJson(*e).dump(2) << "\n";
+    return kExitOk;
+  }
+  json j = EntryJson(*e);
+  c.out << "key:         " << e->key << "\n"
+        << "tag:         " << j["tag"].get<std::string>() << "\n"
+        << "created:     " << FormatTime(e->created) << "\n"
+        << "last used:   " << FormatTime(e->last_used) << "\n"
+        << "config:      " << (e->config.empty() ? "{}" : e->config) << "\n"
+        << "descriptor:  " << e->descriptor << "\n";
+  for (const auto& b : e->blobs) {
+    c.out << "blob:        " << b.digest.str() << " " << b.size << " " << b.media_type << "\n";
+  }
+  for (const auto& l : e->locations) c.out << "location:    " << l.url << "\n";
+  for (const auto& [k, v] : e->annotations) c.out << "annotation:  " << k << "=" << v << "\n";
+  return kExitOk;
+}
+
+// ---- put -------------------------------------------------------------------
+
+int RunPut(Ctx& c, const Args& a) {
+  if (a.positional().size() != 1) return Usage(c, "put takes one KEY");
+  Entry e;
+  e.key = a.positional()[0];
+  if (absl::Status s = cache::ValidateKey(e.key); !s.ok()) return Fail(c, s);
+  int stdin_uses = 0;
+  if (a.Has("config")) {
+    stdin_uses += a.Get("config") == "-";
+    auto cfg = ReadSmallFile(a.Get("config"), cache::format::kMaxConfigBytes);
+    if (!cfg.ok()) return Fail(c, cfg.status());
+    e.config = *cfg;
+  }
+  if (a.Has("descriptor")) {
+    stdin_uses += a.Get("descriptor") == "-";
+    auto d = ReadSmallFile(a.Get("descriptor"), cache::format::kMaxConfigBytes);
+    if (!d.ok()) return Fail(c, d.status());
+    e.descriptor = *d;
+  }
+  for (const auto& b : a.GetAll("blob")) stdin_uses += b == "-";
+  if (stdin_uses > 1) return Usage(c, "only one of --config, --descriptor, --blob can read stdin");
+  if (absl::Status s = ParseKeyValues(a.GetAll("annotation"), &e.annotations); !s.ok()) return Fail(c, s);
+  // Validate everything cheap before uploading anything.
+  {
+    Entry probe = e;
+    probe.blobs.clear();
+    if (auto enc = cache::EncodeEntry(probe, absl::Now()); !enc.ok()) return Fail(c, enc.status());
+  }
+  std::string media_type = a.Get("media-type", oci::media::kOctetStream);
+  for (const auto& path : a.GetAll("blob")) {
+    auto d = WriteBlobFromPath(*c.store, path, oci::Digest());
+    if (!d.ok()) return Fail(c, d.status());
+    oci::Descriptor b = *d;
+    b.media_type = media_type;
+    b.annotations.clear();
+    if (path != "-") b.annotations["org.opencontainers.image.title"] = path.substr(path.rfind('/') + 1);
+    e.blobs.push_back(b);
+  }
+  if (absl::Status s = c.store->Put(e); !s.ok()) return Fail(c, s);
+  auto tag = cache::TagForKey(e.key);
+  if (c.json) {
+    c.out << EntryJson(e).dump(2) << "\n";
+  } else if (!c.quiet) {
+    c.out << "stored " << e.key << " as tag " << *tag << " in " << c.store->Describe() << "\n";
+  }
+  return kExitOk;
+}
+
+// ---- ls / rm / gc -------------------------------------------------------
+
+absl::StatusOr<std::vector<EntryInfo>> ListAll(Store& s) {
+  std::vector<EntryInfo> all;
+  absl::Status st = s.List([&](const EntryInfo& i) {
+    all.push_back(i);
+    return true;
+  });
+  if (!st.ok()) return st;
+  return all;
+}
+
+int RunLs(Ctx& c, const Args& a) {
+  if (!a.positional().empty()) return Usage(c, "ls takes no arguments");
+  auto all = ListAll(*c.store);
+  if (!all.ok()) return Fail(c, all.status());
+  std::sort(all->begin(), all->end(),
+            [](const EntryInfo& x, const EntryInfo& y) { return x.last_used > y.last_used; });
+  if (c.json) {
+    json arr = json::array();
+    for (const auto& i : *all) arr.push_back(InfoJson(i));
+    c.out << arr.dump(2) << "\n";
+    return kExitOk;
+  }
+  c.out << absl::StrFormat("%-8s %-8s %10s  %s\n", "USED", "CREATED", "SIZE", "KEY");
+  for (const auto& i : *all) {
+    c.out << absl::StrFormat("%-8s %-8s %10s  %s\n", HumanAge(i.last_used), HumanAge(i.created),
+                             HumanSize(i.size), i.key);
+  }
+  return kExitOk;
+}
+
+int RunRm(Ctx& c, const Args& a) {
+  if (a.positional().empty()) return Usage(c, "rm takes one or more KEYs");
+  int rc = kExitOk;
+  for (const auto& key : a.positional()) {
+    absl::Status s = c.store->Delete(key);
+    if (!s.ok()) {
+      int r = Fail(c, s);
+      if (r != kExitMiss || rc == kExitOk) rc = std::max(rc, r);
+      if (r != kExitMiss) return r;
+    } else if (!c.quiet) {
+      c.out << "deleted " << key << "\n";
+    }
+  }
+  return rc;
+}
+
+int RunGc(Ctx& c, const Args& a) {
+  if (!a.positional().empty()) return Usage(c, "gc takes no arguments");
+  if (!a.Has("older-than") && !a.Has("keep-last")) {
+    return Usage(c, "gc needs --older-than DURATION and/or --keep-last N");
+  }
+  absl::Duration older = absl::ZeroDuration();
+  if (a.Has("older-than")) {
+    std::string v = a.Get("older-than");
+    // absl durations lack days; accept "Nd" too.
+    if (absl::EndsWith(v, "d")) {
+      int days;
+      if (!absl::SimpleAtoi(v.substr(0, v.size() - 1), &days) || days < 0) {
+        return Usage(c, "--older-than takes a duration like 36h, 90m or 7d");
+      }
+      older = absl::Hours(24) * days;
+    } else if (!absl::ParseDuration(v, &older) || older < absl::ZeroDuration()) {
+      return Usage(c, "--older-than takes a duration like 36h, 90m or 7d");
+    }
+  }
+  int keep = 0;
+  if (a.Has("keep-last") && (!absl::SimpleAtoi(a.Get("keep-last"), &keep) || keep < 0)) {
+    return Usage(c, "--keep-last takes a number");
+  }
+  bool dry = a.GetBool("dry-run");
+  auto all = ListAll(*c.store);
+  if (!all.ok()) return Fail(c, all.status());
+  std::sort(all->begin(), all->end(),
+            [](const EntryInfo& x, const EntryInfo& y) { return x.last_used > y.last_used; });
+  absl::Time cutoff = absl::Now() - older;
+  int deleted = 0;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < all->size(); ++i) {
+    const EntryInfo& info = (*all)[i];
+    if (a.Has("keep-last") && static_cast<int>(i) < keep) continue;
+    if (a.Has("older-than") && info.last_used >= cutoff) continue;
+    if (!dry) {
+      absl::Status s = c.store->Delete(info.key);
+      if (!s.ok() && !absl::IsNotFound(s)) return Fail(c, s);
+    }
+    ++deleted;
+    bytes += info.size;
+    if (!c.quiet && !c.json) c.out << (dry ? "would delete " : "deleted ") << info.key << "\n";
+  }
+  layout::GcStats local_gc;
+  if (c.local != nullptr && !dry) {
+    auto r = c.local->Gc();
+    if (!r.ok()) return Fail(c, r.status());
+    local_gc = *r;
+  }
+  if (c.json) {
+    json j{{"entries", deleted}, {"bytes", bytes}, {"dryRun", dry},
+           {"localBlobsRemoved", local_gc.blobs_removed}, {"localBytesFreed", local_gc.bytes_removed}};
+    c.out << j.dump(2) << "\n";
+  } else if (!c.quiet) {
+    c.out << absl::StrFormat("%s %d of %d entries (%s)", dry ? "would delete" : "deleted", deleted,
+                             all->size(), HumanSize(bytes));
+    if (c.local != nullptr && !dry) {
+      c.out << absl::StrFormat("; local tier: %d unreferenced blobs removed (%s)",
+                               local_gc.blobs_removed, HumanSize(local_gc.bytes_removed));
+    }
+    c.out << "\n";
+  }
+  return kExitOk;
+}
+
+// ---- sync --------------------------------------------------------------------
+
+class Progress {
+ public:
+  Progress(std::ostream& err, bool enabled, std::string label, size_t total)
+      : err_(err), enabled_(enabled && isatty(2)), label_(std::move(label)), total_(total) {}
+  void Step(size_t done) {
+    if (!enabled_ || total_ == 0) return;
+    int width = 30;
+    int filled = static_cast<int>(width * done / total_);
+    err_ << "\r" << label_ << " [" << std::string(filled, '#') << std::string(width - filled, ' ')
+         << "] " << done << "/" << total_ << std::flush;
+    if (done == total_) err_ << "\n";
+  }
+
+ private:
+  std::ostream& err_;
+  bool enabled_;
+  std::string label_;
+  size_t total_;
+};
+
+// Copies one entry, blobs first, from one store to another.
+absl::Status CopyEntry(Store& from, Store& to, const std::string& key) {
+  cache::LookupOptions opts;
+  opts.touch = false;
+  auto e = from.Lookup(key, opts);
+  if (!e.ok()) return e.status();
+  for (const auto& b : e->blobs) {
+    if (to.StatBlob(b.digest).ok()) continue;
+    absl::Status s = oci::Transfer(
+        [&](oci::ByteSink& sink) { return from.ReadBlob(b.digest, 0, sink); },
+        [&](oci::ByteSource& src) { return to.WriteBlob(b.digest, b.size, src).status(); });
+    if (!s.ok()) return s;
+  }
+  return to.Put(*e);
+}
+
+int RunSync(Ctx& c, const Args& a) {
+  if (!a.positional().empty()) return Usage(c, "sync takes no arguments");
+  if (c.local == nullptr || c.remote == nullptr) {
+    return Usage(c, "sync needs both a directory (--dir) and a registry (--repo)");
+  }
+  std::string dir = a.Get("direction", "both");
+  if (dir != "up" && dir != "down" && dir != "both") {
+    return Usage(c, "--direction is up, down or both");
+  }
+  auto local = ListAll(*c.local);
+  if (!local.ok()) return Fail(c, local.status());
+  auto remote = ListAll(*c.remote);
+  if (!remote.ok()) return Fail(c, remote.status());
+  std::set<std::string> in_local, in_remote;
+  for (const auto& i : *local) in_local.insert(i.key);
+  for (const auto& i : *remote) in_remote.insert(i.key);
+  std::vector<std::string> up, down;
+  if (dir != "down") {
+    for (const auto& k : in_local) if (!in_remote.count(k)) up.push_back(k);
+  }
+  if (dir != "up") {
+    for (const auto& k : in_remote) if (!in_local.count(k)) down.push_back(k);
+  }
+  bool dry = a.GetBool("dry-run");
+  size_t done = 0;
+  Progress progress(c.err, !c.quiet, "sync", up.size() + down.size());
+  auto copy = [&](Store& from, Store& to, const std::vector<std::string>& keys, const char* verb) {
+    for (const auto& k : keys) {
+      if (!dry) {
+        absl::Status s = CopyEntry(from, to, k);
+        if (!s.ok()) return s;
+      }
+      if (!c.quiet && !c.json && !isatty(2)) c.out << (dry ? "would " : "") << verb << " " << k << "\n";
+      progress.Step(++done);
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = copy(*c.local, *c.remote, up, "push"); !s.ok()) return Fail(c, s);
+  if (absl::Status s = copy(*c.remote, *c.local, down, "pull"); !s.ok()) return Fail(c, s);
+  if (c.json) {
+    c.out << json{{"pushed", up.size()}, {"pulled", down.size()}, {"dryRun", dry}}.dump(2) << "\n";
+  } else if (!c.quiet) {
+    c.out << absl::StrFormat("%s %d entries to %s, %d entries to %s\n", dry ? "would copy" : "copied",
+                             up.size(), c.remote->Describe(), down.size(), c.local->Describe());
+  }
+  return kExitOk;
+}
+
+// ---- blob ---------------------------------------------------------------------
+
+int RunBlob(Ctx& c, const Args& a) {
+  const auto& p = a.positional();
+  if (p.empty()) return Usage(c, "blob needs a subcommand: push, pull, stat or mount");
+  const std::string& sub = p[0];
+  if (sub == "push") {
+    if (p.size() != 2) return Usage(c, "blob push takes one FILE (or - for stdin)");
+    oci::Digest expected;
+    if (a.Has("digest")) {
+      auto d = oci::Digest::Parse(a.Get("digest"));
+      if (!d.ok()) return Fail(c, d.status());
+      expected = *d;
+    }
+    auto d = WriteBlobFromPath(*c.store, p[1], expected);
+    if (!d.ok()) return Fail(c, d.status());
+    if (c.json) {
+      c.out << json{{"digest", d->digest.str()}, {"size", d->size}}.dump(2) << "\n";
+    } else {
+      c.out << d->digest.str() << "\n";
+    }
+    return kExitOk;
+  }
+  if (p.size() < 2) return Usage(c, absl::StrCat("blob ", sub, " takes a DIGEST"));
+  auto digest = oci::Digest::Parse(p[1]);
+  if (!digest.ok()) return Fail(c, digest.status());
+  if (sub == "pull") {
+    if (p.size() != 2) return Usage(c, "blob pull takes one DIGEST");
+    absl::Status s = ReadBlobToPath(*c.store, *digest, a.Get("output", "-"));
+    return s.ok() ? kExitOk : Fail(c, s);
+  }
+  if (sub == "stat") {
+    auto size = c.store->StatBlob(*digest);
+    if (!size.ok()) return Fail(c, size.status());
+    if (c.json) {
+      c.out << json{{"digest", digest->str()}, {"size", *size}}.dump(2) << "\n";
+    } else {
+      c.out << digest->str() << " " << *size << "\n";
+    }
+    return kExitOk;
+  }
+  if (sub == "mount") {
+    if (!a.Has("from")) return Usage(c, "blob mount needs --from URL or --from REGISTRY/REPO");
+    cache::Location loc;
+    loc.digest = *digest;
+    loc.media_type = oci::media::kOctetStream;
+    std::string from = a.Get("from");
+    if (!absl::StrContains(from, "://")) {
+      auto ref = registry::ParseRepoRef(from);
+      if (!ref.ok()) return Fail(c, ref.status());
+      auto tmp = registry::Client::Create(ref->registry, {});
+      if (!tmp.ok()) return Fail(c, tmp.status());
+      from = cache::BlobUrl((*tmp)->base_url(), ref->repository, *digest);
+    }
+    loc.url = from;
+    if (a.Has("size")) {
+      if (!absl::SimpleAtoi(a.Get("size"), &loc.size) || loc.size <= 0) {
+        return Usage(c, "--size takes a positive number");
+      }
+    } else {
+      loc.size = -1;
+    }
+    absl::Status s = c.store->MountBlob(loc);
+    if (!s.ok()) return Fail(c, s);
+    if (!c.quiet) c.out << "present: " << digest->str() << "\n";
+    return kExitOk;
+  }
+  return Usage(c, absl::StrCat("unknown blob subcommand \"", sub, "\""));
+}
+
+// ---- demo -------------------------------------------------------------------
+
+int RunDemo(Ctx& c, const Args& a) {
+  c.out << "ocicache demo on " << c.store->Describe() << "\n";
+  std::string stamp = absl::StrCat(absl::ToUnixNanos(absl::Now()));
+  int n = 3;
+  absl::Duration put_time, hit_time, miss_time;
+  for (int i = 0; i < n; ++i) {
+    std::string content = absl::StrCat("demo object ", i, " at ", stamp, "\n");
+    oci::StringSource src(content);
+    absl::Time t0 = absl::Now();
+    auto d = c.store->WriteBlob(oci::Digest::Of(content), content.size(), src);
+    if (!d.ok()) return Fail(c, d.status());
+    Entry e;
+    e.key = absl::StrCat("demo/", stamp, "/", i);
+    e.config = absl::StrCat(R"({"demo":)", i, "}");
+    oci::Descriptor b = *d;
+    b.media_type = "text/plain";
+    e.blobs.push_back(b);
+    e.annotations["org.ocicache.tool.demo"] = "1";
+    if (absl::Status s = c.store->Put(e); !s.ok()) return Fail(c, s);
+    put_time += absl::Now() - t0;
+    t0 = absl::Now();
+    auto got = c.store->Lookup(e.key, {});
+    if (!got.ok()) return Fail(c, got.status());
+    std::string back;
+    oci::StringSink sink(&back);
+    if (absl::Status s = c.store->ReadBlob(got->blobs[0].digest, 0, sink); !s.ok()) return Fail(c, s);
+    hit_time += absl::Now() - t0;
+    if (back != content) return Fail(c, absl::DataLossError("demo read back other bytes"));
+    c.out << "  put + hit  " << e.key << " -> " << b.digest.str().substr(0, 19) << "...\n";
+  }
+  absl::Time t0 = absl::Now();
+  auto miss = c.store->Lookup(absl::StrCat("demo/", stamp, "/absent"), {});
+  miss_time = absl::Now() - t0;
+  if (!absl::IsNotFound(miss.status())) {
+    return Fail(c, absl::InternalError("demo: an absent key did not miss"));
+  }
+  c.out << "  miss       demo/" << stamp << "/absent\n";
+  for (int i = 0; i < n; ++i) (void)c.store->Delete(absl::StrCat("demo/", stamp, "/", i));
+  c.out << absl::StrFormat("ok: %d puts (%s each), %d hits (%s each), 1 miss (%s)\n", n,
+                           absl::FormatDuration(put_time / n), n,
+                           absl::FormatDuration(hit_time / n), absl::FormatDuration(miss_time));
+  return kExitOk;
+}
+
+const std::vector<Command>& Commands() {
+  static const FlagSpec kJson{"json", false, false, "", "machine-readable output"};
+  static const FlagSpec kHelp{"help", false, false, "", "show help"};
+  static const FlagSpec kRequire{"require", true, true, "K=V",
+                                 "the entry must carry annotation K with value V, else a miss"};
+  static const auto* cmds = new std::vector<Command>{
+      {"get", "KEY", "Look KEY up. Prints the entry's config (or all of it with --json); "
+                     "--output writes its first blob.",
+       {{"output", true, false, "FILE", "write the entry's blob to FILE (- for stdout)"},
+        kRequire,
+        {"no-touch", false, false, "", "do not refresh the entry's last-used time"},
+        kJson, kHelp},
+       RunGet},
+      {"stat", "KEY", "Print KEY's entry: config, original descriptor, blobs, locations, annotations.",
+       {kRequire, kJson, kHelp}, RunStat},
+      {"put", "KEY", "Store an entry for KEY. Blobs are uploaded first, then the entry.",
+       {{"config", true, false, "FILE", "entry config: a JSON object (- for stdin)"},
+        {"blob", true, true, "FILE", "content blob (- for stdin)"},
+        {"descriptor", true, false, "FILE", "original descriptor JSON to keep byte for byte"},
+        {"media-type", true, false, "TYPE", "media type of the blobs (default application/octet-stream)"},
+        {"annotation", true, true, "K=V", "annotation, e.g. org.ocicache.tool.go=go1.23.4"},
+        kJson, kHelp},
+       RunPut},
+      {"ls", "", "List entries, most recently used first.", {kJson, kHelp}, RunLs},
+      {"rm", "KEY...", "Delete entries (blobs are reclaimed by the registry's GC and 'gc').",
+       {kHelp}, RunRm},
+      {"gc", "", "Delete entries last used before --older-than, keeping the --keep-last most recent; "
+                 "then remove local blobs no entry references.",
+       {{"older-than", true, false, "DURATION", "e.g. 7d, 36h, 90m"},
+        {"keep-last", true, false, "N", "never delete the N most recently used entries"},
+        {"dry-run", false, false, "", "only print what would be deleted"},
+        kJson, kHelp},
+       RunGc},
+      {"sync", "", "Copy entries the other side lacks between the directory and the registry.",
+       {{"direction", true, false, "up|down|both", "up: to the registry; down: to the directory (default both)"},
+        {"dry-run", false, false, "", "only print what would be copied"},
+        kJson, kHelp},
+       RunSync},
+      {"blob", "push FILE | pull DIGEST | stat DIGEST | mount DIGEST --from URL",
+       "Work on single blobs.",
+       {{"output", true, false, "FILE", "pull: where to write (default stdout)"},
+        {"digest", true, false, "DIGEST", "push: the digest the content must have"},
+        {"from", true, false, "URL|REGISTRY/REPO", "mount: where the blob is"},
+        {"size", true, false, "N", "mount: the blob's size"},
+        kJson, kHelp},
+       RunBlob},
+      {"demo", "", "Store, look up and delete a few entries: a self-check of the configured stores.",
+       {kHelp}, RunDemo},
+  };
+  return *cmds;
+}
+
+}  // namespace
+
+int Main(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err) {
+  auto global = Args::Parse(argv, 1, GlobalFlags(), /*stop_at_positional=*/true);
+  Ctx c{out, err, {}};
+  if (!global.ok()) return Usage(c, global.status().message());
+  c.global = *global;
+  c.json = c.global.GetBool("json");
+  c.quiet = c.global.GetBool("quiet");
+  size_t ci = global->next();
+  if (c.global.GetBool("help") || ci >= argv.size() || argv[ci] == "help") {
+    bool asked = c.global.GetBool("help") || (ci < argv.size() && argv[ci] == "help");
+    (asked ? out : err) << absl::StrFormat(kUsage, FlagHelp(GlobalFlags()));
+    return asked ? kExitOk : kExitUsage;
+  }
+  const Command* cmd = nullptr;
+  for (const auto& x : Commands()) {
+    if (x.name == argv[ci]) cmd = &x;
+  }
+  if (cmd == nullptr) return Usage(c, absl::StrCat("unknown command \"", argv[ci], "\""));
+  auto a = Args::Parse(argv, ci + 1, cmd->flags, /*stop_at_positional=*/false);
+  if (!a.ok()) return Usage(c, absl::StrCat(cmd->name, ": ", a.status().message()));
+  if (a->GetBool("help")) {
+    out << "Usage: ocicache [global flags] " << cmd->name << " " << cmd->args << "\n\n"
+        << cmd->summary << "\n\nFlags:\n" << FlagHelp(cmd->flags)
+        << "\nGlobal flags are listed by 'ocicache --help'.\n";
+    return kExitOk;
+  }
+  if (a->GetBool("json")) c.json = true;
+  if (c.global.GetBool("password-stdin")) {
+    std::string pw;
+    std::getline(std::cin, pw);
+    c.password = pw;
+  }
+  if (cmd->needs_store) {
+    if (absl::Status s = OpenStores(c); !s.ok()) return Fail(c, s);
+  }
+  return cmd->run(c, *a);
+}
+
+}  // namespace ocicache::cli
