@@ -122,8 +122,8 @@ absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOpt
     if (NoteRemote(r.status())) return e;  // the local miss
     return r;
   }
-  // Fill the local tier: blobs first, then the entry. A failure to fill is
-  // reported but the hit is still served from what the remote answered.
+  // Fill the local tier: blobs first, then the entry. An outage meanwhile makes
+  // this a miss; a corrupt or unreadable blob is an error, never a half hit.
   absl::Status fill;
   for (const auto& b : r->blobs) {
     if (local_->StatBlob(b.digest).ok()) continue;
@@ -132,9 +132,8 @@ absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOpt
   }
   if (fill.ok()) fill = local_->Put(*r);
   if (!fill.ok()) {
-    if (!NoteRemote(fill)) {
-      opts_.warn(absl::StrCat("could not fill the local tier for ", key, ": ", fill.message()));
-    }
+    if (NoteRemote(fill)) return e;
+    return fill;
   }
   return r;
 }

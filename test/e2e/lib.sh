@@ -1,0 +1,50 @@
+# Shared helpers for end-to-end scripts. Each check prints "PASS name" or
+# "FAIL name" (with what went wrong); scripts/test.sh counts those lines.
+set -u
+: "${OCICACHE_BIN:?built ocicache binary}"
+: "${REGISTRYCTL:?built registryctl binary}"
+WORK=$(mktemp -d /tmp/ocicache-e2e.XXXXXX)
+REG_PIDS=()
+cleanup() {
+  for p in "${REG_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; }
+
+# start_registry AUTH NAME: starts registryctl, sets $NAME to "127.0.0.1:PORT".
+start_registry() {
+  local auth=$1 var=$2 out=$WORK/reg-$2.out
+  "$REGISTRYCTL" --auth="$auth" --dir="$WORK/reg-$var" >"$out" 2>"$WORK/reg-$var.err" &
+  REG_PIDS+=($!)
+  for _ in $(seq 1 100); do
+    [[ -s $out ]] && break
+    sleep 0.1
+  done
+  local host; host=$(head -1 "$out")
+  [[ -n $host ]] || { cat "$WORK/reg-$var.err" >&2; return 1; }
+  printf -v "$var" '%s' "$host"
+}
+
+# expect_rc NAME WANT CMD...: runs CMD (output in $OUT, stderr in $ERR), checks the exit code.
+expect_rc() {
+  local name=$1 want=$2; shift 2
+  OUT=$("$@" 2>"$WORK/stderr"); local rc=$?
+  ERR=$(cat "$WORK/stderr")
+  if [[ $rc == "$want" ]]; then pass "$name"; return 0; fi
+  fail "$name" "exit $rc, want $want; stderr: $(head -c 600 <<<"$ERR")"
+  return 1
+}
+
+# expect_contains NAME HAYSTACK NEEDLE
+expect_contains() {
+  if grep -qF -- "$3" <<<"$2"; then pass "$1"; else fail "$1" "missing \"$3\" in: $(head -c 400 <<<"$2")"; fi
+}
+
+# expect_one_line NAME TEXT: an error must be one clear line.
+expect_one_line() {
+  local n; n=$(grep -c . <<<"$2")
+  if [[ $n == 1 ]]; then pass "$1"; else fail "$1" "$n lines: $2"; fi
+}

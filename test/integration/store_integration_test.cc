@@ -1,0 +1,233 @@
+// The Store conformance suite against real docker-registry processes (no auth,
+// htpasswd, token, sharded) and the tiered store, plus the behaviour only a real
+// registry shows: one request per lookup, cross-repository mount and copy, and
+// degrading to the local tier when the registry goes away.
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "pkg/cache/format.h"
+#include "pkg/cache/registry_store.h"
+#include "pkg/cache/store_testsuite.h"
+#include "pkg/cache/tiered_store.h"
+#include "pkg/layout/layout_store.h"
+#include "pkg/registry/client.h"
+#include "test/harness/registry.h"
+
+namespace ocicache {
+namespace {
+
+using harness::RegistryProcess;
+
+// Registries shared by all tests of this binary, started on first use from the
+// main thread (see registry.h on PR_SET_PDEATHSIG).
+RegistryProcess* Registry(RegistryProcess::Options::Auth auth) {
+  static std::unique_ptr<RegistryProcess> regs[3];
+  auto& r = regs[auth];
+  if (!r) {
+    RegistryProcess::Options o;
+    o.auth = auth;
+    auto started = RegistryProcess::Start(o);
+    if (!started.ok()) {
+      ADD_FAILURE() << started.status();
+      return nullptr;
+    }
+    r = *std::move(started);
+  }
+  return r.get();
+}
+
+std::string UniqueRepo(const std::string& prefix) {
+  static int n = 0;
+  return absl::StrCat(prefix, "/r", ++n, "-", getpid());
+}
+
+std::string TempDir() {
+  std::string tmpl = absl::StrCat(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp",
+                                  "/layout-XXXXXX");
+  char* d = mkdtemp(tmpl.data());
+  return d ? std::string(d) : std::string();
+}
+
+absl::StatusOr<std::unique_ptr<cache::RegistryStore>> MakeRegistryStore(
+    RegistryProcess::Options::Auth auth, int shards = 0, const std::string& repo = "") {
+  RegistryProcess* reg = Registry(auth);
+  if (reg == nullptr) return absl::UnavailableError("registry did not start");
+  registry::ClientOptions opts;
+  if (auth != RegistryProcess::Options::kNone) {
+    opts.credentials.username = reg->options().user;
+    opts.credentials.password = reg->options().password;
+  }
+  opts.retry.max_attempts = 2;
+  auto client = registry::Client::Create(reg->host(), opts);
+  if (!client.ok()) return client.status();
+  cache::RegistryStoreOptions ropts;
+  ropts.shards = shards;
+  ropts.pool = std::make_shared<cache::ClientPool>(opts);
+  return cache::RegistryStore::Create(std::shared_ptr<registry::Client>(std::move(*client)),
+                                      repo.empty() ? UniqueRepo("conformance") : repo, ropts);
+}
+
+template <typename T>
+absl::StatusOr<std::unique_ptr<cache::Store>> Up(absl::StatusOr<std::unique_ptr<T>> s) {
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<cache::Store>(std::move(*s));
+}
+
+absl::StatusOr<std::unique_ptr<cache::TieredStore>> MakeTiered(
+    std::unique_ptr<cache::RegistryStore> remote, std::string dir = "",
+    cache::TieredStoreOptions topts = {}) {
+  auto local = layout::LayoutStore::Open(dir.empty() ? TempDir() : dir);
+  if (!local.ok()) return local.status();
+  return std::make_unique<cache::TieredStore>(std::move(*local), std::move(remote), topts);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Registries, cache::StoreConformanceTest,
+    ::testing::Values(
+        cache::StoreFactory{"registry", [] { return Up(MakeRegistryStore(RegistryProcess::Options::kNone)); }, true},
+        cache::StoreFactory{"registry_sharded", [] { return Up(MakeRegistryStore(RegistryProcess::Options::kNone, 4)); }, true},
+        cache::StoreFactory{"registry_htpasswd", [] { return Up(MakeRegistryStore(RegistryProcess::Options::kHtpasswd)); }, true},
+        cache::StoreFactory{"registry_token", [] { return Up(MakeRegistryStore(RegistryProcess::Options::kToken)); }, true},
+        cache::StoreFactory{"tiered", [] {
+          auto r = MakeRegistryStore(RegistryProcess::Options::kNone);
+          if (!r.ok()) return absl::StatusOr<std::unique_ptr<cache::Store>>(r.status());
+          return Up(MakeTiered(*std::move(r)));
+        }, true}),
+    [](const ::testing::TestParamInfo<cache::StoreFactory>& i) { return i.param.name; });
+
+cache::Entry EntryWithBlob(cache::Store& s, const std::string& key, const std::string& content) {
+  oci::StringSource src(content);
+  auto d = s.WriteBlob(oci::Digest(), -1, src);
+  EXPECT_TRUE(d.ok()) << d.status();
+  cache::Entry e;
+  e.key = key;
+  e.config = R"({"kind":"test"})";
+  if (d.ok()) e.blobs.push_back(*d);
+  return e;
+}
+
+TEST(RegistryStoreTest, LookupIsOneRequest) {
+  auto store = MakeRegistryStore(RegistryProcess::Options::kNone);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->Put(EntryWithBlob(**store, "one/request", "payload")).ok());
+  int64_t before = (*store)->client().request_count();
+  ASSERT_TRUE((*store)->Lookup("one/request", {}).ok());
+  EXPECT_EQ((*store)->client().request_count() - before, 1);
+  before = (*store)->client().request_count();
+  EXPECT_TRUE(absl::IsNotFound((*store)->Lookup("one/absent", {}).status()));
+  EXPECT_EQ((*store)->client().request_count() - before, 1);
+}
+
+TEST(RegistryStoreTest, MountFromRecordedLocationSameRegistry) {
+  auto a = MakeRegistryStore(RegistryProcess::Options::kNone);
+  auto b = MakeRegistryStore(RegistryProcess::Options::kNone);
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::string data(200000, 'm');
+  oci::StringSource src(data);
+  auto d = (*a)->WriteBlob(oci::Digest(), -1, src);
+  ASSERT_TRUE(d.ok()) << d.status();
+  cache::Location loc = (*a)->LocationOf(*d);
+  EXPECT_TRUE(absl::IsNotFound((*b)->StatBlob(d->digest).status()));
+  int64_t before = (*b)->client().request_count();
+  ASSERT_TRUE((*b)->MountBlob(loc).ok());
+  // HEAD (absent) + mount POST: no download, no upload.
+  EXPECT_LE((*b)->client().request_count() - before, 2);
+  auto size = (*b)->StatBlob(d->digest);
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(*size, 200000);
+}
+
+TEST(RegistryStoreTest, CopyFromRecordedLocationOtherRegistry) {
+  auto a = MakeRegistryStore(RegistryProcess::Options::kNone);
+  auto b = MakeRegistryStore(RegistryProcess::Options::kHtpasswd);
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::string data(300000, 'c');
+  oci::StringSource src(data);
+  auto d = (*a)->WriteBlob(oci::Digest(), -1, src);
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE((*b)->MountBlob((*a)->LocationOf(*d)).ok());
+  std::string back;
+  oci::StringSink sink(&back);
+  ASSERT_TRUE((*b)->ReadBlob(d->digest, 0, sink).ok());
+  EXPECT_EQ(back, data);
+}
+
+TEST(RegistryStoreTest, LocationsAreKeptInTheEntry) {
+  auto a = MakeRegistryStore(RegistryProcess::Options::kNone);
+  ASSERT_TRUE(a.ok());
+  cache::Entry e = EntryWithBlob(**a, "with/location", "content");
+  e.locations.push_back((*a)->LocationOf(e.blobs[0]));
+  ASSERT_TRUE((*a)->Put(e).ok());
+  auto got = (*a)->Lookup("with/location", {});
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->locations.size(), 1u);
+  EXPECT_EQ(got->locations[0].url, e.locations[0].url);
+}
+
+TEST(TieredStoreTest, OutageDegradesToLocalAndRecovers) {
+  RegistryProcess::Options o;
+  auto reg = RegistryProcess::Start(o);
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  registry::ClientOptions copts;
+  copts.retry.max_attempts = 1;
+  auto client = registry::Client::Create((*reg)->host(), copts);
+  ASSERT_TRUE(client.ok());
+  auto remote = cache::RegistryStore::Create(std::shared_ptr<registry::Client>(std::move(*client)),
+                                             "tiered/outage");
+  ASSERT_TRUE(remote.ok());
+  std::vector<std::string> warnings;
+  cache::TieredStoreOptions topts;
+  topts.retry_after = absl::ZeroDuration();
+  topts.warn = [&](absl::string_view w) { warnings.emplace_back(w); };
+  std::string dir = TempDir();
+  auto tiered = MakeTiered(*std::move(remote), dir, topts);
+  ASSERT_TRUE(tiered.ok()) << tiered.status();
+  cache::TieredStore& t = **tiered;
+
+  ASSERT_TRUE(t.Put(EntryWithBlob(t, "before", "written while up")).ok());
+  ASSERT_TRUE((*reg)->Stop().ok());
+  // Local hits still work; misses stay misses; writes stay local; one warning.
+  EXPECT_TRUE(t.Lookup("before", {}).ok());
+  EXPECT_TRUE(absl::IsNotFound(t.Lookup("absent", {}).status()));
+  EXPECT_TRUE(t.Put(EntryWithBlob(t, "during", "written while down")).ok());
+  EXPECT_TRUE(t.Lookup("during", {}).ok());
+  EXPECT_FALSE(warnings.empty());
+  ASSERT_TRUE((*reg)->Restart().ok());
+  EXPECT_TRUE(t.Put(EntryWithBlob(t, "after", "written after")).ok());
+  // The registry has what was written while it was up and after, not during.
+  EXPECT_TRUE(t.remote().Lookup("before", {}).ok());
+  EXPECT_TRUE(t.remote().Lookup("after", {}).ok());
+  EXPECT_TRUE(absl::IsNotFound(t.remote().Lookup("during", {}).status()));
+}
+
+TEST(TieredStoreTest, RegistryHitFillsAnEmptyLocalTier) {
+  auto remote = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/fill");
+  ASSERT_TRUE(remote.ok());
+  auto first = MakeTiered(*std::move(remote));
+  ASSERT_TRUE(first.ok());
+  std::string content(100000, 'f');
+  ASSERT_TRUE((*first)->Put(EntryWithBlob(**first, "fill/me", content)).ok());
+  // A "fresh VM": a new, empty local directory over the same registry.
+  auto remote2 = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/fill");
+  ASSERT_TRUE(remote2.ok());
+  std::string dir = TempDir();
+  auto second = MakeTiered(*std::move(remote2), dir);
+  ASSERT_TRUE(second.ok());
+  auto hit = (*second)->Lookup("fill/me", {});
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  // The local tier alone now answers, blob included.
+  auto local = layout::LayoutStore::Open(dir);
+  ASSERT_TRUE(local.ok());
+  auto e = (*local)->Lookup("fill/me", {});
+  ASSERT_TRUE(e.ok()) << e.status();
+  std::string back;
+  oci::StringSink sink(&back);
+  ASSERT_TRUE((*local)->ReadBlob(e->blobs[0].digest, 0, sink).ok());
+  EXPECT_EQ(back, content);
+}
+
+}  // namespace
+}  // namespace ocicache
