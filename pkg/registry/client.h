@@ -3,6 +3,22 @@
 // takes a libcurl easy handle from a small pool (connections are not shared across
 // threads, see ../shared/notes/registry.md).
 //
+// Authentication: the first call sends an anonymous GET /v2/ to learn the challenge
+// (none, Basic or Bearer), so no streamed body is ever wasted on a 401. Bearer tokens
+// are fetched per scope set (pull for reads, pull,push for writes, delete for
+// DeleteManifest, plus pull on a mount's source) and cached until shortly before
+// they expire. Credentials: ClientOptions.credentials, else docker's config (see
+// credentials.h), looked up only when the registry asks for them.
+//
+// Retries: 408/429/500/502/503/504 and connection failures, up to
+// RetryPolicy.max_attempts, with full-jitter exponential backoff or the server's
+// Retry-After. Requests whose body cannot be replayed are not retried on their own;
+// PutBlob restarts the whole upload instead when the source can Rewind.
+//
+// Layout: transport.h (one HTTP exchange over a curl handle pool), auth.h
+// (challenges and tokens), retry.h (backoff), errors.h (statuses), client.cc (the
+// protocol steps, and Send: the one place that applies auth and retries).
+//
 // Errors are absl::Status values with these codes:
 //   NotFound            manifest, blob or repository unknown (404)
 //   Unauthenticated     no or wrong credentials (401 after the auth flow)
@@ -11,6 +27,7 @@
 //   ResourceExhausted   429 after all retries
 //   Unavailable         connection failures, timeouts, 5xx after all retries
 //   DataLoss            a body whose size or digest is not what was asked for
+//   Unimplemented       the registry does not support the operation (405, 501)
 // and a payload (see RegistryErrorCode / IsTemporary) with the registry's error code.
 #ifndef OCICACHE_PKG_REGISTRY_CLIENT_H_
 #define OCICACHE_PKG_REGISTRY_CLIENT_H_
@@ -28,6 +45,7 @@
 #include "pkg/oci/digest.h"
 #include "pkg/oci/stream.h"
 #include "pkg/oci/types.h"
+#include "pkg/registry/credentials.h"  // Credentials
 
 namespace ocicache::registry {
 
@@ -51,19 +69,13 @@ struct RetryPolicy {
   absl::Duration max_retry_after = absl::Seconds(30);
 };
 
-struct Credentials {
-  std::string username;
-  std::string password;       // or a registry token
-  std::string identity_token; // docker config "identitytoken" (OAuth refresh token)
-  bool empty() const { return username.empty() && password.empty() && identity_token.empty(); }
-};
-
 struct ClientOptions {
   // Plain HTTP. Always used for localhost, 127.0.0.0/8 and [::1] unless force_tls.
   bool insecure_http = false;
   bool force_tls = false;
-  std::string ca_file;  // extra CA bundle (PEM); system CAs otherwise
-  // Explicit credentials (flags/env) win over docker's config.json.
+  // Extra CA bundle (PEM), trusted besides the system's CA directory (/etc/ssl/certs).
+  std::string ca_file;
+  // Explicit credentials (flags/env) win over docker's config.json (credentials.h).
   Credentials credentials;
   // Directory holding config.json; empty = $DOCKER_CONFIG or ~/.docker.
   std::string docker_config_dir;
@@ -72,6 +84,11 @@ struct ClientOptions {
   // Abort a transfer that moves fewer than 1 byte/s for this long.
   absl::Duration stall_timeout = absl::Seconds(60);
   absl::Duration connect_timeout = absl::Seconds(10);
+  // PutBlob of unknown size (or without an expected digest) sends PATCH chunks of
+  // this many bytes, buffered one at a time.
+  int64_t chunk_size = 8 << 20;
+  // HTTP/1.1 unless set (curl 7.88's HTTP/2 has known bugs).
+  bool http2 = false;
 };
 
 // Where a manifest came from, and its bytes.
@@ -91,7 +108,7 @@ class Client {
   // "http://host:port" or "https://host".
   std::string base_url() const;
 
-  // GET /v2/: checks reachability and credentials.
+  // GET /v2/: checks reachability and credentials (Unauthenticated when rejected).
   absl::Status Ping();
 
   // Manifests. `reference` is a tag or a digest string. Accept lists the OCI and
@@ -132,6 +149,8 @@ class Client {
 
   // HTTP requests sent so far (including auth and retries), for benchmarks.
   int64_t request_count() const;
+  // Bearer tokens fetched from the token realm so far (cached per scope set).
+  int64_t token_count() const;
 
  private:
   struct Impl;

@@ -1,0 +1,206 @@
+#include "pkg/registry/auth.h"
+
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+
+namespace ocicache::registry::internal {
+namespace {
+
+TEST(WwwAuthenticateTest, Bearer) {
+  std::vector<Challenge> cs = ParseWwwAuthenticate(
+      R"(Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:samalba/my-app:pull,push")");
+  ASSERT_EQ(cs.size(), 1u);
+  EXPECT_EQ(cs[0].scheme, "bearer");
+  EXPECT_EQ(cs[0].Param("realm"), "https://auth.docker.io/token");
+  EXPECT_EQ(cs[0].Param("service"), "registry.docker.io");
+  EXPECT_EQ(cs[0].Param("scope"), "repository:samalba/my-app:pull,push");
+}
+
+TEST(WwwAuthenticateTest, BasicSpacesEscapesAndTokens) {
+  std::vector<Challenge> cs =
+      ParseWwwAuthenticate(R"(basic   Realm = "a \"quoted\", realm" , charset=UTF-8)");
+  ASSERT_EQ(cs.size(), 1u);
+  EXPECT_EQ(cs[0].scheme, "basic");
+  EXPECT_EQ(cs[0].Param("realm"), "a \"quoted\", realm");
+  EXPECT_EQ(cs[0].Param("charset"), "UTF-8");
+}
+
+TEST(WwwAuthenticateTest, SeveralChallengesInOneValue) {
+  std::vector<Challenge> cs = ParseWwwAuthenticate(
+      R"(Basic realm="r1", Bearer realm="https://t/token",service="s")");
+  ASSERT_EQ(cs.size(), 2u);
+  EXPECT_EQ(cs[0].scheme, "basic");
+  EXPECT_EQ(cs[0].Param("realm"), "r1");
+  EXPECT_EQ(cs[1].scheme, "bearer");
+  EXPECT_EQ(cs[1].Param("service"), "s");
+}
+
+TEST(WwwAuthenticateTest, PickPrefersBearer) {
+  std::optional<Challenge> c =
+      PickChallenge({R"(Basic realm="x")", R"(Bearer realm="https://t/token")"});
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->scheme, "bearer");
+  c = PickChallenge({R"(Basic realm="x")"});
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->scheme, "basic");
+  EXPECT_FALSE(PickChallenge({"Negotiate abc"}).has_value());
+  EXPECT_FALSE(PickChallenge({}).has_value());
+  EXPECT_FALSE(PickChallenge({""}).has_value());
+}
+
+TEST(ScopesTest, Forms) {
+  EXPECT_EQ(PullScope("a/b"), "repository:a/b:pull");
+  EXPECT_EQ(PushScope("a/b"), "repository:a/b:pull,push");
+  EXPECT_EQ(NormalizeScopes({"b", "a", "", "b"}), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(TokenResponseTest, TokenAccessTokenAndExpiry) {
+  absl::Time now = absl::FromUnixSeconds(1000000);
+  absl::StatusOr<Token> t = ParseTokenResponse(R"({"token":"abc","expires_in":300})", now);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->value, "abc");
+  EXPECT_GT(t->expiry, now + absl::Seconds(240));
+  EXPECT_LT(t->expiry, now + absl::Seconds(300));
+
+  t = ParseTokenResponse(R"({"access_token":"xyz"})", now);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->value, "xyz");
+  // 60 s by default.
+  EXPECT_GT(t->expiry, now + absl::Seconds(50));
+  EXPECT_LE(t->expiry, now + absl::Seconds(60));
+
+  EXPECT_EQ(ParseTokenResponse(R"({"token":""})", now).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ParseTokenResponse("<html>", now).status().code(),
+            absl::StatusCode::kUnauthenticated);
+}
+
+TEST(UrlEncodeTest, Reserved) {
+  EXPECT_EQ(UrlEncode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+  EXPECT_EQ(UrlEncode("a b~-_."), "a%20b~-_.");
+}
+
+// The authenticator with a fake token realm: caching per scope set, Basic to the
+// realm, refresh-token grant, and what a 401 teaches it.
+class AuthenticatorTest : public ::testing::Test {
+ protected:
+  AuthenticatorTest()
+      : auth_("reg.example.com",
+              [this](const HttpRequest& r) -> absl::StatusOr<HttpResponse> {
+                requests_.push_back(r);
+                HttpResponse resp;
+                resp.status = realm_status_;
+                resp.body = absl::StrCat(R"({"token":"tok)", requests_.size(), R"("})");
+                return resp;
+              },
+              [this]() -> absl::StatusOr<Credentials> {
+                ++creds_calls_;
+                return creds_;
+              }) {}
+
+  static HttpHeaders Challenge401(const std::string& value) {
+    HttpHeaders h;
+    h.entries.emplace_back("www-authenticate", value);
+    return h;
+  }
+
+  Authenticator auth_;
+  std::vector<HttpRequest> requests_;
+  long realm_status_ = 200;
+  Credentials creds_;
+  int creds_calls_ = 0;
+};
+
+TEST_F(AuthenticatorTest, AnonymousWhenNoChallenge) {
+  auth_.SetChallenge(std::nullopt);
+  absl::StatusOr<std::string> a = auth_.Authorization({"repository:a:pull"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "");
+  EXPECT_TRUE(requests_.empty());
+  EXPECT_EQ(creds_calls_, 0);  // credentials are looked up only when needed
+}
+
+TEST_F(AuthenticatorTest, BasicChallenge) {
+  creds_ = {"user", "pass", ""};
+  auth_.SetChallenge(PickChallenge({R"(Basic realm="r")"}));
+  absl::StatusOr<std::string> a = auth_.Authorization({});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Basic dXNlcjpwYXNz");
+  // A 401 after answering Basic: retrying cannot help.
+  std::vector<std::string> scopes;
+  EXPECT_FALSE(auth_.OnUnauthorized(Challenge401(R"(Basic realm="r")"), &scopes));
+}
+
+TEST_F(AuthenticatorTest, BearerTokensCachedPerScopeSet) {
+  creds_ = {"user", "pass", ""};
+  auth_.SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token?x=1",service="svc")"}));
+  absl::StatusOr<std::string> a = auth_.Authorization({"repository:b:pull", "repository:a:pull"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, "Bearer tok1");
+  ASSERT_EQ(requests_.size(), 1u);
+  EXPECT_EQ(requests_[0].method, "GET");
+  EXPECT_EQ(requests_[0].url,
+            "http://127.0.0.1:1/token?x=1&service=svc&scope=repository%3Aa%3Apull"
+            "&scope=repository%3Ab%3Apull");
+  EXPECT_NE(std::find(requests_[0].headers.begin(), requests_[0].headers.end(),
+                      "Authorization: Basic dXNlcjpwYXNz"),
+            requests_[0].headers.end());
+
+  // Same set, other order: cached.
+  a = auth_.Authorization({"repository:a:pull", "repository:b:pull"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer tok1");
+  EXPECT_EQ(requests_.size(), 1u);
+  EXPECT_EQ(auth_.tokens_fetched(), 1);
+
+  // Another set: another token.
+  a = auth_.Authorization({"repository:a:pull,push"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer tok2");
+  EXPECT_EQ(auth_.tokens_fetched(), 2);
+
+  // A 401 naming a scope: it is added, the old token dropped, a new one fetched.
+  std::vector<std::string> scopes = {"repository:a:pull,push"};
+  EXPECT_TRUE(auth_.OnUnauthorized(
+      Challenge401(R"(Bearer realm="http://127.0.0.1:1/token?x=1",service="svc",scope="repository:c:pull")"),
+      &scopes));
+  EXPECT_EQ(scopes, (std::vector<std::string>{"repository:a:pull,push", "repository:c:pull"}));
+  a = auth_.Authorization(scopes);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer tok3");
+  EXPECT_EQ(creds_calls_, 1);
+}
+
+TEST_F(AuthenticatorTest, RealmRejectsCredentials) {
+  creds_ = {"user", "wrong", ""};
+  realm_status_ = 403;
+  auth_.SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token")"}));
+  absl::StatusOr<std::string> a = auth_.Authorization({"repository:a:pull"});
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kUnauthenticated) << a.status();
+  EXPECT_EQ(std::string(a.status().message()).find("wrong"), std::string::npos);
+}
+
+TEST_F(AuthenticatorTest, IdentityTokenUsesRefreshGrant) {
+  creds_.identity_token = "refresh-secret";
+  auth_.SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token",service="s v")"}));
+  absl::StatusOr<std::string> a = auth_.Authorization({"repository:a:pull"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_EQ(requests_.size(), 1u);
+  EXPECT_EQ(requests_[0].method, "POST");
+  EXPECT_EQ(requests_[0].url, "http://127.0.0.1:1/token");
+  EXPECT_EQ(requests_[0].body,
+            "grant_type=refresh_token&client_id=ocicache&service=s%20v"
+            "&scope=repository%3Aa%3Apull&refresh_token=refresh-secret");
+}
+
+TEST_F(AuthenticatorTest, RegistryTokenSentAsIs) {
+  creds_.password = "registry-token";
+  auth_.SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token")"}));
+  absl::StatusOr<std::string> a = auth_.Authorization({"repository:a:pull"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer registry-token");
+  EXPECT_TRUE(requests_.empty());
+}
+
+}  // namespace
+}  // namespace ocicache::registry::internal

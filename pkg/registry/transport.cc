@@ -1,0 +1,331 @@
+#include "pkg/registry/transport.h"
+
+#include <curl/curl.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "pkg/registry/errors.h"
+
+namespace ocicache::registry::internal {
+namespace {
+
+constexpr size_t kMaxErrorBody = 64 << 10;
+
+// curl_global_init is not thread-safe: run it once. SIGPIPE is ignored process-wide
+// (a peer closing a socket must not kill the process); CURLOPT_NOSIGNAL keeps curl
+// away from signals otherwise.
+void GlobalInit() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    struct sigaction old {};
+    if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
+      signal(SIGPIPE, SIG_IGN);
+    }
+  });
+}
+
+// Per-request state shared with curl's callbacks.
+struct Exchange {
+  const HttpRequest* req;
+  HttpResponse* resp;
+  long status = 0;           // of the response being received
+  bool headers_done = false; // the final response's headers were seen
+  int64_t body_size = 0;     // request body length
+  int64_t sent = 0;          // request body bytes handed to curl
+  absl::Status error;        // from the source, sink or on_headers
+};
+
+bool Is2xx(long s) { return s >= 200 && s < 300; }
+
+size_t HeaderCallback(char* data, size_t size, size_t n, void* user) {
+  auto* ex = static_cast<Exchange*>(user);
+  size_t len = size * n;
+  absl::string_view line(data, len);
+  if (absl::StartsWith(line, "HTTP/")) {
+    // A new response (1xx, a redirect, then the final one): start over.
+    ex->resp->headers.entries.clear();
+    ex->resp->body.clear();
+    ex->headers_done = false;
+    size_t sp = line.find(' ');
+    ex->status = sp == absl::string_view::npos ? 0 : std::atol(std::string(line.substr(sp + 1, 3)).c_str());
+    return len;
+  }
+  absl::string_view trimmed = absl::StripAsciiWhitespace(line);
+  if (trimmed.empty()) {
+    // End of this response's headers.
+    bool redirect = ex->req->follow_redirects && ex->status >= 300 && ex->status < 400 &&
+                    ex->resp->headers.Get("location").has_value();
+    if (ex->status >= 200 && !redirect) {
+      ex->headers_done = true;
+      if (Is2xx(ex->status) && ex->req->on_headers) {
+        absl::Status s = ex->req->on_headers(ex->status, ex->resp->headers);
+        if (!s.ok()) {
+          ex->error = s;
+          return 0;  // aborts the transfer
+        }
+      }
+    }
+    return len;
+  }
+  size_t colon = trimmed.find(':');
+  if (colon != absl::string_view::npos) {
+    ex->resp->headers.entries.emplace_back(
+        absl::AsciiStrToLower(absl::StripAsciiWhitespace(trimmed.substr(0, colon))),
+        std::string(absl::StripAsciiWhitespace(trimmed.substr(colon + 1))));
+  }
+  return len;
+}
+
+size_t WriteCallback(char* data, size_t size, size_t n, void* user) {
+  auto* ex = static_cast<Exchange*>(user);
+  size_t len = size * n;
+  if (ex->headers_done && Is2xx(ex->status)) {
+    if (ex->req->sink != nullptr) {
+      absl::Status s = ex->req->sink->Write(absl::string_view(data, len));
+      if (!s.ok()) {
+        ex->error = s;
+        return 0;
+      }
+      ex->resp->sink_bytes += static_cast<int64_t>(len);
+      return len;
+    }
+    if (ex->resp->body.size() + len > ex->req->max_body) {
+      ex->error = absl::FailedPreconditionError(
+          absl::StrCat("response body larger than ", ex->req->max_body, " bytes"));
+      return 0;
+    }
+    ex->resp->body.append(data, len);
+    return len;
+  }
+  // Error or redirect bodies: keep the start for the error message.
+  size_t keep = std::min(len, kMaxErrorBody - std::min(kMaxErrorBody, ex->resp->body.size()));
+  ex->resp->body.append(data, keep);
+  return len;
+}
+
+size_t ReadCallback(char* buf, size_t size, size_t n, void* user) {
+  auto* ex = static_cast<Exchange*>(user);
+  const HttpRequest& req = *ex->req;
+  size_t want = std::min<int64_t>(size * n, ex->body_size - ex->sent);
+  if (want == 0) return 0;
+  if (req.body_source == nullptr) {
+    std::memcpy(buf, req.body.data() + ex->sent, want);
+    ex->sent += static_cast<int64_t>(want);
+    return want;
+  }
+  absl::StatusOr<size_t> got = req.body_source->Read(buf, want);
+  if (!got.ok()) {
+    ex->error = got.status();
+    return CURL_READFUNC_ABORT;
+  }
+  if (*got == 0) {
+    ex->error = absl::InvalidArgumentError(absl::StrCat(
+        "request body ended after ", ex->sent, " of ", ex->body_size, " bytes"));
+    return CURL_READFUNC_ABORT;
+  }
+  ex->sent += static_cast<int64_t>(*got);
+  return *got;
+}
+
+// A transfer error that is not ours to a status. Temporary: the failures a retry
+// can cure (refused or reset connections, timeouts, truncated responses).
+absl::Status CurlError(CURLcode code, const char* errbuf) {
+  std::string msg = errbuf[0] != '\0' ? std::string(errbuf) : curl_easy_strerror(code);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r')) msg.pop_back();
+  switch (code) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_AGAIN:
+      return MakeError(absl::StatusCode::kUnavailable, msg, "", /*temporary=*/true);
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      return MakeError(absl::StatusCode::kInvalidArgument, msg, "", false);
+    default:
+      // TLS verification failures, protocol violations, ...: retrying will not help.
+      return MakeError(absl::StatusCode::kUnavailable, msg, "", false);
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> HttpHeaders::Get(absl::string_view lower_name) const {
+  for (const auto& [k, v] : entries) {
+    if (k == lower_name) return v;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> HttpHeaders::GetAll(absl::string_view lower_name) const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : entries) {
+    if (k == lower_name) out.push_back(v);
+  }
+  return out;
+}
+
+// DNS cache and TLS sessions shared by the pool's handles.
+struct Transport::Share {
+  CURLSH* sh = nullptr;
+  std::mutex locks[CURL_LOCK_DATA_LAST];
+
+  Share() {
+    sh = curl_share_init();
+    curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(sh, CURLSHOPT_LOCKFUNC, &Lock);
+    curl_share_setopt(sh, CURLSHOPT_UNLOCKFUNC, &Unlock);
+    curl_share_setopt(sh, CURLSHOPT_USERDATA, this);
+  }
+  ~Share() { curl_share_cleanup(sh); }
+  static void Lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
+    static_cast<Share*>(user)->locks[data].lock();
+  }
+  static void Unlock(CURL*, curl_lock_data data, void* user) {
+    static_cast<Share*>(user)->locks[data].unlock();
+  }
+};
+
+Transport::Transport(TransportOptions opts) : opts_(std::move(opts)) {
+  GlobalInit();
+  share_ = std::make_unique<Share>();
+}
+
+Transport::~Transport() {
+  absl::MutexLock l(&mu_);
+  for (void* h : idle_) curl_easy_cleanup(static_cast<CURL*>(h));
+  idle_.clear();
+}
+
+void* Transport::Acquire() {
+  {
+    absl::MutexLock l(&mu_);
+    if (!idle_.empty()) {
+      void* h = idle_.back();
+      idle_.pop_back();
+      return h;
+    }
+  }
+  return curl_easy_init();
+}
+
+void Transport::Release(void* h) {
+  // Reset options but keep the handle's live connections.
+  curl_easy_reset(static_cast<CURL*>(h));
+  absl::MutexLock l(&mu_);
+  if (idle_.size() < opts_.max_idle_handles) {
+    idle_.push_back(h);
+    return;
+  }
+  curl_easy_cleanup(static_cast<CURL*>(h));
+}
+
+absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
+  CURL* c = static_cast<CURL*>(Acquire());
+  if (c == nullptr) return absl::ResourceExhaustedError("curl_easy_init failed");
+  struct Releaser {
+    Transport* t;
+    CURL* c;
+    curl_slist* headers = nullptr;
+    ~Releaser() {
+      curl_slist_free_all(headers);
+      t->Release(c);
+    }
+  } releaser{this, c};
+
+  HttpResponse resp;
+  Exchange ex{&req, &resp};
+  char errbuf[CURL_ERROR_SIZE] = {0};
+
+  curl_easy_setopt(c, CURLOPT_SHARE, share_->sh);
+  curl_easy_setopt(c, CURLOPT_URL, req.url.c_str());
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, opts_.user_agent.c_str());
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                   static_cast<long>(absl::ToInt64Milliseconds(opts_.connect_timeout)));
+  // Stall detection, never a total timeout: a large blob may take long.
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
+                   std::max(1L, static_cast<long>(absl::ToInt64Seconds(opts_.stall_timeout))));
+  curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(c, CURLOPT_HTTP_VERSION,
+                   opts_.http2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
+  if (!opts_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, opts_.ca_file.c_str());
+  // Loopback never goes through a proxy from the environment.
+  static const std::string no_proxy = [] {
+    std::string np = "localhost,127.0.0.0/8,::1";
+    for (const char* v : {"no_proxy", "NO_PROXY"}) {
+      const char* e = std::getenv(v);
+      if (e != nullptr && *e != '\0') return absl::StrCat(e, ",", np);
+    }
+    return np;
+  }();
+  curl_easy_setopt(c, CURLOPT_NOPROXY, no_proxy.c_str());
+  // A proxy's CONNECT answer is not the registry's response.
+  curl_easy_setopt(c, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &HeaderCallback);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &ex);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &WriteCallback);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &ex);
+
+  const bool has_body = req.method == "PUT" || req.method == "POST" || req.method == "PATCH";
+  if (req.method == "GET") {
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+  } else if (req.method == "HEAD") {
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+  } else if (has_body) {
+    // Every body, even an empty one, goes through the read callback with a known
+    // Content-Length; CUSTOMREQUEST turns the upload's PUT into POST or PATCH.
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, &ReadCallback);
+    curl_easy_setopt(c, CURLOPT_READDATA, &ex);
+    ex.body_size = req.body_source != nullptr ? req.body_size
+                                              : static_cast<int64_t>(req.body.size());
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(ex.body_size));
+  } else {
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+  }
+  if (req.follow_redirects && (req.method == "GET" || req.method == "HEAD")) {
+    // curl drops our Authorization header when a redirect changes host.
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+  }
+
+  for (const std::string& h : req.headers) {
+    releaser.headers = curl_slist_append(releaser.headers, h.c_str());
+  }
+  // No "Expect: 100-continue": it stalls a second when the server does not answer it.
+  releaser.headers = curl_slist_append(releaser.headers, "Expect:");
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, releaser.headers);
+
+  CURLcode rc = curl_easy_perform(c);
+  long redirects = 0;
+  curl_easy_getinfo(c, CURLINFO_REDIRECT_COUNT, &redirects);
+  requests_.fetch_add(1 + redirects);
+
+  if (!ex.error.ok()) return ex.error;
+  if (rc != CURLE_OK) return CurlError(rc, errbuf);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp.status);
+  return resp;
+}
+
+}  // namespace ocicache::registry::internal
