@@ -49,8 +49,12 @@ fi
 
 # 2. End-to-end scripts: each prints "PASS name" / "FAIL name" lines.
 if bazel build //cmd/... //test/harness:registryctl >/tmp/ocicache-bazel-build.log 2>&1; then
-  export OCICACHE_BIN="$root/bazel-bin/cmd/ocicache/ocicache"
-  export REGISTRYCTL="$root/bazel-bin/test/harness/registryctl"
+  # Copies, so nothing that rebuilds meanwhile changes what the scripts run.
+  bindir=$(mktemp -d /tmp/ocicache-bin.XXXXXX)
+  bazel_bin=$(bazel info bazel-bin 2>/dev/null)
+  cp "$bazel_bin/cmd/ocicache/ocicache" "$bazel_bin/test/harness/registryctl" "$bindir/"
+  export OCICACHE_BIN="$bindir/ocicache"
+  export REGISTRYCTL="$bindir/registryctl"
   for s in test/e2e/*_test.sh; do
     echo "== $s"
     out=$(bash "$s" 2>&1); rc=$?

@@ -141,9 +141,9 @@ absl::StatusOr<EncodedEntry> EncodeEntry(const Entry& entry, absl::Time now) {
       return absl::InvalidArgumentError("entry location needs a digest, a size and an http(s) URL");
     }
     oci::Descriptor l;
-    // Registries accept URLs only on non-distributable layers, and do not
-    // require those blobs to be present; the real media type is an annotation.
-    l.media_type = oci::media::kLayerNonDistributableGzip;
+    // Registries accept URLs only on foreign layers, and do not require those
+    // blobs to be present; the real media type is an annotation.
+    l.media_type = format::kLocationMediaType;
     l.digest = loc.digest;
     l.size = loc.size;
     l.urls.push_back(loc.url);

@@ -29,9 +29,12 @@ inline constexpr char kAnnotationCreated[] = "org.opencontainers.image.created";
 inline constexpr char kAnnotationLastUsed[] = "org.ocicache.entry.last-used";
 // Layer annotation: what the layer is ("descriptor", "blob", "location").
 inline constexpr char kAnnotationRole[] = "org.ocicache.entry.role";
-// On a location layer: the blob's own media type (the layer itself must use a
-// non-distributable type so registries accept it without the blob).
+// On a location layer: the blob's own media type. The layer itself uses Docker's
+// foreign-layer type: registries accept `urls` on it without holding the blob
+// (distribution 2.8 refuses `urls` on OCI non-distributable layers by default).
 inline constexpr char kAnnotationMediaType[] = "org.ocicache.entry.media-type";
+inline constexpr char kLocationMediaType[] =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
 inline constexpr size_t kMaxKeyBytes = 4096;
 // Manifests are kept far below the 4 MiB registries accept.

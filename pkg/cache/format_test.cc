@@ -113,7 +113,7 @@ TEST(FormatTest, ManifestShapeIsPortable) {
   EXPECT_EQ(m->artifact_type, format::kArtifactType);
   EXPECT_EQ(m->config.media_type, format::kConfigMediaType);
   ASSERT_EQ(m->layers.size(), 3u);
-  EXPECT_EQ(m->layers[2].media_type, oci::media::kLayerNonDistributableGzip);
+  EXPECT_EQ(m->layers[2].media_type, format::kLocationMediaType);
   for (const auto& l : m->layers) EXPECT_GT(l.size, 0);
 }
 

@@ -199,10 +199,23 @@ absl::Status RegistryStore::PutEncoded(const Entry& entry, bool check_blobs) {
       }
     }
   }
-  for (const auto& [d, bytes] : enc->small_blobs) {
-    if (absl::Status s = EnsureSmallBlob(repo, d, bytes); !s.ok()) return s;
+  // distribution 2.8 can refuse a manifest (DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN)
+  // while another client commits one of its blobs at the same moment; parallel
+  // jobs saving identical small blobs hit this. Re-check the blobs and try again.
+  absl::Status put;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    if (attempt > 0) absl::SleepFor(absl::Milliseconds(50 << attempt));
+    for (const auto& [d, bytes] : enc->small_blobs) {
+      if (absl::Status s = EnsureSmallBlob(repo, d, bytes); !s.ok()) return s;
+    }
+    put = client_->PutManifest(repo, enc->tag, enc->manifest, oci::media::kImageManifest).status();
+    std::string code = registry::RegistryErrorCode(put);
+    if (put.ok() || (code != "DIGEST_INVALID" && code != "MANIFEST_BLOB_UNKNOWN" &&
+                     code != "BLOB_UNKNOWN")) {
+      break;
+    }
   }
-  return client_->PutManifest(repo, enc->tag, enc->manifest, oci::media::kImageManifest).status();
+  return put;
 }
 
 absl::Status RegistryStore::Delete(absl::string_view key) {

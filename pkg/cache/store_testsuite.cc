@@ -1,6 +1,7 @@
 #include "pkg/cache/store_testsuite.h"
 
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
@@ -280,19 +281,23 @@ TEST_P(StoreConformanceTest, OldEntriesAreTouchedOnHit) {
 
 TEST_P(StoreConformanceTest, ConcurrentPutsAndLookups) {
   constexpr int kThreads = 6, kPerThread = 8;
-  std::atomic<int> failures{0};
+  std::mutex mu;
+  std::vector<std::string> failures;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
         std::string key = absl::StrCat("concurrent/", t, "/", i);
-        if (!store_->Put(MakeEntry(*store_, key, t * 100 + i)).ok()) ++failures;
-        if (!store_->Lookup(key, {}).ok()) ++failures;
+        absl::Status put = store_->Put(MakeEntry(*store_, key, t * 100 + i));
+        absl::Status got = store_->Lookup(key, {}).status();
+        std::lock_guard<std::mutex> l(mu);
+        if (!put.ok()) failures.push_back(absl::StrCat("put ", key, ": ", put.ToString()));
+        if (!got.ok()) failures.push_back(absl::StrCat("lookup ", key, ": ", got.ToString()));
       }
     });
   }
   for (auto& th : threads) th.join();
-  EXPECT_EQ(failures.load(), 0);
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures[0];
   int n = 0;
   ASSERT_TRUE(store_->List([&](const EntryInfo&) { ++n; return true; }).ok());
   EXPECT_EQ(n, kThreads * kPerThread);

@@ -24,8 +24,16 @@ absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv, size_t be
     }
     std::string name, value;
     bool has_value = false;
+    const FlagSpec* by_short = nullptr;
+    if (arg.size() == 2 && arg[0] == '-') {
+      for (const auto& s : specs) {
+        if (s.short_name == arg[1]) by_short = &s;
+      }
+    }
     if (arg == "-h") {
       name = "help";
+    } else if (by_short != nullptr) {
+      name = by_short->name;
     } else if (absl::StartsWith(arg, "--")) {
       name = arg.substr(2);
       size_t eq = name.find('=');
@@ -76,7 +84,8 @@ bool Args::GetBool(const std::string& name) const { return Get(name, "false") ==
 std::string FlagHelp(const std::vector<FlagSpec>& specs) {
   std::string out;
   for (const auto& s : specs) {
-    std::string left = absl::StrCat("  --", s.name);
+    std::string left = s.short_name ? absl::StrCat("  -", std::string(1, s.short_name), ", --", s.name)
+                                    : absl::StrCat("  --", s.name);
     if (s.takes_value) absl::StrAppend(&left, " ", s.value_name.empty() ? "VALUE" : s.value_name);
     absl::StrAppendFormat(&out, "%-30s %s%s\n", left, s.help, s.repeated ? " (repeatable)" : "");
   }

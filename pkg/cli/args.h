@@ -18,6 +18,7 @@ struct FlagSpec {
   bool repeated = false;
   std::string value_name;  // for help: "DIR"
   std::string help;
+  char short_name = 0;  // e.g. 'o' for -o
 };
 
 class Args {

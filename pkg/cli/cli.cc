@@ -140,7 +140,7 @@ std::string DefaultDir() {
   return home + "/.cache/ocicache";
 }
 
-std::string FormatTime(absl::Time t) {
+std::string Rfc3339(absl::Time t) {
   if (t == absl::InfinitePast()) return "";
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
 }
@@ -257,8 +257,8 @@ json EntryJson(const Entry& e) {
   }
   j["locations"] = locs;
   j["annotations"] = e.annotations;
-  j["created"] = FormatTime(e.created);
-  j["lastUsed"] = FormatTime(e.last_used);
+  j["created"] = Rfc3339(e.created);
+  j["lastUsed"] = Rfc3339(e.last_used);
   return j;
 }
 
@@ -268,8 +268,8 @@ json InfoJson(const EntryInfo& i) {
   j["tag"] = i.tag;
   j["manifest"] = i.manifest_digest.str();
   j["size"] = i.size;
-  j["created"] = FormatTime(i.created);
-  j["lastUsed"] = FormatTime(i.last_used);
+  j["created"] = Rfc3339(i.created);
+  j["lastUsed"] = Rfc3339(i.last_used);
   j["annotations"] = i.annotations;
   return j;
 }
@@ -393,8 +393,8 @@ int RunStat(Ctx& c, const Args& a) {
   json j = EntryJson(*e);
   c.out << "key:         " << e->key << "\n"
         << "tag:         " << j["tag"].get<std::string>() << "\n"
-        << "created:     " << FormatTime(e->created) << "\n"
-        << "last used:   " << FormatTime(e->last_used) << "\n"
+        << "created:     " << Rfc3339(e->created) << "\n"
+        << "last used:   " << Rfc3339(e->last_used) << "\n"
         << "config:      " << (e->config.empty() ? "{}" : e->config) << "\n"
         << "descriptor:  " << e->descriptor << "\n";
   for (const auto& b : e->blobs) {
@@ -777,7 +777,7 @@ const std::vector<Command>& Commands() {
   static const auto* cmds = new std::vector<Command>{
       {"get", "KEY", "Look KEY up. Prints the entry's config (or all of it with --json); "
                      "--output writes its first blob.",
-       {{"output", true, false, "FILE", "write the entry's blob to FILE (- for stdout)"},
+       {{"output", true, false, "FILE", "write the entry's blob to FILE (- for stdout)", 'o'},
         kRequire,
         {"no-touch", false, false, "", "do not refresh the entry's last-used time"},
         kJson, kHelp},
@@ -809,7 +809,7 @@ const std::vector<Command>& Commands() {
        RunSync},
       {"blob", "push FILE | pull DIGEST | stat DIGEST | mount DIGEST --from URL",
        "Work on single blobs.",
-       {{"output", true, false, "FILE", "pull: where to write (default stdout)"},
+       {{"output", true, false, "FILE", "pull: where to write (default stdout)", 'o'},
         {"digest", true, false, "DIGEST", "push: the digest the content must have"},
         {"from", true, false, "URL|REGISTRY/REPO", "mount: where the blob is"},
         {"size", true, false, "N", "mount: the blob's size"},

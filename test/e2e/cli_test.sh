@@ -29,7 +29,7 @@ expect_rc local-miss 1 oc --dir "$D1" get nope
 expect_one_line local-miss-one-line "$ERR"
 expect_rc local-require-match 0 oc --dir "$D1" get k1 --require org.ocicache.tool.go=go1.23.4
 expect_rc local-require-mismatch 1 oc --dir "$D1" get k1 --require org.ocicache.tool.go=go1.24.0
-expect_rc local-key-leading-dash 0 oc --dir "$D1" put -- -aB/cD_e.f --blob "$WORK/blob1"
+expect_rc local-key-leading-dash 0 oc --dir "$D1" put --blob "$WORK/blob1" -- -aB/cD_e.f
 expect_rc local-get-leading-dash 0 oc --dir "$D1" stat -- -aB/cD_e.f
 expect_rc local-ls-json 0 oc --dir "$D1" ls --json
 python3 -c 'import json,sys; d=json.load(sys.stdin); assert sorted(e["key"] for e in d)==["-aB/cD_e.f","k1"], d' <<<"$OUT" \
@@ -55,16 +55,27 @@ expect_rc bad-digest 2 oc --dir "$D1" blob pull sha256:xyz
 expect_rc bad-unknown-registry 3 timeout 60 "$OCICACHE_BIN" --repo 127.0.0.1:1/cache --no-dir get k
 expect_one_line bad-unknown-registry-one-line "$ERR"
 
-# Truncated local file: detected, reported, and the entry then misses (rebuild heals).
+# Truncated local file: the entry is reported incomplete (a miss, exit 1, one line
+# naming the blob), never served; putting it again heals the tier.
 blobhex=$(sha256sum "$WORK/blob1" | cut -d' ' -f1)
 truncate -s 1000 "$D1/blobs/sha256/$blobhex"
-expect_rc local-truncated-detected 3 oc --dir "$D1" get k1 -o "$WORK/out-trunc"
+expect_rc local-truncated-detected 1 oc --dir "$D1" get k1 -o "$WORK/out-trunc"
 expect_contains local-truncated-message "$ERR" "sha256:$blobhex"
+expect_one_line local-truncated-one-line "$ERR"
 [[ ! -e $WORK/out-trunc ]] && pass local-truncated-no-output || fail local-truncated-no-output "partial file left"
-expect_rc local-truncated-then-miss 1 oc --dir "$D1" get k1
 expect_rc local-truncated-heal 0 oc --dir "$D1" put k1 --config "$WORK/cfg1.json" --blob "$WORK/blob1"
 expect_rc local-truncated-healed 0 oc --dir "$D1" get k1 -o "$WORK/out1b"
 cmp -s "$WORK/blob1" "$WORK/out1b" && pass local-healed-identical || fail local-healed-identical "differs"
+# Same size, other bytes: caught by the digest check while reading (exit 3), no output
+# file left, and the bad blob quarantined so the next put heals it.
+printf 'XXXX' | dd of="$D1/blobs/sha256/$blobhex" bs=1 seek=10 conv=notrunc 2>/dev/null
+expect_rc local-corrupt-detected 3 oc --dir "$D1" get k1 -o "$WORK/out-corrupt"
+expect_contains local-corrupt-message "$ERR" "sha256:$blobhex"
+expect_one_line local-corrupt-one-line "$ERR"
+[[ ! -e $WORK/out-corrupt ]] && pass local-corrupt-no-output || fail local-corrupt-no-output "partial file left"
+expect_rc local-corrupt-heal 0 oc --dir "$D1" put k1 --config "$WORK/cfg1.json" --blob "$WORK/blob1"
+expect_rc local-corrupt-healed 0 oc --dir "$D1" get k1 -o "$WORK/out1c"
+cmp -s "$WORK/blob1" "$WORK/out1c" && pass local-corrupt-healed-identical || fail local-corrupt-healed-identical "differs"
 
 # --- registry, no auth -----------------------------------------------------------
 R=$PLAIN/cache/e2e

@@ -84,8 +84,10 @@ absl::StatusOr<std::unique_ptr<cache::TieredStore>> MakeTiered(
   return std::make_unique<cache::TieredStore>(std::move(*local), std::move(remote), topts);
 }
 
+using cache::StoreConformanceTest;
+
 INSTANTIATE_TEST_SUITE_P(
-    Registries, cache::StoreConformanceTest,
+    Registries, StoreConformanceTest,
     ::testing::Values(
         cache::StoreFactory{"registry", [] { return Up(MakeRegistryStore(RegistryProcess::Options::kNone)); }, true},
         cache::StoreFactory{"registry_sharded", [] { return Up(MakeRegistryStore(RegistryProcess::Options::kNone, 4)); }, true},
