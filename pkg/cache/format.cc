@@ -16,8 +16,12 @@ constexpr char kRoleDescriptor[] = "descriptor";
 constexpr char kRoleBlob[] = "blob";
 constexpr char kRoleLocation[] = "location";
 
+// Kept as is in a tag: alphanumerics except 'x', the escape marker. Everything
+// else becomes "x" + two lowercase hex digits, so the part after "k." is purely
+// alphanumeric: valid as a registry tag and as an OCI layout ref.name, whose
+// grammar forbids two separators in a row (skopeo enforces it).
 bool KeepsInTag(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+  return (c >= 'a' && c <= 'z' && c != 'x') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
 std::string Rfc3339(absl::Time t) {
@@ -69,7 +73,7 @@ absl::StatusOr<std::string> TagForKey(absl::string_view key) {
     if (KeepsInTag(static_cast<char>(c))) {
       tag.push_back(static_cast<char>(c));
     } else {
-      absl::StrAppendFormat(&tag, "_%02x", c);
+      absl::StrAppendFormat(&tag, "x%02x", c);
     }
     if (tag.size() > 128) break;
   }

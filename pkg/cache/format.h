@@ -48,7 +48,8 @@ inline constexpr absl::Duration kTouchInterval = absl::Hours(24);
 absl::Status ValidateKey(absl::string_view key);
 
 // The tag for a key: "k." + escaped key when that fits in 128 characters (bytes
-// outside [A-Za-z0-9-] become "_xx" lowercase hex), else "h." + hex sha256(key).
+// outside [A-Za-wyzA-Z0-9] become "x" + two lowercase hex digits), else
+// "h." + hex sha256(key). Valid as a registry tag and as an OCI layout ref.name.
 // Injective for the first form; the stored key annotation is checked on read, so
 // a hash collision is a miss, never a wrong hit.
 absl::StatusOr<std::string> TagForKey(absl::string_view key);

@@ -8,7 +8,10 @@
 namespace ocicache::cache {
 namespace {
 
+// A registry tag (distribution spec) ...
 const std::regex kTagRe("[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}");
+// ... that is also an OCI image layout ref.name (image-spec annotations.md).
+const std::regex kRefNameRe("[A-Za-z0-9]+(([-._:@+]|--)[A-Za-z0-9]+)*(/[A-Za-z0-9]+(([-._:@+]|--)[A-Za-z0-9]+)*)*");
 
 TEST(TagForKeyTest, GoBuildIdBecomesAValidTag) {
   const std::string key =
@@ -16,21 +19,30 @@ TEST(TagForKeyTest, GoBuildIdBecomesAValidTag) {
   auto tag = TagForKey(key);
   ASSERT_TRUE(tag.ok()) << tag.status();
   EXPECT_TRUE(std::regex_match(*tag, kTagRe)) << *tag;
+  EXPECT_TRUE(std::regex_match(*tag, kRefNameRe)) << *tag;
 }
 
 TEST(TagForKeyTest, DistinctKeysGiveDistinctTags) {
   // Keys that a naive escape would confuse.
-  std::vector<std::string> keys = {"a/b", "a_b", "a_2fb", "a.b", "a-b", "A/b", "a//b",
-                                   "_",   "-",   ".",     "k.a", "h.a", std::string(200, 'x'),
-                                   std::string(201, 'x')};
+  std::vector<std::string> keys = {"a/b", "a_b",  "a_2fb", "ax2fb", "a.b", "a-b", "A/b",
+                                   "a//b", "_",   "-",     "x",     ".",   "k.a", "h.a",
+                                   "-a-",  "a--b", "x78", std::string(200, 'y'),
+                                   std::string(201, 'y')};
   std::set<std::string> tags;
   for (const auto& k : keys) {
     auto t = TagForKey(k);
     ASSERT_TRUE(t.ok()) << k;
     EXPECT_TRUE(std::regex_match(*t, kTagRe)) << *t;
+    EXPECT_TRUE(std::regex_match(*t, kRefNameRe)) << *t;
     tags.insert(*t);
   }
   EXPECT_EQ(tags.size(), keys.size());
+}
+
+TEST(TagForKeyTest, ExactEncoding) {
+  EXPECT_EQ(*TagForKey("abc/DEF-09"), "k.abcx2fDEFx2d09");
+  EXPECT_EQ(*TagForKey("x_"), "k.x78x5f");
+  EXPECT_EQ(*TagForKey(std::string(64, 'f')), "k." + std::string(64, 'f'));
 }
 
 TEST(TagForKeyTest, LongKeysAreHashed) {

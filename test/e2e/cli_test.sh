@@ -150,7 +150,7 @@ expect_rc shard-get 0 oc --repo "$PLAIN/sharded" --shards 4 --no-dir get s/5
 export OCICACHE_USERNAME=tester OCICACHE_PASSWORD=s3cret
 expect_rc basic-put 0 oc --repo "$AUTHREG/team/cache" --no-dir put b/1 --blob "$WORK/blob1"
 expect_rc basic-get 0 oc --repo "$AUTHREG/team/cache" --no-dir get b/1
-expect_rc skopeo-basic 0 skopeo inspect --raw --tls-verify=false --creds tester:s3cret "docker://$AUTHREG/team/cache:k.b_2f1"
+expect_rc skopeo-basic 0 skopeo inspect --raw --tls-verify=false --creds tester:s3cret "docker://$AUTHREG/team/cache:k.bx2f1"
 expect_rc token-put 0 oc --repo "$TOKREG/team/cache" --no-dir put t/1 --blob "$WORK/blob1"
 expect_rc token-get 0 oc --repo "$TOKREG/team/cache" --no-dir get t/1 -o "$WORK/out8"
 cmp -s "$WORK/blob1" "$WORK/out8" && pass token-identical || fail token-identical "differs"
