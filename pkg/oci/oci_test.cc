@@ -1,5 +1,6 @@
 #include "gtest/gtest.h"
 #include "pkg/oci/digest.h"
+#include "pkg/oci/hasher.h"
 #include "pkg/oci/stream.h"
 #include "pkg/oci/types.h"
 
@@ -20,6 +21,17 @@ TEST(DigestTest, StreamingEqualsOneShot) {
   for (size_t i = 0; i < data.size(); i += 777) h.Update(data.substr(i, 777));
   EXPECT_EQ(h.size(), 100000);
   EXPECT_EQ(h.Finish(), Digest::Of(data));
+}
+
+TEST(DigestTest, PipelinedEqualsOneShot) {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{1 << 20}, size_t{(3 << 20) + 12345}}) {
+    std::string data(n, '\0');
+    for (size_t i = 0; i < n; ++i) data[i] = static_cast<char>(i * 13 + 1);
+    PipelinedSha256 h(2 << 20);
+    for (size_t i = 0; i < n; i += 16384) h.Update(absl::string_view(data).substr(i, 16384));
+    EXPECT_EQ(h.size(), static_cast<int64_t>(n));
+    EXPECT_EQ(h.Finish(), Digest::Of(data)) << n;
+  }
 }
 
 TEST(DigestTest, ParseRejectsBadInput) {

@@ -4,6 +4,8 @@
 //   Send           auth, retries with backoff, and errors, for every request (below)
 #include "pkg/registry/client.h"
 
+#include "pkg/oci/hasher.h"
+
 #include <algorithm>
 #include <utility>
 
@@ -130,7 +132,7 @@ class BlobReceiver : public oci::ByteSink {
  public:
   BlobReceiver(oci::ByteSink& out, int64_t offset, int64_t expected_size)
       : out_(out), delivered_(offset), expected_size_(expected_size) {
-    if (offset == 0) sha_ = std::make_unique<oci::Sha256>();
+    if (offset == 0) sha_ = std::make_unique<oci::PipelinedSha256>();
   }
 
   // The Range header for the next attempt, if any.
@@ -162,7 +164,7 @@ class BlobReceiver : public oci::ByteSink {
     }
     // The whole blob from byte 0 (also when a Range was ignored).
     pos_ = 0;
-    if (!sha_ && delivered_ > 0) sha_ = std::make_unique<oci::Sha256>();  // can verify after all
+    if (!sha_ && delivered_ > 0) sha_ = std::make_unique<oci::PipelinedSha256>();  // can verify after all
     std::optional<int64_t> len = ContentLength(h);
     if (len && expected_size_ >= 0 && *len != expected_size_) {
       return absl::DataLossError(
@@ -210,7 +212,7 @@ class BlobReceiver : public oci::ByteSink {
   int64_t delivered_;     // blob offset up to which `out_` has the bytes
   int64_t pos_ = 0;       // blob offset of the next incoming byte
   const int64_t expected_size_;
-  std::unique_ptr<oci::Sha256> sha_;  // over [0, sha_->size())
+  std::unique_ptr<oci::PipelinedSha256> sha_;  // over [0, sha_->size())
 };
 
 }  // namespace

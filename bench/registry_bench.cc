@@ -1,0 +1,270 @@
+// Benchmarks for the foundation (issue 2), against a real docker-registry on
+// loopback started here. Prints one table; speeds are ratios against a baseline
+// measured in the same run on the same registry:
+//   - lookups: RegistryStore hits and misses, registry requests per lookup, and
+//     throughput against raw libcurl manifest GETs on one reused connection;
+//   - a 256 MiB blob pushed and pulled by our client against the curl command line
+//     (curl -T / curl -o /dev/null), with peak RSS growth while streaming.
+//
+//   bazel run -c opt //bench:registry_bench -- [--blob_mib=256] [--lookups=500]
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "pkg/cache/format.h"
+#include "pkg/cache/registry_store.h"
+#include "pkg/oci/digest.h"
+#include "pkg/oci/stream.h"
+#include "pkg/registry/client.h"
+#include "test/harness/registry.h"
+
+ABSL_FLAG(int, blob_mib, 256, "size of the streamed blob in MiB");
+ABSL_FLAG(int, lookups, 500, "lookups of each kind (hit, miss)");
+ABSL_FLAG(int, entries, 100, "entries stored before the lookups");
+
+namespace ocicache {
+namespace {
+
+int64_t RssKiB(const char* field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind(field, 0) == 0) return std::stoll(line.substr(strlen(field)));
+  }
+  return -1;
+}
+
+// Samples VmRSS every 5 ms while alive; peak() is the highest seen.
+class RssSampler {
+ public:
+  RssSampler() : t_([this] {
+      while (!stop_) {
+        peak_ = std::max<int64_t>(peak_, RssKiB("VmRSS:"));
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }) {}
+  ~RssSampler() { Stop(); }
+  int64_t Stop() {
+    if (!stop_.exchange(true)) t_.join();
+    return peak_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> peak_{0};
+  std::thread t_;
+};
+
+int RunShell(const std::string& cmd) {
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string Capture(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
+
+struct Row {
+  std::string what, ours, baseline, ratio, goal;
+};
+
+void Print(const std::vector<Row>& rows) {
+  std::printf("\n%-44s %-22s %-22s %-8s %s\n", "benchmark", "ocicache", "baseline", "ratio", "goal");
+  std::printf("%s\n", std::string(112, '-').c_str());
+  for (const auto& r : rows) {
+    std::printf("%-44s %-22s %-22s %-8s %s\n", r.what.c_str(), r.ours.c_str(), r.baseline.c_str(),
+                r.ratio.c_str(), r.goal.c_str());
+  }
+}
+
+int Main() {
+  auto reg = harness::RegistryProcess::Start({});
+  if (!reg.ok()) {
+    std::cerr << reg.status() << "\n";
+    return 1;
+  }
+  const std::string host = (*reg)->host();
+  auto client_or = registry::Client::Create(host);
+  if (!client_or.ok()) return 1;
+  std::shared_ptr<registry::Client> client(std::move(*client_or));
+  auto store = cache::RegistryStore::Create(client, "bench/lookups");
+  if (!store.ok()) return 1;
+  std::vector<Row> rows;
+
+  // ---- lookups ----
+  const int entries = absl::GetFlag(FLAGS_entries), lookups = absl::GetFlag(FLAGS_lookups);
+  for (int i = 0; i < entries; ++i) {
+    cache::Entry e;
+    e.key = absl::StrCat("bench/key/", i);
+    e.config = absl::StrCat(R"({"i":)", i, "}");
+    if (absl::Status s = (*store)->Put(e); !s.ok()) {
+      std::cerr << "put: " << s << "\n";
+      return 1;
+    }
+  }
+  int64_t r0 = client->request_count();
+  absl::Time t0 = absl::Now();
+  int hits = 0;
+  for (int i = 0; i < lookups; ++i) hits += (*store)->Lookup(absl::StrCat("bench/key/", i % entries), {}).ok();
+  absl::Duration hit_time = absl::Now() - t0;
+  int64_t hit_requests = client->request_count() - r0;
+  r0 = client->request_count();
+  t0 = absl::Now();
+  int misses = 0;
+  for (int i = 0; i < lookups; ++i) {
+    misses += absl::IsNotFound((*store)->Lookup(absl::StrCat("bench/absent/", i), {}).status());
+  }
+  absl::Duration miss_time = absl::Now() - t0;
+  int64_t miss_requests = client->request_count() - r0;
+
+  // Baseline: raw manifest GETs with one reused libcurl handle, no parsing.
+  CURL* h = curl_easy_init();
+  curl_slist* hdrs = curl_slist_append(nullptr, "Accept: application/vnd.oci.image.manifest.v1+json");
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, Discard);
+  t0 = absl::Now();
+  int raw_ok = 0;
+  for (int i = 0; i < lookups; ++i) {
+    auto tag = cache::TagForKey(absl::StrCat("bench/key/", i % entries));
+    std::string url = absl::StrCat("http://", host, "/v2/bench/lookups/manifests/", *tag);
+    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+    long code = 0;
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    raw_ok += code == 200;
+  }
+  absl::Duration raw_time = absl::Now() - t0;
+  curl_slist_free_all(hdrs);
+  curl_easy_cleanup(h);
+
+  auto per_s = [](int n, absl::Duration d) { return n / absl::ToDoubleSeconds(d); };
+  rows.push_back({absl::StrFormat("lookup hit (%d, %d hit)", lookups, hits),
+                  absl::StrFormat("%.0f/s", per_s(lookups, hit_time)),
+                  absl::StrFormat("%.0f/s raw GET", per_s(lookups, raw_time)),
+                  absl::StrFormat("%.2f", absl::ToDoubleSeconds(raw_time) / absl::ToDoubleSeconds(hit_time)), ""});
+  rows.push_back({"  registry requests per hit", absl::StrFormat("%.2f", double(hit_requests) / lookups), "1",
+                  absl::StrFormat("%.2f", double(hit_requests) / lookups), "1 per hit"});
+  rows.push_back({absl::StrFormat("lookup miss (%d, %d missed)", lookups, misses),
+                  absl::StrFormat("%.0f/s", per_s(lookups, miss_time)), "", "", ""});
+  rows.push_back({"  registry requests per miss", absl::StrFormat("%.2f", double(miss_requests) / lookups), "1",
+                  absl::StrFormat("%.2f", double(miss_requests) / lookups), ""});
+  if (hits != lookups || misses != lookups || raw_ok != lookups) {
+    std::cerr << "lookup results wrong: " << hits << " hits, " << misses << " misses, " << raw_ok << " raw\n";
+    return 1;
+  }
+
+  // ---- 256 MiB push and pull ----
+  const int64_t size = int64_t{absl::GetFlag(FLAGS_blob_mib)} << 20;
+  std::string path = absl::StrCat(getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", "/ocicache-bench-", getpid());
+  {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    std::string chunk(1 << 20, '\0');
+    uint64_t x = 88172645463325252ull;
+    for (int64_t done = 0; done < size; done += chunk.size()) {
+      for (size_t i = 0; i < chunk.size(); i += 8) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        memcpy(&chunk[i], &x, 8);
+      }
+      if (write(fd, chunk.data(), chunk.size()) != (ssize_t)chunk.size()) return 1;
+    }
+    close(fd);
+  }
+  std::string hex = Capture("sha256sum " + path + " | cut -d' ' -f1");
+  hex.resize(64);
+  auto digest = oci::Digest::FromHex(hex);
+  if (!digest.ok()) return 1;
+
+  // Baseline push: curl POST then PUT -T file, into a fresh repository.
+  t0 = absl::Now();
+  std::string loc = Capture(absl::StrCat("curl -s -D - -o /dev/null -X POST http://", host,
+                                         "/v2/bench/curl/blobs/uploads/ | tr -d '\\r' | sed -n 's/^[Ll]ocation: //p'"));
+  while (!loc.empty() && loc.back() == '\n') loc.pop_back();
+  if (loc.rfind("http", 0) != 0) loc = absl::StrCat("http://", host, loc);
+  int rc = RunShell(absl::StrCat("curl -sf -o /dev/null -H 'Expect:' -H 'Content-Type: application/octet-stream' -T ", path,
+                                 " '", loc, "&digest=", digest->str(), "'"));
+  absl::Duration curl_push = absl::Now() - t0;
+  if (rc != 0) {
+    std::cerr << "curl push failed\n";
+    return 1;
+  }
+  int64_t idle = RssKiB("VmRSS:");
+  absl::Duration our_push;
+  int64_t push_peak;
+  {
+    RssSampler sampler;
+    int fd = open(path.c_str(), O_RDONLY);
+    oci::FdSource src(fd);
+    t0 = absl::Now();
+    auto d = client->PutBlob("bench/ours", *digest, size, src);
+    our_push = absl::Now() - t0;
+    close(fd);
+    push_peak = sampler.Stop();
+    if (!d.ok()) {
+      std::cerr << "push: " << d.status() << "\n";
+      return 1;
+    }
+  }
+  t0 = absl::Now();
+  rc = RunShell(absl::StrCat("curl -sf -o /dev/null http://", host, "/v2/bench/curl/blobs/", digest->str()));
+  absl::Duration curl_pull = absl::Now() - t0;
+  absl::Duration our_pull;
+  int64_t pull_peak;
+  {
+    RssSampler sampler;
+    oci::NullSink sink;
+    t0 = absl::Now();
+    absl::Status s = client->GetBlob("bench/ours", *digest, size, sink);  // verifies the digest
+    our_pull = absl::Now() - t0;
+    pull_peak = sampler.Stop();
+    if (!s.ok() || rc != 0) {
+      std::cerr << "pull: " << s << "\n";
+      return 1;
+    }
+  }
+  unlink(path.c_str());
+  auto mibs = [&](absl::Duration d) { return absl::StrFormat("%.0f MiB/s", (size >> 20) / absl::ToDoubleSeconds(d)); };
+  rows.push_back({absl::StrFormat("push %d MiB blob (streamed, verified)", size >> 20), mibs(our_push),
+                  mibs(curl_push) + " curl",
+                  absl::StrFormat("%.2f", absl::ToDoubleSeconds(curl_push) / absl::ToDoubleSeconds(our_push)), ">= 0.9"});
+  rows.push_back({absl::StrFormat("pull %d MiB blob (digest checked)", size >> 20), mibs(our_pull),
+                  mibs(curl_pull) + " curl",
+                  absl::StrFormat("%.2f", absl::ToDoubleSeconds(curl_pull) / absl::ToDoubleSeconds(our_pull)), ">= 0.9"});
+  rows.push_back({"peak RSS above idle while pushing", absl::StrFormat("%.1f MiB", (push_peak - idle) / 1024.0),
+                  absl::StrFormat("idle %.1f MiB", idle / 1024.0), "", "<= 64 MiB"});
+  rows.push_back({"peak RSS above idle while pulling", absl::StrFormat("%.1f MiB", (pull_peak - idle) / 1024.0),
+                  absl::StrFormat("idle %.1f MiB", idle / 1024.0), "", "<= 64 MiB"});
+  Print(rows);
+  std::printf("\nratio: baseline time / ocicache time (above 1: ocicache faster). Registry: docker-registry 2.8.2 on %s.\n",
+              host.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace ocicache
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return ocicache::Main();
+}
