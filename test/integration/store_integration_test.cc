@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "pkg/cache/format.h"
+#include "pkg/cache/place.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store_testsuite.h"
 #include "pkg/cache/tiered_store.h"
@@ -167,6 +168,59 @@ TEST(RegistryStoreTest, LocationsAreKeptInTheEntry) {
   ASSERT_TRUE(got.ok());
   ASSERT_EQ(got->locations.size(), 1u);
   EXPECT_EQ(got->locations[0].url, e.locations[0].url);
+}
+
+// ko pushed a layer to app/one; the cache records that location. Placing it in
+// app/two on the same registry mounts it (no bytes move); on another registry it
+// is copied. Each new place is recorded in the entry.
+TEST(PlaceBlobTest, MountsOrCopiesAndRecords) {
+  auto cache_store = MakeRegistryStore(RegistryProcess::Options::kNone);
+  auto app_one = MakeRegistryStore(RegistryProcess::Options::kNone, 0, UniqueRepo("app"));
+  auto app_two = MakeRegistryStore(RegistryProcess::Options::kNone, 0, UniqueRepo("app"));
+  auto elsewhere = MakeRegistryStore(RegistryProcess::Options::kHtpasswd, 0, UniqueRepo("app"));
+  ASSERT_TRUE(cache_store.ok() && app_one.ok() && app_two.ok() && elsewhere.ok());
+  std::string layer(500000, 'L');
+  oci::StringSource src(layer);
+  auto d = (*app_one)->WriteBlob(oci::Digest(), -1, src);
+  ASSERT_TRUE(d.ok());
+  oci::Descriptor original = *d;
+  original.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+  cache::Entry e;
+  e.key = "ko/buildid/1";
+  e.config = R"({"diffid":"sha256:00"})";
+  e.descriptor = original.ToJson().dump();
+  e.locations.push_back((*app_one)->LocationOf(original));
+  ASSERT_TRUE((*cache_store)->Put(e).ok());
+
+  int64_t before = (*app_two)->client().request_count();
+  auto placed = cache::PlaceBlob(**cache_store, e.key, d->digest, **app_two);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(placed->by, cache::PlacedBy::kLocation);
+  // HEAD (absent), HEAD in MountBlob, mount POST: no upload of 500 KB.
+  EXPECT_LE((*app_two)->client().request_count() - before, 4);
+  EXPECT_TRUE((*app_two)->StatBlob(d->digest).ok());
+
+  auto other = cache::PlaceBlob(**cache_store, e.key, d->digest, **elsewhere);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->by, cache::PlacedBy::kLocation);
+  std::string back;
+  oci::StringSink sink(&back);
+  ASSERT_TRUE((*elsewhere)->ReadBlob(d->digest, 0, sink).ok());
+  EXPECT_EQ(back, layer);
+
+  auto again = cache::PlaceBlob(**cache_store, e.key, d->digest, **app_two);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->by, cache::PlacedBy::kAlreadyPresent);
+
+  auto got = (*cache_store)->Lookup(e.key, {});
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->locations.size(), 3u);
+  EXPECT_EQ(got->locations[1].url, placed->location.url);
+  EXPECT_EQ(got->locations[2].url, other->location.url);
+  EXPECT_EQ(got->descriptor, e.descriptor);
+
+  EXPECT_TRUE(absl::IsNotFound(
+      cache::PlaceBlob(**cache_store, e.key, oci::Digest::Of("unknown"), **app_two).status()));
 }
 
 TEST(TieredStoreTest, OutageDegradesToLocalAndRecovers) {
