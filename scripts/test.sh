@@ -15,7 +15,7 @@ failures=()
 
 # 1. Bazel tests. Each gtest case counts once (read from the JUnit XML Bazel keeps);
 #    a target that failed to build or crashed without XML counts as one failure.
-bazel test //... --keep_going 2>&1 | tee /tmp/ocicache-bazel-test.log | grep -E '(PASSED|FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)( in|$)|^ERROR' || true
+bazel test //... --keep_going --test_summary=short 2>&1 | tee /tmp/ocicache-bazel-test.log | grep -E '(PASSED|FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)( in|$)|^ERROR' || true
 bazel_rc=${PIPESTATUS[0]}
 testlogs=$(bazel info bazel-testlogs 2>/dev/null)
 mapfile -t targets < <(bazel query 'tests(//...)' 2>/dev/null)

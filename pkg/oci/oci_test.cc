@@ -160,6 +160,20 @@ TEST(PipeTest, ProducerErrorReachesConsumerAndCaller) {
   EXPECT_TRUE(consumer_saw_error);
 }
 
+TEST(PipeTest, ConsumerSucceedingEarlyIsSuccess) {
+  absl::Status s = Transfer(
+      [](ByteSink& sink) {
+        std::string chunk(1 << 20, 'x');
+        for (int i = 0; i < 100; ++i) {
+          absl::Status w = sink.Write(chunk);
+          if (!w.ok()) return w;
+        }
+        return absl::OkStatus();
+      },
+      [](ByteSource&) { return absl::OkStatus(); }, 64 << 10);
+  EXPECT_TRUE(s.ok()) << s;
+}
+
 TEST(PipeTest, ConsumerStoppingEarlyUnblocksProducer) {
   absl::Status s = Transfer(
       [](ByteSink& sink) {

@@ -114,8 +114,9 @@ absl::Status Transfer(const std::function<absl::Status(ByteSink&)>& producer,
   pipe.CloseRead();
   t.join();
   if (!produced.ok() && !absl::IsCancelled(produced)) return produced;
-  if (!consumed.ok()) return consumed;
-  return produced;
+  // A consumer that succeeded without reading everything (the destination had
+  // the blob already) cancels the producer: that is success.
+  return consumed;
 }
 
 }  // namespace ocicache::oci

@@ -16,7 +16,8 @@ namespace ocicache::oci {
 // Runs producer in a new thread and consumer in this one. Returns the first
 // error: the producer's if both failed, since the consumer then only saw a cut
 // stream. When the consumer stops early the producer's writes fail with
-// Cancelled and the producer is expected to return.
+// Cancelled and the producer is expected to return; if the consumer succeeded
+// that way (e.g. the destination already had the blob), the result is OK.
 absl::Status Transfer(const std::function<absl::Status(ByteSink&)>& producer,
                       const std::function<absl::Status(ByteSource&)>& consumer,
                       size_t buffer_bytes = 4 << 20);
