@@ -25,6 +25,7 @@
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/tiered_store.h"
 #include "pkg/cli/args.h"
+#include "pkg/cli/stores.h"
 #include "pkg/layout/layout_store.h"
 #include "pkg/oci/pipe.h"
 #include "pkg/registry/client.h"
@@ -59,7 +60,8 @@ Commands:
 
 Global flags:
 %s
-Environment: OCICACHE_REPO (KOCACHE_REPO is an alias), OCICACHE_DIR,
+Environment (flags win): OCICACHE_REPO (KOCACHE_REPO is an alias), OCICACHE_DIR,
+OCICACHE_SHARDS, OCICACHE_INSECURE, OCICACHE_TLS, OCICACHE_CA_FILE,
 OCICACHE_USERNAME and OCICACHE_PASSWORD; docker's config.json ($DOCKER_CONFIG or
 ~/.docker: auths, credHelpers, credsStore) supplies credentials otherwise.
 
@@ -75,6 +77,7 @@ const std::vector<FlagSpec>& GlobalFlags() {
       {"no-dir", false, false, "", "no local tier: use the registry only"},
       {"shards", true, false, "N", "split the repository into N shard repositories (2-256)"},
       {"insecure", false, false, "", "plain HTTP to the registry (automatic for loopback)"},
+      {"tls", false, false, "", "HTTPS even for loopback registries"},
       {"ca-file", true, false, "FILE", "extra CA certificates (PEM) for the registry"},
       {"username", true, false, "USER", "registry user ($OCICACHE_USERNAME)"},
       {"password-stdin", false, false, "", "read the registry password from stdin"},
@@ -126,18 +129,6 @@ int Fail(Ctx& c, const absl::Status& s) {
 int Usage(Ctx& c, absl::string_view msg) {
   c.err << "ocicache: " << msg << " (see --help)\n";
   return kExitUsage;
-}
-
-std::string EnvOr(const char* name, const std::string& def = "") {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::string(v) : def;
-}
-
-std::string DefaultDir() {
-  std::string xdg = EnvOr("XDG_CACHE_HOME");
-  if (!xdg.empty()) return xdg + "/ocicache";
-  std::string home = EnvOr("HOME", "/tmp");
-  return home + "/.cache/ocicache";
 }
 
 std::string Rfc3339(absl::Time t) {
@@ -274,68 +265,36 @@ json InfoJson(const EntryInfo& i) {
   return j;
 }
 
-// Opens the stores the global flags describe.
+// Opens the stores the global flags (then the environment) describe.
 absl::Status OpenStores(Ctx& c) {
-  std::string repo = c.global.Get("repo", EnvOr("OCICACHE_REPO", EnvOr("KOCACHE_REPO")));
-  bool no_dir = c.global.GetBool("no-dir");
-  std::string dir = c.global.Get("dir", EnvOr("OCICACHE_DIR", DefaultDir()));
-  if (no_dir && repo.empty()) {
-    return absl::InvalidArgumentError("--no-dir needs --repo: there would be no store at all");
-  }
-  std::shared_ptr<cache::ClientPool> pool;
-  std::unique_ptr<cache::RegistryStore> remote;
-  if (!repo.empty()) {
-    auto ref = registry::ParseRepoRef(repo);
-    if (!ref.ok()) return ref.status();
-    registry::ClientOptions opts;
-    opts.insecure_http = c.global.GetBool("insecure");
-    opts.ca_file = c.global.Get("ca-file");
-    opts.docker_config_dir = c.global.Get("docker-config");
-    opts.credentials.username = c.global.Get("username", EnvOr("OCICACHE_USERNAME"));
-    opts.credentials.password = c.password.empty() ? EnvOr("OCICACHE_PASSWORD") : c.password;
-    pool = std::make_shared<cache::ClientPool>(opts);
-    auto client = pool->Get(ref->registry);
-    if (!client.ok()) return client.status();
-    cache::RegistryStoreOptions ropts;
-    ropts.pool = pool;
-    if (c.global.Has("shards")) {
-      int n = 0;
-      if (!absl::SimpleAtoi(c.global.Get("shards"), &n) || n < 1 || n > 256) {
-        return absl::InvalidArgumentError("--shards takes a number from 1 to 256");
-      }
-      ropts.shards = n;
+  auto cfg = ConfigFromEnv();
+  if (!cfg.ok()) return cfg.status();
+  cfg->repo = c.global.Get("repo", cfg->repo);
+  cfg->dir = c.global.Get("dir", cfg->dir);
+  if (c.global.GetBool("no-dir")) {
+    if (cfg->repo.empty()) {
+      return absl::InvalidArgumentError("--no-dir needs --repo: there would be no store at all");
     }
-    auto r = cache::RegistryStore::Create(*client, ref->repository, ropts);
-    if (!r.ok()) return r.status();
-    remote = *std::move(r);
+    cfg->dir.clear();
   }
-  std::unique_ptr<layout::LayoutStore> local;
-  if (!no_dir) {
-    layout::LayoutStore::Options lopts;
-    if (pool != nullptr) {
-      lopts.fetcher = [pool](const cache::Location& loc, oci::ByteSink& sink) -> absl::Status {
-        std::string base, from_repo;
-        oci::Digest d;
-        if (absl::Status s = cache::ParseBlobUrl(loc.url, &base, &from_repo, &d); !s.ok()) return s;
-        size_t p = base.find("://");
-        auto client = pool->Get(base.substr(p == std::string::npos ? 0 : p + 3));
-        if (!client.ok()) return client.status();
-        return (*client)->GetBlob(from_repo, d, loc.size, sink);
-      };
+  if (c.global.Has("shards")) {
+    int n = 0;
+    if (!absl::SimpleAtoi(c.global.Get("shards"), &n) || n < 1 || n > 256) {
+      return absl::InvalidArgumentError("--shards takes a number from 1 to 256");
     }
-    auto l = layout::LayoutStore::Open(dir, lopts);
-    if (!l.ok()) return l.status();
-    local = *std::move(l);
+    cfg->shards = n;
   }
-  c.local = local.get();
-  c.remote = remote.get();
-  if (local && remote) {
-    c.store = std::make_unique<cache::TieredStore>(std::move(local), std::move(remote));
-  } else if (local) {
-    c.store = std::move(local);
-  } else {
-    c.store = std::move(remote);
-  }
+  if (c.global.GetBool("insecure")) cfg->insecure = true;
+  if (c.global.GetBool("tls")) cfg->force_tls = true;
+  cfg->ca_file = c.global.Get("ca-file", cfg->ca_file);
+  cfg->docker_config = c.global.Get("docker-config", cfg->docker_config);
+  cfg->username = c.global.Get("username", cfg->username);
+  if (!c.password.empty()) cfg->password = c.password;
+  auto set = cli::OpenStores(*cfg);
+  if (!set.ok()) return set.status();
+  c.local = set->local;
+  c.remote = set->remote;
+  c.store = std::move(set->store);
   return absl::OkStatus();
 }
 

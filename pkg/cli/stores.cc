@@ -1,0 +1,110 @@
+#include "pkg/cli/stores.h"
+
+#include <cstdlib>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "pkg/cache/format.h"
+#include "pkg/cache/tiered_store.h"
+#include "pkg/registry/client.h"
+
+namespace ocicache::cli {
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? std::string(v) : std::string();
+}
+
+bool EnvBool(const char* name) {
+  std::string v = Env(name);
+  return v == "1" || v == "true" || v == "yes";
+}
+
+}  // namespace
+
+std::string DefaultDir() {
+  std::string xdg = Env("XDG_CACHE_HOME");
+  if (!xdg.empty()) return xdg + "/ocicache";
+  std::string home = Env("HOME");
+  return (home.empty() ? std::string("/tmp") : home) + "/.cache/ocicache";
+}
+
+absl::StatusOr<StoreConfig> ConfigFromEnv() {
+  StoreConfig c;
+  c.repo = Env("OCICACHE_REPO");
+  if (c.repo.empty()) c.repo = Env("KOCACHE_REPO");
+  c.dir = Env("OCICACHE_DIR");
+  if (c.dir.empty()) c.dir = DefaultDir();
+  if (std::string s = Env("OCICACHE_SHARDS"); !s.empty()) {
+    if (!absl::SimpleAtoi(s, &c.shards) || c.shards < 1 || c.shards > 256) {
+      return absl::InvalidArgumentError("OCICACHE_SHARDS takes a number from 1 to 256");
+    }
+  }
+  c.insecure = EnvBool("OCICACHE_INSECURE");
+  c.force_tls = EnvBool("OCICACHE_TLS");
+  c.ca_file = Env("OCICACHE_CA_FILE");
+  c.username = Env("OCICACHE_USERNAME");
+  c.password = Env("OCICACHE_PASSWORD");
+  c.docker_config = Env("DOCKER_CONFIG");
+  return c;
+}
+
+absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
+                                    layout::LayoutStore::Options local_opts) {
+  if (config.repo.empty() && config.dir.empty()) {
+    return absl::InvalidArgumentError("no store: set a registry repository or a directory");
+  }
+  StoreSet set;
+  std::unique_ptr<cache::RegistryStore> remote;
+  if (!config.repo.empty()) {
+    auto ref = registry::ParseRepoRef(config.repo);
+    if (!ref.ok()) return ref.status();
+    registry::ClientOptions opts;
+    opts.insecure_http = config.insecure;
+    opts.force_tls = config.force_tls;
+    opts.ca_file = config.ca_file;
+    opts.docker_config_dir = config.docker_config;
+    opts.credentials.username = config.username;
+    opts.credentials.password = config.password;
+    set.pool = std::make_shared<cache::ClientPool>(opts);
+    auto client = set.pool->Get(ref->registry);
+    if (!client.ok()) return client.status();
+    cache::RegistryStoreOptions ropts;
+    ropts.pool = set.pool;
+    ropts.shards = config.shards;
+    auto r = cache::RegistryStore::Create(*client, ref->repository, ropts);
+    if (!r.ok()) return r.status();
+    remote = *std::move(r);
+  }
+  std::unique_ptr<layout::LayoutStore> local;
+  if (!config.dir.empty()) {
+    if (set.pool != nullptr && !local_opts.fetcher) {
+      std::shared_ptr<cache::ClientPool> pool = set.pool;
+      local_opts.fetcher = [pool](const cache::Location& loc, oci::ByteSink& sink) -> absl::Status {
+        std::string base, from_repo;
+        oci::Digest d;
+        if (absl::Status s = cache::ParseBlobUrl(loc.url, &base, &from_repo, &d); !s.ok()) return s;
+        size_t p = base.find("://");
+        auto client = pool->Get(base.substr(p == std::string::npos ? 0 : p + 3));
+        if (!client.ok()) return client.status();
+        return (*client)->GetBlob(from_repo, d, loc.size, sink);
+      };
+    }
+    auto l = layout::LayoutStore::Open(config.dir, local_opts);
+    if (!l.ok()) return l.status();
+    local = *std::move(l);
+  }
+  set.local = local.get();
+  set.remote = remote.get();
+  if (local && remote) {
+    set.store = std::make_unique<cache::TieredStore>(std::move(local), std::move(remote));
+  } else if (local) {
+    set.store = std::move(local);
+  } else {
+    set.store = std::move(remote);
+  }
+  return set;
+}
+
+}  // namespace ocicache::cli
