@@ -25,6 +25,9 @@
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/tiered_store.h"
 #include "pkg/cli/args.h"
+#include "pkg/cli/command.h"
+#include "pkg/gocacheprog/command.h"
+#include "pkg/ko/command.h"
 #include "pkg/cli/stores.h"
 #include "pkg/layout/layout_store.h"
 #include "pkg/oci/pipe.h"
@@ -57,6 +60,8 @@ Commands:
   sync            copy entries between the directory and the registry
   blob push|pull|stat|mount   work on single blobs
   demo            store and look up a few entries: a quick self-check
+  gocacheprog     Go's GOCACHEPROG helper (GOCACHEPROG="ocicache gocacheprog")
+  ko save|restore KOCACHE entries to and from the cache (ocicache-go is the wrapper)
 
 Global flags:
 %s
@@ -265,8 +270,8 @@ json InfoJson(const EntryInfo& i) {
   return j;
 }
 
-// Opens the stores the global flags (then the environment) describe.
-absl::Status OpenStores(Ctx& c) {
+// The store configuration: global flags, then the environment.
+absl::StatusOr<StoreConfig> ConfigFromFlags(Ctx& c) {
   auto cfg = ConfigFromEnv();
   if (!cfg.ok()) return cfg.status();
   cfg->repo = c.global.Get("repo", cfg->repo);
@@ -290,12 +295,37 @@ absl::Status OpenStores(Ctx& c) {
   cfg->docker_config = c.global.Get("docker-config", cfg->docker_config);
   cfg->username = c.global.Get("username", cfg->username);
   if (!c.password.empty()) cfg->password = c.password;
+  return cfg;
+}
+
+// Opens the stores the global flags (then the environment) describe.
+absl::Status OpenStores(Ctx& c) {
+  auto cfg = ConfigFromFlags(c);
+  if (!cfg.ok()) return cfg.status();
   auto set = cli::OpenStores(*cfg);
   if (!set.ok()) return set.status();
   c.local = set->local;
   c.remote = set->remote;
   c.store = std::move(set->store);
   return absl::OkStatus();
+}
+
+// Commands implemented in their own packages (pkg/gocacheprog, pkg/ko): they
+// parse their own arguments and open stores themselves.
+struct ExternalCommand {
+  std::string name;
+  std::string summary;
+  const char* usage;
+  int (*main)(const CommandEnv& env);
+};
+
+const std::vector<ExternalCommand>& ExternalCommands() {
+  static const auto* cmds = new std::vector<ExternalCommand>{
+      {"gocacheprog", "Go's GOCACHEPROG helper: go build reads and writes the cache",
+       gocacheprog::kUsage, gocacheprog::Main},
+      {"ko", "ko save|restore: KOCACHE entries to and from the cache", ko::kUsage, ko::Main},
+  };
+  return *cmds;
 }
 
 struct Command {
@@ -794,6 +824,14 @@ int Main(const std::vector<std::string>& argv, std::ostream& out, std::ostream& 
     bool asked = c.global.GetBool("help") || (ci < argv.size() && argv[ci] == "help");
     (asked ? out : err) << absl::StrFormat(kUsage, FlagHelp(GlobalFlags()));
     return asked ? kExitOk : kExitUsage;
+  }
+  for (const auto& x : ExternalCommands()) {
+    if (x.name != argv[ci]) continue;
+    auto cfg = ConfigFromFlags(c);
+    if (!cfg.ok()) return Fail(c, cfg.status());
+    CommandEnv env{*cfg, std::vector<std::string>(argv.begin() + ci + 1, argv.end()),
+                   c.json, c.quiet, &std::cin, &out, &err};
+    return x.main(env);
   }
   const Command* cmd = nullptr;
   for (const auto& x : Commands()) {
