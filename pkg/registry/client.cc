@@ -6,7 +6,11 @@
 
 #include "pkg/oci/hasher.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -101,6 +105,15 @@ std::optional<int64_t> ContentLength(const HttpHeaders& h) {
   int64_t n;
   if (!v || !absl::SimpleAtoi(*v, &n) || n < 0) return std::nullopt;
   return n;
+}
+
+// A server's answer to plain HTTP on its TLS port: Go's net/http (distribution, Harbor,
+// Zot) says "Client sent an HTTP request to an HTTPS server.", nginx "The plain HTTP
+// request was sent to HTTPS port", both with 400.
+bool IsHttpOnHttpsPort(const HttpRequest& req, const HttpResponse& r) {
+  return r.status == 400 && absl::StartsWith(req.url, "http://") &&
+         (absl::StrContains(r.body, "HTTP request to an HTTPS server") ||
+          absl::StrContains(r.body, "plain HTTP request was sent to HTTPS port"));
 }
 
 absl::Status WithSuffix(const absl::Status& s, absl::string_view suffix) {
@@ -362,6 +375,19 @@ absl::StatusOr<HttpResponse> Client::Impl::Send(absl::string_view op, HttpReques
         if (*next != authz) continue;  // not counted as an attempt
       }
     }
+    if (r.ok() && IsHttpOnHttpsPort(req, *r)) {
+      // Not the registry's verdict on the request: it never read it. Neither a bad
+      // request (exit 2 in the CLI) nor worth a retry.
+      return MakeError(
+          absl::StatusCode::kUnavailable,
+          absl::StrCat(prefix.empty() ? Prefix(absl::StrCat(req.method, " ", req.url)) : prefix,
+                       ": the server speaks HTTPS on this port, but plain HTTP was used",
+                       !absl::StartsWith(req.url, base + "/") ? ""
+                       : opts.insecure_http ? " (plain HTTP was asked for: drop --insecure)"
+                                            : " (loopback registries default to plain HTTP: "
+                                              "use --tls)"),
+          "", /*temporary=*/false);
+    }
     const bool temporary =
         r.ok() ? internal::IsRetryableHttpStatus(r->status) : IsTemporary(r.status());
     if (so.retry && temporary && attempt < max_attempts) {
@@ -387,6 +413,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(std::string registry, Cli
   if (registry.empty() || registry.find_first_of("/ \t?#@") != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("registry \"", registry, "\": want host[:port], without scheme or path"));
+  }
+  if (opts.insecure_http && opts.force_tls) {
+    return absl::InvalidArgumentError(
+        "plain HTTP (insecure_http) and forced TLS (force_tls) cannot both be set");
+  }
+  if (!opts.ca_file.empty() && access(opts.ca_file.c_str(), R_OK) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("CA file ", opts.ca_file, ": ",
+                                                   std::strerror(errno)));
   }
   if (opts.chunk_size <= 0) {
     return absl::InvalidArgumentError("ClientOptions.chunk_size must be positive");

@@ -25,7 +25,10 @@
 //   PermissionDenied    authenticated but not allowed (403)
 //   InvalidArgument     the registry rejected what we sent (400: MANIFEST_INVALID, ...)
 //   ResourceExhausted   429 after all retries
-//   Unavailable         connection failures, timeouts, 5xx after all retries
+//   Unavailable         connection failures, timeouts, 5xx after all retries; also, not
+//                       temporary and never retried, TLS failures (certificate not
+//                       trusted, a CA file that cannot be loaded, no TLS on the port) and
+//                       plain HTTP sent to a TLS port (the 400 such servers answer)
 //   DataLoss            a body whose size or digest is not what was asked for
 //   Unimplemented       the registry does not support the operation (405, 501)
 // and a payload (see RegistryErrorCode / IsTemporary) with the registry's error code.
@@ -72,8 +75,11 @@ struct RetryPolicy {
 struct ClientOptions {
   // Plain HTTP. Always used for localhost, 127.0.0.0/8 and [::1] unless force_tls.
   bool insecure_http = false;
+  // HTTPS even for loopback registries. Contradicts insecure_http (Create refuses both).
   bool force_tls = false;
-  // Extra CA bundle (PEM), trusted besides the system's CA directory (/etc/ssl/certs).
+  // Extra CA bundle (PEM), trusted besides the system's CA directory (/etc/ssl/certs);
+  // it replaces the system bundle file. Must be readable when Create is called.
+  // Certificates are always verified (chain and host name); there is no switch to skip it.
   std::string ca_file;
   // Explicit credentials (flags/env) win over docker's config.json (credentials.h).
   Credentials credentials;

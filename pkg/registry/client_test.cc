@@ -112,6 +112,60 @@ TEST_F(ClientTest, BaseUrlIsHttpForLoopbackOnly) {
   EXPECT_EQ(Client::Create("x.io/repo").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(ClientTest, TlsOptionsAreChecked) {
+  ClientOptions both;
+  both.insecure_http = true;
+  both.force_tls = true;
+  EXPECT_EQ(Client::Create("127.0.0.1:5000", both).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ClientOptions missing_ca;
+  missing_ca.ca_file = "/nonexistent/ca.pem";
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Create("reg.example:5000", missing_ca);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(c.status().message(), "/nonexistent/ca.pem")) << c.status();
+}
+
+// A TLS server answers plain HTTP with 400 and a text body (Go's net/http, nginx):
+// a clear, final error, not InvalidArgument and not retried.
+TEST_F(ClientTest, PlainHttpToTlsPortIsClearAndNotRetried) {
+  for (const char* body : {"Client sent an HTTP request to an HTTPS server.\n",
+                           "<html><head><title>400 The plain HTTP request was sent to HTTPS "
+                           "port</title></head></html>"}) {
+    auto s = FakeHttpServer::Start(
+        [body](const FakeRequest&) { return FakeResponse::Text(400, body); });
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = std::move(*s);
+    auto c = NewClient();
+    absl::Status ping = c->Ping();
+    EXPECT_EQ(ping.code(), absl::StatusCode::kUnavailable) << ping;
+    EXPECT_FALSE(IsTemporary(ping));
+    EXPECT_TRUE(absl::StrContains(ping.message(), "speaks HTTPS")) << ping;
+    EXPECT_TRUE(absl::StrContains(ping.message(), "--tls")) << ping;
+    EXPECT_EQ(c->request_count(), 1);
+    absl::StatusOr<int64_t> stat = c->StatBlob("cache/x", oci::Digest::Of("x"));
+    EXPECT_EQ(stat.status().code(), absl::StatusCode::kUnavailable) << stat.status();
+    EXPECT_LE(c->request_count(), 3);
+
+    ClientOptions insecure = FastRetries();
+    insecure.insecure_http = true;
+    absl::Status ping2 = NewClient(insecure)->Ping();
+    EXPECT_TRUE(absl::StrContains(ping2.message(), "drop --insecure")) << ping2;
+  }
+}
+
+// force_tls against a plain HTTP server: the handshake fails at once, not retried.
+TEST_F(ClientTest, TlsToPlainHttpServerIsClearAndNotRetried) {
+  Serve([](const FakeRequest&) { return FakeResponse::Text(404, "no"); });
+  ClientOptions o = FastRetries();
+  o.force_tls = true;
+  auto c = NewClient(o);
+  absl::Status ping = c->Ping();
+  EXPECT_EQ(ping.code(), absl::StatusCode::kUnavailable) << ping;
+  EXPECT_FALSE(IsTemporary(ping)) << ping;
+  EXPECT_TRUE(absl::StrContains(ping.message(), "TLS")) << ping;
+  EXPECT_EQ(c->request_count(), 1);
+}
+
 TEST_F(ClientTest, ServerErrorIsRetried) {
   std::atomic<int> n{0};
   Serve([&](const FakeRequest&) {

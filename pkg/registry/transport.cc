@@ -135,12 +135,50 @@ size_t ReadCallback(char* buf, size_t size, size_t n, void* user) {
   return *got;
 }
 
+// A TLS handshake that failed because the server does not speak TLS on that port
+// (OpenSSL read an HTTP answer, or garbage, where a TLS record belongs). Retrying
+// cannot help.
+bool IsNotTlsServer(absl::string_view msg) {
+  return absl::StrContains(msg, "wrong version number") ||
+         absl::StrContains(msg, "packet length too long") ||
+         absl::StrContains(msg, "record layer failure");
+}
+
 // A transfer error that is not ours to a status. Temporary: the failures a retry
 // can cure (refused or reset connections, timeouts, truncated responses).
-absl::Status CurlError(CURLcode code, const char* errbuf) {
+// `ca_file` is the extra CA bundle in use ("" for none), named in TLS errors.
+absl::Status CurlError(CURLcode code, const char* errbuf, const std::string& ca_file) {
   std::string msg = errbuf[0] != '\0' ? std::string(errbuf) : curl_easy_strerror(code);
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r')) msg.pop_back();
+  for (char& ch : msg) {
+    if (static_cast<unsigned char>(ch) < 0x20) ch = ' ';  // One line, always.
+  }
   switch (code) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_ISSUER_ERROR:
+      return MakeError(
+          absl::StatusCode::kUnavailable,
+          absl::StrCat("TLS: the server's certificate was rejected (", msg, "); ",
+                       ca_file.empty()
+                           ? "if it comes from a private CA, pass that CA's certificate as the "
+                             "CA file (--ca-file)"
+                           : absl::StrCat("it is not signed by a CA in ", ca_file,
+                                          " or the system's store, or names another host")),
+          "", /*temporary=*/false);
+    case CURLE_SSL_CACERT_BADFILE:
+      return MakeError(absl::StatusCode::kUnavailable,
+                       absl::StrCat("TLS: cannot use the CA file ", ca_file, " (", msg, ")"), "",
+                       false);
+    case CURLE_SSL_CONNECT_ERROR:
+      if (IsNotTlsServer(msg)) {
+        return MakeError(absl::StatusCode::kUnavailable,
+                         absl::StrCat("TLS handshake failed (", msg,
+                                      "): the server does not seem to speak TLS on this port "
+                                      "(a plain HTTP registry?)"),
+                         "", false);
+      }
+      return MakeError(absl::StatusCode::kUnavailable, absl::StrCat("TLS handshake failed: ", msg),
+                       "", /*temporary=*/true);
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
@@ -149,7 +187,6 @@ absl::Status CurlError(CURLcode code, const char* errbuf) {
     case CURLE_SEND_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
-    case CURLE_SSL_CONNECT_ERROR:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
     case CURLE_AGAIN:
@@ -325,7 +362,7 @@ absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
   requests_.fetch_add(1 + redirects);
 
   if (!ex.error.ok()) return ex.error;
-  if (rc != CURLE_OK) return CurlError(rc, errbuf);
+  if (rc != CURLE_OK) return CurlError(rc, errbuf, opts_.ca_file);
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp.status);
   return resp;
 }

@@ -164,6 +164,51 @@ mkdir -p "$WORK/docker"
 printf '{"auths":{"%s":{"auth":"%s"}}}' "$AUTHREG" "$(printf tester:s3cret | base64)" >"$WORK/docker/config.json"
 expect_rc docker-config-creds 0 env DOCKER_CONFIG="$WORK/docker" "$OCICACHE_BIN" --repo "$AUTHREG/team/cache" --no-dir get b/1
 
+# --- TLS ----------------------------------------------------------------------------
+# registryctl --tls: https only, with a test CA in $WORK/reg-NAME/ca.pem. Loopback is
+# plain HTTP unless --tls.
+start_registry none TLSREG --tls || { fail registry-start-tls "registryctl --tls did not start"; exit 1; }
+start_registry htpasswd TLSAUTH --tls || { fail registry-start-tls-htpasswd "registryctl --tls did not start"; exit 1; }
+TLSCA=$WORK/reg-TLSREG/ca.pem
+expect_contains tls-ca-on-stderr "$(cat "$WORK/reg-TLSREG.err")" "TLS CA $TLSCA"
+T=$TLSREG/tls/cache
+expect_rc tls-put 0 oc --tls --ca-file "$TLSCA" --repo "$T" --no-dir put tls/1 --blob "$WORK/blob1"
+expect_rc tls-get 0 oc --tls --ca-file "$TLSCA" --repo "$T" --no-dir get tls/1 -o "$WORK/out-tls"
+cmp -s "$WORK/blob1" "$WORK/out-tls" && pass tls-identical || fail tls-identical "differs"
+expect_rc tls-env 0 env OCICACHE_TLS=1 OCICACHE_CA_FILE="$TLSCA" "$OCICACHE_BIN" --repo "$T" --no-dir stat tls/1
+# Not trusted without the CA: exit 3, one line that says why.
+expect_rc tls-no-ca 3 timeout 60 "$OCICACHE_BIN" --tls --repo "$T" --no-dir get tls/1
+expect_one_line tls-no-ca-one-line "$ERR"
+expect_contains tls-no-ca-says-certificate "$ERR" "certificate"
+# Another CA (the other TLS registry's) does not vouch for this one.
+expect_rc tls-wrong-ca 3 timeout 60 "$OCICACHE_BIN" --tls --ca-file "$WORK/reg-TLSAUTH/ca.pem" --repo "$T" --no-dir get tls/1
+expect_one_line tls-wrong-ca-one-line "$ERR"
+# Plain HTTP (the loopback default) to the TLS port: exit 3 (not a usage error).
+expect_rc tls-plain-http 3 timeout 60 "$OCICACHE_BIN" --repo "$T" --no-dir get tls/1
+expect_one_line tls-plain-http-one-line "$ERR"
+expect_contains tls-plain-http-says-https "$ERR" "HTTPS"
+# TLS to the plain registry: exit 3, one line.
+expect_rc tls-to-plain-registry 3 timeout 60 "$OCICACHE_BIN" --tls --repo "$PLAIN/cache/e2e" --no-dir get build/1
+expect_one_line tls-to-plain-registry-one-line "$ERR"
+# Bad options are usage errors.
+expect_rc tls-missing-ca-file 2 oc --tls --ca-file "$WORK/no-such-ca.pem" --repo "$T" --no-dir get tls/1
+expect_one_line tls-missing-ca-file-one-line "$ERR"
+expect_rc tls-and-insecure 2 oc --tls --insecure --repo "$T" --no-dir get tls/1
+# With a local tier the untrusted registry is an outage: local only, with a warning.
+expect_rc tls-no-ca-local-tier 0 oc --tls --repo "$T" --dir "$WORK/vm-tls" put tls/2 --blob "$WORK/blob1"
+expect_contains tls-no-ca-local-warning "$ERR" "certificate"
+# htpasswd over TLS.
+TA=$TLSAUTH/team/cache
+expect_rc tls-basic-put 0 env OCICACHE_USERNAME=tester OCICACHE_PASSWORD=s3cret "$OCICACHE_BIN" --tls --ca-file "$WORK/reg-TLSAUTH/ca.pem" --repo "$TA" --no-dir put b/1 --blob "$WORK/blob1"
+expect_rc tls-basic-get 0 env OCICACHE_USERNAME=tester OCICACHE_PASSWORD=s3cret "$OCICACHE_BIN" --tls --ca-file "$WORK/reg-TLSAUTH/ca.pem" --repo "$TA" --no-dir get b/1
+expect_rc tls-basic-wrong-password 3 env OCICACHE_USERNAME=tester OCICACHE_PASSWORD=wrong "$OCICACHE_BIN" --tls --ca-file "$WORK/reg-TLSAUTH/ca.pem" --repo "$TA" --no-dir get b/1
+# skopeo (Go's TLS stack) verifies the same certificate with the CA in a cert dir.
+mkdir -p "$WORK/tls-certs" && cp "$TLSCA" "$WORK/tls-certs/ca.crt"
+tlstag=$(oc --tls --ca-file "$TLSCA" --repo "$T" --no-dir stat tls/1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tag"])')
+expect_rc skopeo-tls-verify 0 timeout 60 skopeo inspect --raw --cert-dir "$WORK/tls-certs" "docker://$T:$tlstag"
+expect_contains skopeo-tls-artifact "$OUT" '"artifactType":"application/vnd.ocicache.entry.v1"'
+expect_rc skopeo-tls-untrusted 1 timeout 60 skopeo inspect --raw --tls-verify=true "docker://$T:$tlstag"
+
 # --- demo ---------------------------------------------------------------------------
 expect_rc demo-local 0 oc --dir "$WORK/demo" demo
 expect_contains demo-local-ok "$OUT" "ok: 3 puts"

@@ -14,10 +14,14 @@ trap cleanup EXIT
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
 
-# start_registry AUTH NAME: starts registryctl, sets $NAME to "127.0.0.1:PORT".
+# start_registry AUTH NAME [FLAGS]: starts registryctl (root $WORK/reg-NAME, with extra
+# registryctl FLAGS, split on spaces, e.g. "--tls"), sets $NAME to "127.0.0.1:PORT".
+# With --tls the registry's test CA is $WORK/reg-NAME/ca.pem.
 start_registry() {
   local auth=$1 var=$2 out=$WORK/reg-$2.out
-  "$REGISTRYCTL" --auth="$auth" --dir="$WORK/reg-$var" >"$out" 2>"$WORK/reg-$var.err" &
+  local -a extra=()
+  [[ -n ${3:-} ]] && read -r -a extra <<<"$3"
+  "$REGISTRYCTL" --auth="$auth" --dir="$WORK/reg-$var" "${extra[@]}" >"$out" 2>"$WORK/reg-$var.err" &
   REG_PIDS+=($!)
   for _ in $(seq 1 100); do
     [[ -s $out ]] && break

@@ -80,6 +80,7 @@ absl::StatusOr<HttpReply> HttpClient::Do(const HttpCall& call) {
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(call.timeout_ms));
   curl_easy_setopt(c, CURLOPT_NOPROXY, "*");  // Loopback only: never a proxy from the env.
+  if (!call.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, call.ca_file.c_str());
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, WriteBody);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply.body);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, WriteHeader);

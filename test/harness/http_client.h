@@ -23,6 +23,9 @@ struct HttpCall {
   bool expect_continue = false;  // Keep curl's "Expect: 100-continue" (removed by default).
   std::string user, password;    // Basic credentials when user is non-empty.
   int timeout_ms = 10000;        // Whole-call bound.
+  // https: PEM bundle of CAs to trust instead of the system's bundle file (the system
+  // CA directory stays trusted). Verification is never switched off.
+  std::string ca_file;
 };
 
 struct HttpReply {

@@ -26,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "test/harness/http_client.h"
+#include "test/harness/test_pki.h"
 
 namespace ocicache::harness {
 namespace {
@@ -161,6 +162,17 @@ absl::StatusOr<std::unique_ptr<RegistryProcess>> RegistryProcess::Start(Options 
     }
   }
 
+  if (o.tls) {
+    // A fresh CA per start: nothing outside this root dir can trust the server by accident.
+    auto pki = MakeTestPki();
+    if (!pki.ok()) return pki.status();
+    if (auto s = WriteFile(r->root_dir_ + "/ca.pem", pki->ca_cert_pem); !s.ok()) return s;
+    if (auto s = WriteFile(r->root_dir_ + "/server.pem", pki->server_cert_pem); !s.ok()) return s;
+    if (auto s = WriteFile(r->root_dir_ + "/server-key.pem", pki->server_key_pem, 0600); !s.ok()) {
+      return s;
+    }
+  }
+
   absl::Status last;
   for (int attempt = 0; attempt < 3; ++attempt) {
     auto port = PickFreePort();
@@ -184,7 +196,12 @@ RegistryProcess::~RegistryProcess() {
 }
 
 std::string RegistryProcess::host() const { return absl::StrCat("127.0.0.1:", port_); }
-std::string RegistryProcess::base_url() const { return "http://" + host(); }
+std::string RegistryProcess::base_url() const {
+  return (options_.tls ? "https://" : "http://") + host();
+}
+std::string RegistryProcess::ca_file() const {
+  return options_.tls ? root_dir_ + "/ca.pem" : std::string();
+}
 std::string RegistryProcess::log_path() const { return root_dir_ + "/registry.log"; }
 
 std::string RegistryProcess::LogTail(size_t max_bytes) const {
@@ -222,6 +239,12 @@ absl::Status RegistryProcess::WriteConfig() {
       "http:\n"
       "  addr: ", Yaml(host()), "\n"
       "  secret: ", Yaml(secret), "\n");
+  if (options_.tls) {
+    absl::StrAppend(&c,
+                    "  tls:\n"
+                    "    certificate: ", Yaml(root_dir_ + "/server.pem"), "\n"
+                    "    key: ", Yaml(root_dir_ + "/server-key.pem"), "\n");
+  }
   if (options_.auth == Options::kHtpasswd) {
     absl::StrAppend(&c,
                     "auth:\n"
@@ -290,7 +313,8 @@ absl::Status RegistryProcess::Launch() {
   if (null_fd >= 0) close(null_fd);
   pid_ = pid;
 
-  // Ready when GET /v2/ gets an HTTP answer: 200, or 401 with auth.
+  // Ready when GET /v2/ gets an HTTP answer: 200, or 401 with auth. With TLS the probe
+  // verifies the certificate against the test CA, so a bad certificate fails Start().
   absl::Time deadline = absl::Now() + absl::Milliseconds(options_.start_timeout_ms);
   std::string last_error = "no attempt";
   for (;;) {
@@ -305,6 +329,7 @@ absl::Status RegistryProcess::Launch() {
     HttpCall call;
     call.url = base_url() + "/v2/";
     call.timeout_ms = 1000;
+    call.ca_file = ca_file();
     auto reply = HttpDo(call);
     if (reply.ok() && (reply->status == 200 || reply->status == 401)) return absl::OkStatus();
     last_error = reply.ok() ? absl::StrCat("HTTP ", reply->status) : std::string(reply.status().message());

@@ -3,7 +3,13 @@
 // token mode it also runs a TokenIssuer at the realm.
 //
 // Files in root_dir(): config.yml, registry.log (the registry's stdout and stderr),
-// storage/ (blobs and manifests), htpasswd or token-cert.pem, http-secret.
+// storage/ (blobs and manifests), htpasswd or token-cert.pem, http-secret, and with
+// TLS ca.pem, server.pem and server-key.pem.
+//
+// TLS (Options.tls): each Start() makes a fresh test CA and a server certificate
+// signed by it for IP:127.0.0.1 and DNS:localhost (test_pki.h), and the registry
+// serves https only (a plain HTTP request gets Go's "400 Bad Request: Client sent an
+// HTTP request to an HTTPS server"). Clients trust ca_file(). Restart() keeps them.
 //
 // The child runs in its own process group with PR_SET_PDEATHSIG=SIGKILL, so it dies with
 // the test even when the test is killed. Note the Linux rule: the death signal follows the
@@ -13,6 +19,9 @@
 //   auto reg = RegistryProcess::Start({.auth = RegistryProcess::Options::kToken});
 //   ASSERT_TRUE(reg.ok()) << reg.status();
 //   std::string url = "http://" + (*reg)->host() + "/v2/";
+//
+//   auto tls = RegistryProcess::Start({.tls = true});
+//   HttpDo({.url = (*tls)->base_url() + "/v2/", .ca_file = (*tls)->ca_file()});
 #ifndef OCICACHE_TEST_HARNESS_REGISTRY_H_
 #define OCICACHE_TEST_HARNESS_REGISTRY_H_
 
@@ -35,6 +44,7 @@ class RegistryProcess {
     std::string user = "tester";
     std::string password = "s3cret";
     bool read_only = false;  // storage.maintenance.readonly: writes answer 405.
+    bool tls = false;        // Serve https with a test CA's certificate (see above).
     // Empty: a new temporary directory, removed by the destructor. Otherwise this
     // directory (created if missing, never removed), so a second RegistryProcess can
     // serve the same storage after the first one is gone.
@@ -58,7 +68,10 @@ class RegistryProcess {
   RegistryProcess& operator=(const RegistryProcess&) = delete;
 
   std::string host() const;      // "127.0.0.1:PORT"; the same across Restart().
-  std::string base_url() const;  // "http://127.0.0.1:PORT"
+  std::string base_url() const;  // "http://127.0.0.1:PORT", or https:// with TLS.
+  // With TLS, the test CA's certificate (root_dir()/ca.pem) that clients must trust;
+  // empty without TLS.
+  std::string ca_file() const;
   const std::string& root_dir() const { return root_dir_; }
   std::string log_path() const;  // root_dir()/registry.log
   const Options& options() const { return options_; }

@@ -1,14 +1,19 @@
 // Tests of RegistryProcess against the real docker-registry: each auth mode's answer
 // on /v2/, token auth end to end (issuer -> bearer -> upload), restarts, storage reuse,
-// and startup failures.
+// TLS with a test CA, and startup failures.
 #include "test/harness/registry.h"
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <signal.h>
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "test/harness/http_client.h"
+#include "test/harness/test_pki.h"
 
 namespace ocicache::harness {
 namespace {
@@ -251,6 +257,122 @@ TEST(RegistryTest, CallerRootDirIsKeptAndReused) {
   long status = 0;
   EXPECT_EQ(GetBlob(*second, "keep/me", blob, &status), blob);
   EXPECT_EQ(status, 200);
+}
+
+X509* ParseCert(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  return cert;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::string out;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+TEST(TestPkiTest, CaSignsALoopbackServerCertificate) {
+  auto pki = MakeTestPki();
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  EXPECT_TRUE(absl::StartsWith(pki->server_key_pem, "-----BEGIN PRIVATE KEY-----"));
+  X509* ca = ParseCert(pki->ca_cert_pem);
+  X509* server = ParseCert(pki->server_cert_pem);
+  ASSERT_NE(ca, nullptr);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(X509_check_ca(ca), 1);  // basicConstraints CA:TRUE
+  EXPECT_EQ(X509_check_ca(server), 0);
+  EXPECT_EQ(X509_check_ip_asc(server, "127.0.0.1", 0), 1);
+  EXPECT_EQ(X509_check_host(server, "localhost", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_host(server, "example.com", 0, 0, nullptr), 0);
+
+  // The chain verifies for a TLS server with only the CA trusted.
+  X509_STORE* store = X509_STORE_new();
+  X509_STORE_add_cert(store, ca);
+  X509_STORE_CTX* ctx = X509_STORE_CTX_new();
+  X509_STORE_CTX_init(ctx, store, server, nullptr);
+  X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER);
+  X509_VERIFY_PARAM_set1_ip_asc(X509_STORE_CTX_get0_param(ctx), "127.0.0.1");
+  EXPECT_EQ(X509_verify_cert(ctx), 1)
+      << X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
+  X509_STORE_CTX_free(ctx);
+  X509_STORE_free(store);
+
+  // Another CA does not vouch for it.
+  auto other = MakeTestPki();
+  ASSERT_TRUE(other.ok()) << other.status();
+  X509* other_ca = ParseCert(other->ca_cert_pem);
+  EXPECT_NE(X509_verify(server, X509_get0_pubkey(other_ca)), 1);
+  EXPECT_EQ(X509_verify(server, X509_get0_pubkey(ca)), 1);
+  X509_free(other_ca);
+  X509_free(server);
+  X509_free(ca);
+}
+
+TEST(RegistryTest, TlsServesHttpsWithTheTestCa) {
+  auto reg = MustStart({.tls = true});
+  ASSERT_NE(reg, nullptr);
+  EXPECT_EQ(reg->base_url(), "https://" + reg->host());
+  EXPECT_EQ(reg->ca_file(), reg->root_dir() + "/ca.pem");
+  EXPECT_TRUE(absl::StartsWith(ReadAll(reg->ca_file()), "-----BEGIN CERTIFICATE-----"));
+  EXPECT_TRUE(absl::StrContains(ReadAll(reg->root_dir() + "/config.yml"), "tls:"));
+
+  auto ping = HttpDo({.url = reg->base_url() + "/v2/", .ca_file = reg->ca_file()});
+  ASSERT_TRUE(ping.ok()) << ping.status();
+  EXPECT_EQ(ping->status, 200);
+  // DNS:localhost is in the certificate too.
+  auto by_name = HttpDo({.url = absl::StrCat("https://localhost:", reg->host().substr(10), "/v2/"),
+                         .ca_file = reg->ca_file()});
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  EXPECT_EQ(by_name->status, 200);
+
+  // Without the test CA the certificate is not trusted.
+  auto untrusted = HttpDo({.url = reg->base_url() + "/v2/"});
+  ASSERT_FALSE(untrusted.ok());
+  EXPECT_TRUE(absl::StrContains(untrusted.status().message(), "certificate")) << untrusted.status();
+  // Plain HTTP gets Go's answer for HTTP on a TLS port.
+  auto plain = HttpDo({.url = "http://" + reg->host() + "/v2/"});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->status, 400);
+  EXPECT_TRUE(absl::StrContains(plain->body, "HTTPS server")) << plain->body;
+
+  // Uploads work over TLS, and Restart() keeps the certificate.
+  HttpCall post{.method = "POST", .url = reg->base_url() + "/v2/t/ls/blobs/uploads/",
+                .ca_file = reg->ca_file()};
+  auto started = HttpDo(post);
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(started->status, 202);
+  std::string ca_pem = ReadAll(reg->ca_file());
+  ASSERT_TRUE(reg->Restart().ok());
+  EXPECT_EQ(ReadAll(reg->ca_file()), ca_pem);
+  ping = HttpDo({.url = reg->base_url() + "/v2/", .ca_file = reg->ca_file()});
+  ASSERT_TRUE(ping.ok()) << ping.status();
+  EXPECT_EQ(ping->status, 200);
+}
+
+TEST(RegistryTest, TlsWithHtpasswd) {
+  auto reg = MustStart({.auth = Options::kHtpasswd, .tls = true});
+  ASSERT_NE(reg, nullptr);
+  auto anon = HttpDo({.url = reg->base_url() + "/v2/", .ca_file = reg->ca_file()});
+  ASSERT_TRUE(anon.ok()) << anon.status();
+  EXPECT_EQ(anon->status, 401);
+  HttpCall good{.url = reg->base_url() + "/v2/", .user = "tester", .password = "s3cret",
+                .ca_file = reg->ca_file()};
+  auto ok = HttpDo(good);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->status, 200);
+}
+
+TEST(RegistryTest, WithoutTlsThereIsNoCaFile) {
+  auto reg = MustStart({});
+  ASSERT_NE(reg, nullptr);
+  EXPECT_EQ(reg->ca_file(), "");
+  EXPECT_FALSE(std::ifstream(reg->root_dir() + "/ca.pem").good());
 }
 
 TEST(RegistryTest, StartupFailuresAreExplained) {

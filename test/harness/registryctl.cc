@@ -2,11 +2,14 @@
 // for shell end-to-end tests.
 //
 //   registryctl --auth=none|htpasswd|token [--dir=DIR] [--user=U --password=P] [--read_only]
+//               [--tls]
 //
 // Prints exactly one line, "127.0.0.1:PORT", to stdout once GET /v2/ answers, then runs
 // until SIGTERM, SIGINT or SIGHUP, stops everything and exits 0. Details (root dir, log
-// path, token realm) go to stderr. With --dir the storage stays in DIR (reusable by a
-// later run); without it a temporary directory is used and removed at exit.
+// path, token realm, CA file) go to stderr. With --dir the storage stays in DIR
+// (reusable by a later run); without it a temporary directory is used and removed at
+// exit. With --tls the registry serves https only, with a certificate from a fresh test
+// CA (made at each start) that clients must trust: ROOT/ca.pem (DIR/ca.pem with --dir).
 // On a startup failure it prints the reason (with the registry log's tail) to stderr
 // and exits 1.
 #include <signal.h>
@@ -24,6 +27,8 @@ ABSL_FLAG(std::string, dir, "", "root directory (storage, config, log); empty: a
 ABSL_FLAG(std::string, user, "tester", "user name for htpasswd/token auth");
 ABSL_FLAG(std::string, password, "s3cret", "password for htpasswd/token auth");
 ABSL_FLAG(bool, read_only, false, "run the registry in read-only maintenance mode");
+ABSL_FLAG(bool, tls, false,
+          "serve https with a new test CA's certificate (CA in ROOT/ca.pem, printed on stderr)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -45,6 +50,7 @@ int main(int argc, char** argv) {
   options.user = absl::GetFlag(FLAGS_user);
   options.password = absl::GetFlag(FLAGS_password);
   options.read_only = absl::GetFlag(FLAGS_read_only);
+  options.tls = absl::GetFlag(FLAGS_tls);
 
   // Block the stop signals before any thread starts, so every thread inherits the mask
   // and sigwait below is the only receiver. (The registry child resets its mask.)
@@ -65,6 +71,7 @@ int main(int argc, char** argv) {
   if (auto* issuer = (*registry)->token_issuer()) {
     std::cerr << "registryctl: token realm " << issuer->realm() << "\n";
   }
+  if (options.tls) std::cerr << "registryctl: TLS CA " << (*registry)->ca_file() << "\n";
 
   int sig = 0;
   sigwait(&stop_signals, &sig);

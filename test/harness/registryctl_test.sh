@@ -1,6 +1,7 @@
 #!/bin/bash
 # End-to-end test of registryctl: prints host:port, serves /v2/, keeps --dir, stops on
-# SIGTERM without leaving the registry behind, and rejects a bad --auth.
+# SIGTERM without leaving the registry behind, rejects a bad --auth, and serves https
+# with --tls.
 set -u
 ctl=./test/harness/registryctl
 dir="${TEST_TMPDIR:-/tmp}/registryctl-$$"
@@ -51,6 +52,30 @@ check "--dir is kept" test -f "$dir/config.yml" -a -d "$dir/storage"
 rc=$?
 check "rejects --auth=bogus with 2 (rc=$rc)" test "$rc" -eq 2
 
-if [ "$failed" -ne 0 ]; then cat "$out.err" "$dir/registry.log" 2>/dev/null; fi
+# --tls: https with the CA in DIR/ca.pem, named on stderr.
+tdir="${TEST_TMPDIR:-/tmp}/registryctl-tls-$$"
+"$ctl" --auth=none --tls --dir="$tdir" >"$out.tls" 2>"$out.tls.err" &
+pid=$!
+for _ in $(seq 150); do
+  [ -s "$out.tls" ] && break
+  sleep 0.1
+done
+hostport=$(head -n1 "$out.tls")
+check "--tls prints 127.0.0.1:PORT (got '$hostport')" matches "$hostport" '^127\.0\.0\.1:[0-9]+$'
+check "--tls writes DIR/ca.pem" grep -q 'BEGIN CERTIFICATE' "$tdir/ca.pem"
+check "--tls names the CA on stderr" grep -qF "TLS CA $tdir/ca.pem" "$out.tls.err"
+if command -v curl >/dev/null; then
+  code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --cacert "$tdir/ca.pem" "https://$hostport/v2/")
+  check "--tls serves https trusted by ca.pem (got '$code')" test "$code" = 200
+  curl -s -o /dev/null --noproxy '*' "https://$hostport/v2/"
+  rc=$?
+  check "--tls: untrusted without ca.pem (curl rc=$rc)" test "$rc" -eq 60
+fi
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+check "--tls exits 0 on SIGTERM (rc=$rc)" test "$rc" -eq 0
+
+if [ "$failed" -ne 0 ]; then cat "$out.err" "$out.tls.err" "$dir/registry.log" "$tdir/registry.log" 2>/dev/null; fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
