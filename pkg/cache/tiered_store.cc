@@ -6,20 +6,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "pkg/oci/pipe.h"
+#include "pkg/registry/client.h"
 
 namespace ocicache::cache {
 
 bool IsOutage(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kResourceExhausted:
-    case absl::StatusCode::kInternal:
-    case absl::StatusCode::kAborted:
-      return true;
-    default:
-      return false;
-  }
+  // Temporary failures (connection refused, timeouts, 5xx and 429 after retries)
+  // are outages; a rejected certificate, bad credentials or a refused request
+  // are configuration errors that must not be hidden behind the local tier.
+  return registry::IsTemporary(s);
 }
 
 TieredStore::TieredStore(std::unique_ptr<Store> local, std::unique_ptr<Store> remote,

@@ -65,7 +65,7 @@ class TieredStore : public Store {
 };
 
 // Whether a status means "the backend is not reachable now" (as opposed to a
-// miss or a bad request).
+// miss, a bad request or a configuration error such as an untrusted certificate).
 bool IsOutage(const absl::Status& s);
 
 }  // namespace ocicache::cache

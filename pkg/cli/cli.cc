@@ -438,7 +438,13 @@ int RunPut(Ctx& c, const Args& a) {
   if (c.json) {
     c.out << EntryJson(e).dump(2) << "\n";
   } else if (!c.quiet) {
-    c.out << "stored " << e.key << " as tag " << *tag << " in " << c.store->Describe() << "\n";
+    auto* tiered = dynamic_cast<cache::TieredStore*>(c.store.get());
+    if (tiered != nullptr && tiered->degraded()) {
+      c.out << "stored " << e.key << " as tag " << *tag << " locally only in "
+            << tiered->local().Describe() << " (the registry is unavailable)\n";
+    } else {
+      c.out << "stored " << e.key << " as tag " << *tag << " in " << c.store->Describe() << "\n";
+    }
   }
   return kExitOk;
 }

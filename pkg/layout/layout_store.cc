@@ -1001,7 +1001,7 @@ absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
   for (int attempt = 0;; ++attempt) {
     auto ref = ReadRef(*tag);
     if (absl::IsNotFound(ref.status())) {
-      return absl::NotFoundError(absl::StrCat("no entry for key in ", Describe()));
+      return absl::NotFoundError(absl::StrCat("miss: ", key, " (", Describe(), ")"));
     }
     if (absl::IsDataLoss(ref.status())) {
       return absl::NotFoundError(absl::StrCat("entry unreadable: ", ref.status().message()));
@@ -1093,13 +1093,13 @@ absl::Status LayoutStore::Delete(absl::string_view key) {
   if (!lock.ok()) return lock.status();
   auto ref = ReadRef(*tag);
   if (absl::IsNotFound(ref.status())) {
-    return absl::NotFoundError(absl::StrCat("no entry for key in ", Describe()));
+    return absl::NotFoundError(absl::StrCat("miss: ", key, " (", Describe(), ")"));
   }
   if (ref.ok()) {
     // A hashed tag may hold another key's entry: leave that one alone.
     auto m = ReadSmallBlob(*ref, cache::format::kMaxManifestBytes);
     if (m.ok() && absl::IsNotFound(cache::DecodeEntry(*m, key).status())) {
-      return absl::NotFoundError(absl::StrCat("no entry for key in ", Describe()));
+      return absl::NotFoundError(absl::StrCat("miss: ", key, " (", Describe(), ")"));
     }
   } else if (!absl::IsDataLoss(ref.status())) {
     return ref.status();

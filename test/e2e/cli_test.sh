@@ -108,6 +108,7 @@ fi
 # Registry outage: the local tier still answers, writes stay local with a warning.
 expect_rc reg-outage-put 0 oc --repo 127.0.0.1:1/cache --dir "$WORK/vm1" put offline/1 --blob "$WORK/blob1"
 expect_contains reg-outage-warning "$ERR" "unavailable"
+expect_contains reg-outage-says-local "$OUT" "locally only"
 expect_rc reg-outage-local-hit 0 oc --repo 127.0.0.1:1/cache --dir "$WORK/vm1" get build/1
 
 # rm, gc, sync
@@ -194,9 +195,11 @@ expect_one_line tls-to-plain-registry-one-line "$ERR"
 expect_rc tls-missing-ca-file 2 oc --tls --ca-file "$WORK/no-such-ca.pem" --repo "$T" --no-dir get tls/1
 expect_one_line tls-missing-ca-file-one-line "$ERR"
 expect_rc tls-and-insecure 2 oc --tls --insecure --repo "$T" --no-dir get tls/1
-# With a local tier the untrusted registry is an outage: local only, with a warning.
-expect_rc tls-no-ca-local-tier 0 oc --tls --repo "$T" --dir "$WORK/vm-tls" put tls/2 --blob "$WORK/blob1"
-expect_contains tls-no-ca-local-warning "$ERR" "certificate"
+# An untrusted certificate is a configuration error, not an outage: even with a
+# local tier it fails (exit 3, one line) instead of quietly caching locally only.
+expect_rc tls-no-ca-local-tier 3 oc --tls --repo "$T" --dir "$WORK/vm-tls" put tls/2 --blob "$WORK/blob1"
+expect_contains tls-no-ca-local-message "$ERR" "certificate"
+expect_one_line tls-no-ca-local-one-line "$ERR"
 # htpasswd over TLS.
 TA=$TLSAUTH/team/cache
 expect_rc tls-basic-put 0 env OCICACHE_USERNAME=tester OCICACHE_PASSWORD=s3cret "$OCICACHE_BIN" --tls --ca-file "$WORK/reg-TLSAUTH/ca.pem" --repo "$TA" --no-dir put b/1 --blob "$WORK/blob1"
