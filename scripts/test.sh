@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 scripts/install-deps.sh --test || { echo "0 passed, 1 failed"; exit 1; }
+# Go 1.23 for the ko and GOCACHEPROG end-to-end tests.
+scripts/install-go.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 passed=0
 failed=0
@@ -52,8 +54,11 @@ if bazel build //cmd/... //test/harness:registryctl >/tmp/ocicache-bazel-build.l
   # Copies, so nothing that rebuilds meanwhile changes what the scripts run.
   bindir=$(mktemp -d /tmp/ocicache-bin.XXXXXX)
   bazel_bin=$(bazel info bazel-bin 2>/dev/null)
-  cp "$bazel_bin/cmd/ocicache/ocicache" "$bazel_bin/test/harness/registryctl" "$bindir/"
+  cp "$bazel_bin/cmd/ocicache/ocicache" "$bazel_bin/cmd/ocicache-go/ocicache-go" \
+     "$bazel_bin/cmd/ocicached/ocicached" "$bazel_bin/test/harness/registryctl" "$bindir/"
   export OCICACHE_BIN="$bindir/ocicache"
+  export OCICACHE_GO_BIN="$bindir/ocicache-go"
+  export OCICACHED_BIN="$bindir/ocicached"
   export REGISTRYCTL="$bindir/registryctl"
   for s in test/e2e/*_test.sh; do
     echo "== $s"

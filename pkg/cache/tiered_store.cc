@@ -134,7 +134,28 @@ absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOpt
 }
 
 absl::Status TieredStore::Put(const Entry& entry) {
-  if (absl::Status s = local_->Put(entry); !s.ok()) return s;
+  absl::Status put = local_->Put(entry);
+  if (absl::IsFailedPrecondition(put) && RemoteUsable()) {
+    // StatBlob answers for both tiers, so a caller may rightly skip writing a
+    // blob only the registry has (ocicached finishes such uploads early): fill
+    // the local tier with it and try again.
+    bool filled = false;
+    for (const auto& b : entry.blobs) {
+      if (local_->StatBlob(b.digest).ok()) continue;
+      auto size = remote_->StatBlob(b.digest);
+      if (!size.ok()) {
+        NoteRemote(size.status());
+        break;
+      }
+      if (absl::Status f = FillBlob(b.digest, *size); !f.ok()) {
+        NoteRemote(f);
+        break;
+      }
+      filled = true;
+    }
+    if (filled) put = local_->Put(entry);
+  }
+  if (!put.ok()) return put;
   if (!RemoteUsable()) return absl::OkStatus();
   for (const auto& b : entry.blobs) {
     auto have = remote_->StatBlob(b.digest);

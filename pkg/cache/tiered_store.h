@@ -3,7 +3,8 @@
 // to both. When the remote is unavailable (connection refused, 5xx after retries)
 // the store degrades to local-only: lookups that would have gone remote are
 // misses, writes stay local, and a warning is reported once per outage. The
-// remote is tried again after `retry_after`.
+// remote is tried again after `retry_after`. StatBlob answers for both tiers,
+// so Put first fills the local tier with blobs only the remote has.
 #ifndef OCICACHE_PKG_CACHE_TIERED_STORE_H_
 #define OCICACHE_PKG_CACHE_TIERED_STORE_H_
 

@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "pkg/admin/admin.h"
 #include "pkg/cache/format.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/tiered_store.h"
@@ -65,7 +66,7 @@ Commands:
 
 Global flags:
 %s
-Environment (flags win): OCICACHE_REPO (KOCACHE_REPO is an alias), OCICACHE_DIR,
+Environment (flags win): OCICACHE_SERVER (and OCICACHE_SERVER_TOKEN), OCICACHE_REPO (KOCACHE_REPO is an alias), OCICACHE_DIR,
 OCICACHE_SHARDS, OCICACHE_INSECURE, OCICACHE_TLS, OCICACHE_CA_FILE,
 OCICACHE_USERNAME and OCICACHE_PASSWORD; docker's config.json ($DOCKER_CONFIG or
 ~/.docker: auths, credHelpers, credsStore) supplies credentials otherwise.
@@ -77,6 +78,7 @@ Run 'ocicache COMMAND --help' for a command's flags.
 
 const std::vector<FlagSpec>& GlobalFlags() {
   static const auto* specs = new std::vector<FlagSpec>{
+      {"server", true, false, "HOST:PORT", "run every command through this ocicached ($OCICACHE_SERVER)"},
       {"repo", true, false, "REGISTRY/REPO", "registry repository holding the cache ($OCICACHE_REPO)"},
       {"dir", true, false, "DIR", "local tier directory ($OCICACHE_DIR, default ~/.cache/ocicache)"},
       {"no-dir", false, false, "", "no local tier: use the registry only"},
@@ -103,6 +105,8 @@ struct Ctx {
   std::unique_ptr<Store> store;        // what commands use
   layout::LayoutStore* local = nullptr;  // the local tier, if any (owned by store)
   cache::RegistryStore* remote = nullptr;  // the registry, if any (owned by store)
+  std::unique_ptr<admin::Admin> admin;  // gc and sync (refers to store: declared after it)
+  bool via_server = false;              // --server: store and admin are ocicached's
   std::string password;                // read once from stdin
 };
 
@@ -274,6 +278,7 @@ json InfoJson(const EntryInfo& i) {
 absl::StatusOr<StoreConfig> ConfigFromFlags(Ctx& c) {
   auto cfg = ConfigFromEnv();
   if (!cfg.ok()) return cfg.status();
+  cfg->server = c.global.Get("server", cfg->server);
   cfg->repo = c.global.Get("repo", cfg->repo);
   cfg->dir = c.global.Get("dir", cfg->dir);
   if (c.global.GetBool("no-dir")) {
@@ -307,6 +312,8 @@ absl::Status OpenStores(Ctx& c) {
   c.local = set->local;
   c.remote = set->remote;
   c.store = std::move(set->store);
+  c.admin = std::move(set->admin);
+  c.via_server = !cfg->server.empty();
   return absl::OkStatus();
 }
 
@@ -520,42 +527,26 @@ int RunGc(Ctx& c, const Args& a) {
   if (a.Has("keep-last") && (!absl::SimpleAtoi(a.Get("keep-last"), &keep) || keep < 0)) {
     return Usage(c, "--keep-last takes a number");
   }
-  bool dry = a.GetBool("dry-run");
-  auto all = ListAll(*c.store);
-  if (!all.ok()) return Fail(c, all.status());
-  std::sort(all->begin(), all->end(),
-            [](const EntryInfo& x, const EntryInfo& y) { return x.last_used > y.last_used; });
-  absl::Time cutoff = absl::Now() - older;
-  int deleted = 0;
-  int64_t bytes = 0;
-  for (size_t i = 0; i < all->size(); ++i) {
-    const EntryInfo& info = (*all)[i];
-    if (a.Has("keep-last") && static_cast<int>(i) < keep) continue;
-    if (a.Has("older-than") && info.last_used >= cutoff) continue;
-    if (!dry) {
-      absl::Status s = c.store->Delete(info.key);
-      if (!s.ok() && !absl::IsNotFound(s)) return Fail(c, s);
-    }
-    ++deleted;
-    bytes += info.size;
-    if (!c.quiet && !c.json) c.out << (dry ? "would delete " : "deleted ") << info.key << "\n";
-  }
-  layout::GcStats local_gc;
-  if (c.local != nullptr && !dry) {
-    auto r = c.local->Gc();
-    if (!r.ok()) return Fail(c, r.status());
-    local_gc = *r;
-  }
+  admin::GcRequest req;
+  if (a.Has("older-than")) req.older_than = older;
+  if (a.Has("keep-last")) req.keep_last = keep;
+  req.dry_run = a.GetBool("dry-run");
+  bool dry = req.dry_run;
+  auto r = c.admin->CollectGarbage(req, [&](const admin::ProgressEvent& ev) {
+    if (!c.quiet && !c.json) c.out << (dry ? "would delete " : "deleted ") << ev.key << "\n";
+    return true;
+  });
+  if (!r.ok()) return Fail(c, r.status());
   if (c.json) {
-    json j{{"entries", deleted}, {"bytes", bytes}, {"dryRun", dry},
-           {"localBlobsRemoved", local_gc.blobs_removed}, {"localBytesFreed", local_gc.bytes_removed}};
+    json j{{"entries", r->deleted}, {"bytes", r->bytes}, {"dryRun", dry},
+           {"localBlobsRemoved", r->local_blobs_removed}, {"localBytesFreed", r->local_bytes_freed}};
     c.out << j.dump(2) << "\n";
   } else if (!c.quiet) {
-    c.out << absl::StrFormat("%s %d of %d entries (%s)", dry ? "would delete" : "deleted", deleted,
-                             all->size(), HumanSize(bytes));
-    if (c.local != nullptr && !dry) {
+    c.out << absl::StrFormat("%s %d of %d entries (%s)", dry ? "would delete" : "deleted", r->deleted,
+                             r->entries, HumanSize(r->bytes));
+    if (r->local_tier) {
       c.out << absl::StrFormat("; local tier: %d unreferenced blobs removed (%s)",
-                               local_gc.blobs_removed, HumanSize(local_gc.bytes_removed));
+                               r->local_blobs_removed, HumanSize(r->local_bytes_freed));
     }
     c.out << "\n";
   }
@@ -566,84 +557,52 @@ int RunGc(Ctx& c, const Args& a) {
 
 class Progress {
  public:
-  Progress(std::ostream& err, bool enabled, std::string label, size_t total)
-      : err_(err), enabled_(enabled && isatty(2)), label_(std::move(label)), total_(total) {}
-  void Step(size_t done) {
-    if (!enabled_ || total_ == 0) return;
+  Progress(std::ostream& err, bool enabled, std::string label)
+      : err_(err), enabled_(enabled && isatty(2)), label_(std::move(label)) {}
+  void Step(int64_t done, int64_t total) {
+    if (!enabled_ || total <= 0) return;
     int width = 30;
-    int filled = static_cast<int>(width * done / total_);
+    int filled = static_cast<int>(width * done / total);
     err_ << "\r" << label_ << " [" << std::string(filled, '#') << std::string(width - filled, ' ')
-         << "] " << done << "/" << total_ << std::flush;
-    if (done == total_) err_ << "\n";
+         << "] " << done << "/" << total << std::flush;
+    if (done == total) err_ << "\n";
   }
 
  private:
   std::ostream& err_;
   bool enabled_;
   std::string label_;
-  size_t total_;
 };
-
-// Copies one entry, blobs first, from one store to another.
-absl::Status CopyEntry(Store& from, Store& to, const std::string& key) {
-  cache::LookupOptions opts;
-  opts.touch = false;
-  auto e = from.Lookup(key, opts);
-  if (!e.ok()) return e.status();
-  for (const auto& b : e->blobs) {
-    if (to.StatBlob(b.digest).ok()) continue;
-    absl::Status s = oci::Transfer(
-        [&](oci::ByteSink& sink) { return from.ReadBlob(b.digest, 0, sink); },
-        [&](oci::ByteSource& src) { return to.WriteBlob(b.digest, b.size, src).status(); });
-    if (!s.ok()) return s;
-  }
-  return to.Put(*e);
-}
 
 int RunSync(Ctx& c, const Args& a) {
   if (!a.positional().empty()) return Usage(c, "sync takes no arguments");
-  if (c.local == nullptr || c.remote == nullptr) {
+  if (!c.via_server && (c.local == nullptr || c.remote == nullptr)) {
     return Usage(c, "sync needs both a directory (--dir) and a registry (--repo)");
   }
   std::string dir = a.Get("direction", "both");
   if (dir != "up" && dir != "down" && dir != "both") {
     return Usage(c, "--direction is up, down or both");
   }
-  auto local = ListAll(*c.local);
-  if (!local.ok()) return Fail(c, local.status());
-  auto remote = ListAll(*c.remote);
-  if (!remote.ok()) return Fail(c, remote.status());
-  std::set<std::string> in_local, in_remote;
-  for (const auto& i : *local) in_local.insert(i.key);
-  for (const auto& i : *remote) in_remote.insert(i.key);
-  std::vector<std::string> up, down;
-  if (dir != "down") {
-    for (const auto& k : in_local) if (!in_remote.count(k)) up.push_back(k);
-  }
-  if (dir != "up") {
-    for (const auto& k : in_remote) if (!in_local.count(k)) down.push_back(k);
-  }
-  bool dry = a.GetBool("dry-run");
-  size_t done = 0;
-  Progress progress(c.err, !c.quiet, "sync", up.size() + down.size());
-  auto copy = [&](Store& from, Store& to, const std::vector<std::string>& keys, const char* verb) {
-    for (const auto& k : keys) {
-      if (!dry) {
-        absl::Status s = CopyEntry(from, to, k);
-        if (!s.ok()) return s;
-      }
-      if (!c.quiet && !c.json && !isatty(2)) c.out << (dry ? "would " : "") << verb << " " << k << "\n";
-      progress.Step(++done);
-    }
-    return absl::OkStatus();
-  };
-  if (absl::Status s = copy(*c.local, *c.remote, up, "push"); !s.ok()) return Fail(c, s);
-  if (absl::Status s = copy(*c.remote, *c.local, down, "pull"); !s.ok()) return Fail(c, s);
+  admin::SyncRequest req;
+  req.direction = dir == "up"     ? admin::SyncDirection::kUp
+                  : dir == "down" ? admin::SyncDirection::kDown
+                                  : admin::SyncDirection::kBoth;
+  req.dry_run = a.GetBool("dry-run");
+  bool dry = req.dry_run;
+  Progress progress(c.err, !c.quiet, "sync");
+  auto r = c.admin->Sync(req, [&](const admin::ProgressEvent& ev) {
+    if (!c.quiet && !c.json && !isatty(2)) c.out << (dry ? "would " : "") << ev.action << " " << ev.key << "\n";
+    progress.Step(ev.done, ev.total);
+    return true;
+  });
+  // The server lacks a tier: the same usage error as without --server.
+  if (c.via_server && absl::IsFailedPrecondition(r.status())) return Usage(c, r.status().message());
+  if (!r.ok()) return Fail(c, r.status());
   if (c.json) {
-    c.out << json{{"pushed", up.size()}, {"pulled", down.size()}, {"dryRun", dry}}.dump(2) << "\n";
+    c.out << json{{"pushed", r->pushed}, {"pulled", r->pulled}, {"dryRun", dry}}.dump(2) << "\n";
   } else if (!c.quiet) {
     c.out << absl::StrFormat("%s %d entries to %s, %d entries to %s\n", dry ? "would copy" : "copied",
-                             up.size(), c.remote->Describe(), down.size(), c.local->Describe());
+                             r->pushed, r->remote, r->pulled, r->local);
   }
   return kExitOk;
 }

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "pkg/cache/format.h"
 #include "pkg/cache/tiered_store.h"
+#include "pkg/client/grpc_store.h"
 #include "pkg/registry/client.h"
 
 namespace ocicache::cli {
@@ -32,6 +33,8 @@ std::string DefaultDir() {
 
 absl::StatusOr<StoreConfig> ConfigFromEnv() {
   StoreConfig c;
+  c.server = Env("OCICACHE_SERVER");
+  c.server_token = Env("OCICACHE_SERVER_TOKEN");
   c.repo = Env("OCICACHE_REPO");
   if (c.repo.empty()) c.repo = Env("KOCACHE_REPO");
   c.dir = Env("OCICACHE_DIR");
@@ -50,8 +53,28 @@ absl::StatusOr<StoreConfig> ConfigFromEnv() {
   return c;
 }
 
+registry::ClientOptions RegistryClientOptions(const StoreConfig& config) {
+  registry::ClientOptions opts;
+  opts.insecure_http = config.insecure;
+  opts.force_tls = config.force_tls;
+  opts.ca_file = config.ca_file;
+  opts.docker_config_dir = config.docker_config;
+  opts.credentials.username = config.username;
+  opts.credentials.password = config.password;
+  return opts;
+}
+
 absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
                                     layout::LayoutStore::Options local_opts) {
+  if (!config.server.empty()) {
+    StoreSet set;
+    auto channel = client::Dial(config.server);
+    client::GrpcStoreOptions opts;
+    opts.token = config.server_token;
+    set.store = std::make_unique<client::GrpcStore>(channel, config.server, opts);
+    set.admin = std::make_unique<client::GrpcAdmin>(channel, config.server, config.server_token);
+    return set;
+  }
   if (config.repo.empty() && config.dir.empty()) {
     return absl::InvalidArgumentError("no store: set a registry repository or a directory");
   }
@@ -60,14 +83,7 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
   if (!config.repo.empty()) {
     auto ref = registry::ParseRepoRef(config.repo);
     if (!ref.ok()) return ref.status();
-    registry::ClientOptions opts;
-    opts.insecure_http = config.insecure;
-    opts.force_tls = config.force_tls;
-    opts.ca_file = config.ca_file;
-    opts.docker_config_dir = config.docker_config;
-    opts.credentials.username = config.username;
-    opts.credentials.password = config.password;
-    set.pool = std::make_shared<cache::ClientPool>(opts);
+    set.pool = std::make_shared<cache::ClientPool>(RegistryClientOptions(config));
     auto client = set.pool->Get(ref->registry);
     if (!client.ok()) return client.status();
     cache::RegistryStoreOptions ropts;
@@ -104,6 +120,7 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
   } else {
     set.store = std::move(remote);
   }
+  set.admin = std::make_unique<admin::LocalAdmin>(*set.store, set.local, set.remote);
   return set;
 }
 

@@ -8,13 +8,19 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "pkg/admin/admin.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store.h"
 #include "pkg/layout/layout_store.h"
+#include "pkg/registry/client.h"
 
 namespace ocicache::cli {
 
 struct StoreConfig {
+  // HOST:PORT of an ocicached: every store call goes there (the settings below
+  // are then the server's business and ignored here).
+  std::string server;
+  std::string server_token;  // bearer token for the server
   std::string repo;  // REGISTRY/REPO, empty: local only
   std::string dir;   // local tier, empty: none
   int shards = 0;
@@ -26,7 +32,7 @@ struct StoreConfig {
   std::string docker_config;
 };
 
-// OCICACHE_REPO (or KOCACHE_REPO), OCICACHE_DIR (default DefaultDir()),
+// OCICACHE_SERVER, OCICACHE_SERVER_TOKEN, OCICACHE_REPO (or KOCACHE_REPO), OCICACHE_DIR (default DefaultDir()),
 // OCICACHE_SHARDS, OCICACHE_USERNAME, OCICACHE_PASSWORD, OCICACHE_INSECURE,
 // OCICACHE_TLS, OCICACHE_CA_FILE, DOCKER_CONFIG.
 absl::StatusOr<StoreConfig> ConfigFromEnv();
@@ -35,14 +41,22 @@ absl::StatusOr<StoreConfig> ConfigFromEnv();
 std::string DefaultDir();
 
 struct StoreSet {
-  std::unique_ptr<cache::Store> store;    // what to use: tiered, local or registry
-  layout::LayoutStore* local = nullptr;    // owned by store
-  cache::RegistryStore* remote = nullptr;  // owned by store
+  std::unique_ptr<cache::Store> store;    // what to use: tiered, local, registry or server
+  layout::LayoutStore* local = nullptr;    // owned by store; null with a server
+  cache::RegistryStore* remote = nullptr;  // owned by store; null with a server
   std::shared_ptr<cache::ClientPool> pool; // registry clients by host, if a repo is set
+  // gc and sync: on these stores, or run by the server. Declared after `store`,
+  // which it refers to, so it is destroyed first.
+  std::unique_ptr<admin::Admin> admin;
 };
 
-// Opens what `config` names. `local_opts` tunes the layout store (its fetcher
-// is set here when a registry is configured).
+// The registry client settings `config` gives (TLS, CA, credentials).
+registry::ClientOptions RegistryClientOptions(const StoreConfig& config);
+
+// Opens what `config` names: with config.server, a client of that ocicached
+// (client::GrpcStore, client::GrpcAdmin); else the directory and/or registry.
+// `local_opts` tunes the layout store (its fetcher is set here when a registry
+// is configured).
 absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
                                     layout::LayoutStore::Options local_opts = {});
 

@@ -415,6 +415,10 @@ absl::StatusOr<std::unique_ptr<LayoutStore>> LayoutStore::Open(std::string dir,
 
 std::string LayoutStore::Describe() const { return absl::StrCat("dir:", dir_); }
 
+std::string LayoutStore::BlobPath(const oci::Digest& digest) const {
+  return absl::StrCat(dir_, "/blobs/sha256/", digest.hex());
+}
+
 std::string LayoutStore::Where(absl::string_view rel) const {
   return absl::StrCat(dir_, "/", rel);
 }

@@ -168,6 +168,10 @@ class LayoutStore : public cache::Store {
   std::string Describe() const override;
 
   const std::string& dir() const { return dir_; }
+  // DIR/blobs/sha256/<hex>: where a blob's file is (whether or not it is present).
+  // For readers that need a path (Go's GOCACHEPROG DiskPath); the file is replaced
+  // only by an atomic rename of identical content, or moved aside when corrupt.
+  std::string BlobPath(const oci::Digest& digest) const;
 
   // Sum of the sizes of all files in blobs/sha256 (referenced or not).
   absl::StatusOr<int64_t> TotalSize();

@@ -1,0 +1,107 @@
+// ocicached: the ocicache gRPC server. Flags are copied into
+// server::DaemonOptions; everything else lives in pkg/server.
+#include <csignal>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/time/time.h"
+#include "pkg/cli/stores.h"
+#include "pkg/server/daemon.h"
+
+ABSL_FLAG(std::string, listen, ocicache::server::kDefaultListen,
+          "HOST:PORT to serve on; port 0 picks a free one (printed as \"listening on HOST:PORT\")");
+ABSL_FLAG(std::string, port_file, "", "also write the bound port to this file");
+ABSL_FLAG(std::string, repo, "", "registry repository holding the cache ($OCICACHE_REPO)");
+ABSL_FLAG(std::string, dir, "",
+          "local tier directory ($OCICACHE_DIR, default ~/.cache/ocicache)");
+ABSL_FLAG(bool, no_dir, false, "no local tier: serve the registry only");
+ABSL_FLAG(int, shards, 0, "split the repository into N shard repositories (2-256)");
+ABSL_FLAG(bool, insecure, false, "plain HTTP to the registry (automatic for loopback)");
+ABSL_FLAG(bool, tls, false, "HTTPS even for loopback registries");
+ABSL_FLAG(std::string, ca_file, "", "extra CA certificates (PEM) for the registry");
+ABSL_FLAG(std::string, username, "", "registry user ($OCICACHE_USERNAME)");
+ABSL_FLAG(bool, password_stdin, false, "read the registry password from stdin");
+ABSL_FLAG(std::string, docker_config, "", "directory of docker's config.json");
+ABSL_FLAG(std::string, upload_dir, "", "where resumable uploads are staged (default DIR/uploads)");
+ABSL_FLAG(int, max_message_size, 16 << 20, "largest gRPC message, in bytes");
+ABSL_FLAG(int, max_concurrent_streams, 100, "HTTP/2 streams per connection");
+ABSL_FLAG(int, max_threads, 64, "threads serving calls (calls beyond get RESOURCE_EXHAUSTED)");
+ABSL_FLAG(int64_t, max_blob_size, int64_t{64} << 30, "largest blob accepted, in bytes");
+ABSL_FLAG(absl::Duration, health_interval, absl::Seconds(5), "how often the backend is probed");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "after SIGTERM/SIGINT, how long calls in flight may take");
+ABSL_FLAG(bool, access_log, true, "one line per call on stderr");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT for Prometheus metrics (GET /metrics); unset: none");
+ABSL_FLAG(std::string, tokens_file, "",
+          "bearer tokens, one \"TOKEN read|write\" per line; unset: no authentication");
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  // --help lists this file's flags (absl's default looks for ocicached.cc).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "cmd/ocicached/");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  absl::SetProgramUsageMessage(
+      "ocicached [flags]: serves an ocicache (a local directory and/or an OCI registry "
+      "repository) over gRPC (api/ocicache/v1/cache.proto), with health and reflection.\n"
+      "Default: 127.0.0.1:9092 serving ~/.cache/ocicache. Stops on SIGTERM or SIGINT.");
+  auto positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    std::cerr << "ocicached: unexpected argument \"" << positional[1] << "\" (see --help)\n";
+    return 2;
+  }
+  auto cfg = ocicache::cli::ConfigFromEnv();
+  if (!cfg.ok()) {
+    std::cerr << "ocicached: " << cfg.status().message() << "\n";
+    return 2;
+  }
+  ocicache::server::DaemonOptions o;
+  o.store = *cfg;
+  if (!absl::GetFlag(FLAGS_repo).empty()) o.store.repo = absl::GetFlag(FLAGS_repo);
+  if (!absl::GetFlag(FLAGS_dir).empty()) o.store.dir = absl::GetFlag(FLAGS_dir);
+  if (absl::GetFlag(FLAGS_no_dir)) {
+    if (o.store.repo.empty()) {
+      std::cerr << "ocicached: --no_dir needs --repo: there would be no store at all\n";
+      return 2;
+    }
+    o.store.dir.clear();
+  }
+  int shards = absl::GetFlag(FLAGS_shards);
+  if (shards != 0) {
+    if (shards < 1 || shards > 256) {
+      std::cerr << "ocicached: --shards takes a number from 1 to 256\n";
+      return 2;
+    }
+    o.store.shards = shards;
+  }
+  if (absl::GetFlag(FLAGS_insecure)) o.store.insecure = true;
+  if (absl::GetFlag(FLAGS_tls)) o.store.force_tls = true;
+  if (!absl::GetFlag(FLAGS_ca_file).empty()) o.store.ca_file = absl::GetFlag(FLAGS_ca_file);
+  if (!absl::GetFlag(FLAGS_username).empty()) o.store.username = absl::GetFlag(FLAGS_username);
+  if (!absl::GetFlag(FLAGS_docker_config).empty()) {
+    o.store.docker_config = absl::GetFlag(FLAGS_docker_config);
+  }
+  if (absl::GetFlag(FLAGS_password_stdin)) std::getline(std::cin, o.store.password);
+  o.server.listen = absl::GetFlag(FLAGS_listen);
+  o.server.upload_dir = absl::GetFlag(FLAGS_upload_dir);
+  o.server.max_message_bytes = absl::GetFlag(FLAGS_max_message_size);
+  o.server.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  o.server.max_threads = absl::GetFlag(FLAGS_max_threads);
+  o.server.service.max_blob_bytes = absl::GetFlag(FLAGS_max_blob_size);
+  o.server.health_interval = absl::GetFlag(FLAGS_health_interval);
+  o.port_file = absl::GetFlag(FLAGS_port_file);
+  o.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  o.access_log = absl::GetFlag(FLAGS_access_log);
+  o.tokens_file = absl::GetFlag(FLAGS_tokens_file);
+  o.server.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  return ocicache::server::RunDaemon(o);
+}

@@ -1,0 +1,146 @@
+#include "pkg/admin/admin.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "pkg/oci/pipe.h"
+
+namespace ocicache::admin {
+namespace {
+
+absl::StatusOr<std::vector<cache::EntryInfo>> ListAll(cache::Store& s) {
+  std::vector<cache::EntryInfo> all;
+  absl::Status st = s.List([&](const cache::EntryInfo& i) {
+    all.push_back(i);
+    return true;
+  });
+  if (!st.ok()) return st;
+  return all;
+}
+
+absl::Status Stopped() { return absl::CancelledError("maintenance stopped by the caller"); }
+
+}  // namespace
+
+absl::Status CopyEntry(cache::Store& from, cache::Store& to, const std::string& key) {
+  cache::LookupOptions opts;
+  opts.touch = false;
+  auto e = from.Lookup(key, opts);
+  if (!e.ok()) return e.status();
+  for (const auto& b : e->blobs) {
+    if (to.StatBlob(b.digest).ok()) continue;
+    absl::Status s = oci::Transfer(
+        [&](oci::ByteSink& sink) { return from.ReadBlob(b.digest, 0, sink); },
+        [&](oci::ByteSource& src) { return to.WriteBlob(b.digest, b.size, src).status(); });
+    if (!s.ok()) return s;
+  }
+  return to.Put(*e);
+}
+
+absl::StatusOr<GcResult> LocalAdmin::CollectGarbage(const GcRequest& req,
+                                                    const ProgressFn& progress) {
+  if (!req.older_than && !req.keep_last) {
+    return absl::InvalidArgumentError("gc needs an age (older than) and/or a count to keep");
+  }
+  if (req.older_than && *req.older_than < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("gc: a negative age");
+  }
+  if (req.keep_last && *req.keep_last < 0) {
+    return absl::InvalidArgumentError("gc: a negative count to keep");
+  }
+  auto all = ListAll(store_);
+  if (!all.ok()) return all.status();
+  std::sort(all->begin(), all->end(), [](const cache::EntryInfo& x, const cache::EntryInfo& y) {
+    return x.last_used > y.last_used;
+  });
+  absl::Time cutoff = absl::Now() - req.older_than.value_or(absl::ZeroDuration());
+  std::vector<const cache::EntryInfo*> victims;
+  for (size_t i = 0; i < all->size(); ++i) {
+    const cache::EntryInfo& info = (*all)[i];
+    if (req.keep_last && static_cast<int64_t>(i) < *req.keep_last) continue;
+    if (req.older_than && info.last_used >= cutoff) continue;
+    victims.push_back(&info);
+  }
+  GcResult r;
+  r.entries = static_cast<int64_t>(all->size());
+  r.dry_run = req.dry_run;
+  for (const cache::EntryInfo* info : victims) {
+    if (!req.dry_run) {
+      absl::Status s = store_.Delete(info->key);
+      if (!s.ok() && !absl::IsNotFound(s)) return s;
+    }
+    ++r.deleted;
+    r.bytes += info->size;
+    ProgressEvent ev{r.deleted, static_cast<int64_t>(victims.size()), info->key, "delete",
+                     info->size};
+    if (progress && !progress(ev)) return Stopped();
+  }
+  if (local_ != nullptr && !req.dry_run) {
+    auto gc = local_->Gc();
+    if (!gc.ok()) return gc.status();
+    r.local_tier = true;
+    r.local_blobs_removed = gc->blobs_removed;
+    r.local_bytes_freed = gc->bytes_removed;
+  }
+  return r;
+}
+
+absl::StatusOr<SyncResult> LocalAdmin::Sync(const SyncRequest& req, const ProgressFn& progress) {
+  if (local_ == nullptr || remote_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "sync needs both a directory (--dir) and a registry (--repo)");
+  }
+  auto local = ListAll(*local_);
+  if (!local.ok()) return local.status();
+  auto remote = ListAll(*remote_);
+  if (!remote.ok()) return remote.status();
+  std::set<std::string> in_local, in_remote;
+  std::map<std::string, int64_t> sizes;
+  for (const auto& i : *local) {
+    in_local.insert(i.key);
+    sizes[i.key] = i.size;
+  }
+  for (const auto& i : *remote) {
+    in_remote.insert(i.key);
+    sizes[i.key] = i.size;
+  }
+  std::vector<std::string> up, down;
+  if (req.direction != SyncDirection::kDown) {
+    for (const auto& k : in_local) {
+      if (!in_remote.count(k)) up.push_back(k);
+    }
+  }
+  if (req.direction != SyncDirection::kUp) {
+    for (const auto& k : in_remote) {
+      if (!in_local.count(k)) down.push_back(k);
+    }
+  }
+  int64_t total = static_cast<int64_t>(up.size() + down.size());
+  int64_t done = 0;
+  auto copy = [&](cache::Store& from, cache::Store& to, const std::vector<std::string>& keys,
+                  const char* action) -> absl::Status {
+    for (const auto& k : keys) {
+      if (!req.dry_run) {
+        if (absl::Status s = CopyEntry(from, to, k); !s.ok()) return s;
+      }
+      ProgressEvent ev{++done, total, k, action, sizes[k]};
+      if (progress && !progress(ev)) return Stopped();
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = copy(*local_, *remote_, up, "push"); !s.ok()) return s;
+  if (absl::Status s = copy(*remote_, *local_, down, "pull"); !s.ok()) return s;
+  SyncResult r;
+  r.pushed = static_cast<int64_t>(up.size());
+  r.pulled = static_cast<int64_t>(down.size());
+  r.dry_run = req.dry_run;
+  r.local = local_->Describe();
+  r.remote = remote_->Describe();
+  return r;
+}
+
+}  // namespace ocicache::admin

@@ -1,0 +1,104 @@
+// Cache maintenance: garbage collection by age and count, and copying entries
+// between the local tier and the registry. One interface, two implementations:
+// LocalAdmin works on the stores directly (the CLI without --server, and the
+// server's Admin service), client::GrpcAdmin asks a server (ocicache --server).
+// The CLI renders both the same way.
+#ifndef OCICACHE_PKG_ADMIN_ADMIN_H_
+#define OCICACHE_PKG_ADMIN_ADMIN_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "pkg/cache/registry_store.h"
+#include "pkg/cache/store.h"
+#include "pkg/layout/layout_store.h"
+
+namespace ocicache::admin {
+
+// One entry handled (or, in a dry run, that would be).
+struct ProgressEvent {
+  int64_t done = 0;   // entries handled so far, this one included
+  int64_t total = 0;  // entries to handle
+  std::string key;
+  std::string action;  // "delete", "push" or "pull"
+  int64_t bytes = 0;   // the entry's size (as listed)
+};
+// Returns false to stop (the operation then fails with Cancelled).
+using ProgressFn = std::function<bool(const ProgressEvent&)>;
+
+struct GcRequest {
+  // Delete entries last used before now - older_than...
+  std::optional<absl::Duration> older_than;
+  // ...except the keep_last most recently used. At least one must be set.
+  std::optional<int64_t> keep_last;
+  bool dry_run = false;
+};
+
+struct GcResult {
+  int64_t entries = 0;  // listed
+  int64_t deleted = 0;
+  int64_t bytes = 0;    // of the deleted entries
+  bool dry_run = false;
+  bool local_tier = false;  // a local tier was collected (not in dry runs)
+  int64_t local_blobs_removed = 0;
+  int64_t local_bytes_freed = 0;
+};
+
+enum class SyncDirection { kBoth, kUp, kDown };
+
+struct SyncRequest {
+  SyncDirection direction = SyncDirection::kBoth;
+  bool dry_run = false;
+};
+
+struct SyncResult {
+  int64_t pushed = 0;  // entries copied (or to copy) to the registry
+  int64_t pulled = 0;  // entries copied (or to copy) to the local tier
+  bool dry_run = false;
+  std::string local;   // Describe() of the local tier
+  std::string remote;  // Describe() of the registry
+};
+
+class Admin {
+ public:
+  virtual ~Admin() = default;
+  // Deletes entries by age and count (most recently used first), then, unless a
+  // dry run, unreferenced blobs of the local tier. InvalidArgument when neither
+  // older_than nor keep_last is set, or when they are negative.
+  virtual absl::StatusOr<GcResult> CollectGarbage(const GcRequest& req,
+                                                  const ProgressFn& progress) = 0;
+  // Copies the entries one side lacks to the other, blobs first.
+  // FailedPrecondition without both a local tier and a registry.
+  virtual absl::StatusOr<SyncResult> Sync(const SyncRequest& req, const ProgressFn& progress) = 0;
+};
+
+// Maintenance on stores in this process. `store` is what entries are listed and
+// deleted through (the tiered store when there are two tiers); `local` and
+// `remote` may be null. None are owned.
+class LocalAdmin : public Admin {
+ public:
+  LocalAdmin(cache::Store& store, layout::LayoutStore* local, cache::Store* remote)
+      : store_(store), local_(local), remote_(remote) {}
+
+  absl::StatusOr<GcResult> CollectGarbage(const GcRequest& req,
+                                          const ProgressFn& progress) override;
+  absl::StatusOr<SyncResult> Sync(const SyncRequest& req, const ProgressFn& progress) override;
+
+ private:
+  cache::Store& store_;
+  layout::LayoutStore* local_;
+  cache::Store* remote_;
+};
+
+// Copies the entry for `key` from one store to another: its blobs the target
+// lacks first (streamed), then the entry.
+absl::Status CopyEntry(cache::Store& from, cache::Store& to, const std::string& key);
+
+}  // namespace ocicache::admin
+
+#endif  // OCICACHE_PKG_ADMIN_ADMIN_H_

@@ -1,0 +1,289 @@
+#include "pkg/client/grpc_store.h"
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "pkg/oci/hasher.h"
+#include "pkg/service/convert.h"
+#include "pkg/service/status.h"
+
+namespace ocicache::client {
+namespace {
+
+// gRPC retries these on UNAVAILABLE (the server unreachable, or its backend
+// down). All are idempotent; Delete is not retried (a retry after a lost
+// answer would say NOT_FOUND), nor are the client-streaming Write and the
+// admin streams.
+std::string ServiceConfig() {
+  std::vector<std::string> names;
+  for (const char* m : {"Lookup", "BatchLookup", "Put", "List"}) {
+    names.push_back(absl::StrCat(R"({"service":"ocicache.v1.Entries","method":")", m, R"("})"));
+  }
+  for (const char* m : {"Stat", "Read", "QueryWrite", "Mount"}) {
+    names.push_back(absl::StrCat(R"({"service":"ocicache.v1.Blobs","method":")", m, R"("})"));
+  }
+  names.push_back(R"({"service":"ocicache.v1.Admin","method":"Stats"})");
+  return absl::StrCat(R"({"methodConfig":[{"name":[)", absl::StrJoin(names, ","),
+                      R"(],"retryPolicy":{"maxAttempts":3,"initialBackoff":"0.1s",)",
+                      R"("maxBackoff":"1s","backoffMultiplier":2,)",
+                      R"("retryableStatusCodes":["UNAVAILABLE"]}}]})");
+}
+
+// Keeps the bytes it is given, for the digest check of a full read.
+class VerifyingSink {
+ public:
+  explicit VerifyingSink(bool verify) {
+    if (verify) sha_ = std::make_unique<oci::PipelinedSha256>();
+  }
+  void Update(absl::string_view data) {
+    if (sha_) sha_->Update(data);
+  }
+  // Ok, or DataLoss when the bytes are not `want`.
+  absl::Status Check(const oci::Digest& want, absl::string_view target) {
+    if (!sha_) return absl::OkStatus();
+    int64_t n = sha_->size();
+    oci::Digest got = sha_->Finish();
+    if (got == want) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat("blob ", want.str(), " from ocicached ", target,
+                                            ": received ", n, " bytes with digest ", got.str()));
+  }
+
+ private:
+  std::unique_ptr<oci::PipelinedSha256> sha_;
+};
+
+}  // namespace
+
+absl::Status FromServer(const grpc::Status& s, absl::string_view target) {
+  absl::Status out = service::FromGrpc(s);
+  // Errors made by gRPC itself (no connection, deadline) do not say where.
+  if ((out.code() == absl::StatusCode::kUnavailable ||
+       out.code() == absl::StatusCode::kDeadlineExceeded) &&
+      s.error_details().empty()) {
+    absl::Status named(out.code(), absl::StrCat("ocicached ", target, ": ", out.message()));
+    return named;
+  }
+  return out;
+}
+
+std::shared_ptr<grpc::Channel> Dial(const std::string& target, const DialOptions& opts) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(opts.max_message_bytes);
+  args.SetMaxSendMessageSize(opts.max_message_bytes);
+  args.SetServiceConfigJSON(ServiceConfig());
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(opts.keepalive)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 1);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+GrpcStore::GrpcStore(std::shared_ptr<grpc::Channel> channel, std::string target,
+                     GrpcStoreOptions opts)
+    : channel_(std::move(channel)),
+      target_(std::move(target)),
+      opts_(opts),
+      entries_(v1::Entries::NewStub(channel_)),
+      blobs_(v1::Blobs::NewStub(channel_)) {}
+
+std::string GrpcStore::Describe() const { return absl::StrCat("ocicached ", target_); }
+
+void GrpcStore::Prepare(grpc::ClientContext* ctx, bool deadline) const {
+  if (deadline) ctx->set_deadline(absl::ToChronoTime(absl::Now() + opts_.timeout));
+  if (!opts_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + opts_.token);
+}
+
+absl::Status GrpcStore::Convert(const grpc::Status& s) const { return FromServer(s, target_); }
+
+absl::StatusOr<int64_t> GrpcStore::StatBlob(const oci::Digest& digest) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, /*deadline=*/true);
+  v1::StatRequest req;
+  req.add_blobs()->set_digest(digest.str());
+  v1::StatResponse resp;
+  if (absl::Status s = Convert(blobs_->Stat(&ctx, req, &resp)); !s.ok()) return s;
+  if (resp.present_size() == 1) return resp.present(0).size();
+  return absl::NotFoundError(absl::StrCat("blob ", digest.str(), " not found"));
+}
+
+absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci::ByteSink& sink) {
+  if (!digest.valid()) return absl::InvalidArgumentError("ReadBlob: an empty digest");
+  grpc::ClientContext ctx;
+  Prepare(&ctx, /*deadline=*/false);
+  v1::ReadRequest req;
+  req.set_digest(digest.str());
+  req.set_read_offset(offset);
+  auto reader = blobs_->Read(&ctx, req);
+  VerifyingSink verify(offset == 0);
+  v1::ReadResponse msg;
+  absl::Status sink_status;
+  while (reader->Read(&msg)) {
+    verify.Update(msg.data());
+    sink_status = sink.Write(msg.data());
+    if (!sink_status.ok()) {
+      ctx.TryCancel();
+      while (reader->Read(&msg)) {
+      }
+      break;
+    }
+  }
+  absl::Status s = Convert(reader->Finish());
+  if (!sink_status.ok()) return sink_status;
+  if (!s.ok()) return s;
+  return verify.Check(digest, target_);
+}
+
+absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected, int64_t size,
+                                                     oci::ByteSource& source) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, /*deadline=*/false);
+  v1::WriteResponse resp;
+  auto writer = blobs_->Write(&ctx, &resp);
+  std::string buf(opts_.chunk_bytes, '\0');
+  int64_t offset = 0;
+  bool first = true;
+  absl::Status source_status;
+  for (;;) {
+    // Fill a whole chunk (sources such as pipes return less at a time).
+    size_t n = 0;
+    while (n < buf.size()) {
+      auto r = source.Read(buf.data() + n, buf.size() - n);
+      if (!r.ok()) {
+        source_status = r.status();
+        break;
+      }
+      if (*r == 0) break;
+      n += *r;
+    }
+    if (!source_status.ok()) {
+      ctx.TryCancel();
+      break;
+    }
+    v1::WriteRequest msg;
+    if (first) {
+      msg.set_digest(expected.valid() ? expected.str() : std::string());
+      msg.set_size(size >= 0 ? size : -1);
+      first = false;
+    }
+    msg.set_write_offset(offset);
+    msg.set_data(buf.data(), n);
+    bool last = n < buf.size();
+    msg.set_finish_write(last);
+    // A failed send means the server has answered (early, or with an error).
+    if (!writer->Write(msg)) break;
+    offset += static_cast<int64_t>(n);
+    if (last) break;
+  }
+  writer->WritesDone();
+  absl::Status s = Convert(writer->Finish());
+  if (!source_status.ok()) return source_status;
+  if (!s.ok()) return s;
+  if (!resp.complete()) {
+    return absl::InternalError(
+        absl::StrCat("ocicached ", target_, " did not complete the upload"));
+  }
+  auto d = oci::Digest::Parse(resp.digest());
+  if (!d.ok()) {
+    return absl::InternalError(
+        absl::StrCat("ocicached ", target_, " answered a bad digest: ", d.status().message()));
+  }
+  oci::Descriptor out;
+  out.media_type = oci::media::kOctetStream;
+  out.digest = *d;
+  out.size = resp.committed_size();
+  return out;
+}
+
+absl::Status GrpcStore::MountBlob(const cache::Location& from) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, /*deadline=*/true);
+  v1::MountRequest req;
+  service::LocationToProto(from, req.mutable_from());
+  v1::MountResponse resp;
+  return Convert(blobs_->Mount(&ctx, req, &resp));
+}
+
+absl::StatusOr<cache::Entry> GrpcStore::Lookup(absl::string_view key,
+                                               const cache::LookupOptions& opts) {
+  if (absl::Status s = service::CheckUtf8(key, "key"); !s.ok()) return s;
+  grpc::ClientContext ctx;
+  Prepare(&ctx, /*deadline=*/true);
+  v1::LookupRequest req;
+  req.set_key(std::string(key));
+  for (const auto& [k, v] : opts.require) {
+    if (absl::Status s = service::CheckUtf8(k, "a required annotation"); !s.ok()) return s;
+    if (absl::Status s = service::CheckUtf8(v, "a required annotation value"); !s.ok()) return s;
+    (*req.mutable_require())[k] = v;
+  }
+  req.set_no_touch(!opts.touch);
+  v1::Entry resp;
+  if (absl::Status s = Convert(entries_->Lookup(&ctx, req, &resp)); !s.ok()) return s;
+  auto e = service::EntryFromProto(resp);
+  if (!e.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("ocicached ", target_, " sent a malformed entry: ", e.status().message()));
+  }
+  return e;
+}
+
+absl::Status GrpcStore::Put(const cache::Entry& entry) {
+  if (absl::Status s = service::CheckEntryUtf8(entry); !s.ok()) return s;
+  grpc::ClientContext ctx;
+  Prepare(&ctx, /*deadline=*/true);
+  v1::PutRequest req;
+  service::EntryToProto(entry, req.mutable_entry());
+  v1::PutResponse resp;
+  return Convert(entries_->Put(&ctx, req, &resp));
+}
+
+absl::Status GrpcStore::Delete(absl::string_view key) {
+  if (absl::Status s = service::CheckUtf8(key, "key"); !s.ok()) return s;
+  grpc::ClientContext ctx;
+  Prepare(&ctx, /*deadline=*/true);
+  v1::DeleteRequest req;
+  req.set_key(std::string(key));
+  v1::DeleteResponse resp;
+  return Convert(entries_->Delete(&ctx, req, &resp));
+}
+
+absl::Status GrpcStore::List(const std::function<bool(const cache::EntryInfo&)>& fn) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, /*deadline=*/false);
+  v1::ListRequest req;
+  auto reader = entries_->List(&ctx, req);
+  v1::ListResponse page;
+  bool stopped = false;
+  absl::Status bad;
+  while (!stopped && reader->Read(&page)) {
+    for (const auto& p : page.entries()) {
+      auto info = service::EntryInfoFromProto(p);
+      if (!info.ok()) {
+        bad = absl::DataLossError(absl::StrCat("ocicached ", target_,
+                                               " sent a malformed listing: ", info.status().message()));
+        stopped = true;
+        break;
+      }
+      if (!fn(*info)) {
+        stopped = true;
+        break;
+      }
+    }
+  }
+  if (stopped) {
+    ctx.TryCancel();
+    while (reader->Read(&page)) {
+    }
+    reader->Finish();
+    return bad;
+  }
+  return Convert(reader->Finish());
+}
+
+}  // namespace ocicache::client

@@ -1,0 +1,106 @@
+// The ocicache.v1 API from the client side: GrpcStore is a cache::Store whose
+// every call is an RPC to ocicached, so front ends (the CLI with --server, the
+// GOCACHEPROG helper, ko) use a server exactly like a local directory or a
+// registry; the Store conformance suite runs through it. GrpcAdmin is the
+// admin::Admin (gc, sync) of a server. Statuses come back through the one
+// converter (pkg/service/status.h), payloads included.
+//
+// Blobs stream in chunks (1 MiB): WriteBlob reads the ByteSource as it sends,
+// ReadBlob hands each chunk to the sink as it arrives and, from offset 0,
+// verifies the digest of what arrived (DataLoss on mismatch: discard it).
+// Unary calls have a deadline (GrpcStoreOptions::timeout) and are retried by
+// gRPC on UNAVAILABLE (except Delete); streams have no deadline, and keepalive
+// pings notice a dead connection.
+#ifndef OCICACHE_PKG_CLIENT_GRPC_STORE_H_
+#define OCICACHE_PKG_CLIENT_GRPC_STORE_H_
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/channel.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "api/ocicache/v1/cache.grpc.pb.h"
+#include "pkg/admin/admin.h"
+#include "pkg/cache/store.h"
+
+namespace ocicache::client {
+
+struct DialOptions {
+  // Messages larger than this are refused (both directions).
+  int max_message_bytes = 16 << 20;
+  // Keepalive ping interval on idle connections with calls in flight.
+  absl::Duration keepalive = absl::Seconds(60);
+};
+
+// A channel to "HOST:PORT" (plaintext: loopback or a trusted network; TLS is
+// not implemented yet), with the retry policy described above.
+std::shared_ptr<grpc::Channel> Dial(const std::string& target, const DialOptions& opts = {});
+
+struct GrpcStoreOptions {
+  size_t chunk_bytes = 1 << 20;            // WriteBlob message size
+  absl::Duration timeout = absl::Minutes(2);  // per unary call
+  // Sent as "authorization: Bearer TOKEN" when not empty.
+  std::string token;
+};
+
+class GrpcStore : public cache::Store {
+ public:
+  // `target` is only for Describe() and messages.
+  GrpcStore(std::shared_ptr<grpc::Channel> channel, std::string target,
+            GrpcStoreOptions opts = {});
+
+  // "ocicached HOST:PORT".
+  std::string Describe() const override;
+
+  absl::StatusOr<int64_t> StatBlob(const oci::Digest& digest) override;
+  absl::Status ReadBlob(const oci::Digest& digest, int64_t offset, oci::ByteSink& sink) override;
+  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
+                                            oci::ByteSource& source) override;
+  absl::Status MountBlob(const cache::Location& from) override;
+
+  absl::StatusOr<cache::Entry> Lookup(absl::string_view key,
+                                      const cache::LookupOptions& opts) override;
+  absl::Status Put(const cache::Entry& entry) override;
+  absl::Status Delete(absl::string_view key) override;
+  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override;
+
+ private:
+  // Adds the token, and with a deadline the unary timeout.
+  void Prepare(grpc::ClientContext* ctx, bool deadline) const;
+  absl::Status Convert(const grpc::Status& s) const;
+
+  std::shared_ptr<grpc::Channel> channel_;
+  std::string target_;
+  GrpcStoreOptions opts_;
+  std::unique_ptr<v1::Entries::Stub> entries_;
+  std::unique_ptr<v1::Blobs::Stub> blobs_;
+};
+
+// Garbage collection and sync run by the server, with its progress streamed back.
+class GrpcAdmin : public admin::Admin {
+ public:
+  GrpcAdmin(std::shared_ptr<grpc::Channel> channel, std::string target, std::string token = "");
+
+  absl::StatusOr<admin::GcResult> CollectGarbage(const admin::GcRequest& req,
+                                                 const admin::ProgressFn& progress) override;
+  absl::StatusOr<admin::SyncResult> Sync(const admin::SyncRequest& req,
+                                         const admin::ProgressFn& progress) override;
+  // The server's counters.
+  absl::StatusOr<v1::StatsResponse> Stats();
+
+ private:
+  void Prepare(grpc::ClientContext* ctx) const;
+  std::string target_;
+  std::string token_;
+  std::unique_ptr<v1::Admin::Stub> stub_;
+};
+
+// A client status for `s` from the server at `target` (service::FromGrpc, with
+// the target named when the server could not be reached).
+absl::Status FromServer(const grpc::Status& s, absl::string_view target);
+
+}  // namespace ocicache::client
+
+#endif  // OCICACHE_PKG_CLIENT_GRPC_STORE_H_

@@ -1,0 +1,913 @@
+#include "pkg/gocacheprog/server.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <iostream>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "nlohmann/json.hpp"
+#include "pkg/cache/format.h"
+#include "pkg/cache/tiered_store.h"
+#include "pkg/gocacheprog/protocol.h"
+#include "pkg/oci/pipe.h"
+
+namespace ocicache::gocacheprog {
+namespace {
+
+constexpr char kKind[] = "go-action";
+constexpr char kToolAnnotation[] = "org.ocicache.tool.go";
+// Objects up to this size are downloaded into memory, larger ones streamed.
+constexpr int64_t kInMemoryFetch = 8 << 20;
+// Warnings of one kind shown before they are only counted.
+constexpr int kMaxWarnings = 3;
+
+std::string ConfigFor(const oci::Digest& output_id, int64_t size) {
+  return absl::StrCat(R"({"kind":")", kKind, R"(","outputID":")", output_id.str(),
+                      R"(","size":)", size, "}");
+}
+
+// Whether a remote failure means "stop asking for a while".
+bool PausesRemote(const absl::Status& s) {
+  return cache::IsOutage(s) || absl::IsUnauthenticated(s) || absl::IsPermissionDenied(s) ||
+         absl::IsUnimplemented(s);
+}
+
+}  // namespace
+
+// A fixed set of threads running queued tasks.
+class Server::Pool {
+ public:
+  Pool(int threads, size_t max_queue) : max_queue_(max_queue) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  }
+  ~Pool() {
+    Abort();
+    for (auto& t : threads_) t.join();
+  }
+
+  // False when the queue is full or the pool is stopping.
+  bool Submit(std::function<void()> fn) {
+    absl::MutexLock l(&mu_);
+    if (stopping_ || (max_queue_ > 0 && queue_.size() >= max_queue_)) return false;
+    queue_.push_back(std::move(fn));
+    return true;
+  }
+  // Waits until no task is queued or running; false at the deadline.
+  bool WaitIdle(absl::Time deadline) {
+    absl::MutexLock l(&mu_);
+    return mu_.AwaitWithDeadline(absl::Condition(this, &Pool::IdleLocked), deadline);
+  }
+  // Stops taking tasks and drops the queued ones; returns how many were dropped.
+  size_t Abort() {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+    size_t n = queue_.size();
+    queue_.clear();
+    return n;
+  }
+  int active() {
+    absl::MutexLock l(&mu_);
+    return active_;
+  }
+  bool stopping() {
+    absl::MutexLock l(&mu_);
+    return stopping_;
+  }
+
+ private:
+  bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return queue_.empty() && active_ == 0;
+  }
+  bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !queue_.empty() || stopping_;
+  }
+  void Run() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        absl::MutexLock l(&mu_);
+        mu_.Await(absl::Condition(this, &Pool::HasWorkLocked));
+        if (queue_.empty()) return;  // stopping
+        fn = std::move(queue_.front());
+        queue_.pop_front();
+        ++active_;
+      }
+      fn();
+      absl::MutexLock l(&mu_);
+      --active_;
+    }
+  }
+
+  const size_t max_queue_;
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  int active_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Create(layout::LayoutStore* local,
+                                                       cache::Store* remote_lookup,
+                                                       cache::Store* remote_upload,
+                                                       ServerOptions opts) {
+  if (local == nullptr) return absl::InvalidArgumentError("gocacheprog needs a local directory");
+  if (!absl::StartsWith(local->dir(), "/")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the local directory must be an absolute path: ", local->dir()));
+  }
+  if (opts.lookup_threads < 1 || opts.upload_threads < 1) {
+    return absl::InvalidArgumentError("thread counts must be at least 1");
+  }
+  if (!opts.warn) {
+    opts.warn = [](absl::string_view line) { std::cerr << line << "\n" << std::flush; };
+  }
+  std::unique_ptr<Server> s(new Server(local, remote_lookup, remote_upload, std::move(opts)));
+  // The empty file answering for zero-size objects.
+  std::string dir = absl::StrCat(local->dir(), "/gocacheprog");
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return absl::InternalError(absl::StrCat("mkdir ", dir, ": ", std::strerror(errno)));
+  }
+  s->empty_path_ = absl::StrCat(dir, "/empty");
+  int fd = ::open(s->empty_path_.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("create ", s->empty_path_, ": ", std::strerror(errno)));
+  }
+  struct stat st;
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+            (st.st_size == 0 || ::ftruncate(fd, 0) == 0);
+  ::close(fd);
+  if (!ok) return absl::InternalError(absl::StrCat(s->empty_path_, " cannot be an empty file"));
+  s->lookups_ = std::make_unique<Pool>(s->opts_.lookup_threads, 0);
+  if (s->remote_lookup_ != nullptr && !s->opts_.session_key.empty()) {
+    s->prefetches_ = std::make_unique<Pool>(std::max(1, s->opts_.prefetch_threads), 0);
+  }
+  if (s->remote_upload_ != nullptr) {
+    s->uploads_ = std::make_unique<Pool>(s->opts_.upload_threads, s->opts_.upload_queue);
+  }
+  return s;
+}
+
+Server::Server(layout::LayoutStore* local, cache::Store* remote_lookup,
+               cache::Store* remote_upload, ServerOptions opts)
+    : local_(local),
+      remote_lookup_(remote_lookup),
+      remote_upload_(remote_upload),
+      opts_(std::move(opts)) {}
+
+Server::~Server() {
+  // Join the workers before the state they use goes away.
+  prefetches_.reset();
+  lookups_.reset();
+  uploads_.reset();
+}
+
+// ---------------------------------------------------------------------------
+// Output.
+
+void Server::Send(const std::string& line) {
+  absl::MutexLock l(&out_mu_);
+  if (out_ == nullptr || out_broken_) return;
+  out_->write(line.data(), static_cast<std::streamsize>(line.size()));
+  out_->flush();
+  if (!*out_) out_broken_ = true;
+}
+
+void Server::SendError(int64_t id, absl::string_view message) {
+  ++n_.errors;
+  Send(ErrorLine(id, message));
+}
+
+void Server::Warn(absl::string_view message) {
+  opts_.warn(absl::StrCat("ocicache gocacheprog: ", message));
+}
+
+// ---------------------------------------------------------------------------
+// The request loop.
+
+int Server::Serve(Input& in, std::ostream& out) {
+  {
+    absl::MutexLock l(&out_mu_);
+    out_ = &out;
+  }
+  Send(HelloLine());
+  if (prefetches_ != nullptr) prefetches_->Submit([this] { LoadSession(); });
+  LineReader reader(&in);
+  std::string line;
+  int rc = 0;
+  for (;;) {
+    auto next = reader.PeekLine();
+    if (!next.ok()) {
+      Warn(absl::StrCat("reading requests: ", next.status().message()));
+      rc = 2;
+      break;
+    }
+    if (*next < 0) break;  // end of input without close
+    if (*next == '"') {
+      // A body whose request was refused (or a stray one): skip it.
+      Warn(absl::StrCat("skipping a put body at byte ", reader.offset(),
+                        " that follows no valid put request"));
+      if (absl::Status s = reader.SkipLine(); !s.ok()) {
+        rc = 2;
+        break;
+      }
+      continue;
+    }
+    bool overlong = false;
+    int64_t at = reader.offset();
+    auto got = reader.ReadLine(&line, opts_.max_request_bytes, &overlong);
+    if (!got.ok()) {
+      Warn(absl::StrCat("reading requests: ", got.status().message()));
+      rc = 2;
+      break;
+    }
+    if (!*got) break;
+    ParsedRequest p = ParseRequest(line, overlong);
+    const Request& r = p.request;
+    if (!p.status.ok()) {
+      if (!p.id_known) {
+        Warn(absl::StrCat("unusable request at byte ", at, " of the input: ", p.status.message(),
+                          "; stopping"));
+        rc = 2;
+        break;
+      }
+      SendError(r.id, p.status.message());
+      if (p.body_follows && !SkipBody(reader)) {
+        rc = 2;
+        break;
+      }
+      continue;
+    }
+    if (r.command == "get") {
+      if (r.action_id.size() != kIdBytes) {
+        SendError(r.id, "get needs an ActionID");
+      } else {
+        ++n_.gets;
+        int64_t id = r.id;
+        std::string action = r.action_id;
+        lookups_->Submit([this, id, action] { HandleGet(id, action); });
+      }
+      if (p.body_follows && !SkipBody(reader)) {
+        rc = 2;
+        break;
+      }
+    } else if (r.command == "put") {
+      if (!HandlePut(r, reader)) {
+        rc = 2;
+        break;
+      }
+    } else if (r.command == "close") {
+      if (p.body_follows && !SkipBody(reader)) {
+        rc = 2;
+        break;
+      }
+      Drain();
+      Send(CloseLine(r.id));
+      return 0;
+    } else {
+      SendError(r.id, absl::StrCat("unknown command \"", r.command, "\""));
+      if (p.body_follows && !SkipBody(reader)) {
+        rc = 2;
+        break;
+      }
+    }
+  }
+  Drain();
+  return rc;
+}
+
+bool Server::SkipBody(LineReader& reader) {
+  auto next = reader.PeekLine();
+  if (!next.ok() || *next < 0) {
+    Warn("the request stream ended where a put body was expected");
+    return false;
+  }
+  if (*next == '{') return true;  // no body after all: that is the next request
+  return reader.SkipLine().ok();
+}
+
+bool Server::HandlePut(const Request& r, LineReader& reader) {
+  ++n_.puts;
+  bool body_follows = r.body_size > 0;
+  auto refuse = [&](absl::string_view message) {
+    SendError(r.id, message);
+    return body_follows ? SkipBody(reader) : true;
+  };
+  if (r.action_id.size() != kIdBytes) return refuse("put needs an ActionID");
+  if (r.object_id.size() != kIdBytes) return refuse("put needs an ObjectID");
+  if (r.body_size > opts_.max_object_bytes) {
+    return refuse(absl::StrCat("object of ", r.body_size, " bytes is larger than the limit of ",
+                               opts_.max_object_bytes));
+  }
+  auto digest = oci::Digest::FromHex(Hex(r.object_id));
+  if (!digest.ok()) return refuse(digest.status().message());
+
+  cache::Entry e;
+  e.key = Hex(r.action_id);
+  e.config = ConfigFor(*digest, r.body_size);
+  if (!opts_.go_version.empty()) e.annotations[kToolAnnotation] = opts_.go_version;
+  e.created = e.last_used = absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now()));
+  std::string path;
+  if (r.body_size == 0) {
+    if (*digest != oci::Digest::Of("")) {
+      return refuse("ObjectID is not the SHA-256 of an empty body (BodySize is 0)");
+    }
+    path = empty_path_;
+  } else {
+    auto next = reader.PeekLine();
+    if (!next.ok() || *next < 0) {
+      SendError(r.id, "the request stream ended before the put body");
+      Warn("the request stream ended before a put body");
+      return false;
+    }
+    if (*next == '{') {
+      // The body line is missing: what follows is the next request.
+      SendError(r.id, absl::StrCat("put body (", r.body_size, " bytes) is missing"));
+      return true;
+    }
+    BodySource body(&reader, r.body_size);
+    auto d = local_->WriteBlob(*digest, r.body_size, body);
+    absl::Status fin = body.Finish();
+    if (body.truncated()) {
+      SendError(r.id, fin.message());
+      Warn(fin.message());
+      return false;
+    }
+    if (!fin.ok()) {
+      SendError(r.id, fin.message());
+      return true;
+    }
+    if (!d.ok()) {
+      // The body was well formed: a digest mismatch or a local I/O failure.
+      std::string msg(d.status().message());
+      if (absl::IsInvalidArgument(d.status())) {
+        SendError(r.id, absl::StrCat("put body does not match ObjectID ", digest->str(), ": ", msg));
+      } else {
+        SendError(r.id, absl::StrCat("storing the object in ", local_->Describe(), ": ", msg));
+      }
+      return true;
+    }
+    e.blobs.push_back(*d);
+    path = local_->BlobPath(*digest);
+  }
+  if (absl::Status s = local_->Put(e); !s.ok()) {
+    SendError(r.id, absl::StrCat("storing the entry in ", local_->Describe(), ": ", s.message()));
+    return true;
+  }
+  Send(PutLine(r.id, path));
+  {
+    absl::MutexLock l(&mu_);
+    known_misses_.erase(e.key);
+  }
+  RecordUse(e.key, GoObject{*digest, r.body_size});
+  if (uploads_ != nullptr) {
+    Upload u{e, *digest, r.body_size};
+    if (!uploads_->Submit([this, u] { RunUpload(u); })) {
+      ++n_.upload_failures;
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Gets.
+
+absl::StatusOr<Server::GoObject> Server::CheckEntry(const cache::Entry& e) const {
+  auto j = nlohmann::json::parse(e.config, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::DataLossError("entry config is not a JSON object");
+  }
+  auto kind = j.find("kind");
+  auto out = j.find("outputID");
+  auto size = j.find("size");
+  if (kind == j.end() || !kind->is_string() || kind->get<std::string>() != kKind) {
+    return absl::DataLossError("entry is not a go-action entry");
+  }
+  if (out == j.end() || !out->is_string() || size == j.end() || !size->is_number_integer()) {
+    return absl::DataLossError("entry config lacks outputID or size");
+  }
+  auto digest = oci::Digest::Parse(out->get<std::string>());
+  if (!digest.ok()) return absl::DataLossError("entry config has a bad outputID");
+  GoObject o{*digest, size->get<int64_t>()};
+  if (o.size < 0) return absl::DataLossError("entry config has a negative size");
+  if (o.size == 0) {
+    if (o.output_id != oci::Digest::Of("")) {
+      return absl::DataLossError("entry of size 0 names a non-empty object");
+    }
+    return o;
+  }
+  if (e.blobs.empty() || e.blobs[0].digest != o.output_id || e.blobs[0].size != o.size) {
+    return absl::DataLossError("entry blob does not match its outputID and size");
+  }
+  return o;
+}
+
+std::string Server::HitFor(int64_t id, const GoObject& o, absl::Time created) const {
+  std::string path = o.size > 0 ? local_->BlobPath(o.output_id) : empty_path_;
+  return HitLine(id, o.output_id.raw(), o.size, created, path);
+}
+
+namespace {
+
+int64_t Micros(absl::Time since) { return absl::ToInt64Microseconds(absl::Now() - since); }
+
+}  // namespace
+
+void Server::HandleGet(int64_t id, const std::string& action_id) {
+  struct InFlight {
+    explicit InFlight(Counters* n) : n_(n) {
+      int64_t now = ++n_->in_flight;
+      int64_t max = n_->max_in_flight.load();
+      while (now > max && !n_->max_in_flight.compare_exchange_weak(max, now)) {
+      }
+    }
+    ~InFlight() { --n_->in_flight; }
+    Counters* n_;
+  } in_flight(&n_);
+
+  std::string key = Hex(action_id);
+  cache::LookupOptions lo;
+  absl::Time t0 = absl::Now();
+  auto local = local_->Lookup(key, lo);
+  n_.local_us += Micros(t0);
+  if (local.ok()) {
+    auto o = CheckEntry(*local);
+    if (o.ok()) {
+      // An entry a prefetch brought in this session came from the registry.
+      bool prefetched = false;
+      if (prefetches_ != nullptr) {
+        absl::MutexLock l(&mu_);
+        auto it = prefetch_.find(key);
+        prefetched = it != prefetch_.end() && it->second.state == PrefetchState::kOk;
+      }
+      if (prefetched) {
+        ++n_.remote_hits;
+        ++n_.prefetched;
+      } else {
+        ++n_.local_hits;
+      }
+      Send(HitFor(id, *o, local->created));
+      RecordUse(key, *o);
+      return;
+    }
+  }
+  if (prefetches_ != nullptr) {
+    GoObject o;
+    bool fetched_here = false;
+    if (ClaimPrefetch(key, &o, &fetched_here) == PrefetchState::kOk) {
+      ++n_.remote_hits;
+      ++n_.prefetched;
+      Send(HitFor(id, o, absl::Now()));
+      RecordUse(key, o);
+      if (fetched_here) local_->Put(EntryFor(key, o)).IgnoreError();
+      return;
+    }
+  }
+  bool known = false;
+  if (remote_lookup_ != nullptr) {
+    absl::MutexLock l(&mu_);
+    known = known_misses_.contains(key);
+  }
+  bool probe = false;
+  if (remote_lookup_ != nullptr && !known && EnterRemote(&probe)) {
+    absl::Time t1 = absl::Now();
+    auto remote = remote_lookup_->Lookup(key, lo);
+    n_.remote_lookup_us += Micros(t1);
+    absl::Status outcome = remote.status();
+    absl::StatusOr<GoObject> o;
+    if (remote.ok()) {
+      o = CheckEntry(*remote);
+      outcome = o.ok() ? FetchObject(*o) : o.status();
+    }
+    ExitRemote(probe, outcome, remote.ok() ? "fetching an object" : "lookup");
+    if (outcome.ok()) {
+      ++n_.remote_hits;
+      Send(HitFor(id, *o, remote->created));
+      RecordUse(key, *o);
+      // The object is in place; recording the entry can follow the answer. A
+      // failure only costs a later remote lookup.
+      absl::Time t2 = absl::Now();
+      absl::Status s = local_->Put(*remote);
+      n_.fill_us += Micros(t2);
+      if (!s.ok()) {
+        bool show;
+        {
+          absl::MutexLock l(&mu_);
+          show = upload_warnings_++ < kMaxWarnings;
+        }
+        if (show) {
+          Warn(absl::StrCat("storing a fetched entry in ", local_->Describe(), ": ", s.message()));
+        }
+      }
+      return;
+    }
+    if (absl::IsNotFound(remote.status())) {
+      absl::MutexLock l(&mu_);
+      known_misses_.insert(key);
+    } else {
+      ++n_.remote_errors;
+    }
+  }
+  ++n_.misses;
+  Send(MissLine(id));
+}
+
+absl::Status Server::FetchObject(const GoObject& o) {
+  if (o.size == 0) return absl::OkStatus();
+  auto have = local_->StatBlob(o.output_id);
+  if (have.ok() && *have == o.size) return absl::OkStatus();
+  absl::Time t0 = absl::Now();
+  absl::Status s;
+  if (o.size <= kInMemoryFetch) {
+    std::string data;
+    data.reserve(static_cast<size_t>(o.size));
+    oci::StringSink sink(&data);
+    s = remote_lookup_->ReadBlob(o.output_id, 0, sink);
+    if (s.ok()) {
+      oci::StringSource src(data);
+      s = local_->WriteBlob(o.output_id, o.size, src).status();
+    }
+  } else {
+    s = oci::Transfer(
+        [&](oci::ByteSink& sink) { return remote_lookup_->ReadBlob(o.output_id, 0, sink); },
+        [&](oci::ByteSource& src) { return local_->WriteBlob(o.output_id, o.size, src).status(); });
+  }
+  n_.fetch_us += Micros(t0);
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// The session list and prefetching.
+
+namespace {
+constexpr char kSessionKind[] = "go-session";
+constexpr int64_t kMaxSessionBytes = 64 << 20;
+constexpr size_t kMaxSessionPairs = 200000;
+}  // namespace
+
+cache::Entry Server::EntryFor(const std::string& key, const GoObject& o) const {
+  cache::Entry e;
+  e.key = key;
+  e.config = ConfigFor(o.output_id, o.size);
+  if (!opts_.go_version.empty()) e.annotations[kToolAnnotation] = opts_.go_version;
+  if (o.size > 0) {
+    oci::Descriptor d;
+    d.media_type = oci::media::kOctetStream;
+    d.digest = o.output_id;
+    d.size = o.size;
+    e.blobs.push_back(d);
+  }
+  return e;
+}
+
+void Server::RecordUse(const std::string& key, const GoObject& o) {
+  if (opts_.session_key.empty()) return;
+  absl::MutexLock l(&mu_);
+  if (used_.size() >= kMaxSessionPairs) return;
+  if (used_keys_.insert(key).second) used_.emplace_back(key, o);
+}
+
+void Server::LoadSession() {
+  bool probe = false;
+  if (!EnterRemote(&probe)) return;
+  cache::LookupOptions lo;
+  auto e = remote_lookup_->Lookup(opts_.session_key, lo);
+  // The lookup settles the probe: gets waiting for it need not wait for the list.
+  ExitRemote(probe, e.status(), "reading the session list");
+  if (!e.ok()) return;
+  std::string list;
+  absl::Status s;
+  auto kind = nlohmann::json::parse(e->config, nullptr, false);
+  if (!kind.is_object() || kind.value("kind", "") != kSessionKind || e->blobs.empty() ||
+      e->blobs[0].size > kMaxSessionBytes) {
+    s = absl::DataLossError("not a session list");
+  } else {
+    oci::StringSink sink(&list);
+    s = remote_lookup_->ReadBlob(e->blobs[0].digest, 0, sink);
+  }
+  if (!s.ok()) {
+    ExitRemote(false, s, "reading the session list");
+    return;
+  }
+  // Lines "ACTIONHEX OUTPUTHEX SIZE", in the order the last session used them.
+  std::vector<std::string> keys;
+  {
+    absl::MutexLock l(&mu_);
+    loaded_session_ = e->blobs[0].digest;
+    for (absl::string_view line : absl::StrSplit(list, '\n', absl::SkipEmpty())) {
+      std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
+      int64_t size = 0;
+      if (f.size() != 3 || f[0].size() != 2 * kIdBytes || !absl::SimpleAtoi(f[2], &size) ||
+          size < 0 || size > opts_.max_object_bytes) {
+        continue;
+      }
+      auto d = oci::Digest::FromHex(f[1]);
+      if (!d.ok() || (size == 0 && *d != oci::Digest::Of(""))) continue;
+      std::string key(f[0]);
+      if (prefetch_.count(key) > 0) continue;
+      prefetch_[key] = Prefetch{GoObject{*d, size}, PrefetchState::kQueued};
+      keys.push_back(std::move(key));
+    }
+  }
+  n_.session_listed += static_cast<int64_t>(keys.size());
+  for (const auto& k : keys) prefetches_->Submit([this, k] { PrefetchOne(k); });
+}
+
+bool Server::PrefetchSettledLocked(const std::string* key) const {
+  auto it = prefetch_.find(*key);
+  return it == prefetch_.end() || it->second.state != PrefetchState::kFetching;
+}
+
+void Server::SettlePrefetch(const std::string& key, bool ok) {
+  absl::MutexLock l(&mu_);
+  auto it = prefetch_.find(key);
+  if (it != prefetch_.end()) it->second.state = ok ? PrefetchState::kOk : PrefetchState::kFailed;
+}
+
+void Server::PrefetchOne(const std::string& key) {
+  GoObject o;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = prefetch_.find(key);
+    if (it == prefetch_.end() || it->second.state != PrefetchState::kQueued) return;
+    it->second.state = PrefetchState::kFetching;
+    o = it->second.object;
+  }
+  // Already here (a warm directory): nothing to fetch.
+  cache::LookupOptions lo;
+  lo.touch = false;
+  if (auto local = local_->Lookup(key, lo); local.ok() && CheckEntry(*local).ok()) {
+    SettlePrefetch(key, true);
+    return;
+  }
+  bool probe = false;
+  if (!EnterRemote(&probe)) {
+    SettlePrefetch(key, false);
+    return;
+  }
+  absl::Status s = FetchObject(o);
+  ExitRemote(probe, s, "prefetching an object");
+  SettlePrefetch(key, s.ok());
+  if (s.ok()) local_->Put(EntryFor(key, o)).IgnoreError();
+}
+
+Server::PrefetchState Server::ClaimPrefetch(const std::string& key, GoObject* o,
+                                            bool* fetched_here) {
+  *fetched_here = false;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = prefetch_.find(key);
+    if (it == prefetch_.end()) return PrefetchState::kFailed;
+    if (it->second.state == PrefetchState::kFetching) {
+      // Another thread is on it: wait for it rather than download it twice.
+      struct Wait {
+        const Server* server;
+        const std::string* key;
+      } wait{this, &key};
+      mu_.Await(absl::Condition(
+          +[](Wait* w) { return w->server->PrefetchSettledLocked(w->key); }, &wait));
+      it = prefetch_.find(key);
+      *o = it->second.object;
+      return it->second.state;
+    }
+    *o = it->second.object;
+    if (it->second.state != PrefetchState::kQueued) return it->second.state;
+    it->second.state = PrefetchState::kFetching;  // go asks for it first: fetch it now
+  }
+  bool probe = false;
+  if (!EnterRemote(&probe)) {
+    SettlePrefetch(key, false);
+    return PrefetchState::kFailed;
+  }
+  absl::Status s = FetchObject(*o);
+  ExitRemote(probe, s, "fetching an object");
+  SettlePrefetch(key, s.ok());
+  *fetched_here = s.ok();
+  return s.ok() ? PrefetchState::kOk : PrefetchState::kFailed;
+}
+
+void Server::WriteSession() {
+  if (remote_upload_ == nullptr || opts_.session_key.empty()) return;
+  std::string list;
+  {
+    absl::MutexLock l(&mu_);
+    if (used_.empty()) return;
+    // The same pairs as the list read at start (in whatever order): keep that one.
+    bool same = loaded_session_.valid() && used_.size() == prefetch_.size();
+    for (const auto& [key, o] : used_) {
+      absl::StrAppend(&list, key, " ", o.output_id.hex(), " ", o.size, "\n");
+      if (same) {
+        auto it = prefetch_.find(key);
+        same = it != prefetch_.end() && it->second.object.output_id == o.output_id &&
+               it->second.object.size == o.size;
+      }
+    }
+    if (same) return;
+  }
+  oci::Digest digest = oci::Digest::Of(list);
+  bool probe = false;
+  if (!EnterRemote(&probe)) return;
+  oci::StringSource src(list);
+  auto d = remote_upload_->WriteBlob(digest, static_cast<int64_t>(list.size()), src);
+  absl::Status s = d.status();
+  if (s.ok()) {
+    cache::Entry e;
+    e.key = opts_.session_key;
+    e.config = absl::StrCat(R"({"kind":")", kSessionKind, R"(","pairs":)",
+                            std::count(list.begin(), list.end(), '\n'), "}");
+    if (!opts_.go_version.empty()) e.annotations[kToolAnnotation] = opts_.go_version;
+    e.blobs.push_back(*d);
+    s = remote_upload_->Put(e);
+  }
+  ExitRemote(probe, s, "writing the session list");
+}
+
+// ---------------------------------------------------------------------------
+// Remote health.
+
+bool Server::EnterRemote(bool* probe) {
+  *probe = false;
+  absl::MutexLock l(&mu_);
+  for (;;) {
+    if (remote_known_ && !remote_down_) return true;
+    if (remote_down_ && absl::Now() < remote_down_until_) return false;
+    if (!probing_) {
+      probing_ = true;
+      *probe = true;
+      return true;
+    }
+    // Someone is probing. After an outage, do not wait for it: go on without.
+    if (remote_down_) return false;
+    mu_.Await(absl::Condition(this, &Server::ProbeDoneLocked));
+  }
+}
+
+void Server::ExitRemote(bool probe, const absl::Status& s, absl::string_view what) {
+  const cache::Store* remote = remote_lookup_ != nullptr ? remote_lookup_ : remote_upload_;
+  std::string where = remote != nullptr ? remote->Describe() : "registry";
+  bool pause = !s.ok() && PausesRemote(s);
+  bool first_outage = false;
+  bool show = false;
+  {
+    absl::MutexLock l(&mu_);
+    if (probe) probing_ = false;
+    remote_known_ = true;
+    if (pause) {
+      first_outage = !remote_down_;
+      remote_down_ = true;
+      remote_down_until_ = absl::Now() + opts_.remote_retry_after;
+    } else {
+      // Any answer (a miss included) shows the registry is back.
+      remote_down_ = false;
+      if (!s.ok() && !absl::IsNotFound(s)) show = upload_warnings_++ < kMaxWarnings;
+    }
+  }
+  if (first_outage) {
+    Warn(absl::StrCat(where, " is unavailable (", what, ": ", s.message(),
+                      "); going on without it, trying again every ",
+                      absl::FormatDuration(opts_.remote_retry_after)));
+  } else if (show) {
+    Warn(absl::StrCat(where, ": ", what, ": ", s.message()));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Uploads.
+
+void Server::RunUpload(const Upload& u) {
+  bool probe = false;
+  if (uploads_->stopping() || !EnterRemote(&probe)) {
+    ++n_.upload_failures;
+    return;
+  }
+  if (probe) {
+    // First contact from an upload: probe with the fast lookup client, so a
+    // registry that never answers costs a lookup timeout, not an upload's.
+    cache::Store* prober = remote_lookup_ != nullptr ? remote_lookup_ : remote_upload_;
+    absl::Status s = prober->StatBlob(u.digest.valid() ? u.digest : oci::Digest::Of("")).status();
+    ExitRemote(true, s, "probe");
+    if (!s.ok() && PausesRemote(s)) {
+      ++n_.upload_failures;
+      return;
+    }
+  }
+  absl::Status s;
+  std::string what;
+  if (u.size > 0) {
+    std::string path = local_->BlobPath(u.digest);
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      ++n_.upload_failures;
+      Warn(absl::StrCat("cannot upload ", u.digest.str(), ": open ", path, ": ",
+                        std::strerror(errno)));
+      return;
+    }
+    oci::FdSource src(fd);
+    s = remote_upload_->WriteBlob(u.digest, u.size, src).status();
+    ::close(fd);
+    what = absl::StrCat("uploading object ", u.digest.str());
+  }
+  if (s.ok()) {
+    s = remote_upload_->Put(u.entry);
+    what = absl::StrCat("uploading entry ", u.entry.key);
+  }
+  ExitRemote(false, s, what);
+  if (!s.ok()) {
+    ++n_.upload_failures;
+    return;
+  }
+  ++n_.uploaded;
+}
+
+void Server::Drain() {
+  lookups_->WaitIdle(absl::InfiniteFuture());
+  // Prefetches go would not ask for any more: drop what is queued.
+  if (prefetches_ != nullptr) {
+    prefetches_->Abort();
+    prefetches_->WaitIdle(absl::InfiniteFuture());
+  }
+  if (uploads_ != nullptr &&
+      !uploads_->WaitIdle(absl::Now() + opts_.flush_timeout)) {
+    size_t dropped = uploads_->Abort();
+    int running = uploads_->active();
+    n_.upload_failures += static_cast<int64_t>(dropped) + running;
+    if (running > 0) abandoned_ = true;
+    Warn(absl::StrCat("uploads did not finish within ", absl::FormatDuration(opts_.flush_timeout),
+                      " (--flush-timeout): ", dropped + running, " not uploaded"));
+  }
+  if (!abandoned_) WriteSession();
+  if (absl::Status s = local_->Flush(); !s.ok()) {
+    Warn(absl::StrCat("updating ", local_->Describe(), "/index.json: ", s.message()));
+  }
+  int64_t failed = n_.upload_failures.load();
+  if (failed > 0) {
+    Warn(absl::StrCat(failed, " of ", n_.puts.load(), " puts were not uploaded to the registry"));
+  }
+  if (opts_.print_stats) Warn(StatsLine());
+  if (!opts_.stats_file.empty()) {
+    std::ofstream f(opts_.stats_file, std::ios::app);
+    f << StatsJson() << "\n";
+    f.close();
+    if (!f) Warn(absl::StrCat("cannot write ", opts_.stats_file));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Counters.
+
+ServerStats Server::stats() const {
+  ServerStats s;
+  s.gets = n_.gets.load();
+  s.local_hits = n_.local_hits.load();
+  s.remote_hits = n_.remote_hits.load();
+  s.misses = n_.misses.load();
+  s.puts = n_.puts.load();
+  s.uploaded = n_.uploaded.load();
+  s.upload_failures = n_.upload_failures.load();
+  s.errors = n_.errors.load();
+  s.remote_errors = n_.remote_errors.load();
+  s.local_us = n_.local_us.load();
+  s.remote_lookup_us = n_.remote_lookup_us.load();
+  s.fetch_us = n_.fetch_us.load();
+  s.fill_us = n_.fill_us.load();
+  s.max_in_flight = n_.max_in_flight.load();
+  s.prefetched = n_.prefetched.load();
+  s.session_listed = n_.session_listed.load();
+  return s;
+}
+
+std::string Server::StatsLine() const {
+  ServerStats s = stats();
+  return absl::StrCat(s.gets, " gets (", s.local_hits, " local hits, ", s.remote_hits,
+                      " remote hits, ", s.misses, " misses), ", s.puts, " puts (", s.uploaded,
+                      " uploaded, ", s.upload_failures, " upload failures), ", s.errors,
+                      " errors");
+}
+
+std::string Server::StatsJson() const {
+  ServerStats s = stats();
+  nlohmann::ordered_json j{{"gets", s.gets},           {"local_hits", s.local_hits},
+                           {"remote_hits", s.remote_hits}, {"misses", s.misses},
+                           {"puts", s.puts},           {"uploaded", s.uploaded},
+                           {"upload_failures", s.upload_failures}, {"errors", s.errors},
+                           {"remote_errors", s.remote_errors}, {"local_us", s.local_us},
+                           {"remote_lookup_us", s.remote_lookup_us}, {"fetch_us", s.fetch_us},
+                           {"fill_us", s.fill_us}, {"max_in_flight", s.max_in_flight},
+                           {"prefetched", s.prefetched}, {"session_listed", s.session_listed}};
+  return j.dump();
+}
+
+}  // namespace ocicache::gocacheprog

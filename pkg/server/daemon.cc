@@ -1,0 +1,138 @@
+#include "pkg/server/daemon.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "pkg/service/backend.h"
+
+namespace ocicache::server {
+namespace {
+
+void Say(absl::string_view line) { service::LogToStderr(line); }
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  std::string tmp = absl::StrCat(path, ".tmp-", getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::InternalError(absl::StrCat("create ", tmp, ": ", std::strerror(errno)));
+  std::string data = absl::StrCat(port, "\n");
+  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+  ok = ::close(fd) == 0 && ok;
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat("write ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// Removes a directory of plain files (a temporary upload staging directory).
+void RemoveFlatDir(const std::string& dir) {
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (struct dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name != "." && name != "..") ::unlink((dir + "/" + name).c_str());
+    }
+    ::closedir(d);
+  }
+  ::rmdir(dir.c_str());
+}
+
+std::string TempUploadDir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/ocicached-uploads-XXXXXX");
+  char* d = ::mkdtemp(tmpl.data());
+  return d != nullptr ? std::string(d) : std::string();
+}
+
+}  // namespace
+
+int RunDaemon(DaemonOptions opts) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  // Every thread started from here on (gRPC's too) inherits the mask, so the
+  // signals are only taken by sigwait below.
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  opts.store.server.clear();
+  auto stores = cli::OpenStores(opts.store);
+  if (!stores.ok()) {
+    Say(absl::StrCat("error: ", stores.status().message()));
+    return 1;
+  }
+  std::string describe = stores->store->Describe();
+  // Without a directory tier, uploads are staged in a temporary directory
+  // that lives as long as the process (so they resume across broken streams,
+  // not across restarts).
+  std::string temp_uploads;
+  if (opts.server.upload_dir.empty()) {
+    if (opts.store.dir.empty()) {
+      temp_uploads = TempUploadDir();
+      opts.server.upload_dir = temp_uploads;
+    } else {
+      opts.server.upload_dir = absl::StrCat(opts.store.dir, "/uploads");
+    }
+  }
+  if (!opts.tokens_file.empty()) {
+    auto auth = service::TokenAuth::FromFile(opts.tokens_file);
+    if (!auth.ok()) {
+      Say(absl::StrCat("error: ", auth.status().message()));
+      return 1;
+    }
+    opts.server.auth = *std::move(auth);
+  }
+  if (!opts.store.repo.empty() && !opts.server.probe) {
+    auto probe = RegistryProbe(opts.store, absl::Seconds(5));
+    if (!probe.ok()) {
+      Say(absl::StrCat("error: ", probe.status().message()));
+      return 1;
+    }
+    opts.server.probe = *std::move(probe);
+  }
+  if (opts.access_log && !opts.server.service.access_log) {
+    opts.server.service.access_log = service::LogToStderr;
+  }
+  auto server = CacheServer::Start(*std::move(stores), opts.server);
+  if (!server.ok()) {
+    Say(absl::StrCat("error: ", server.status().message()));
+    if (!temp_uploads.empty()) RemoveFlatDir(temp_uploads);
+    return 1;
+  }
+  std::printf("listening on %s\n", (*server)->address().c_str());
+  std::fflush(stdout);
+  if (!opts.port_file.empty()) {
+    if (absl::Status s = WritePortFile(opts.port_file, (*server)->port()); !s.ok()) {
+      Say(absl::StrCat("error: ", s.message()));
+      (*server)->Shutdown(absl::ZeroDuration());
+      return 1;
+    }
+  }
+  Say(absl::StrCat("serving ", describe, " on ", (*server)->address(), " (",
+                   (*server)->serving() ? "SERVING" : "NOT_SERVING", ")"));
+  if ((*server)->metrics_port() != 0) {
+    std::string host = opts.server.metrics_listen.substr(0, opts.server.metrics_listen.rfind(':'));
+    Say(absl::StrCat("metrics on http://", host, ":", (*server)->metrics_port(), "/metrics"));
+  }
+
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  Say(absl::StrCat("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                   ", stopping (calls in flight get ", absl::FormatDuration(opts.shutdown_grace),
+                   ")"));
+  (*server)->Shutdown(opts.shutdown_grace);
+  server->reset();
+  if (!temp_uploads.empty()) RemoveFlatDir(temp_uploads);
+  Say("stopped");
+  return 0;
+}
+
+}  // namespace ocicache::server

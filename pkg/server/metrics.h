@@ -1,0 +1,54 @@
+// ocicached's metrics in the Prometheus text format (version 0.0.4), served by
+// a minimal HTTP/1.1 server on its own port: GET /metrics answers, anything
+// else is 404, one request per connection, one thread. Meant for scrapers on a
+// trusted network (no TLS, no authentication).
+#ifndef OCICACHE_PKG_SERVER_METRICS_H_
+#define OCICACHE_PKG_SERVER_METRICS_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "pkg/service/backend.h"
+
+namespace ocicache::server {
+
+// What the exposition shows besides the counters.
+struct MetricsSnapshot {
+  bool serving = false;
+  int64_t registry_requests = -1;  // -1: no registry
+  int64_t local_tier_bytes = -1;   // -1: no local tier
+  absl::Duration uptime;
+};
+
+// The exposition text.
+std::string RenderMetrics(const service::Counters& counters, const MetricsSnapshot& snap);
+
+class MetricsHttpServer {
+ public:
+  // Listens on HOST:PORT (port 0: a free one) and answers GET /metrics with render().
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
+      const std::string& listen, std::function<std::string()> render);
+  ~MetricsHttpServer();  // Stop()
+
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  MetricsHttpServer() = default;
+  void Run();
+  void Serve(int fd);
+
+  int listen_fd_ = -1;
+  int wake_[2] = {-1, -1};  // a pipe that ends Run's poll
+  int port_ = 0;
+  std::function<std::string()> render_;
+  std::thread thread_;
+};
+
+}  // namespace ocicache::server
+
+#endif  // OCICACHE_PKG_SERVER_METRICS_H_

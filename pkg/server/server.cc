@@ -1,0 +1,206 @@
+#include "pkg/server/server.h"
+
+#include <unistd.h>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace ocicache::server {
+namespace {
+
+const char* const kServices[] = {"", "ocicache.v1.Entries", "ocicache.v1.Blobs",
+                                 "ocicache.v1.Admin"};
+
+// "host:port" -> "host"; "[::1]:port" -> "[::1]".
+std::string HostPart(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  return colon == std::string::npos ? listen : listen.substr(0, colon);
+}
+
+}  // namespace
+
+std::function<absl::Status()> DefaultProbe(const cli::StoreSet& stores) {
+  if (stores.remote != nullptr) {
+    cache::RegistryStore* remote = stores.remote;
+    return [remote] { return remote->client().Ping(); };
+  }
+  if (stores.local != nullptr) {
+    std::string dir = stores.local->dir();
+    return [dir]() -> absl::Status {
+      if (::access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+        return absl::UnavailableError(absl::StrCat(dir, ": ", std::strerror(errno)));
+      }
+      return absl::OkStatus();
+    };
+  }
+  return [] { return absl::OkStatus(); };
+}
+
+absl::StatusOr<std::function<absl::Status()>> RegistryProbe(const cli::StoreConfig& config,
+                                                            absl::Duration timeout) {
+  auto ref = registry::ParseRepoRef(config.repo);
+  if (!ref.ok()) return ref.status();
+  registry::ClientOptions opts = cli::RegistryClientOptions(config);
+  opts.retry.max_attempts = 2;
+  opts.connect_timeout = timeout;
+  opts.stall_timeout = timeout;
+  opts.user_agent = "ocicached-health/0.1";
+  auto client = registry::Client::Create(ref->registry, opts);
+  if (!client.ok()) return client.status();
+  std::shared_ptr<registry::Client> c = *std::move(client);
+  return std::function<absl::Status()>([c] { return c->Ping(); });
+}
+
+absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet stores,
+                                                                 ServerOptions opts) {
+  if (stores.store == nullptr) return absl::InvalidArgumentError("no store to serve");
+  std::unique_ptr<CacheServer> s(new CacheServer());
+  s->stores_ = std::move(stores);
+  s->opts_ = std::move(opts);
+  if (!s->opts_.probe) s->opts_.probe = DefaultProbe(s->stores_);
+  if (s->stores_.admin == nullptr) {
+    s->stores_.admin = std::make_unique<admin::LocalAdmin>(*s->stores_.store, s->stores_.local,
+                                                           s->stores_.remote);
+  }
+  if (!s->opts_.upload_dir.empty()) {
+    auto u = service::UploadStaging::Open(s->opts_.upload_dir);
+    if (!u.ok()) return u.status();
+    s->uploads_ = *std::move(u);
+  }
+
+  service::Backend& b = s->backend_;
+  b.store = s->stores_.store.get();
+  b.admin = s->stores_.admin.get();
+  b.local = s->stores_.local;
+  b.remote = s->stores_.remote;
+  b.pool = s->stores_.pool;
+  b.uploads = s->uploads_.get();
+  b.auth = s->opts_.auth ? &*s->opts_.auth : nullptr;
+  b.counters = &s->counters_;
+  b.options = s->opts_.service;
+  b.started = absl::Now();
+  s->entries_ = std::make_unique<service::EntriesService>(b);
+  s->blobs_ = std::make_unique<service::BlobsService>(b);
+  s->admin_ = std::make_unique<service::AdminService>(b);
+
+  // Both are process-wide switches read by ServerBuilder.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(s->opts_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.RegisterService(s->entries_.get());
+  builder.RegisterService(s->blobs_.get());
+  builder.RegisterService(s->admin_.get());
+  builder.SetMaxReceiveMessageSize(s->opts_.max_message_bytes);
+  builder.SetMaxSendMessageSize(s->opts_.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, s->opts_.max_concurrent_streams);
+  // gRPC sets SO_REUSEPORT by default: a second server on a busy port would
+  // share it silently instead of failing.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Clients ping every minute while calls are open (client::Dial); allow it.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  grpc::ResourceQuota quota("ocicached");
+  quota.SetMaxThreads(s->opts_.max_threads);
+  builder.SetResourceQuota(quota);
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    if (s->server_ != nullptr) s->server_->Shutdown();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", s->opts_.listen,
+                                               " (address in use, or not a HOST:PORT)"));
+  }
+  s->address_ = absl::StrCat(HostPart(s->opts_.listen), ":", s->port_);
+  if (!s->opts_.metrics_listen.empty()) {
+    CacheServer* srv = s.get();
+    auto m = MetricsHttpServer::Start(s->opts_.metrics_listen, [srv] {
+      MetricsSnapshot snap;
+      snap.serving = srv->serving();
+      snap.uptime = absl::Now() - srv->backend_.started;
+      if (srv->stores_.remote != nullptr) {
+        snap.registry_requests = srv->stores_.remote->client().request_count();
+      }
+      if (srv->stores_.local != nullptr) {
+        auto size = srv->stores_.local->TotalSize();
+        if (size.ok()) snap.local_tier_bytes = *size;
+      }
+      return RenderMetrics(srv->counters_, snap);
+    });
+    if (!m.ok()) {
+      s->server_->Shutdown();
+      return m.status();
+    }
+    s->metrics_ = *std::move(m);
+  }
+  s->Probe();
+  s->prober_ = std::thread([srv = s.get()] { srv->ProbeLoop(); });
+  return s;
+}
+
+CacheServer::~CacheServer() { Shutdown(absl::ZeroDuration()); }
+
+bool CacheServer::serving() {
+  absl::MutexLock l(&mu_);
+  return serving_;
+}
+
+void CacheServer::Probe() {
+  absl::Status s = opts_.probe();
+  bool ok = s.ok();
+  bool changed;
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return;
+    changed = !probed_ || ok != serving_;
+    probed_ = true;
+    serving_ = ok;
+  }
+  if (!ok) counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
+  auto* health = server_->GetHealthCheckService();
+  if (health != nullptr) {
+    for (const char* name : kServices) health->SetServingStatus(name, ok);
+  }
+  if (changed && opts_.service.access_log) {
+    opts_.service.access_log(ok ? std::string("health: SERVING")
+                                : absl::StrCat("health: NOT_SERVING: ", s.message()));
+  }
+}
+
+void CacheServer::ProbeLoop() {
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop), opts_.health_interval)) return;
+    }
+    Probe();
+  }
+}
+
+void CacheServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock l(&mu_);
+    if (stopped_) return;
+    stopping_ = true;
+    stopped_ = true;
+  }
+  if (prober_.joinable()) prober_.join();
+  if (metrics_ != nullptr) metrics_->Stop();
+  if (server_ != nullptr) {
+    auto* health = server_->GetHealthCheckService();
+    if (health != nullptr) health->Shutdown();  // NOT_SERVING to watchers from now on
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    server_->Wait();
+  }
+}
+
+}  // namespace ocicache::server

@@ -1,0 +1,120 @@
+// ocicached's gRPC server: the ocicache.v1 services over a set of stores, the
+// standard health service and server reflection (grpcurl works), on one port.
+//
+// Threads: gRPC's synchronous server runs each call on a thread of its pool
+// (at most ServerOptions::max_threads; beyond that calls get
+// RESOURCE_EXHAUSTED). One more thread probes the backend every
+// health_interval: the health status (service "" and each ocicache.v1
+// service) is SERVING while the probe succeeds (the registry answers a ping,
+// or, without a registry, the local directory is usable) and NOT_SERVING
+// otherwise. Calls are still answered while NOT_SERVING: a tiered store then
+// works from its local tier.
+#ifndef OCICACHE_PKG_SERVER_SERVER_H_
+#define OCICACHE_PKG_SERVER_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <grpcpp/server.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pkg/cli/stores.h"
+#include "pkg/server/metrics.h"
+#include "pkg/service/backend.h"
+#include "pkg/service/services.h"
+#include "pkg/service/uploads.h"
+
+namespace ocicache::server {
+
+// The documented default address of ocicached.
+inline constexpr char kDefaultListen[] = "127.0.0.1:9092";
+
+struct ServerOptions {
+  // HOST:PORT; port 0 picks a free port (see CacheServer::address()).
+  std::string listen = kDefaultListen;
+  // Largest message received or sent; Read/Write chunks are 1 MiB.
+  int max_message_bytes = 16 << 20;
+  // HTTP/2 streams per connection.
+  int max_concurrent_streams = 100;
+  // Threads serving calls (each call in flight holds one).
+  int max_threads = 64;
+  absl::Duration health_interval = absl::Seconds(5);
+  // Where resumable uploads are staged; empty: no resumable uploads.
+  std::string upload_dir;
+  service::ServiceOptions service;
+  // Health probe; default: Ping the registry, or check the local directory.
+  std::function<absl::Status()> probe;
+  // Bearer tokens (service/auth.h); unset: no authentication.
+  std::optional<service::TokenAuth> auth;
+  // HOST:PORT for the Prometheus endpoint (metrics.h); empty: none.
+  std::string metrics_listen;
+};
+
+class CacheServer {
+ public:
+  // Serves `stores` (owned from now on) until Shutdown.
+  static absl::StatusOr<std::unique_ptr<CacheServer>> Start(cli::StoreSet stores,
+                                                            ServerOptions opts);
+  ~CacheServer();  // Shutdown(zero grace) if still running.
+  CacheServer(const CacheServer&) = delete;
+  CacheServer& operator=(const CacheServer&) = delete;
+
+  int port() const { return port_; }
+  // HOST:PORT with the bound port, e.g. "127.0.0.1:40123".
+  const std::string& address() const { return address_; }
+  // The metrics endpoint's port; 0 without one.
+  int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+  cache::Store& store() { return *stores_.store; }
+  const service::Counters& counters() const { return counters_; }
+  // The last probe's result.
+  bool serving();
+
+  // Stops accepting calls, lets calls in flight finish for `grace`, cancels the
+  // rest and waits for them. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  CacheServer() = default;
+  void ProbeLoop();
+  void Probe();
+
+  cli::StoreSet stores_;
+  ServerOptions opts_;
+  std::unique_ptr<service::UploadStaging> uploads_;
+  service::Counters counters_;
+  service::Backend backend_;
+  std::unique_ptr<service::EntriesService> entries_;
+  std::unique_ptr<service::BlobsService> blobs_;
+  std::unique_ptr<service::AdminService> admin_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsHttpServer> metrics_;
+  int port_ = 0;
+  std::string address_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool serving_ ABSL_GUARDED_BY(mu_) = false;
+  bool probed_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread prober_;
+};
+
+// The default health probe for a set of stores: the registry's Ping (with the
+// store's own client and its retries), else the local directory.
+std::function<absl::Status()> DefaultProbe(const cli::StoreSet& stores);
+
+// A probe for the registry `config` names with its own client, bounded in
+// time: two attempts, each abandoned after `timeout` without an answer, so a
+// registry that hangs turns the server NOT_SERVING instead of stalling the probe.
+absl::StatusOr<std::function<absl::Status()>> RegistryProbe(const cli::StoreConfig& config,
+                                                            absl::Duration timeout);
+
+}  // namespace ocicache::server
+
+#endif  // OCICACHE_PKG_SERVER_SERVER_H_

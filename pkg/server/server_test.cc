@@ -1,0 +1,208 @@
+#include "pkg/server/server.h"
+
+#include <cstdlib>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/client_callback.h>
+
+#include "gtest/gtest.h"
+#include "pkg/client/grpc_store.h"
+#include "pkg/layout/layout_store.h"
+
+namespace ocicache::server {
+namespace {
+
+std::string TempDir() {
+  std::string tmpl = absl::StrCat(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp",
+                                  "/server-XXXXXX");
+  char* d = mkdtemp(tmpl.data());
+  return d ? std::string(d) : std::string();
+}
+
+// A store whose lookups take `delay` and say when they started; the rest is a
+// LayoutStore's.
+class SlowStore : public cache::Store {
+ public:
+  static std::unique_ptr<SlowStore> Open(absl::Duration delay) {
+    auto base = layout::LayoutStore::Open(TempDir());
+    if (!base.ok()) return nullptr;
+    return std::unique_ptr<SlowStore>(new SlowStore(*std::move(base), delay));
+  }
+  std::string Describe() const override { return "slow"; }
+  absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override { return base_->StatBlob(d); }
+  absl::Status ReadBlob(const oci::Digest& d, int64_t offset, oci::ByteSink& sink) override {
+    return base_->ReadBlob(d, offset, sink);
+  }
+  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& d, int64_t size,
+                                            oci::ByteSource& src) override {
+    return base_->WriteBlob(d, size, src);
+  }
+  absl::Status MountBlob(const cache::Location& from) override { return base_->MountBlob(from); }
+  absl::StatusOr<cache::Entry> Lookup(absl::string_view key,
+                                      const cache::LookupOptions& opts) override {
+    if (!started.HasBeenNotified()) started.Notify();
+    absl::SleepFor(delay_);
+    return absl::NotFoundError(absl::StrCat("slow miss: ", key));
+  }
+  absl::Status Put(const cache::Entry& e) override { return base_->Put(e); }
+  absl::Status Delete(absl::string_view key) override { return base_->Delete(key); }
+  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override {
+    return base_->List(fn);
+  }
+  absl::Notification started;
+
+ private:
+  SlowStore(std::unique_ptr<layout::LayoutStore> base, absl::Duration delay)
+      : base_(std::move(base)), delay_(delay) {}
+  std::unique_ptr<layout::LayoutStore> base_;
+  absl::Duration delay_;
+};
+
+absl::StatusOr<std::unique_ptr<CacheServer>> Serve(std::unique_ptr<cache::Store> store,
+                                                   ServerOptions opts = {}) {
+  cli::StoreSet set;
+  set.store = std::move(store);
+  opts.listen = "127.0.0.1:0";
+  return CacheServer::Start(std::move(set), std::move(opts));
+}
+
+TEST(CacheServerTest, ReportsItsPortAndProbes) {
+  auto local = layout::LayoutStore::Open(TempDir());
+  ASSERT_TRUE(local.ok());
+  std::atomic<int> probes{0};
+  std::atomic<bool> healthy{true};
+  ServerOptions opts;
+  opts.health_interval = absl::Milliseconds(50);
+  opts.probe = [&]() -> absl::Status {
+    ++probes;
+    return healthy ? absl::OkStatus() : absl::UnavailableError("down");
+  };
+  auto s = Serve(*std::move(local), opts);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_GT((*s)->port(), 0);
+  EXPECT_EQ((*s)->address(), absl::StrCat("127.0.0.1:", (*s)->port()));
+  EXPECT_TRUE((*s)->serving());
+  healthy = false;
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while ((*s)->serving() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_FALSE((*s)->serving());
+  EXPECT_GE(probes.load(), 2);
+  EXPECT_GE((*s)->counters().backend_errors.load(), 1);
+}
+
+TEST(CacheServerTest, PortInUse) {
+  auto a = Serve(*layout::LayoutStore::Open(TempDir()));
+  ASSERT_TRUE(a.ok());
+  cli::StoreSet set;
+  set.store = *layout::LayoutStore::Open(TempDir());
+  ServerOptions opts;
+  opts.listen = (*a)->address();
+  auto b = CacheServer::Start(std::move(set), opts);
+  EXPECT_FALSE(b.ok());
+}
+
+// Shutdown lets a call in flight finish within the grace period, and refuses new ones.
+TEST(CacheServerTest, ShutdownDrains) {
+  auto store = SlowStore::Open(absl::Milliseconds(500));
+  ASSERT_NE(store, nullptr);
+  SlowStore* slow = store.get();
+  auto s = Serve(std::move(store));
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::string addr = (*s)->address();
+  client::GrpcStore c(client::Dial(addr), addr);
+  absl::Status in_flight;
+  std::thread t([&] { in_flight = c.Lookup("k", {}).status(); });
+  slow->started.WaitForNotification();
+  (*s)->Shutdown(absl::Seconds(5));
+  t.join();
+  EXPECT_TRUE(absl::IsNotFound(in_flight)) << in_flight;
+  EXPECT_EQ(in_flight.message(), "slow miss: k");
+  client::GrpcStore late(client::Dial(addr), addr);
+  EXPECT_TRUE(absl::IsUnavailable(late.Lookup("k", {}).status()));
+}
+
+// After the grace period, calls still in flight are cancelled.
+TEST(CacheServerTest, ShutdownCancelsAfterGrace) {
+  auto store = SlowStore::Open(absl::Seconds(2));
+  ASSERT_NE(store, nullptr);
+  SlowStore* slow = store.get();
+  auto s = Serve(std::move(store));
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::string addr = (*s)->address();
+  client::GrpcStore c(client::Dial(addr), addr);
+  absl::Status in_flight;
+  absl::Time done;
+  std::thread t([&] {
+    in_flight = c.Lookup("k", {}).status();
+    done = absl::Now();
+  });
+  slow->started.WaitForNotification();
+  absl::Time start = absl::Now();
+  (*s)->Shutdown(absl::Milliseconds(100));
+  t.join();
+  EXPECT_FALSE(in_flight.ok());
+  EXPECT_FALSE(absl::IsNotFound(in_flight)) << in_flight;
+  EXPECT_LT(done - start, absl::Seconds(1.5));
+}
+
+// One request on a bidi-streaming method, raw bytes in and out (the callback
+// API: the reflection protocol's generated classes are inside gRPC's library).
+class RawBidiCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  RawBidiCall(grpc::GenericStub* stub, const std::string& method, const std::string& request) {
+    grpc::Slice slice(request);
+    request_ = grpc::ByteBuffer(&slice, 1);
+    stub->PrepareBidiStreamingCall(&ctx_, method, grpc::StubOptions(), this);
+    StartWriteLast(&request_, grpc::WriteOptions());
+    StartRead(&buf_);
+    StartCall();
+  }
+  void OnWriteDone(bool) override {}
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    std::vector<grpc::Slice> slices;
+    if (buf_.Dump(&slices).ok()) {
+      for (const auto& sl : slices) response_.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    }
+    StartRead(&buf_);
+  }
+  void OnDone(const grpc::Status& s) override {
+    status_ = s;
+    done_.Notify();
+  }
+  bool Wait() { return done_.WaitForNotificationWithTimeout(absl::Seconds(30)); }
+  const grpc::Status& status() const { return status_; }
+  const std::string& response() const { return response_; }
+
+ private:
+  grpc::ClientContext ctx_;
+  grpc::ByteBuffer request_, buf_;
+  std::string response_;
+  grpc::Status status_;
+  absl::Notification done_;
+};
+
+// Reflection lists the services, so grpcurl works without the .proto files.
+TEST(CacheServerTest, Reflection) {
+  auto s = Serve(*layout::LayoutStore::Open(TempDir()));
+  ASSERT_TRUE(s.ok()) << s.status();
+  grpc::GenericStub stub(client::Dial((*s)->address()));
+  // ServerReflectionRequest{list_services: ""}: field 7, length 0.
+  RawBidiCall call(&stub, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                   std::string("\x3a\x00", 2));
+  ASSERT_TRUE(call.Wait());
+  EXPECT_TRUE(call.status().ok()) << call.status().error_message();
+  for (const char* name : {"ocicache.v1.Entries", "ocicache.v1.Blobs", "ocicache.v1.Admin",
+                           "grpc.health.v1.Health"}) {
+    EXPECT_NE(call.response().find(name), std::string::npos) << name;
+  }
+}
+
+}  // namespace
+}  // namespace ocicache::server

@@ -1,0 +1,88 @@
+#include "pkg/service/backend.h"
+
+#include <unistd.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "pkg/service/status.h"
+
+namespace ocicache::service {
+namespace {
+
+const char* CodeName(grpc::StatusCode c) {
+  static const char* const kNames[] = {
+      "OK",        "CANCELLED",         "UNKNOWN",         "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL",      "UNAVAILABLE",     "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  int i = static_cast<int>(c);
+  return i >= 0 && i <= 16 ? kNames[i] : "UNKNOWN";
+}
+
+}  // namespace
+
+void Counters::CountCall(absl::string_view method, absl::string_view code, absl::Duration took) {
+  absl::MutexLock l(&mu_);
+  CallStats& c = calls_[{std::string(method), std::string(code)}];
+  ++c.count;
+  c.seconds += absl::ToDoubleSeconds(took);
+}
+
+std::map<std::pair<std::string, std::string>, Counters::CallStats> Counters::Calls() const {
+  absl::MutexLock l(&mu_);
+  return calls_;
+}
+
+void Call::Subject(absl::string_view s) {
+  constexpr size_t kMax = 200;
+  std::string shown(s.substr(0, kMax));
+  subject_ = absl::StrCat("\"", absl::CHexEscape(shown), s.size() > kMax ? "...\"" : "\"");
+}
+
+absl::Status Call::Authorize() const {
+  if (b_.auth == nullptr) return absl::OkStatus();
+  std::string header;
+  if (ctx_ != nullptr) {
+    const auto& md = ctx_->client_metadata();
+    auto it = md.find("authorization");
+    if (it != md.end()) header.assign(it->second.data(), it->second.size());
+  }
+  return b_.auth->Check(header, access_);
+}
+
+grpc::Status Call::Done(const absl::Status& s) {
+  if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
+    b_.counters->backend_errors.fetch_add(1, std::memory_order_relaxed);
+  }
+  grpc::Status out = ToGrpc(s);
+  absl::Duration took = absl::Now() - start_;
+  b_.counters->CountCall(method_, CodeName(out.error_code()), took);
+  if (b_.options.access_log) {
+    double ms = absl::ToDoubleMilliseconds(took);
+    std::string line = absl::StrFormat("%s %s %s %s %.1fms %dB", ctx_ != nullptr ? ctx_->peer() : "-",
+                                       method_, subject_, CodeName(out.error_code()), ms, bytes_);
+    if (!s.ok()) {
+      absl::StrAppend(&line, " \"", absl::CHexEscape(s.message().substr(0, 300)), "\"");
+    }
+    b_.options.access_log(line);
+  }
+  return out;
+}
+
+void LogToStderr(absl::string_view line) {
+  std::string out =
+      absl::StrCat("ocicached: ", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(), absl::UTCTimeZone()),
+                   line, "\n");
+  absl::string_view rest = out;
+  while (!rest.empty()) {
+    ssize_t n = ::write(2, rest.data(), rest.size());
+    if (n <= 0) return;
+    rest.remove_prefix(n);
+  }
+}
+
+}  // namespace ocicache::service

@@ -1,0 +1,115 @@
+// What the ocicache.v1 servicers share: the stores they adapt, their limits, the
+// request counters and the access log. The servicers own none of it.
+#ifndef OCICACHE_PKG_SERVICE_BACKEND_H_
+#define OCICACHE_PKG_SERVICE_BACKEND_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include <grpcpp/server_context.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pkg/admin/admin.h"
+#include "pkg/cache/registry_store.h"
+#include "pkg/cache/store.h"
+#include "pkg/layout/layout_store.h"
+#include "pkg/service/auth.h"
+#include "pkg/service/uploads.h"
+
+namespace ocicache::service {
+
+struct ServiceOptions {
+  // Blobs.Read sends chunks of this many bytes.
+  size_t read_chunk_bytes = 1 << 20;
+  // Blobs.Write refuses blobs declared larger (RESOURCE_EXHAUSTED).
+  int64_t max_blob_bytes = int64_t{64} << 30;
+  // BatchLookup and Stat: at most this many keys or blobs per request...
+  int max_batch = 1000;
+  // ...looked up with at most this many threads per request.
+  int batch_parallelism = 16;
+  // One line per request; null: no access log.
+  std::function<void(absl::string_view line)> access_log;
+};
+
+// Request counters for Admin.Stats and the metrics endpoint. Relaxed
+// atomics: they are statistics.
+struct Counters {
+  std::atomic<int64_t> lookups{0};
+  std::atomic<int64_t> hits{0};
+  std::atomic<int64_t> misses{0};
+  std::atomic<int64_t> bytes_in{0};
+  std::atomic<int64_t> bytes_out{0};
+  // Calls that failed with UNAVAILABLE or DEADLINE_EXCEEDED (a backend out of
+  // reach), and failed health probes.
+  std::atomic<int64_t> backend_errors{0};
+
+  struct CallStats {
+    int64_t count = 0;
+    double seconds = 0;
+  };
+  // Every call, by method and status code name.
+  void CountCall(absl::string_view method, absl::string_view code, absl::Duration took);
+  std::map<std::pair<std::string, std::string>, CallStats> Calls() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::pair<std::string, std::string>, CallStats> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+struct Backend {
+  cache::Store* store = nullptr;           // required
+  admin::Admin* admin = nullptr;           // required for Admin.GarbageCollect / Sync
+  layout::LayoutStore* local = nullptr;    // for Stats; may be null
+  cache::RegistryStore* remote = nullptr;  // for Stats and Mount; may be null
+  // Registry clients for Mount into other repositories; may be null (then made
+  // on first use with default options).
+  std::shared_ptr<cache::ClientPool> pool;
+  UploadStaging* uploads = nullptr;  // null: Write with upload_id is FAILED_PRECONDITION
+  const TokenAuth* auth = nullptr;   // null: no authentication
+  Counters* counters = nullptr;      // required
+  ServiceOptions options;
+  absl::Time started = absl::Now();
+};
+
+// One request: checks, counts and logs it. Every handler makes one, calls
+// Authorize() first, and returns Done(status), which converts the status
+// (status.h) and writes the access-log line:
+// "<peer> <Service/Method> <subject> <CODE> <ms>ms <bytes>B".
+class Call {
+ public:
+  Call(const Backend& b, grpc::ServerContext* ctx, absl::string_view method, Access access)
+      : b_(b), ctx_(ctx), method_(method), access_(access), start_(absl::Now()) {}
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+  // The key or digest the request is about.
+  void Subject(absl::string_view s);
+  void AddBytes(int64_t n) { bytes_ += n; }
+  // OK, or why the caller's token does not allow this call (auth.h).
+  absl::Status Authorize() const;
+  grpc::Status Done(const absl::Status& s);
+
+ private:
+  const Backend& b_;
+  grpc::ServerContext* ctx_;
+  std::string method_;
+  Access access_;
+  std::string subject_ = "-";
+  int64_t bytes_ = 0;
+  absl::Time start_;
+};
+
+// The access-log sink ocicached uses: one write(2) per line on stderr.
+void LogToStderr(absl::string_view line);
+
+}  // namespace ocicache::service
+
+#endif  // OCICACHE_PKG_SERVICE_BACKEND_H_

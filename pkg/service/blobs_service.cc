@@ -1,0 +1,410 @@
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "pkg/cache/format.h"
+#include "pkg/cache/place.h"
+#include "pkg/oci/stream.h"
+#include "pkg/registry/client.h"
+#include "pkg/service/convert.h"
+#include "pkg/service/parallel.h"
+#include "pkg/service/services.h"
+#include "pkg/service/status.h"
+
+namespace ocicache::service {
+namespace {
+
+// Sends what the store streams as ReadResponse chunks of at most chunk_bytes,
+// stopping after `limit` bytes (0: no limit) or when the client is gone.
+class ChunkSink : public oci::ByteSink {
+ public:
+  ChunkSink(grpc::ServerWriter<v1::ReadResponse>* writer, size_t chunk_bytes, int64_t limit)
+      : writer_(writer), chunk_(chunk_bytes), left_(limit > 0 ? limit : -1) {}
+
+  absl::Status Write(absl::string_view data) override {
+    if (left_ >= 0 && static_cast<int64_t>(data.size()) >= left_) {
+      data = data.substr(0, static_cast<size_t>(left_));
+      limit_reached_ = true;
+    }
+    if (left_ >= 0) left_ -= static_cast<int64_t>(data.size());
+    while (!data.empty()) {
+      size_t take = std::min(chunk_ - buf_.size(), data.size());
+      buf_.append(data.data(), take);
+      data.remove_prefix(take);
+      if (buf_.size() == chunk_) {
+        if (absl::Status s = Send(); !s.ok()) return s;
+      }
+    }
+    if (limit_reached_) return absl::CancelledError("read limit reached");
+    return absl::OkStatus();
+  }
+
+  // Sends what is buffered.
+  absl::Status Flush() { return buf_.empty() ? absl::OkStatus() : Send(); }
+
+  bool limit_reached() const { return limit_reached_; }
+  bool client_gone() const { return client_gone_; }
+  int64_t sent() const { return sent_; }
+
+ private:
+  absl::Status Send() {
+    if (client_gone_) return absl::CancelledError("the client went away");
+    v1::ReadResponse msg;
+    msg.set_data(std::move(buf_));
+    buf_.clear();
+    if (!writer_->Write(msg)) {
+      client_gone_ = true;
+      return absl::CancelledError("the client went away");
+    }
+    sent_ += static_cast<int64_t>(msg.data().size());
+    return absl::OkStatus();
+  }
+
+  grpc::ServerWriter<v1::ReadResponse>* writer_;
+  const size_t chunk_;
+  int64_t left_;  // -1: no limit
+  std::string buf_;
+  bool limit_reached_ = false;
+  bool client_gone_ = false;
+  int64_t sent_ = 0;
+};
+
+// The data of a Write stream as a ByteSource: checks that every message's
+// write_offset follows the previous data and that the data stays within the
+// declared size and the server's limit, stops at finish_write, and fails (so
+// the store commits nothing) when the stream ends without it.
+class WriteStreamSource : public oci::ByteSource {
+ public:
+  WriteStreamSource(grpc::ServerReader<v1::WriteRequest>* reader, const v1::WriteRequest& first,
+                    int64_t size, int64_t max_bytes)
+      : reader_(reader), size_(size), max_bytes_(max_bytes) {
+    Take(first);
+  }
+
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    while (pos_ == pending_.size()) {
+      if (!error_.ok()) return error_;
+      if (finished_) return size_t{0};
+      v1::WriteRequest msg;
+      if (!reader_->Read(&msg)) {
+        error_ = absl::CancelledError("the upload stream ended without finish_write");
+        return error_;
+      }
+      Take(msg);
+    }
+    size_t k = std::min(n, pending_.size() - pos_);
+    memcpy(buf, pending_.data() + pos_, k);
+    pos_ += k;
+    return k;
+  }
+
+  const absl::Status& error() const { return error_; }
+  int64_t received() const { return offset_; }
+
+ private:
+  void Take(const v1::WriteRequest& msg) {
+    pending_ = msg.data();
+    pos_ = 0;
+    finished_ = msg.finish_write();
+    if (msg.write_offset() != offset_) {
+      error_ = absl::InvalidArgumentError(absl::StrCat(
+          "write_offset ", msg.write_offset(), " does not follow the data sent so far (", offset_,
+          " bytes)"));
+      pending_.clear();
+      return;
+    }
+    offset_ += static_cast<int64_t>(pending_.size());
+    if (size_ >= 0 && offset_ > size_) {
+      error_ = absl::InvalidArgumentError(
+          absl::StrCat("more data than the declared size of ", size_, " bytes"));
+      pending_.clear();
+    } else if (offset_ > max_bytes_) {
+      error_ = absl::ResourceExhaustedError(
+          absl::StrCat("more than the server's limit of ", max_bytes_, " bytes per blob"));
+      pending_.clear();
+    }
+  }
+
+  grpc::ServerReader<v1::WriteRequest>* reader_;
+  const int64_t size_;
+  const int64_t max_bytes_;
+  std::string pending_;
+  size_t pos_ = 0;
+  bool finished_ = false;
+  int64_t offset_ = 0;
+  absl::Status error_;
+};
+
+std::string HostOfUrl(absl::string_view url) {
+  size_t p = url.find("://");
+  if (p != absl::string_view::npos) url.remove_prefix(p + 3);
+  return std::string(url.substr(0, url.find('/')));
+}
+
+}  // namespace
+
+grpc::Status BlobsService::Stat(grpc::ServerContext* ctx, const v1::StatRequest* req,
+                                v1::StatResponse* resp) {
+  Call call(b_, ctx, "Blobs/Stat", Access::kRead);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->blobs_size() == 1 ? req->blobs(0).digest()
+                                      : absl::StrCat(req->blobs_size(), " blobs"));
+  if (req->blobs_size() > b_.options.max_batch) {
+    return call.Done(absl::InvalidArgumentError(absl::StrCat(
+        "blobs: ", req->blobs_size(), " blobs, the limit is ", b_.options.max_batch)));
+  }
+  std::vector<oci::Digest> digests;
+  for (int i = 0; i < req->blobs_size(); ++i) {
+    std::string field = absl::StrCat("blobs[", i, "]");
+    auto d = DigestFromProto(req->blobs(i).digest(), field + ".digest");
+    if (!d.ok()) return call.Done(d.status());
+    if (req->blobs(i).size() < 0) {
+      return call.Done(absl::InvalidArgumentError(absl::StrCat(field, ".size: negative")));
+    }
+    digests.push_back(*d);
+  }
+  std::vector<absl::StatusOr<int64_t>> sizes(digests.size(), absl::UnknownError(""));
+  ParallelFor(digests.size(), b_.options.batch_parallelism,
+              [&](size_t i) { sizes[i] = b_.store->StatBlob(digests[i]); });
+  for (size_t i = 0; i < digests.size(); ++i) {
+    const v1::Descriptor& want = req->blobs(static_cast<int>(i));
+    if (sizes[i].ok() && (want.size() == 0 || want.size() == *sizes[i])) {
+      v1::Descriptor* p = resp->add_present();
+      *p = want;
+      p->set_size(*sizes[i]);
+    } else if (sizes[i].ok() || absl::IsNotFound(sizes[i].status())) {
+      *resp->add_missing() = want;
+    } else {
+      return call.Done(sizes[i].status());
+    }
+  }
+  return call.Done(absl::OkStatus());
+}
+
+grpc::Status BlobsService::Read(grpc::ServerContext* ctx, const v1::ReadRequest* req,
+                                grpc::ServerWriter<v1::ReadResponse>* writer) {
+  Call call(b_, ctx, "Blobs/Read", Access::kRead);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->digest());
+  auto digest = DigestFromProto(req->digest(), "digest");
+  if (!digest.ok()) return call.Done(digest.status());
+  if (req->read_offset() < 0) {
+    return call.Done(absl::InvalidArgumentError("read_offset: negative"));
+  }
+  if (req->read_limit() < 0) return call.Done(absl::InvalidArgumentError("read_limit: negative"));
+  auto size = b_.store->StatBlob(*digest);
+  if (!size.ok()) return call.Done(size.status());
+  if (req->read_offset() > *size) {
+    return call.Done(absl::OutOfRangeError(absl::StrCat(
+        "read_offset ", req->read_offset(), " is past the end of ", digest->str(), " (", *size,
+        " bytes)")));
+  }
+  if (req->read_offset() == *size) return call.Done(absl::OkStatus());
+  ChunkSink sink(writer, b_.options.read_chunk_bytes, req->read_limit());
+  absl::Status s = b_.store->ReadBlob(*digest, req->read_offset(), sink);
+  if (sink.limit_reached() && absl::IsCancelled(s)) s = absl::OkStatus();
+  if (s.ok()) s = sink.Flush();
+  call.AddBytes(sink.sent());
+  b_.counters->bytes_out.fetch_add(sink.sent(), std::memory_order_relaxed);
+  if (sink.client_gone()) return call.Done(absl::CancelledError("the client went away"));
+  return call.Done(s);
+}
+
+grpc::Status BlobsService::Write(grpc::ServerContext* ctx,
+                                 grpc::ServerReader<v1::WriteRequest>* reader,
+                                 v1::WriteResponse* resp) {
+  Call call(b_, ctx, "Blobs/Write", Access::kWrite);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  v1::WriteRequest first;
+  if (!reader->Read(&first)) {
+    return call.Done(absl::InvalidArgumentError("an empty write stream"));
+  }
+  call.Subject(first.digest().empty() ? std::string("(digest unknown)") : first.digest());
+  auto digest = DigestFromProto(first.digest(), "digest", /*allow_empty=*/true);
+  if (!digest.ok()) return call.Done(digest.status());
+  if (first.size() < -1) {
+    return call.Done(absl::InvalidArgumentError(absl::StrCat("size: invalid (", first.size(), ")")));
+  }
+  if (first.size() > b_.options.max_blob_bytes) {
+    return call.Done(absl::ResourceExhaustedError(absl::StrCat(
+        "size: ", first.size(), " bytes, the server's limit is ", b_.options.max_blob_bytes)));
+  }
+  if (!first.upload_id().empty()) {
+    return call.Done(WriteResumable(reader, first, *digest, resp, call));
+  }
+  if (first.write_offset() != 0) {
+    return call.Done(absl::InvalidArgumentError(
+        "write_offset: must start at 0 (only uploads with an upload_id resume)"));
+  }
+  // Finish early: the blob is here already.
+  if (digest->valid() && first.size() >= 0) {
+    auto have = b_.store->StatBlob(*digest);
+    if (have.ok() && *have == first.size()) {
+      resp->set_committed_size(*have);
+      resp->set_digest(digest->str());
+      resp->set_complete(true);
+      return call.Done(absl::OkStatus());
+    }
+  }
+  WriteStreamSource src(reader, first, first.size(), b_.options.max_blob_bytes);
+  auto d = b_.store->WriteBlob(*digest, first.size(), src);
+  call.AddBytes(src.received());
+  b_.counters->bytes_in.fetch_add(src.received(), std::memory_order_relaxed);
+  if (!src.error().ok()) return call.Done(src.error());
+  if (!d.ok()) return call.Done(d.status());
+  resp->set_committed_size(d->size);
+  resp->set_digest(d->digest.str());
+  resp->set_complete(true);
+  return call.Done(absl::OkStatus());
+}
+
+absl::Status BlobsService::WriteResumable(grpc::ServerReader<v1::WriteRequest>* reader,
+                                          const v1::WriteRequest& first,
+                                          const oci::Digest& digest, v1::WriteResponse* resp,
+                                          Call& call) {
+  if (b_.uploads == nullptr) {
+    return absl::FailedPreconditionError("this server does not keep resumable uploads");
+  }
+  auto up = b_.uploads->Begin(first.upload_id(), digest, first.size(), first.write_offset());
+  if (!up.ok()) return up.status();
+  UploadStaging::Upload& u = **up;
+  auto respond = [&]() {
+    resp->set_committed_size(u.state().committed);
+    resp->set_complete(u.state().complete);
+    if (u.state().complete) resp->set_digest(u.state().digest.str());
+    return absl::OkStatus();
+  };
+  if (u.state().complete) return respond();
+  if (digest.valid() && first.size() >= 0) {
+    auto have = b_.store->StatBlob(digest);
+    if (have.ok() && *have == first.size()) {
+      if (absl::Status s = u.MarkComplete(digest, *have); !s.ok()) return s;
+      return respond();
+    }
+  }
+  v1::WriteRequest msg = first;
+  for (;;) {
+    if (msg.write_offset() != u.state().committed) {
+      return absl::InvalidArgumentError(absl::StrCat("write_offset ", msg.write_offset(),
+                                                     " does not follow the committed size ",
+                                                     u.state().committed));
+    }
+    if (u.state().committed + static_cast<int64_t>(msg.data().size()) > b_.options.max_blob_bytes) {
+      u.Discard();
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "more than the server's limit of ", b_.options.max_blob_bytes, " bytes per blob"));
+    }
+    if (absl::Status s = u.Append(msg.data()); !s.ok()) return s;
+    call.AddBytes(static_cast<int64_t>(msg.data().size()));
+    b_.counters->bytes_in.fetch_add(static_cast<int64_t>(msg.data().size()),
+                                    std::memory_order_relaxed);
+    if (msg.finish_write()) break;
+    if (!reader->Read(&msg)) return respond();  // paused: the bytes stay staged
+  }
+  auto d = u.Commit(*b_.store);
+  if (!d.ok()) return d.status();
+  return respond();
+}
+
+grpc::Status BlobsService::QueryWrite(grpc::ServerContext* ctx, const v1::QueryWriteRequest* req,
+                                      v1::QueryWriteResponse* resp) {
+  Call call(b_, ctx, "Blobs/QueryWrite", Access::kRead);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->upload_id());
+  if (b_.uploads == nullptr) {
+    return call.Done(absl::FailedPreconditionError("this server does not keep resumable uploads"));
+  }
+  auto st = b_.uploads->Query(req->upload_id());
+  if (!st.ok()) return call.Done(st.status());
+  resp->set_committed_size(st->committed);
+  resp->set_complete(st->complete);
+  return call.Done(absl::OkStatus());
+}
+
+grpc::Status BlobsService::Mount(grpc::ServerContext* ctx, const v1::MountRequest* req,
+                                 v1::MountResponse* resp) {
+  Call call(b_, ctx, "Blobs/Mount", Access::kWrite);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->from().digest());
+  if (!req->has_from()) return call.Done(absl::InvalidArgumentError("from: missing"));
+  auto from = LocationFromProto(req->from(), "from", /*allow_unknown_size=*/true);
+  if (!from.ok()) return call.Done(from.status());
+  if (from->media_type.empty()) from->media_type = oci::media::kOctetStream;
+  oci::Descriptor desc;
+  desc.media_type = from->media_type;
+  desc.digest = from->digest;
+  desc.size = from->size;
+
+  if (req->target_repository().empty()) {
+    if (!req->key().empty()) {
+      return call.Done(absl::InvalidArgumentError("key: only with target_repository"));
+    }
+    bool had = b_.store->StatBlob(from->digest).ok();
+    if (!had) {
+      if (absl::Status s = b_.store->MountBlob(*from); !s.ok()) return call.Done(s);
+    }
+    auto size = b_.store->StatBlob(from->digest);
+    if (size.ok()) desc.size = *size;
+    cache::Location here{desc.media_type, desc.digest, desc.size, ""};
+    if (b_.remote != nullptr) here = b_.remote->LocationOf(desc);
+    LocationToProto(here, resp->mutable_location());
+    resp->set_placed_by(had ? v1::MountResponse::ALREADY_PRESENT : v1::MountResponse::LOCATION);
+    resp->set_mounted(had || (b_.remote != nullptr &&
+                              HostOfUrl(from->url) == b_.remote->client().registry()));
+    return call.Done(absl::OkStatus());
+  }
+
+  auto ref = registry::ParseRepoRef(req->target_repository());
+  if (!ref.ok()) {
+    return call.Done(absl::InvalidArgumentError(
+        absl::StrCat("target_repository: ", ref.status().message())));
+  }
+  std::shared_ptr<cache::ClientPool> pool = b_.pool;
+  if (pool == nullptr) pool = std::make_shared<cache::ClientPool>(registry::ClientOptions());
+  auto client = pool->Get(ref->registry);
+  if (!client.ok()) return call.Done(client.status());
+  cache::RegistryStoreOptions ropts;
+  ropts.pool = pool;
+  auto target = cache::RegistryStore::Create(*client, ref->repository, ropts);
+  if (!target.ok()) return call.Done(target.status());
+
+  cache::Placement placed;
+  if (!req->key().empty()) {
+    if (absl::Status s = cache::ValidateKey(req->key()); !s.ok()) return call.Done(s);
+    auto p = cache::PlaceBlob(*b_.store, req->key(), from->digest, **target);
+    if (!p.ok()) return call.Done(p.status());
+    placed = *p;
+  } else {
+    auto have = (*target)->StatBlob(from->digest);
+    if (have.ok()) {
+      placed.by = cache::PlacedBy::kAlreadyPresent;
+      desc.size = *have;
+    } else if (absl::IsNotFound(have.status())) {
+      if (absl::Status s = (*target)->MountBlob(*from); !s.ok()) return call.Done(s);
+      placed.by = cache::PlacedBy::kLocation;
+    } else {
+      return call.Done(have.status());
+    }
+    placed.location = (*target)->LocationOf(desc);
+  }
+  LocationToProto(placed.location, resp->mutable_location());
+  switch (placed.by) {
+    case cache::PlacedBy::kAlreadyPresent:
+      resp->set_placed_by(v1::MountResponse::ALREADY_PRESENT);
+      resp->set_mounted(true);
+      break;
+    case cache::PlacedBy::kLocation:
+      resp->set_placed_by(v1::MountResponse::LOCATION);
+      resp->set_mounted(HostOfUrl(from->url) == ref->registry);
+      break;
+    case cache::PlacedBy::kCacheCopy:
+      resp->set_placed_by(v1::MountResponse::CACHE_COPY);
+      break;
+  }
+  return call.Done(absl::OkStatus());
+}
+
+}  // namespace ocicache::service

@@ -1,0 +1,138 @@
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "pkg/cache/format.h"
+#include "pkg/service/convert.h"
+#include "pkg/service/parallel.h"
+#include "pkg/service/services.h"
+#include "pkg/service/status.h"
+
+namespace ocicache::service {
+namespace {
+
+cache::LookupOptions LookupOpts(const google::protobuf::Map<std::string, std::string>& require,
+                                bool no_touch) {
+  cache::LookupOptions opts;
+  opts.require.insert(require.begin(), require.end());
+  opts.touch = !no_touch;
+  return opts;
+}
+
+constexpr int kDefaultPage = 500;
+constexpr int kMaxPage = 1000;
+
+}  // namespace
+
+grpc::Status EntriesService::Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
+                                    v1::Entry* resp) {
+  Call call(b_, ctx, "Entries/Lookup", Access::kRead);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->key());
+  if (absl::Status s = cache::ValidateKey(req->key()); !s.ok()) return call.Done(s);
+  auto e = b_.store->Lookup(req->key(), LookupOpts(req->require(), req->no_touch()));
+  b_.counters->lookups.fetch_add(1, std::memory_order_relaxed);
+  if (!e.ok()) {
+    if (absl::IsNotFound(e.status())) b_.counters->misses.fetch_add(1, std::memory_order_relaxed);
+    return call.Done(e.status());
+  }
+  b_.counters->hits.fetch_add(1, std::memory_order_relaxed);
+  EntryToProto(*e, resp);
+  return call.Done(absl::OkStatus());
+}
+
+grpc::Status EntriesService::BatchLookup(grpc::ServerContext* ctx,
+                                         const v1::BatchLookupRequest* req,
+                                         v1::BatchLookupResponse* resp) {
+  Call call(b_, ctx, "Entries/BatchLookup", Access::kRead);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(absl::StrCat(req->keys_size(), " keys"));
+  if (req->keys_size() > b_.options.max_batch) {
+    return call.Done(absl::InvalidArgumentError(absl::StrCat(
+        "keys: ", req->keys_size(), " keys, the limit is ", b_.options.max_batch)));
+  }
+  cache::LookupOptions opts = LookupOpts(req->require(), req->no_touch());
+  for (const auto& key : req->keys()) resp->add_results()->set_key(key);
+  std::atomic<int64_t> hits{0}, misses{0};
+  ParallelFor(req->keys_size(), b_.options.batch_parallelism, [&](size_t i) {
+    auto* r = resp->mutable_results(static_cast<int>(i));
+    absl::Status s;
+    if (ctx->IsCancelled()) {
+      s = absl::CancelledError("cancelled");
+    } else if (s = cache::ValidateKey(r->key()); s.ok()) {
+      auto e = b_.store->Lookup(r->key(), opts);
+      if (e.ok()) {
+        EntryToProto(*e, r->mutable_entry());
+        ++hits;
+      } else {
+        s = e.status();
+        if (absl::IsNotFound(s)) ++misses;
+      }
+    }
+    r->set_code(static_cast<int>(s.code()));
+    r->set_message(std::string(s.message()));
+  });
+  b_.counters->lookups.fetch_add(req->keys_size(), std::memory_order_relaxed);
+  b_.counters->hits.fetch_add(hits, std::memory_order_relaxed);
+  b_.counters->misses.fetch_add(misses, std::memory_order_relaxed);
+  if (ctx->IsCancelled()) return call.Done(absl::CancelledError("cancelled by the client"));
+  return call.Done(absl::OkStatus());
+}
+
+grpc::Status EntriesService::Put(grpc::ServerContext* ctx, const v1::PutRequest* req,
+                                 v1::PutResponse* resp) {
+  Call call(b_, ctx, "Entries/Put", Access::kWrite);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->entry().key());
+  if (!req->has_entry()) return call.Done(absl::InvalidArgumentError("entry: missing"));
+  auto e = EntryFromProto(req->entry());
+  if (!e.ok()) return call.Done(e.status());
+  if (absl::Status s = b_.store->Put(*e); !s.ok()) return call.Done(s);
+  auto tag = cache::TagForKey(e->key);
+  if (tag.ok()) resp->set_tag(*tag);
+  return call.Done(absl::OkStatus());
+}
+
+grpc::Status EntriesService::Delete(grpc::ServerContext* ctx, const v1::DeleteRequest* req,
+                                    v1::DeleteResponse*) {
+  Call call(b_, ctx, "Entries/Delete", Access::kWrite);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->key());
+  if (absl::Status s = cache::ValidateKey(req->key()); !s.ok()) return call.Done(s);
+  return call.Done(b_.store->Delete(req->key()));
+}
+
+grpc::Status EntriesService::List(grpc::ServerContext* ctx, const v1::ListRequest* req,
+                                  grpc::ServerWriter<v1::ListResponse>* writer) {
+  Call call(b_, ctx, "Entries/List", Access::kRead);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (req->page_size() < 0) {
+    return call.Done(absl::InvalidArgumentError(
+        absl::StrCat("page_size: negative (", req->page_size(), ")")));
+  }
+  int page_size = req->page_size() == 0 ? kDefaultPage : std::min(req->page_size(), kMaxPage);
+  v1::ListResponse page;
+  bool client_gone = false;
+  int64_t n = 0;
+  absl::Status s = b_.store->List([&](const cache::EntryInfo& info) {
+    EntryInfoToProto(info, page.add_entries());
+    ++n;
+    if (page.entries_size() >= page_size) {
+      if (!writer->Write(page)) {
+        client_gone = true;
+        return false;
+      }
+      page.Clear();
+    }
+    return true;
+  });
+  call.Subject(absl::StrCat(n, " entries"));
+  if (client_gone) return call.Done(absl::CancelledError("the client went away"));
+  if (!s.ok()) return call.Done(s);
+  if (page.entries_size() > 0 && !writer->Write(page)) {
+    return call.Done(absl::CancelledError("the client went away"));
+  }
+  return call.Done(absl::OkStatus());
+}
+
+}  // namespace ocicache::service

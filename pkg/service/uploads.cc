@@ -1,0 +1,305 @@
+#include "pkg/service/uploads.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "nlohmann/json.hpp"
+#include "pkg/oci/stream.h"
+
+namespace ocicache::service {
+namespace {
+
+absl::Status Errno(absl::string_view what) {
+  int e = errno;
+  std::string msg = absl::StrCat(what, ": ", std::strerror(e));
+  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::Status MkdirAll(const std::string& dir) {
+  std::string cur;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || (dir[i] == '/' && i > 0)) {
+      cur = dir.substr(0, i);
+      if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + cur);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+UploadStaging::Upload::~Upload() {
+  if (fd_ >= 0) ::close(fd_);
+  staging_->Release(stem_);
+}
+
+absl::Status UploadStaging::Upload::Append(absl::string_view data) {
+  if (fd_ < 0) return absl::FailedPreconditionError("upload is complete or discarded");
+  if (state_.size >= 0 && state_.committed + static_cast<int64_t>(data.size()) > state_.size) {
+    Discard();
+    return absl::InvalidArgumentError(absl::StrCat("upload ", id_, ": more than the declared ",
+                                                   state_.size, " bytes; upload discarded"));
+  }
+  while (!data.empty()) {
+    ssize_t n = ::pwrite(fd_, data.data(), data.size(), state_.committed);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Errno(absl::StrCat("write upload ", id_));
+    state_.committed += n;
+    data.remove_prefix(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<oci::Descriptor> UploadStaging::Upload::Commit(cache::BlobStore& store) {
+  if (fd_ < 0) return absl::FailedPreconditionError("upload is complete or discarded");
+  if (state_.size >= 0 && state_.committed != state_.size) {
+    return absl::InvalidArgumentError(absl::StrCat("upload ", id_, ": finished at ",
+                                                   state_.committed, " bytes of ", state_.size));
+  }
+  std::string part = absl::StrCat(staging_->dir_, "/", stem_, ".part");
+  int rfd = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
+  if (rfd < 0) return Errno("open " + part);
+  oci::FdSource src(rfd);
+  auto d = store.WriteBlob(state_.digest, state_.committed, src);
+  ::close(rfd);
+  if (!d.ok()) {
+    if (absl::IsInvalidArgument(d.status())) Discard();
+    return d.status();
+  }
+  if (absl::Status s = MarkComplete(d->digest, d->size); !s.ok()) return s;
+  return d;
+}
+
+absl::Status UploadStaging::Upload::MarkComplete(const oci::Digest& digest, int64_t size) {
+  state_.digest = digest;
+  state_.size = size;
+  state_.committed = size;
+  state_.complete = true;
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  absl::Status s = staging_->WriteMeta(stem_, id_, state_);
+  ::unlink(absl::StrCat(staging_->dir_, "/", stem_, ".part").c_str());
+  return s;
+}
+
+void UploadStaging::Upload::Discard() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  ::unlink(absl::StrCat(staging_->dir_, "/", stem_, ".part").c_str());
+  ::unlink(absl::StrCat(staging_->dir_, "/", stem_, ".meta").c_str());
+}
+
+absl::StatusOr<std::unique_ptr<UploadStaging>> UploadStaging::Open(std::string dir, Options opts) {
+  if (dir.empty()) return absl::InvalidArgumentError("upload staging: no directory");
+  if (absl::Status s = MkdirAll(dir); !s.ok()) return s;
+  std::unique_ptr<UploadStaging> u(new UploadStaging(std::move(dir), opts));
+  u->Expire();
+  return u;
+}
+
+absl::Status UploadStaging::ValidateId(absl::string_view id) const {
+  if (id.empty()) return absl::InvalidArgumentError("upload_id: empty");
+  if (id.size() > opts_.max_id_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("upload_id: ", id.size(), " bytes, the limit is ", opts_.max_id_bytes));
+  }
+  return absl::OkStatus();
+}
+
+std::string UploadStaging::Stem(absl::string_view id) const { return oci::Digest::Of(id).hex(); }
+
+absl::StatusOr<UploadState> UploadStaging::ReadMeta(const std::string& stem, std::string* id) {
+  std::string path = absl::StrCat(dir_, "/", stem, ".meta");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT) return absl::NotFoundError("no such upload");
+    return Errno("open " + path);
+  }
+  std::string bytes;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || bytes.size() > 65536) break;
+    bytes.append(buf, n);
+  }
+  ::close(fd);
+  nlohmann::json j = nlohmann::json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  UploadState st;
+  if (j.is_discarded() || !j.is_object() || !j.contains("id") || !j["id"].is_string() ||
+      !j.contains("size") || !j["size"].is_number_integer()) {
+    return absl::DataLossError(absl::StrCat("upload metadata ", path, " is unreadable"));
+  }
+  *id = j["id"].get<std::string>();
+  st.size = j["size"].get<int64_t>();
+  std::string digest = j.value("digest", "");
+  if (!digest.empty()) {
+    auto d = oci::Digest::Parse(digest);
+    if (!d.ok()) return absl::DataLossError(absl::StrCat("upload metadata ", path, ": bad digest"));
+    st.digest = *d;
+  }
+  st.complete = j.value("complete", false);
+  if (st.complete) {
+    st.committed = st.size;
+  } else {
+    struct stat sb;
+    std::string part = absl::StrCat(dir_, "/", stem, ".part");
+    st.committed = ::stat(part.c_str(), &sb) == 0 ? sb.st_size : 0;
+  }
+  return st;
+}
+
+absl::Status UploadStaging::WriteMeta(const std::string& stem, absl::string_view id,
+                                      const UploadState& st) {
+  nlohmann::json j = {{"id", std::string(id)},
+                      {"digest", st.digest.str()},
+                      {"size", st.size},
+                      {"complete", st.complete}};
+  std::string data = j.dump();
+  std::string tmp = absl::StrCat(dir_, "/", stem, ".meta.tmp");
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Errno("create " + tmp);
+  absl::string_view rest = data;
+  while (!rest.empty()) {
+    ssize_t n = ::write(fd, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      absl::Status s = Errno("write " + tmp);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return s;
+    }
+    rest.remove_prefix(n);
+  }
+  ::close(fd);
+  std::string final_path = absl::StrCat(dir_, "/", stem, ".meta");
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    absl::Status s = Errno("rename " + tmp);
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+void UploadStaging::Release(const std::string& stem) {
+  absl::MutexLock l(&mu_);
+  claimed_.erase(stem);
+}
+
+absl::StatusOr<std::unique_ptr<UploadStaging::Upload>> UploadStaging::Begin(
+    absl::string_view id, const oci::Digest& digest, int64_t size, int64_t offset) {
+  if (absl::Status s = ValidateId(id); !s.ok()) return s;
+  if (size < -1) return absl::InvalidArgumentError(absl::StrCat("size: invalid (", size, ")"));
+  if (offset < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("write_offset: negative (", offset, ")"));
+  }
+  bool expire = false;
+  std::string stem = Stem(id);
+  {
+    absl::MutexLock l(&mu_);
+    if (!claimed_.insert(stem).second) {
+      return absl::AbortedError(absl::StrCat("upload ", id, " is being written by another stream"));
+    }
+    absl::Time now = absl::Now();
+    if (now - last_expire_ > opts_.ttl / 24) {
+      last_expire_ = now;
+      expire = true;
+    }
+  }
+  // From here the claim is released by the Upload's destructor, or below.
+  auto fail = [&](absl::Status s) {
+    Release(stem);
+    return s;
+  };
+  if (expire) Expire();
+
+  std::string stored_id;
+  auto existing = ReadMeta(stem, &stored_id);
+  UploadState st;
+  if (existing.ok()) {
+    if (stored_id != id || existing->digest != digest || existing->size != size) {
+      return fail(absl::InvalidArgumentError(absl::StrCat(
+          "upload ", id, " was started for another blob (", existing->digest.str(), ", ",
+          existing->size, " bytes)")));
+    }
+    st = *existing;
+  } else if (absl::IsNotFound(existing.status()) || absl::IsDataLoss(existing.status())) {
+    st.digest = digest;
+    st.size = size;
+    if (absl::Status s = WriteMeta(stem, id, st); !s.ok()) return fail(s);
+    ::unlink(absl::StrCat(dir_, "/", stem, ".part").c_str());
+  } else {
+    return fail(existing.status());
+  }
+  if (st.complete) {
+    return std::unique_ptr<Upload>(new Upload(this, std::string(id), stem, st, -1));
+  }
+  if (offset > st.committed) {
+    return fail(absl::OutOfRangeError(absl::StrCat("write_offset ", offset,
+                                                   " is past the committed size ", st.committed,
+                                                   " of upload ", id)));
+  }
+  std::string part = absl::StrCat(dir_, "/", stem, ".part");
+  int fd = ::open(part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return fail(Errno("open " + part));
+  if (offset < st.committed) {
+    if (::ftruncate(fd, offset) != 0) {
+      absl::Status s = Errno("truncate " + part);
+      ::close(fd);
+      return fail(s);
+    }
+    st.committed = offset;
+  }
+  // Touch the metadata too, so Expire measures from the last write.
+  ::utimensat(AT_FDCWD, absl::StrCat(dir_, "/", stem, ".meta").c_str(), nullptr, 0);
+  return std::unique_ptr<Upload>(new Upload(this, std::string(id), stem, st, fd));
+}
+
+absl::StatusOr<UploadState> UploadStaging::Query(absl::string_view id) {
+  if (absl::Status s = ValidateId(id); !s.ok()) return s;
+  std::string stored_id;
+  auto st = ReadMeta(Stem(id), &stored_id);
+  if (absl::IsNotFound(st.status()) || (st.ok() && stored_id != id)) {
+    return absl::NotFoundError(absl::StrCat("no upload ", id));
+  }
+  return st;
+}
+
+void UploadStaging::Expire() {
+  DIR* d = ::opendir(dir_.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(d);
+  absl::Time cutoff = absl::Now() - opts_.ttl;
+  for (const auto& name : names) {
+    std::string stem = name.substr(0, name.find('.'));
+    {
+      absl::MutexLock l(&mu_);
+      if (claimed_.count(stem)) continue;
+    }
+    std::string path = absl::StrCat(dir_, "/", name);
+    struct stat sb;
+    if (::lstat(path.c_str(), &sb) != 0) continue;
+    if (absl::FromTimeT(sb.st_mtime) < cutoff) ::unlink(path.c_str());
+  }
+}
+
+}  // namespace ocicache::service

@@ -1,0 +1,116 @@
+// Resumable uploads for Blobs.Write: the bytes of an upload with a client-chosen
+// id are staged in a file, so a stream that breaks can be continued by another
+// from the committed size, even after a server restart.
+//
+// On disk, in the staging directory (one per server; ocicached uses
+// <dir>/uploads):
+//   <h>.part  the bytes received so far, h = hex sha256 of the upload id
+//   <h>.meta  JSON {"id","digest","size","complete"}, written by temp + rename
+// A completed upload keeps only its .meta (complete: true) so QueryWrite can
+// still say so. Files not written for `ttl` are removed (Expire, run on Open
+// and at most every ttl/24 by Begin).
+//
+// One stream at a time per upload: Begin claims the id (Aborted while another
+// stream holds it) and the claim ends with the Upload object. Thread-safe.
+#ifndef OCICACHE_PKG_SERVICE_UPLOADS_H_
+#define OCICACHE_PKG_SERVICE_UPLOADS_H_
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pkg/cache/store.h"
+#include "pkg/oci/digest.h"
+#include "pkg/oci/types.h"
+
+namespace ocicache::service {
+
+struct UploadState {
+  oci::Digest digest;    // invalid: computed at commit
+  int64_t size = -1;     // -1: unknown
+  int64_t committed = 0; // bytes staged (size once complete)
+  bool complete = false;
+};
+
+class UploadStaging {
+ public:
+  struct Options {
+    absl::Duration ttl = absl::Hours(24);
+    size_t max_id_bytes = 256;
+  };
+
+  // One claimed upload. Destroying it releases the claim and keeps what was staged.
+  class Upload {
+   public:
+    ~Upload();
+    Upload(const Upload&) = delete;
+    Upload& operator=(const Upload&) = delete;
+
+    const UploadState& state() const { return state_; }
+    // Appends bytes; InvalidArgument (and the upload is discarded) when they go
+    // past the declared size.
+    absl::Status Append(absl::string_view data);
+    // Stores the staged bytes in `store` (which verifies digest and size), then
+    // marks the upload complete. A mismatch (InvalidArgument) discards the
+    // upload; other errors keep it, so the commit can be retried.
+    absl::StatusOr<oci::Descriptor> Commit(cache::BlobStore& store);
+    // Marks the upload complete without storing (the store had the blob).
+    absl::Status MarkComplete(const oci::Digest& digest, int64_t size);
+    // Removes the staged files.
+    void Discard();
+
+   private:
+    friend class UploadStaging;
+    Upload(UploadStaging* staging, std::string id, std::string stem, UploadState state, int fd)
+        : staging_(staging), id_(std::move(id)), stem_(std::move(stem)), state_(state), fd_(fd) {}
+    UploadStaging* staging_;
+    std::string id_;
+    std::string stem_;
+    UploadState state_;
+    int fd_;  // the .part file, -1 once complete or discarded
+  };
+
+  static absl::StatusOr<std::unique_ptr<UploadStaging>> Open(std::string dir, Options opts);
+  static absl::StatusOr<std::unique_ptr<UploadStaging>> Open(std::string dir) {
+    return Open(std::move(dir), Options());
+  }
+
+  // Validates an upload id: 1..max_id_bytes bytes.
+  absl::Status ValidateId(absl::string_view id) const;
+  // Claims upload `id` of a blob (digest may be invalid, size -1) and positions
+  // it at `offset`: a new upload starts at 0; an existing one must be of the same
+  // blob (else InvalidArgument) and is rewound to offset when that is below its
+  // committed size (OutOfRange when above). Aborted while another stream writes it.
+  absl::StatusOr<std::unique_ptr<Upload>> Begin(absl::string_view id, const oci::Digest& digest,
+                                                int64_t size, int64_t offset);
+  // NotFound for an unknown (or expired) upload.
+  absl::StatusOr<UploadState> Query(absl::string_view id);
+  // Removes uploads not written for ttl.
+  void Expire();
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  UploadStaging(std::string dir, Options opts) : dir_(std::move(dir)), opts_(opts) {}
+  std::string Stem(absl::string_view id) const;
+  absl::StatusOr<UploadState> ReadMeta(const std::string& stem, std::string* id);
+  absl::Status WriteMeta(const std::string& stem, absl::string_view id, const UploadState& st);
+  void Release(const std::string& stem);
+
+  const std::string dir_;
+  const Options opts_;
+  absl::Mutex mu_;
+  std::set<std::string> claimed_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_expire_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
+}  // namespace ocicache::service
+
+#endif  // OCICACHE_PKG_SERVICE_UPLOADS_H_

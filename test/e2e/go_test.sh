@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# End-to-end: `go build` of a sample module (test/e2e/gomod, with a dependency
+# module wired by a replace directive: no network) through
+# GOCACHEPROG="ocicache gocacheprog", against a real docker-registry.
+#   1. cold build on an empty tier: every put lands in the registry;
+#   2. every local directory deleted, build again: >= 95% of gets hit from the
+#      registry and the binary is byte-identical;
+#   3. the registry unreachable: the build still succeeds;
+#   plus the helper's --help and its handling of a broken request stream.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/go_lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+
+if ! bash "$here/../../scripts/install-go.sh" >"$WORK/install-go.log" 2>&1; then
+  fail go-install "scripts/install-go.sh failed: $(tail -3 "$WORK/install-go.log")"
+  exit 1
+fi
+GO=$(go_cacheprog_tool 2>"$WORK/go-tool.log") || { fail go-cacheprog-tool "$(tail -5 "$WORK/go-tool.log")"; exit 1; }
+pass go-cacheprog-tool
+start_registry none REG || { fail registry-start "registryctl did not start"; exit 1; }
+
+go_env_offline "$WORK"
+cp -r "$here/gomod" "$WORK/src"
+cd "$WORK/src" || exit 1
+
+# gobuild NAME OCICACHE_DIR GOCACHE REPO OUT [PKG]: one build through the helper
+# (OUT empty: build without writing a result).
+gobuild() {
+  local name=$1 odir=$2 gcache=$3 repo=$4 out=$5 pkg=${6:-./cmd/sample}
+  local -a o=()
+  [[ -n $out ]] && o=(-o "$out")
+  expect_rc "$name" 0 env GOCACHEPROG="$OCICACHE_BIN gocacheprog --stats --stats-file $WORK/$name.stats" \
+    GOEXPERIMENT=cacheprog OCICACHE_REPO="$repo" OCICACHE_DIR="$odir" GOCACHE="$gcache" \
+    timeout 600 "$GO" build "${o[@]}" "$pkg"
+}
+
+# --- the helper alone ------------------------------------------------------------
+expect_rc go-help 0 "$OCICACHE_BIN" gocacheprog --help
+expect_contains go-help-gocacheprog "$OUT" 'GOCACHEPROG="ocicache gocacheprog"'
+expect_contains go-help-experiment "$OUT" "GOEXPERIMENT=cacheprog"
+expect_contains go-help-stats "$OUT" "upload failures"
+expect_rc go-bad-stream 2 bash -c "printf 'not json\n' | '$OCICACHE_BIN' --dir '$WORK/bad' gocacheprog"
+expect_one_line go-bad-stream-one-line "$ERR"
+expect_contains go-bad-stream-hello "$OUT" '"KnownCommands":["get","put","close"]'
+expect_rc go-eof-clean 0 bash -c "'$OCICACHE_BIN' --dir '$WORK/bad' gocacheprog </dev/null"
+expect_rc go-no-dir 2 "$OCICACHE_BIN" --repo "$REG/go/x" --no-dir gocacheprog
+
+# --- 1. cold build, empty tier -------------------------------------------------------
+REPO=$REG/go/cache
+# Outputs keep one name (the link step's action depends on it), in new directories.
+mkdir -p "$WORK"/b{1,2,3}
+gobuild go-build-cold "$WORK/oc1" "$WORK/gc1" "$REPO" "$WORK/b1/sample"
+out=$("$WORK/b1/sample" 2>&1)
+expect_contains go-build-cold-runs "$out" "== SAMPLE =="
+S1=$WORK/go-build-cold.stats
+puts=$(sum_stats "$S1" puts); uploaded=$(sum_stats "$S1" uploaded)
+failures=$(sum_stats "$S1" upload_failures); errors=$(sum_stats "$S1" errors)
+echo "cold build: gets $(sum_stats "$S1" gets), misses $(sum_stats "$S1" misses), puts $puts, uploaded $uploaded"
+if ((puts > 100 && uploaded == puts && failures == 0 && errors == 0)); then
+  pass go-cold-all-uploaded
+else
+  fail go-cold-all-uploaded "puts $puts uploaded $uploaded failures $failures errors $errors"
+fi
+# Every entry of the local tier is in the registry.
+# (The registry also holds the session list entry, "gocacheprog.session.*".)
+keys() { python3 -c 'import json,sys; print("\n".join(sorted(e["key"] for e in json.load(sys.stdin) if not e["key"].startswith("gocacheprog.session."))))'; }
+"$OCICACHE_BIN" --dir "$WORK/oc1" ls --json | keys >"$WORK/local.keys"
+"$OCICACHE_BIN" --repo "$REPO" --no-dir ls --json | keys >"$WORK/remote.keys"
+nlocal=$(grep -c . "$WORK/local.keys"); nremote=$(grep -c . "$WORK/remote.keys")
+if ((nlocal > 100)) && cmp -s "$WORK/local.keys" "$WORK/remote.keys"; then
+  pass go-registry-has-every-entry
+else
+  fail go-registry-has-every-entry "local $nlocal entries, registry $nremote: $(diff "$WORK/local.keys" "$WORK/remote.keys" | head -3)"
+fi
+echo "entries: local $nlocal, registry $nremote"
+"$OCICACHE_BIN" --repo "$REPO" --no-dir ls --json | grep -q '"gocacheprog.session.' \
+  && pass go-session-list-written || fail go-session-list-written "no gocacheprog.session.* entry"
+
+# --- 2. fresh machine: no local directories, warm registry ---------------------------
+# (Same paths, as on a new machine: go's link action depends on where its inputs are.)
+rm -rf "$WORK/oc1" "$WORK/gc1"
+gobuild go-build-fresh "$WORK/oc1" "$WORK/gc1" "$REPO" "$WORK/b2/sample"
+grep 'ocicache gocacheprog' <<<"$ERR" | head -5
+S2=$WORK/go-build-fresh.stats
+gets=$(sum_stats "$S2" gets); rhits=$(sum_stats "$S2" remote_hits); misses=$(sum_stats "$S2" misses)
+echo "fresh build: gets $gets, remote hits $rhits ($(sum_stats "$S2" prefetched) prefetched from the session list of $(sum_stats "$S2" session_listed)), misses $misses"
+if ((gets > 100 && rhits * 100 >= gets * 95)); then
+  pass go-fresh-remote-hits
+else
+  fail go-fresh-remote-hits "gets $gets remote hits $rhits (want >= 95%)"
+fi
+if cmp -s "$WORK/b1/sample" "$WORK/b2/sample"; then pass go-fresh-identical-binary; else fail go-fresh-identical-binary "binaries differ"; fi
+((errors + $(sum_stats "$S2" errors) == 0)) && pass go-no-err-responses || fail go-no-err-responses "Err responses sent"
+
+# The directory it filled serves a build alone (no registry).
+rm -rf "$WORK/gc1"
+gobuild go-build-local-only "$WORK/oc1" "$WORK/gc1" "" "$WORK/b3/sample"
+S3=$WORK/go-build-local-only.stats
+gets=$(sum_stats "$S3" gets); lhits=$(sum_stats "$S3" local_hits)
+((gets > 100 && lhits * 100 >= gets * 95)) && pass go-local-tier-hits || fail go-local-tier-hits "gets $gets local hits $lhits"
+cmp -s "$WORK/b1/sample" "$WORK/b3/sample" && pass go-local-identical-binary || fail go-local-identical-binary "binaries differ"
+
+# --- 3. registry unreachable: the build still succeeds (misses, warnings) ----------------
+gobuild go-build-unreachable "$WORK/oc4" "$WORK/gc4" "127.0.0.1:1/x" "" ./internal/textstats
+expect_contains go-unreachable-warns "$ERR" "unavailable"
+S4=$WORK/go-build-unreachable.stats
+((($(sum_stats "$S4" errors) == 0) && ($(sum_stats "$S4" gets) > 0))) && pass go-unreachable-no-errors \
+  || fail go-unreachable-no-errors "$(cat "$S4" 2>/dev/null)"

@@ -1,0 +1,3 @@
+module example.com/komod
+
+go 1.21

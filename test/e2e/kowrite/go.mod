@@ -1,0 +1,3 @@
+module example.com/kowrite
+
+go 1.21
