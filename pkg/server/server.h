@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "pkg/cli/stores.h"
 #include "pkg/server/metrics.h"
+#include "pkg/server/tls.h"
 #include "pkg/service/backend.h"
 #include "pkg/service/services.h"
 #include "pkg/service/uploads.h"
@@ -54,6 +55,8 @@ struct ServerOptions {
   std::optional<service::TokenAuth> auth;
   // HOST:PORT for the Prometheus endpoint (metrics.h); empty: none.
   std::string metrics_listen;
+  // TLS (and mTLS) on the port (tls.h); no certificate: plaintext.
+  TlsConfig tls;
 };
 
 class CacheServer {
