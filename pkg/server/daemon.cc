@@ -69,7 +69,10 @@ int RunDaemon(DaemonOptions opts) {
     return 1;
   }
   opts.server.tls = *std::move(tls);
-  auto stores = cli::OpenStores(opts.store);
+  layout::LayoutStore::Options local_opts;
+  local_opts.max_bytes = opts.max_local_bytes;
+  local_opts.evict_grace = opts.local_evict_grace;
+  auto stores = cli::OpenStores(opts.store, local_opts);
   if (!stores.ok()) {
     Say(absl::StrCat("error: ", stores.status().message()));
     return 1;

@@ -26,6 +26,9 @@ struct DaemonOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
+  // Bound on the local tier (layout::LayoutStoreOptions::max_bytes); 0: none.
+  int64_t max_local_bytes = 0;
+  absl::Duration local_evict_grace = absl::Minutes(2);
 };
 
 // Runs until SIGTERM or SIGINT: opens the stores, starts the server, prints
