@@ -42,6 +42,9 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(std::string, tokens_file, "",
           "bearer tokens, one \"TOKEN read|write\" per line; unset: no authentication");
 
+ABSL_FLAG(std::string, health_listen, "",
+          "HOST:PORT of an extra plaintext port serving only grpc.health.v1, for probes that "
+          "cannot speak TLS (Kubernetes grpc probes); unset: none");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain for the gRPC port; with --tls_key the port serves TLS only");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
@@ -140,6 +143,7 @@ int main(int argc, char** argv) {
   o.access_log = absl::GetFlag(FLAGS_access_log);
   o.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   o.server.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  o.server.health_listen = absl::GetFlag(FLAGS_health_listen);
   o.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

@@ -129,6 +129,11 @@ int RunDaemon(DaemonOptions opts) {
                                                                  : "TLS, client certificates required";
   Say(absl::StrCat("serving ", describe, " on ", (*server)->address(), " (", security, ", ",
                    (*server)->serving() ? "SERVING" : "NOT_SERVING", ")"));
+  if ((*server)->health_port() != 0) {
+    std::string host = opts.server.health_listen.substr(0, opts.server.health_listen.rfind(':'));
+    Say(absl::StrCat("health (plaintext, grpc.health.v1 only) on ", host, ":",
+                     (*server)->health_port()));
+  }
   if ((*server)->metrics_port() != 0) {
     std::string host = opts.server.metrics_listen.substr(0, opts.server.metrics_listen.rfind(':'));
     Say(absl::StrCat("metrics on http://", host, ":", (*server)->metrics_port(), "/metrics"));
