@@ -980,9 +980,20 @@ absl::StatusOr<oci::Digest> LayoutStore::ReadRef(const std::string& tag, absl::T
 }
 
 absl::Status LayoutStore::CommitRef(const std::string& tag, const oci::Digest& digest,
-                                    const oci::Digest& expect) {
+                                    const oci::Digest& expect,
+                                    const std::vector<oci::Digest>* blobs) {
   auto lock = Lock();
   if (!lock.ok()) return lock.status();
+  if (blobs != nullptr) {
+    for (const auto& d : *blobs) {
+      struct stat st;
+      if (!StatAt(blobs_fd_, d.hex().c_str(), &st)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "blob ", d.str(), " of entry ", tag, " was evicted from ", Describe(),
+            " before the entry was stored; write it again"));
+      }
+    }
+  }
   if (expect.valid()) {
     auto current = ReadRef(tag);
     if (!current.ok() || *current != expect) {
@@ -1102,7 +1113,17 @@ absl::Status LayoutStore::Put(const cache::Entry& entry) {
     if (absl::Status s = WriteBytesBlob(bytes); !s.ok()) return s;
   }
   if (absl::Status s = WriteBytesBlob(enc->manifest); !s.ok()) return s;
-  if (absl::Status s = CommitRef(enc->tag, enc->manifest_digest, oci::Digest()); !s.ok()) return s;
+  std::vector<oci::Digest> needed;
+  if (options_.max_bytes > 0) {
+    needed.push_back(enc->manifest_digest);
+    for (const auto& [desc, bytes] : enc->small_blobs) needed.push_back(desc.digest);
+    for (const auto& b : entry.blobs) needed.push_back(b.digest);
+  }
+  if (absl::Status s = CommitRef(enc->tag, enc->manifest_digest, oci::Digest(),
+                                 needed.empty() ? nullptr : &needed);
+      !s.ok()) {
+    return s;
+  }
   absl::Status s = AfterRefChange();
   MaybeEvict(0);
   return s;

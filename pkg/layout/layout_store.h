@@ -266,8 +266,12 @@ class LayoutStore : public cache::Store {
   absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd);
   // Writes refs/<tag> under the lock; if expect is valid, only when the ref still
   // names it (else Aborted). Queues the tag for the index.
+  // With `blobs` (bounded stores), each must still be present under the lock,
+  // so an eviction that ran since they were written cannot leave a dangling ref
+  // (FailedPrecondition instead).
   absl::Status CommitRef(const std::string& tag, const oci::Digest& digest,
-                         const oci::Digest& expect);
+                         const oci::Digest& expect,
+                         const std::vector<oci::Digest>* blobs = nullptr);
   absl::Status AfterRefChange();
   absl::StatusOr<cache::Entry> Touch(cache::Entry entry, const std::string& tag,
                                      const oci::Digest& old_manifest, absl::Time now);

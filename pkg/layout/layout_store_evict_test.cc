@@ -298,6 +298,17 @@ TEST(LayoutEvictTest, ConcurrentReadersAndWritersStaySafe) {
   auto size = (*a)->TotalSize();
   ASSERT_TRUE(size.ok());
   EXPECT_LE(*size, max);
+  // No entry was left dangling: every listed entry is a complete hit (a Put
+  // whose blobs were evicted before its ref was written failed instead).
+  int listed = 0, incomplete = 0;
+  ASSERT_TRUE((*a)->List([&](const cache::EntryInfo& info) {
+                  ++listed;
+                  auto e = (*a)->Lookup(info.key, cache::LookupOptions());
+                  if (!e.ok()) ++incomplete;
+                  return true;
+                }).ok());
+  EXPECT_GT(listed, 0);
+  EXPECT_EQ(incomplete, 0) << "of " << listed << " entries";
   // The last entries written are still there and intact.
   int last_hits = Hit(**a, kPerWriter - 1) + Hit(**a, 1000 + kPerWriter - 1);
   EXPECT_GE(last_hits, 1);
