@@ -1534,6 +1534,8 @@ absl::StatusOr<EvictStats> LayoutStore::Evict() {
     }
   }
   stats.bytes_after = total;
+  entries_evicted_.fetch_add(stats.entries_evicted, std::memory_order_relaxed);
+  bytes_evicted_.fetch_add(stats.bytes_removed, std::memory_order_relaxed);
   approx_bytes_.store(total, std::memory_order_relaxed);
   evict_at_bytes_.store(std::max(options_.max_bytes, total + options_.max_bytes / 20),
                         std::memory_order_relaxed);

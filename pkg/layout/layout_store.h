@@ -77,7 +77,10 @@
 //   progress) are never counted nor touched. A reader that already has an open
 //   blob keeps reading it; a later read of an evicted blob is NotFound, a later
 //   Lookup of an evicted entry a miss. If everything is within the grace the pass
-//   ends over the bound and the next one waits for 5% more growth or 10 s.
+//   ends over the bound and the next one waits for 5% more growth or 10 s. A Put
+//   checks its blobs again under the lock as it writes its ref: if a pass
+//   removed one meanwhile, the Put fails (FailedPrecondition), never leaving a
+//   dangling entry.
 #ifndef OCICACHE_PKG_LAYOUT_LAYOUT_STORE_H_
 #define OCICACHE_PKG_LAYOUT_LAYOUT_STORE_H_
 
@@ -210,6 +213,10 @@ class LayoutStore : public cache::Store {
   // used entries until under 90% of it (see "Bounded size"). Runs by itself
   // after writes; public for tests and tools.
   absl::StatusOr<EvictStats> Evict();
+  // Options::max_bytes, and what this process's Evict() calls removed so far.
+  int64_t max_bytes() const { return options_.max_bytes; }
+  int64_t entries_evicted() const { return entries_evicted_.load(std::memory_order_relaxed); }
+  int64_t bytes_evicted() const { return bytes_evicted_.load(std::memory_order_relaxed); }
   // Removes one blob whether or not an entry references it; NotFound if absent.
   absl::Status RemoveBlob(const oci::Digest& digest);
   // Imports entries other tools added to index.json; removes refs whose manifest
@@ -303,6 +310,8 @@ class LayoutStore : public cache::Store {
   std::atomic<int64_t> evict_at_bytes_{0};
   std::atomic<int64_t> evict_retry_after_ns_{0};
   std::atomic<bool> evicting_{false};
+  std::atomic<int64_t> entries_evicted_{0};
+  std::atomic<int64_t> bytes_evicted_{0};
 
   absl::Mutex index_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   IndexCache index_ ABSL_GUARDED_BY(index_mu_);

@@ -63,6 +63,15 @@ std::string RenderMetrics(const service::Counters& c, const MetricsSnapshot& sna
     Metric(&out, "ocicached_local_tier_bytes", "gauge", "Bytes of blobs in the local tier.",
            snap.local_tier_bytes);
   }
+  if (snap.local_tier_limit_bytes > 0) {
+    Metric(&out, "ocicached_local_tier_limit_bytes", "gauge",
+           "The local tier's bound (--max_local_size).", snap.local_tier_limit_bytes);
+    Metric(&out, "ocicached_local_evicted_entries_total", "counter",
+           "Entries evicted from the local tier (least recently used first).",
+           snap.local_evicted_entries);
+    Metric(&out, "ocicached_local_evicted_bytes_total", "counter",
+           "Blob bytes removed from the local tier by eviction.", snap.local_evicted_bytes);
+  }
   {
     int64_t lookups = load(c.lookups);
     double ratio = lookups > 0 ? static_cast<double>(load(c.hits)) / lookups : 0;

@@ -21,6 +21,9 @@ struct MetricsSnapshot {
   bool serving = false;
   int64_t registry_requests = -1;  // -1: no registry
   int64_t local_tier_bytes = -1;   // -1: no local tier
+  int64_t local_tier_limit_bytes = 0;  // --max_local_size; 0: unbounded
+  int64_t local_evicted_entries = 0;
+  int64_t local_evicted_bytes = 0;
   absl::Duration uptime;
 };
 

@@ -143,6 +143,9 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
       if (srv->stores_.local != nullptr) {
         auto size = srv->stores_.local->TotalSize();
         if (size.ok()) snap.local_tier_bytes = *size;
+        snap.local_tier_limit_bytes = srv->stores_.local->max_bytes();
+        snap.local_evicted_entries = srv->stores_.local->entries_evicted();
+        snap.local_evicted_bytes = srv->stores_.local->bytes_evicted();
       }
       return RenderMetrics(srv->counters_, snap);
     });

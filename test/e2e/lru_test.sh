@@ -46,4 +46,8 @@ expect_rc evicted-refilled-locally 0 local_only stat k3
 metrics=$(curl -s "$(metrics_url S)")
 tier=$(grep '^ocicached_local_tier_bytes ' <<<"$metrics" | cut -d' ' -f2)
 [[ -n $tier ]] && ((tier <= MAX + 110000)) && pass metrics-tier-bounded || fail metrics-tier-bounded "ocicached_local_tier_bytes=$tier"
+expect_contains metrics-tier-limit "$metrics" "ocicached_local_tier_limit_bytes $MAX"
+# 25 entries of 100 KiB cannot all fit in 2 MiB: at least 5 were evicted.
+evicted=$(grep '^ocicached_local_evicted_entries_total ' <<<"$metrics" | cut -d' ' -f2)
+[[ -n $evicted ]] && ((evicted >= 5)) && pass metrics-evictions-counted || fail metrics-evictions-counted "ocicached_local_evicted_entries_total=$evicted"
 stop_daemon S && pass sigterm || fail sigterm "exit $?"
