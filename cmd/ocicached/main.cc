@@ -9,6 +9,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "pkg/cli/stores.h"
 #include "pkg/server/daemon.h"
@@ -40,6 +41,45 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for Prometheus metrics (GET /metrics); unset: none");
 ABSL_FLAG(std::string, tokens_file, "",
           "bearer tokens, one \"TOKEN read|write\" per line; unset: no authentication");
+
+ABSL_FLAG(std::string, health_listen, "",
+          "HOST:PORT of an extra plaintext port serving only grpc.health.v1, for probes that "
+          "cannot speak TLS (Kubernetes grpc probes); unset: none");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain for the gRPC port; with --tls_key the port serves TLS only");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "mTLS: PEM CA certificates; clients must present a certificate they issued");
+
+ABSL_FLAG(std::string, max_local_size, "",
+          "bound on the local tier, in bytes with an optional K, M, G or T suffix (powers of "
+          "1024; Ki/Mi/Gi/Ti as in Kubernetes work too), e.g. 20G: past it the least recently "
+          "used entries are evicted down to 90%; unset: unbounded");
+ABSL_FLAG(absl::Duration, local_evict_grace, absl::Minutes(2),
+          "eviction keeps entries used and blobs written this recently (uploads in progress)");
+
+namespace {
+
+// "1048576", "512K", "20G", "20Gi", "1.5G" -> bytes; -1 when malformed.
+int64_t ParseSize(std::string s) {
+  if (s.empty()) return -1;
+  if (s.size() > 1 && (s.back() == 'B' || s.back() == 'b')) s.pop_back();
+  if (s.size() > 1 && s.back() == 'i') s.pop_back();
+  double unit = 1;
+  switch (s.back()) {
+    case 'K': case 'k': unit = 1024.0; break;
+    case 'M': case 'm': unit = 1024.0 * 1024; break;
+    case 'G': case 'g': unit = 1024.0 * 1024 * 1024; break;
+    case 'T': case 't': unit = 1024.0 * 1024 * 1024 * 1024; break;
+    default: break;
+  }
+  if (unit != 1) s.pop_back();
+  double v = 0;
+  if (!absl::SimpleAtod(s, &v) || !(v > 0) || v * unit > 9e18) return -1;
+  return static_cast<int64_t>(v * unit);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
@@ -103,5 +143,26 @@ int main(int argc, char** argv) {
   o.access_log = absl::GetFlag(FLAGS_access_log);
   o.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   o.server.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  o.server.health_listen = absl::GetFlag(FLAGS_health_listen);
+  o.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  if (std::string size = absl::GetFlag(FLAGS_max_local_size); !size.empty()) {
+    o.max_local_bytes = ParseSize(size);
+    if (o.max_local_bytes < 1 << 20) {
+      std::cerr << "ocicached: --max_local_size takes a size of at least 1M, such as 512M or 20G, "
+                   "not \"" << size << "\"\n";
+      return 2;
+    }
+    if (o.store.dir.empty()) {
+      std::cerr << "ocicached: --max_local_size bounds the local tier, but there is none (--no_dir)\n";
+      return 2;
+    }
+  }
+  o.local_evict_grace = absl::GetFlag(FLAGS_local_evict_grace);
+  if (o.local_evict_grace < absl::ZeroDuration()) {
+    std::cerr << "ocicached: --local_evict_grace must not be negative\n";
+    return 2;
+  }
   return ocicache::server::RunDaemon(o);
 }

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>  // renameat2, RENAME_NOREPLACE (glibc)
@@ -194,7 +195,8 @@ absl::Status MkdirAll(const std::string& path) {
 
 // Reads a small regular file under dir_fd, refusing symlinks and special files.
 absl::StatusOr<std::string> ReadSmallFileAt(int dir_fd, const char* name, int64_t max,
-                                            absl::string_view where) {
+                                            absl::string_view where,
+                                            struct stat* st_out = nullptr) {
   int fd = ::openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(where, " does not exist"));
@@ -211,6 +213,7 @@ absl::StatusOr<std::string> ReadSmallFileAt(int dir_fd, const char* name, int64_
   }
   std::string data;
   if (absl::Status s = ReadAll(fd, max, &data, where); !s.ok()) return s;
+  if (st_out != nullptr) *st_out = st;
   return data;
 }
 
@@ -408,8 +411,15 @@ absl::StatusOr<std::unique_ptr<LayoutStore>> LayoutStore::Open(std::string dir,
                                                                Options options) {
   if (dir.empty()) return absl::InvalidArgumentError("layout directory: empty path");
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (options.max_bytes < 0) return absl::InvalidArgumentError("negative size bound");
   auto store = absl::WrapUnique(new LayoutStore(std::move(dir), std::move(options)));
   if (absl::Status s = store->Init(); !s.ok()) return s;
+  if (store->options_.max_bytes > 0) {
+    auto size = store->TotalSize();
+    if (!size.ok()) return size.status();
+    store->approx_bytes_.store(*size);
+    store->MaybeEvict(0);  // a smaller bound than last time
+  }
   return store;
 }
 
@@ -848,6 +858,7 @@ absl::StatusOr<oci::Descriptor> LayoutStore::WriteBlob(const oci::Digest& expect
   }
   if (absl::Status s = CommitTemp(*fd, temp, blobs_fd_, actual.hex()); !s.ok()) return s;
   guard.Disarm();
+  if (options_.max_bytes > 0) approx_bytes_.fetch_add(got, std::memory_order_relaxed);
   return BlobDescriptor(actual, got);
 }
 
@@ -953,10 +964,12 @@ absl::StatusOr<std::vector<std::string>> LayoutStore::ListDir(int dir_fd) {
   return names;
 }
 
-absl::StatusOr<oci::Digest> LayoutStore::ReadRef(const std::string& tag) {
+absl::StatusOr<oci::Digest> LayoutStore::ReadRef(const std::string& tag, absl::Time* mtime) {
   std::string where = Where(absl::StrCat(kRefsDir, "/", tag));
-  auto data = ReadSmallFileAt(refs_fd_, tag.c_str(), kMaxRefBytes, where);
+  struct stat st;
+  auto data = ReadSmallFileAt(refs_fd_, tag.c_str(), kMaxRefBytes, where, &st);
   if (!data.ok()) return data.status();
+  if (mtime != nullptr) *mtime = MtimeOf(st);
   absl::string_view text = *data;
   absl::ConsumeSuffix(&text, "\n");
   auto digest = oci::Digest::Parse(text);
@@ -1002,8 +1015,9 @@ absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
   if (!tag.ok()) return tag.status();
   oci::Digest manifest_digest;
   std::string manifest;
+  absl::Time ref_mtime;
   for (int attempt = 0;; ++attempt) {
-    auto ref = ReadRef(*tag);
+    auto ref = ReadRef(*tag, &ref_mtime);
     if (absl::IsNotFound(ref.status())) {
       return absl::NotFoundError(absl::StrCat("miss: ", key, " (", Describe(), ")"));
     }
@@ -1043,6 +1057,11 @@ absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
       return absl::NotFoundError(absl::StrCat("entry for key is incomplete: ", s.message()));
     }
     if (!s.ok()) return s;
+  }
+  // Last use for eviction: the ref's mtime (cheap, no lock; a ref replaced
+  // meanwhile is newer anyway).
+  if (absl::Now() - ref_mtime >= absl::Seconds(1)) {
+    ::utimensat(refs_fd_, tag->c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
   }
   absl::Time now = Now();
   if (opts.touch && cache::NeedsTouch(*entry, now)) {
@@ -1084,7 +1103,9 @@ absl::Status LayoutStore::Put(const cache::Entry& entry) {
   }
   if (absl::Status s = WriteBytesBlob(enc->manifest); !s.ok()) return s;
   if (absl::Status s = CommitRef(enc->tag, enc->manifest_digest, oci::Digest()); !s.ok()) return s;
-  return AfterRefChange();
+  absl::Status s = AfterRefChange();
+  MaybeEvict(0);
+  return s;
 }
 
 absl::Status LayoutStore::Delete(absl::string_view key) {
@@ -1339,7 +1360,166 @@ absl::Status LayoutStore::RebuildIndex() {
 }
 
 // ---------------------------------------------------------------------------
-// Garbage collection.
+// Garbage collection and eviction.
+
+namespace {
+
+// The blobs an entry or image manifest references (config, layers, subject).
+void MarkManifest(const std::string& bytes, std::set<std::string>* live) {
+  auto m = oci::Manifest::Parse(bytes);
+  if (!m.ok()) return;
+  live->insert(m->config.digest.hex());
+  for (const auto& l : m->layers) live->insert(l.digest.hex());
+  if (m->subject) live->insert(m->subject->digest.hex());
+}
+
+}  // namespace
+
+void LayoutStore::MarkForeignLocked(std::set<std::string>* live) {
+  std::vector<std::pair<std::string, int>> todo;
+  for (const auto& f : index_.foreign) todo.emplace_back(f, 0);
+  while (!todo.empty()) {
+    auto [json_text, depth] = todo.back();
+    todo.pop_back();
+    auto j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+    auto d = oci::Descriptor::FromJson(j);
+    if (!d.ok()) continue;
+    if (!live->insert(d->digest.hex()).second) continue;
+    if (!IsManifestOrIndex(d->media_type) || depth >= kMaxForeignDepth) continue;
+    auto bytes = ReadSmallBlob(d->digest, kMaxIndexBytes);
+    if (!bytes.ok()) continue;
+    if (d->media_type == oci::media::kImageIndex ||
+        d->media_type == oci::media::kDockerManifestList) {
+      auto idx = nlohmann::json::parse(*bytes, nullptr, /*allow_exceptions=*/false);
+      if (idx.is_object() && idx.contains("manifests") && idx["manifests"].is_array()) {
+        for (const auto& m : idx["manifests"]) todo.emplace_back(m.dump(), depth + 1);
+      }
+    } else {
+      MarkManifest(*bytes, live);
+    }
+  }
+}
+
+void LayoutStore::MaybeEvict(int64_t added) {
+  if (options_.max_bytes <= 0) return;
+  int64_t now_bytes = approx_bytes_.fetch_add(added, std::memory_order_relaxed) + added;
+  if (now_bytes >= 0) {
+    int64_t at = evict_at_bytes_.load(std::memory_order_relaxed);
+    if (now_bytes <= std::max(at, options_.max_bytes)) return;
+    // Over the bound but the last pass could not get under it: wait for 5% more
+    // growth or 10 s before measuring again.
+    if (at > options_.max_bytes &&
+        absl::ToUnixNanos(absl::Now()) < evict_retry_after_ns_.load(std::memory_order_relaxed)) {
+      return;
+    }
+  }
+  if (evicting_.exchange(true)) return;  // another thread is at it
+  Evict().IgnoreError();  // the write succeeded; eviction is best effort
+  evicting_.store(false);
+}
+
+absl::StatusOr<EvictStats> LayoutStore::Evict() {
+  EvictStats stats;
+  if (options_.max_bytes <= 0) return stats;
+  absl::MutexLock il(&index_mu_);
+  auto lock = Lock();
+  if (!lock.ok()) return lock.status();
+  const absl::Time now = absl::Now();
+  const absl::Time young = now - options_.evict_grace;
+
+  struct Candidate {
+    std::string tag;
+    absl::Time used;
+    std::vector<std::string> blobs;  // hex, the manifest's own included
+  };
+  std::vector<Candidate> entries;
+  std::map<std::string, int> refcount;  // hex -> entries referencing it
+  auto refs = ListDir(refs_fd_);
+  if (!refs.ok()) return refs.status();
+  for (const auto& tag : *refs) {
+    if (tag.empty() || tag[0] == '.') continue;
+    Candidate c;
+    c.tag = tag;
+    auto ref = ReadRef(tag, &c.used);
+    if (!ref.ok()) continue;
+    auto manifest = ReadSmallBlob(*ref, cache::format::kMaxManifestBytes);
+    if (!manifest.ok()) continue;  // broken: Gc's business; its blobs are unreferenced
+    std::set<std::string> blobs = {ref->hex()};
+    MarkManifest(*manifest, &blobs);
+    c.blobs.assign(blobs.begin(), blobs.end());
+    for (const auto& b : c.blobs) ++refcount[b];
+    entries.push_back(std::move(c));
+  }
+  if (absl::Status s = LoadIndexLocked(); !s.ok()) return s;
+  std::set<std::string> pinned;  // foreign images
+  MarkForeignLocked(&pinned);
+
+  struct BlobFile {
+    int64_t size;
+    absl::Time mtime;
+  };
+  std::map<std::string, BlobFile> files;
+  auto names = ListDir(blobs_fd_);
+  if (!names.ok()) return names.status();
+  for (const auto& n : *names) {
+    struct stat st;
+    if (!StatAt(blobs_fd_, n.c_str(), &st) || !S_ISREG(st.st_mode)) continue;
+    files[n] = {static_cast<int64_t>(st.st_size), MtimeOf(st)};
+    stats.bytes_before += st.st_size;
+  }
+  int64_t total = stats.bytes_before;
+  const int64_t target = options_.max_bytes / 10 * 9;
+  auto remove_if_free = [&](const std::string& hex) {
+    auto it = files.find(hex);
+    if (it == files.end() || refcount[hex] > 0 || pinned.count(hex) || it->second.mtime > young ||
+        !oci::Digest::FromHex(hex).ok()) {
+      return;
+    }
+    if (::unlinkat(blobs_fd_, hex.c_str(), 0) != 0) return;
+    ++stats.blobs_removed;
+    stats.bytes_removed += it->second.size;
+    total -= it->second.size;
+    files.erase(it);
+  };
+
+  if (total > options_.max_bytes) {
+    // Blobs no entry references (left by crashes, replaced manifests) go first.
+    std::vector<std::string> orphans;
+    for (const auto& [hex, f] : files) {
+      if (refcount[hex] == 0) orphans.push_back(hex);
+    }
+    for (const auto& hex : orphans) {
+      if (total <= target) break;
+      remove_if_free(hex);
+    }
+    std::sort(entries.begin(), entries.end(),
+              [](const Candidate& a, const Candidate& b) { return a.used < b.used; });
+    std::vector<std::string> evicted;
+    for (const auto& c : entries) {
+      if (total <= target || c.used > young) break;
+      if (::unlinkat(refs_fd_, c.tag.c_str(), 0) != 0) continue;
+      ++stats.entries_evicted;
+      evicted.push_back(c.tag);
+      for (const auto& b : c.blobs) --refcount[b];
+      for (const auto& b : c.blobs) remove_if_free(b);
+    }
+    if (!evicted.empty()) {
+      for (const auto& tag : evicted) UpdateTagLocked(tag);
+      if (absl::Status s = WriteIndexLocked(); !s.ok()) {
+        index_.loaded = false;
+        absl::MutexLock l(&mu_);
+        pending_.insert(evicted.begin(), evicted.end());
+      }
+    }
+  }
+  stats.bytes_after = total;
+  approx_bytes_.store(total, std::memory_order_relaxed);
+  evict_at_bytes_.store(std::max(options_.max_bytes, total + options_.max_bytes / 20),
+                        std::memory_order_relaxed);
+  evict_retry_after_ns_.store(absl::ToUnixNanos(now + absl::Seconds(10)),
+                              std::memory_order_relaxed);
+  return stats;
+}
 
 absl::StatusOr<GcStats> LayoutStore::Gc(const GcOptions& opts) {
   absl::MutexLock il(&index_mu_);
@@ -1353,13 +1533,6 @@ absl::StatusOr<GcStats> LayoutStore::Gc(const GcOptions& opts) {
     stats.refs_imported = *imported;
   }
 
-  auto mark_manifest = [&](const std::string& bytes) {
-    auto m = oci::Manifest::Parse(bytes);
-    if (!m.ok()) return;
-    live.insert(m->config.digest.hex());
-    for (const auto& l : m->layers) live.insert(l.digest.hex());
-    if (m->subject) live.insert(m->subject->digest.hex());
-  };
 
   // Entries.
   auto refs = ListDir(refs_fd_);
@@ -1380,33 +1553,12 @@ absl::StatusOr<GcStats> LayoutStore::Gc(const GcOptions& opts) {
     if (!manifest.ok()) return manifest.status();
     ++stats.entries;
     live.insert(ref->hex());
-    mark_manifest(*manifest);
+    MarkManifest(*manifest, &live);
   }
 
   // Foreign images listed in index.json, followed through nested indexes.
   if (absl::Status s = LoadIndexLocked(); !s.ok()) return s;
-  std::vector<std::pair<std::string, int>> todo;
-  for (const auto& f : index_.foreign) todo.emplace_back(f, 0);
-  while (!todo.empty()) {
-    auto [json_text, depth] = todo.back();
-    todo.pop_back();
-    auto j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-    auto d = oci::Descriptor::FromJson(j);
-    if (!d.ok()) continue;
-    if (!live.insert(d->digest.hex()).second) continue;
-    if (!IsManifestOrIndex(d->media_type) || depth >= kMaxForeignDepth) continue;
-    auto bytes = ReadSmallBlob(d->digest, kMaxIndexBytes);
-    if (!bytes.ok()) continue;
-    if (d->media_type == oci::media::kImageIndex ||
-        d->media_type == oci::media::kDockerManifestList) {
-      auto idx = nlohmann::json::parse(*bytes, nullptr, /*allow_exceptions=*/false);
-      if (idx.is_object() && idx.contains("manifests") && idx["manifests"].is_array()) {
-        for (const auto& m : idx["manifests"]) todo.emplace_back(m.dump(), depth + 1);
-      }
-    } else {
-      mark_manifest(*bytes);
-    }
-  }
+  MarkForeignLocked(&live);
 
   if (!opts.dry_run) {
     if (absl::Status s = RebuildIndexLocked(); !s.ok()) {

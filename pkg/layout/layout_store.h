@@ -63,11 +63,27 @@
 //   than a minute), so a Put running beside a Gc keeps its blobs. Should a Gc still
 //   remove one in that window, Lookup (which checks the entry's blobs) misses; it
 //   never returns a dangling hit. Open a new LayoutStore in a forked child.
+//
+// Bounded size (Options::max_bytes)
+//   Last use of an entry is the mtime of refs/<tag>: a Put writes it, a Lookup hit
+//   sets it to now (utimensat, at most once a second per entry; no lock). Each
+//   process counts the bytes it adds; when its count passes max_bytes, the Put
+//   that finds it so runs Evict(): under the lock (other processes and Gc wait) it
+//   measures blobs/sha256, and if over max_bytes removes unreferenced blobs, then
+//   the least recently used entries (refs and index rows) and the blobs no other
+//   entry (nor a foreign image) references, until under 90% of max_bytes. Entries
+//   used and blobs written within evict_grace are kept, so a Put in progress (its
+//   blobs written, its ref not yet) loses nothing; files in tmp/ (writes in
+//   progress) are never counted nor touched. A reader that already has an open
+//   blob keeps reading it; a later read of an evicted blob is NotFound, a later
+//   Lookup of an evicted entry a miss. If everything is within the grace the pass
+//   ends over the bound and the next one waits for 5% more growth or 10 s.
 #ifndef OCICACHE_PKG_LAYOUT_LAYOUT_STORE_H_
 #define OCICACHE_PKG_LAYOUT_LAYOUT_STORE_H_
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -108,6 +124,21 @@ struct LayoutStoreOptions {
   absl::Duration index_interval = absl::ZeroDuration();
   // The time used for created/last-used; absl::Now when unset (tests set it).
   std::function<absl::Time()> clock;
+  // Bound on the bytes in blobs/sha256; 0: unbounded. Past it, a write evicts
+  // least recently used entries (and the blobs only they referenced) until the
+  // directory is under 90% of it (see "Bounded size" above).
+  int64_t max_bytes = 0;
+  // Eviction keeps blobs modified (written, or reused by a write) and entries
+  // used within this long: they may belong to a Put in progress.
+  absl::Duration evict_grace = absl::Minutes(2);
+};
+
+struct EvictStats {
+  int64_t bytes_before = 0;     // blobs/sha256 when the pass began
+  int64_t bytes_after = 0;
+  int64_t entries_evicted = 0;  // least recently used first
+  int64_t blobs_removed = 0;    // unreferenced, older than evict_grace
+  int64_t bytes_removed = 0;
 };
 
 struct GcOptions {
@@ -175,6 +206,10 @@ class LayoutStore : public cache::Store {
 
   // Sum of the sizes of all files in blobs/sha256 (referenced or not).
   absl::StatusOr<int64_t> TotalSize();
+  // With Options::max_bytes: if blobs/sha256 holds more, evicts least recently
+  // used entries until under 90% of it (see "Bounded size"). Runs by itself
+  // after writes; public for tests and tools.
+  absl::StatusOr<EvictStats> Evict();
   // Removes one blob whether or not an entry references it; NotFound if absent.
   absl::Status RemoveBlob(const oci::Digest& digest);
   // Imports entries other tools added to index.json; removes refs whose manifest
@@ -215,13 +250,19 @@ class LayoutStore : public cache::Store {
   absl::StatusOr<int> OpenBlob(const oci::Digest& digest, struct stat* st);
   // OK if the blob is present as a regular file of `size` bytes (-1: any size).
   absl::Status BlobPresent(const oci::Digest& digest, int64_t size);
+  // Counts `added` bytes; runs Evict() when the count passes the bound. Called
+  // at the end of Put (never between a blob write and the Put that names it).
+  void MaybeEvict(int64_t added);
+  // Hex digests of blobs the foreign images in index.json reference.
+  void MarkForeignLocked(std::set<std::string>* live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
   absl::Status WriteBytesBlob(absl::string_view data);
   absl::StatusOr<std::string> ReadSmallBlob(const oci::Digest& digest, int64_t max_size);
   void Quarantine(const std::string& hex, const struct stat& bad, std::string* moved_to);
   void Freshen(const std::string& hex, const struct stat& st);
 
   // Refs.
-  absl::StatusOr<oci::Digest> ReadRef(const std::string& tag);
+  // With `mtime`, also the ref file's modification time (the entry's last use).
+  absl::StatusOr<oci::Digest> ReadRef(const std::string& tag, absl::Time* mtime = nullptr);
   absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd);
   // Writes refs/<tag> under the lock; if expect is valid, only when the ref still
   // names it (else Aborted). Queues the tag for the index.
@@ -251,6 +292,13 @@ class LayoutStore : public cache::Store {
   absl::Mutex mu_;
   std::set<std::string> pending_ ABSL_GUARDED_BY(mu_);  // tags whose index row is stale
   absl::Time last_index_write_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+
+  // Bounded size: bytes this process believes blobs/sha256 holds (-1: not
+  // measured yet), the count that triggers the next Evict, one pass at a time.
+  std::atomic<int64_t> approx_bytes_{-1};
+  std::atomic<int64_t> evict_at_bytes_{0};
+  std::atomic<int64_t> evict_retry_after_ns_{0};
+  std::atomic<bool> evicting_{false};
 
   absl::Mutex index_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   IndexCache index_ ABSL_GUARDED_BY(index_mu_);

@@ -63,7 +63,16 @@ int RunDaemon(DaemonOptions opts) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   opts.store.server.clear();
-  auto stores = cli::OpenStores(opts.store);
+  auto tls = LoadTlsConfig(opts.tls_cert_file, opts.tls_key_file, opts.tls_client_ca_file);
+  if (!tls.ok()) {
+    Say(absl::StrCat("error: ", tls.status().message()));
+    return 1;
+  }
+  opts.server.tls = *std::move(tls);
+  layout::LayoutStore::Options local_opts;
+  local_opts.max_bytes = opts.max_local_bytes;
+  local_opts.evict_grace = opts.local_evict_grace;
+  auto stores = cli::OpenStores(opts.store, local_opts);
   if (!stores.ok()) {
     Say(absl::StrCat("error: ", stores.status().message()));
     return 1;
@@ -115,8 +124,16 @@ int RunDaemon(DaemonOptions opts) {
       return 1;
     }
   }
-  Say(absl::StrCat("serving ", describe, " on ", (*server)->address(), " (",
+  const char* security = opts.server.tls.cert_chain_pem.empty() ? "plaintext"
+                         : opts.server.tls.client_ca_pem.empty() ? "TLS"
+                                                                 : "TLS, client certificates required";
+  Say(absl::StrCat("serving ", describe, " on ", (*server)->address(), " (", security, ", ",
                    (*server)->serving() ? "SERVING" : "NOT_SERVING", ")"));
+  if ((*server)->health_port() != 0) {
+    std::string host = opts.server.health_listen.substr(0, opts.server.health_listen.rfind(':'));
+    Say(absl::StrCat("health (plaintext, grpc.health.v1 only) on ", host, ":",
+                     (*server)->health_port()));
+  }
   if ((*server)->metrics_port() != 0) {
     std::string host = opts.server.metrics_listen.substr(0, opts.server.metrics_listen.rfind(':'));
     Say(absl::StrCat("metrics on http://", host, ":", (*server)->metrics_port(), "/metrics"));

@@ -21,6 +21,14 @@ struct DaemonOptions {
   // After SIGTERM/SIGINT: how long calls in flight may take before they are cancelled.
   absl::Duration shutdown_grace = absl::Seconds(10);
   bool access_log = true;  // one line per call on stderr
+  // PEM files for TLS on the port (tls.h): certificate chain and key, and for
+  // mTLS the CA that client certificates must chain to. Empty: plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  // Bound on the local tier (layout::LayoutStoreOptions::max_bytes); 0: none.
+  int64_t max_local_bytes = 0;
+  absl::Duration local_evict_grace = absl::Minutes(2);
 };
 
 // Runs until SIGTERM or SIGINT: opens the stores, starts the server, prints

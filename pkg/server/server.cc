@@ -97,7 +97,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(s->opts_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(s->opts_.listen, ServerCredentials(s->opts_.tls), &s->port_);
   builder.RegisterService(s->entries_.get());
   builder.RegisterService(s->blobs_.get());
   builder.RegisterService(s->admin_.get());
@@ -120,6 +120,17 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
                                                " (address in use, or not a HOST:PORT)"));
   }
   s->address_ = absl::StrCat(HostPart(s->opts_.listen), ":", s->port_);
+  if (!s->opts_.health_listen.empty()) {
+    grpc::ServerBuilder hb;  // no services: the default health service only
+    hb.AddListeningPort(s->opts_.health_listen, grpc::InsecureServerCredentials(), &s->health_port_);
+    hb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    s->health_server_ = hb.BuildAndStart();
+    if (s->health_server_ == nullptr || s->health_port_ == 0) {
+      s->server_->Shutdown();
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", s->opts_.health_listen,
+                                                 " for health checks"));
+    }
+  }
   if (!s->opts_.metrics_listen.empty()) {
     CacheServer* srv = s.get();
     auto m = MetricsHttpServer::Start(s->opts_.metrics_listen, [srv] {
@@ -165,8 +176,9 @@ void CacheServer::Probe() {
     serving_ = ok;
   }
   if (!ok) counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
-  auto* health = server_->GetHealthCheckService();
-  if (health != nullptr) {
+  for (grpc::Server* srv : {server_.get(), health_server_.get()}) {
+    auto* health = srv != nullptr ? srv->GetHealthCheckService() : nullptr;
+    if (health == nullptr) continue;
     for (const char* name : kServices) health->SetServingStatus(name, ok);
   }
   if (changed && opts_.service.access_log) {
@@ -200,6 +212,11 @@ void CacheServer::Shutdown(absl::Duration grace) {
     if (health != nullptr) health->Shutdown();  // NOT_SERVING to watchers from now on
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
     server_->Wait();
+  }
+  if (health_server_ != nullptr) {
+    health_server_->GetHealthCheckService()->Shutdown();
+    health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
+    health_server_->Wait();
   }
 }
 

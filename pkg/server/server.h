@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "pkg/cli/stores.h"
 #include "pkg/server/metrics.h"
+#include "pkg/server/tls.h"
 #include "pkg/service/backend.h"
 #include "pkg/service/services.h"
 #include "pkg/service/uploads.h"
@@ -54,6 +55,11 @@ struct ServerOptions {
   std::optional<service::TokenAuth> auth;
   // HOST:PORT for the Prometheus endpoint (metrics.h); empty: none.
   std::string metrics_listen;
+  // TLS (and mTLS) on the port (tls.h); no certificate: plaintext.
+  TlsConfig tls;
+  // HOST:PORT of a second, plaintext port that serves only grpc.health.v1 (for
+  // probes that cannot speak TLS, e.g. Kubernetes' grpc probes); empty: none.
+  std::string health_listen;
 };
 
 class CacheServer {
@@ -70,6 +76,8 @@ class CacheServer {
   const std::string& address() const { return address_; }
   // The metrics endpoint's port; 0 without one.
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+  // The health-only port; 0 without one.
+  int health_port() const { return health_port_; }
   cache::Store& store() { return *stores_.store; }
   const service::Counters& counters() const { return counters_; }
   // The last probe's result.
@@ -94,6 +102,8 @@ class CacheServer {
   std::unique_ptr<service::AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_;
+  std::unique_ptr<grpc::Server> health_server_;  // health_listen
+  int health_port_ = 0;
   int port_ = 0;
   std::string address_;
 
