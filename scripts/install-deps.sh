@@ -11,7 +11,7 @@ want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config
       libabsl-dev libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(docker-registry skopeo apache2-utils curl python3 openssl)
+  want+=(docker-registry skopeo apache2-utils curl python3 python3-yaml openssl)
 fi
 
 missing=()

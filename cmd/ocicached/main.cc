@@ -41,6 +41,12 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(std::string, tokens_file, "",
           "bearer tokens, one \"TOKEN read|write\" per line; unset: no authentication");
 
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain for the gRPC port; with --tls_key the port serves TLS only");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "mTLS: PEM CA certificates; clients must present a certificate they issued");
+
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   // --help lists this file's flags (absl's default looks for ocicached.cc).
@@ -103,5 +109,8 @@ int main(int argc, char** argv) {
   o.access_log = absl::GetFlag(FLAGS_access_log);
   o.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   o.server.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  o.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   return ocicache::server::RunDaemon(o);
 }

@@ -66,7 +66,8 @@ Commands:
 
 Global flags:
 %s
-Environment (flags win): OCICACHE_SERVER (and OCICACHE_SERVER_TOKEN), OCICACHE_REPO (KOCACHE_REPO is an alias), OCICACHE_DIR,
+Environment (flags win): OCICACHE_SERVER (and OCICACHE_SERVER_TOKEN, OCICACHE_SERVER_CA,
+OCICACHE_SERVER_CERT, OCICACHE_SERVER_KEY), OCICACHE_REPO (KOCACHE_REPO is an alias), OCICACHE_DIR,
 OCICACHE_SHARDS, OCICACHE_INSECURE, OCICACHE_TLS, OCICACHE_CA_FILE,
 OCICACHE_USERNAME and OCICACHE_PASSWORD; docker's config.json ($DOCKER_CONFIG or
 ~/.docker: auths, credHelpers, credsStore) supplies credentials otherwise.
@@ -78,7 +79,10 @@ Run 'ocicache COMMAND --help' for a command's flags.
 
 const std::vector<FlagSpec>& GlobalFlags() {
   static const auto* specs = new std::vector<FlagSpec>{
-      {"server", true, false, "HOST:PORT", "run every command through this ocicached ($OCICACHE_SERVER)"},
+      {"server", true, false, "HOST:PORT", "run every command through this ocicached ($OCICACHE_SERVER); grpcs://HOST:PORT for TLS"},
+      {"server-ca-file", true, false, "FILE", "CA certificates (PEM) the server's TLS certificate must chain to ($OCICACHE_SERVER_CA; implies TLS)"},
+      {"server-cert-file", true, false, "FILE", "client certificate (PEM) for a server that requires one ($OCICACHE_SERVER_CERT)"},
+      {"server-key-file", true, false, "FILE", "private key (PEM) of --server-cert-file ($OCICACHE_SERVER_KEY)"},
       {"repo", true, false, "REGISTRY/REPO", "registry repository holding the cache ($OCICACHE_REPO)"},
       {"dir", true, false, "DIR", "local tier directory ($OCICACHE_DIR, default ~/.cache/ocicache)"},
       {"no-dir", false, false, "", "no local tier: use the registry only"},
@@ -279,6 +283,9 @@ absl::StatusOr<StoreConfig> ConfigFromFlags(Ctx& c) {
   auto cfg = ConfigFromEnv();
   if (!cfg.ok()) return cfg.status();
   cfg->server = c.global.Get("server", cfg->server);
+  cfg->server_ca_file = c.global.Get("server-ca-file", cfg->server_ca_file);
+  cfg->server_cert_file = c.global.Get("server-cert-file", cfg->server_cert_file);
+  cfg->server_key_file = c.global.Get("server-key-file", cfg->server_key_file);
   cfg->repo = c.global.Get("repo", cfg->repo);
   cfg->dir = c.global.Get("dir", cfg->dir);
   if (c.global.GetBool("no-dir")) {

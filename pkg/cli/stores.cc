@@ -35,6 +35,9 @@ absl::StatusOr<StoreConfig> ConfigFromEnv() {
   StoreConfig c;
   c.server = Env("OCICACHE_SERVER");
   c.server_token = Env("OCICACHE_SERVER_TOKEN");
+  c.server_ca_file = Env("OCICACHE_SERVER_CA");
+  c.server_cert_file = Env("OCICACHE_SERVER_CERT");
+  c.server_key_file = Env("OCICACHE_SERVER_KEY");
   c.repo = Env("OCICACHE_REPO");
   if (c.repo.empty()) c.repo = Env("KOCACHE_REPO");
   c.dir = Env("OCICACHE_DIR");
@@ -68,11 +71,19 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
                                     layout::LayoutStore::Options local_opts) {
   if (!config.server.empty()) {
     StoreSet set;
-    auto channel = client::Dial(config.server);
+    auto endpoint = client::ResolveServer(
+        config.server, {config.server_ca_file, config.server_cert_file, config.server_key_file});
+    if (!endpoint.ok()) return endpoint.status();
+    auto channel = client::Dial(endpoint->address, endpoint->dial);
+    // Messages name the server as given, with the scheme when TLS is implied.
+    std::string name = config.server;
+    if (endpoint->dial.tls && name.find("://") == std::string::npos) name = "grpcs://" + name;
     client::GrpcStoreOptions opts;
     opts.token = config.server_token;
-    set.store = std::make_unique<client::GrpcStore>(channel, config.server, opts);
-    set.admin = std::make_unique<client::GrpcAdmin>(channel, config.server, config.server_token);
+    opts.security = client::SecurityOf(endpoint->dial);
+    set.store = std::make_unique<client::GrpcStore>(channel, name, opts);
+    set.admin = std::make_unique<client::GrpcAdmin>(channel, name, config.server_token,
+                                                    opts.security);
     return set;
   }
   if (config.repo.empty() && config.dir.empty()) {

@@ -21,6 +21,11 @@ struct StoreConfig {
   // are then the server's business and ignored here).
   std::string server;
   std::string server_token;  // bearer token for the server
+  // TLS to the server (grpcs://, or implied by any of these): its CA, and a
+  // client certificate and key for mTLS (client::ResolveServer).
+  std::string server_ca_file;
+  std::string server_cert_file;
+  std::string server_key_file;
   std::string repo;  // REGISTRY/REPO, empty: local only
   std::string dir;   // local tier, empty: none
   int shards = 0;
@@ -32,7 +37,8 @@ struct StoreConfig {
   std::string docker_config;
 };
 
-// OCICACHE_SERVER, OCICACHE_SERVER_TOKEN, OCICACHE_REPO (or KOCACHE_REPO), OCICACHE_DIR (default DefaultDir()),
+// OCICACHE_SERVER, OCICACHE_SERVER_TOKEN, OCICACHE_SERVER_CA, OCICACHE_SERVER_CERT,
+// OCICACHE_SERVER_KEY, OCICACHE_REPO (or KOCACHE_REPO), OCICACHE_DIR (default DefaultDir()),
 // OCICACHE_SHARDS, OCICACHE_USERNAME, OCICACHE_PASSWORD, OCICACHE_INSECURE,
 // OCICACHE_TLS, OCICACHE_CA_FILE, DOCKER_CONFIG.
 absl::StatusOr<StoreConfig> ConfigFromEnv();

@@ -21,7 +21,7 @@ admin::ProgressEvent EventFromProto(const v1::Progress& p) {
 template <typename Reader>
 absl::Status ReadProgress(grpc::ClientContext& ctx, Reader& reader,
                           const admin::ProgressFn& progress, v1::Progress* last,
-                          absl::string_view target) {
+                          absl::string_view target, Security security) {
   v1::Progress msg;
   bool got_last = false;
   while (reader->Read(&msg)) {
@@ -38,7 +38,7 @@ absl::Status ReadProgress(grpc::ClientContext& ctx, Reader& reader,
       return absl::CancelledError("maintenance stopped by the caller");
     }
   }
-  absl::Status s = FromServer(reader->Finish(), target);
+  absl::Status s = FromServer(reader->Finish(), target, security);
   if (!s.ok()) return s;
   if (!got_last) {
     return absl::InternalError(absl::StrCat("ocicached ", target, " sent no result"));
@@ -49,8 +49,11 @@ absl::Status ReadProgress(grpc::ClientContext& ctx, Reader& reader,
 }  // namespace
 
 GrpcAdmin::GrpcAdmin(std::shared_ptr<grpc::Channel> channel, std::string target,
-                     std::string token)
-    : target_(std::move(target)), token_(std::move(token)), stub_(v1::Admin::NewStub(channel)) {}
+                     std::string token, Security security)
+    : target_(std::move(target)),
+      token_(std::move(token)),
+      security_(security),
+      stub_(v1::Admin::NewStub(channel)) {}
 
 void GrpcAdmin::Prepare(grpc::ClientContext* ctx) const {
   if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
@@ -66,7 +69,7 @@ absl::StatusOr<admin::GcResult> GrpcAdmin::CollectGarbage(const admin::GcRequest
   Prepare(&ctx);
   auto reader = stub_->GarbageCollect(&ctx, r);
   v1::Progress last;
-  if (absl::Status s = ReadProgress(ctx, reader, progress, &last, target_); !s.ok()) return s;
+  if (absl::Status s = ReadProgress(ctx, reader, progress, &last, target_, security_); !s.ok()) return s;
   const auto& g = last.gc_result();
   admin::GcResult out;
   out.entries = g.entries();
@@ -98,7 +101,7 @@ absl::StatusOr<admin::SyncResult> GrpcAdmin::Sync(const admin::SyncRequest& req,
   Prepare(&ctx);
   auto reader = stub_->Sync(&ctx, r);
   v1::Progress last;
-  if (absl::Status s = ReadProgress(ctx, reader, progress, &last, target_); !s.ok()) return s;
+  if (absl::Status s = ReadProgress(ctx, reader, progress, &last, target_, security_); !s.ok()) return s;
   const auto& y = last.sync_result();
   admin::SyncResult out;
   out.pushed = y.pushed();
@@ -114,7 +117,7 @@ absl::StatusOr<v1::StatsResponse> GrpcAdmin::Stats() {
   Prepare(&ctx);
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
   v1::StatsResponse resp;
-  if (absl::Status s = FromServer(stub_->Stats(&ctx, v1::StatsRequest(), &resp), target_);
+  if (absl::Status s = FromServer(stub_->Stats(&ctx, v1::StatsRequest(), &resp), target_, security_);
       !s.ok()) {
     return s;
   }

@@ -5,10 +5,21 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include <grpc/support/log.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <mutex>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "pkg/oci/hasher.h"
 #include "pkg/service/convert.h"
@@ -61,19 +72,136 @@ class VerifyingSink {
 
 }  // namespace
 
-absl::Status FromServer(const grpc::Status& s, absl::string_view target) {
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": cannot read ", path, ": ", std::strerror(errno)));
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  std::string pem = ss.str();
+  if (!absl::StrContains(pem, "-----BEGIN ")) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", path, " is not a PEM file"));
+  }
+  return pem;
+}
+
+// gRPC's words for a failed TLS handshake (BoringSSL's or OpenSSL's), in one
+// line a user can act on; empty when `msg` is not about TLS.
+std::string ExplainTls(absl::string_view msg) {
+  std::string m = absl::AsciiStrToLower(msg);
+  if (absl::StrContains(m, "certificate verify failed") ||
+      absl::StrContains(m, "certificate_verify_failed")) {
+    return "the server's TLS certificate is not trusted (give its CA with --server-ca-file or "
+           "$OCICACHE_SERVER_CA)";
+  }
+  if (absl::StrContains(m, "certificate required") || absl::StrContains(m, "handshake failure")) {
+    return "the server requires a client certificate (--server-cert-file and --server-key-file, "
+           "or $OCICACHE_SERVER_CERT and $OCICACHE_SERVER_KEY)";
+  }
+  if (absl::StrContains(m, "unknown ca") || absl::StrContains(m, "bad certificate") ||
+      absl::StrContains(m, "certificate unknown") || absl::StrContains(m, "decrypt error")) {
+    return "the server refused our client certificate (it is not issued by the CA the server trusts)";
+  }
+  if (absl::StrContains(m, "wrong version number") || absl::StrContains(m, "packet length too long") ||
+      absl::StrContains(m, "http request") || absl::StrContains(m, "record layer failure")) {
+    return "the server does not speak TLS on this port (use HOST:PORT or grpc://, not grpcs://)";
+  }
+  if (absl::StrContains(m, "handshake")) {
+    return absl::StrCat("TLS handshake failed: ", msg);
+  }
+  return "";
+}
+
+}  // namespace
+
+Security SecurityOf(const DialOptions& opts) {
+  if (!opts.tls) return Security::kPlaintext;
+  return opts.cert_pem.empty() ? Security::kTls : Security::kMutualTls;
+}
+
+absl::Status FromServer(const grpc::Status& s, absl::string_view target, Security security) {
   absl::Status out = service::FromGrpc(s);
   // Errors made by gRPC itself (no connection, deadline) do not say where.
   if ((out.code() == absl::StatusCode::kUnavailable ||
        out.code() == absl::StatusCode::kDeadlineExceeded) &&
       s.error_details().empty()) {
+    std::string tls = ExplainTls(out.message());
+    if (!tls.empty()) {
+      // Not temporary: retrying will not fix a certificate.
+      return absl::FailedPreconditionError(absl::StrCat("ocicached ", target, ": ", tls));
+    }
+    // A server that drops the connection right after (or instead of) the
+    // handshake: gRPC only says "Socket closed".
+    if (absl::StrContains(out.message(), "Socket closed")) {
+      switch (security) {
+        case Security::kPlaintext:
+          return absl::FailedPreconditionError(absl::StrCat(
+              "ocicached ", target, " closed the plaintext connection: if it serves TLS, use "
+              "grpcs://HOST:PORT (with --server-ca-file for a private CA)"));
+        case Security::kTls:
+          return absl::FailedPreconditionError(absl::StrCat(
+              "ocicached ", target, " closed the TLS connection: it requires a client certificate "
+              "(--server-cert-file and --server-key-file, or $OCICACHE_SERVER_CERT and "
+              "$OCICACHE_SERVER_KEY)"));
+        case Security::kMutualTls:
+          return absl::FailedPreconditionError(absl::StrCat(
+              "ocicached ", target, " closed the TLS connection: it did not accept the client "
+              "certificate (not issued by the CA it trusts, or expired)"));
+      }
+    }
     absl::Status named(out.code(), absl::StrCat("ocicached ", target, ": ", out.message()));
     return named;
   }
   return out;
 }
 
+absl::StatusOr<ServerEndpoint> ResolveServer(absl::string_view server, const TlsFiles& files) {
+  ServerEndpoint e;
+  absl::string_view addr = server;
+  bool explicit_plain = absl::ConsumePrefix(&addr, "grpc://");
+  bool explicit_tls = !explicit_plain && absl::ConsumePrefix(&addr, "grpcs://");
+  if (addr.empty() || absl::StrContains(addr, "://") || absl::StrContains(addr, "/") ||
+      addr.rfind(':') == absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server \"", server, "\" is not HOST:PORT, grpc://HOST:PORT or grpcs://HOST:PORT"));
+  }
+  bool any_file = !files.ca_file.empty() || !files.cert_file.empty() || !files.key_file.empty();
+  if (explicit_plain && any_file) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server \"", server, "\" is plaintext (grpc://) but TLS files are given: use grpcs://"));
+  }
+  if (files.cert_file.empty() != files.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate needs both --server-cert-file and --server-key-file");
+  }
+  e.address = std::string(addr);
+  e.dial.tls = explicit_tls || any_file;
+  if (!files.ca_file.empty()) {
+    auto pem = ReadPem(files.ca_file, "--server-ca-file");
+    if (!pem.ok()) return pem.status();
+    e.dial.ca_pem = *std::move(pem);
+  }
+  if (!files.cert_file.empty()) {
+    auto cert = ReadPem(files.cert_file, "--server-cert-file");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem(files.key_file, "--server-key-file");
+    if (!key.ok()) return key.status();
+    e.dial.cert_pem = *std::move(cert);
+    e.dial.key_pem = *std::move(key);
+  }
+  return e;
+}
+
 std::shared_ptr<grpc::Channel> Dial(const std::string& target, const DialOptions& opts) {
+  static std::once_flag quiet;
+  std::call_once(quiet, [] {
+    const char* v = std::getenv("GRPC_VERBOSITY");
+    if (v == nullptr || *v == '\0') gpr_set_log_function([](gpr_log_func_args*) {});
+  });
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(opts.max_message_bytes);
   args.SetMaxSendMessageSize(opts.max_message_bytes);
@@ -82,7 +210,15 @@ std::shared_ptr<grpc::Channel> Dial(const std::string& target, const DialOptions
               static_cast<int>(absl::ToInt64Milliseconds(opts.keepalive)));
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
   args.SetInt(GRPC_ARG_ENABLE_RETRIES, 1);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (opts.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = opts.ca_pem;
+    ssl.pem_private_key = opts.key_pem;
+    ssl.pem_cert_chain = opts.cert_pem;
+    creds = grpc::SslCredentials(ssl);
+  }
+  return grpc::CreateCustomChannel(target, creds, args);
 }
 
 GrpcStore::GrpcStore(std::shared_ptr<grpc::Channel> channel, std::string target,
@@ -100,7 +236,9 @@ void GrpcStore::Prepare(grpc::ClientContext* ctx, bool deadline) const {
   if (!opts_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + opts_.token);
 }
 
-absl::Status GrpcStore::Convert(const grpc::Status& s) const { return FromServer(s, target_); }
+absl::Status GrpcStore::Convert(const grpc::Status& s) const {
+  return FromServer(s, target_, opts_.security);
+}
 
 absl::StatusOr<int64_t> GrpcStore::StatBlob(const oci::Digest& digest) {
   grpc::ClientContext ctx;

@@ -32,17 +32,50 @@ struct DialOptions {
   int max_message_bytes = 16 << 20;
   // Keepalive ping interval on idle connections with calls in flight.
   absl::Duration keepalive = absl::Seconds(60);
+  // TLS: the server's certificate must chain to ca_pem (empty: gRPC's default
+  // roots) and name the host dialled. With cert_pem and key_pem the client
+  // presents that certificate (mTLS). Off: plaintext.
+  bool tls = false;
+  std::string ca_pem;
+  std::string cert_pem;
+  std::string key_pem;
 };
 
-// A channel to "HOST:PORT" (plaintext: loopback or a trusted network; TLS is
-// not implemented yet), with the retry policy described above.
+// A channel to "HOST:PORT", plaintext or TLS as `opts` say, with the retry
+// policy described above. gRPC's own log lines (e.g. handshake failures) are
+// dropped unless $GRPC_VERBOSITY is set: FromServer explains them in one line.
 std::shared_ptr<grpc::Channel> Dial(const std::string& target, const DialOptions& opts = {});
+
+// How a channel was dialled, so that connection errors can be explained.
+enum class Security { kPlaintext, kTls, kMutualTls };
+Security SecurityOf(const DialOptions& opts);
+
+// PEM files for TLS to a server (the CLI's --server-ca-file, --server-cert-file,
+// --server-key-file).
+struct TlsFiles {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+
+struct ServerEndpoint {
+  std::string address;  // HOST:PORT, for Dial
+  DialOptions dial;     // tls and the PEM contents filled in
+};
+
+// What a --server value means: "HOST:PORT" or "grpc://HOST:PORT" is plaintext,
+// "grpcs://HOST:PORT" is TLS; so is "HOST:PORT" when a TLS file is given
+// (with "grpc://" that is an error). Reads the files; InvalidArgument with one
+// clear line for a bad value, a missing file, or a certificate without its key.
+absl::StatusOr<ServerEndpoint> ResolveServer(absl::string_view server, const TlsFiles& files);
 
 struct GrpcStoreOptions {
   size_t chunk_bytes = 1 << 20;            // WriteBlob message size
   absl::Duration timeout = absl::Minutes(2);  // per unary call
   // Sent as "authorization: Bearer TOKEN" when not empty.
   std::string token;
+  // How the channel was dialled (for error messages).
+  Security security = Security::kPlaintext;
 };
 
 class GrpcStore : public cache::Store {
@@ -81,7 +114,8 @@ class GrpcStore : public cache::Store {
 // Garbage collection and sync run by the server, with its progress streamed back.
 class GrpcAdmin : public admin::Admin {
  public:
-  GrpcAdmin(std::shared_ptr<grpc::Channel> channel, std::string target, std::string token = "");
+  GrpcAdmin(std::shared_ptr<grpc::Channel> channel, std::string target, std::string token = "",
+            Security security = Security::kPlaintext);
 
   absl::StatusOr<admin::GcResult> CollectGarbage(const admin::GcRequest& req,
                                                  const admin::ProgressFn& progress) override;
@@ -94,12 +128,16 @@ class GrpcAdmin : public admin::Admin {
   void Prepare(grpc::ClientContext* ctx) const;
   std::string target_;
   std::string token_;
+  Security security_;
   std::unique_ptr<v1::Admin::Stub> stub_;
 };
 
 // A client status for `s` from the server at `target` (service::FromGrpc, with
-// the target named when the server could not be reached).
-absl::Status FromServer(const grpc::Status& s, absl::string_view target);
+// the target named when the server could not be reached, and TLS handshake
+// failures said plainly: an untrusted server certificate, a missing or refused
+// client certificate, plaintext against a TLS port).
+absl::Status FromServer(const grpc::Status& s, absl::string_view target,
+                        Security security = Security::kPlaintext);
 
 }  // namespace ocicache::client
 

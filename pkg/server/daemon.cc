@@ -63,6 +63,12 @@ int RunDaemon(DaemonOptions opts) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   opts.store.server.clear();
+  auto tls = LoadTlsConfig(opts.tls_cert_file, opts.tls_key_file, opts.tls_client_ca_file);
+  if (!tls.ok()) {
+    Say(absl::StrCat("error: ", tls.status().message()));
+    return 1;
+  }
+  opts.server.tls = *std::move(tls);
   auto stores = cli::OpenStores(opts.store);
   if (!stores.ok()) {
     Say(absl::StrCat("error: ", stores.status().message()));
@@ -116,7 +122,10 @@ int RunDaemon(DaemonOptions opts) {
       return 1;
     }
   }
-  Say(absl::StrCat("serving ", describe, " on ", (*server)->address(), " (",
+  const char* security = opts.server.tls.cert_chain_pem.empty() ? "plaintext"
+                         : opts.server.tls.client_ca_pem.empty() ? "TLS"
+                                                                 : "TLS, client certificates required";
+  Say(absl::StrCat("serving ", describe, " on ", (*server)->address(), " (", security, ", ",
                    (*server)->serving() ? "SERVING" : "NOT_SERVING", ")"));
   if ((*server)->metrics_port() != 0) {
     std::string host = opts.server.metrics_listen.substr(0, opts.server.metrics_listen.rfind(':'));

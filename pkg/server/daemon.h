@@ -21,6 +21,11 @@ struct DaemonOptions {
   // After SIGTERM/SIGINT: how long calls in flight may take before they are cancelled.
   absl::Duration shutdown_grace = absl::Seconds(10);
   bool access_log = true;  // one line per call on stderr
+  // PEM files for TLS on the port (tls.h): certificate chain and key, and for
+  // mTLS the CA that client certificates must chain to. Empty: plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 // Runs until SIGTERM or SIGINT: opens the stores, starts the server, prints

@@ -94,6 +94,15 @@ std::string RenderMetrics(const service::Counters& c, const MetricsSnapshot& sna
       }
     }
   }
+  {
+    int64_t lookups = load(c.lookups);
+    double ratio = lookups > 0 ? static_cast<double>(load(c.hits)) / lookups : 0;
+    absl::StrAppend(&out,
+                    "# HELP ocicached_hit_ratio Hits over lookups since start (0 before any lookup).\n"
+                    "# TYPE ocicached_hit_ratio gauge\n"
+                    "ocicached_hit_ratio ",
+                    absl::StrFormat("%.6f", ratio), "\n");
+  }
   auto calls = c.Calls();
   absl::StrAppend(&out,
                   "# HELP ocicached_calls_total Calls by method and status code.\n"
@@ -108,6 +117,24 @@ std::string RenderMetrics(const service::Counters& c, const MetricsSnapshot& sna
   for (const auto& [key, stats] : calls) {
     absl::StrAppend(&out, "ocicached_call_seconds_total{method=\"", key.first, "\",code=\"",
                     key.second, "\"} ", absl::StrFormat("%.6f", stats.seconds), "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP ocicached_call_duration_seconds Call latency by method, every status code.\n"
+                  "# TYPE ocicached_call_duration_seconds histogram\n");
+  const std::vector<double>& bounds = service::Counters::LatencyBuckets();
+  for (const auto& [method, h] : c.Latencies()) {
+    int64_t cumulative = 0;
+    for (size_t i = 0; i < bounds.size() && i < h.buckets.size(); ++i) {
+      cumulative += h.buckets[i];
+      absl::StrAppend(&out, "ocicached_call_duration_seconds_bucket{method=\"", method, "\",le=\"",
+                      bounds[i], "\"} ", cumulative, "\n");
+    }
+    absl::StrAppend(&out, "ocicached_call_duration_seconds_bucket{method=\"", method,
+                    "\",le=\"+Inf\"} ", h.count, "\n");
+    absl::StrAppend(&out, "ocicached_call_duration_seconds_sum{method=\"", method, "\"} ",
+                    absl::StrFormat("%.6f", h.sum), "\n");
+    absl::StrAppend(&out, "ocicached_call_duration_seconds_count{method=\"", method, "\"} ",
+                    h.count, "\n");
   }
   return out;
 }

@@ -126,7 +126,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(s->opts_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(s->opts_.listen, ServerCredentials(s->opts_.tls), &s->port_);
   builder.RegisterService(s->entries_.get());
   builder.RegisterService(s->blobs_.get());
   builder.RegisterService(s->admin_.get());

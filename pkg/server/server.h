@@ -28,6 +28,7 @@
 #include "pkg/reapi/instance.h"
 #include "pkg/reapi/services.h"
 #include "pkg/server/metrics.h"
+#include "pkg/server/tls.h"
 #include "pkg/service/backend.h"
 #include "pkg/service/services.h"
 #include "pkg/service/uploads.h"
@@ -62,6 +63,8 @@ struct ServerOptions {
   // Opens the store of a non-empty REAPI instance name; unset: only the
   // empty instance name is served. See InstanceOpener.
   reapi::StoreOpener open_instance;
+  // TLS (and mTLS) on the port (tls.h); no certificate: plaintext.
+  TlsConfig tls;
 };
 
 class CacheServer {

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -29,7 +31,28 @@ void Counters::CountCall(absl::string_view method, absl::string_view code, absl:
   absl::MutexLock l(&mu_);
   CallStats& c = calls_[{std::string(method), std::string(code)}];
   ++c.count;
-  c.seconds += absl::ToDoubleSeconds(took);
+  double secs = absl::ToDoubleSeconds(took);
+  c.seconds += secs;
+  const std::vector<double>& bounds = LatencyBuckets();
+  Histogram& h = latencies_[std::string(method)];
+  if (h.buckets.empty()) h.buckets.resize(bounds.size());
+  auto it = std::lower_bound(bounds.begin(), bounds.end(), secs);
+  if (it != bounds.end()) ++h.buckets[it - bounds.begin()];
+  ++h.count;
+  h.sum += secs;
+}
+
+const std::vector<double>& Counters::LatencyBuckets() {
+  // From a warm local lookup (well under a millisecond) to a large blob stream.
+  static const auto* b = new std::vector<double>{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                 0.1,    0.25,  0.5,    1,     2.5,  5,     10,
+                                                 30,     60,    300};
+  return *b;
+}
+
+std::map<std::string, Counters::Histogram> Counters::Latencies() const {
+  absl::MutexLock l(&mu_);
+  return latencies_;
 }
 
 std::map<std::pair<std::string, std::string>, Counters::CallStats> Counters::Calls() const {

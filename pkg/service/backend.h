@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <grpcpp/server_context.h>
 
@@ -59,9 +60,20 @@ struct Counters {
   void CountCall(absl::string_view method, absl::string_view code, absl::Duration took);
   std::map<std::pair<std::string, std::string>, CallStats> Calls() const;
 
+  // Upper bounds (seconds) of the latency histogram buckets; +Inf is implied.
+  static const std::vector<double>& LatencyBuckets();
+  struct Histogram {
+    std::vector<int64_t> buckets;  // per bound in LatencyBuckets(), not cumulative
+    int64_t count = 0;            // all calls, +Inf included
+    double sum = 0;               // seconds
+  };
+  // Call durations by method, every status code together.
+  std::map<std::string, Histogram> Latencies() const;
+
  private:
   mutable absl::Mutex mu_;
   std::map<std::pair<std::string, std::string>, CallStats> calls_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Histogram> latencies_ ABSL_GUARDED_BY(mu_);
 };
 
 struct Backend {
