@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -22,6 +23,13 @@ struct MetricsSnapshot {
   int64_t registry_requests = -1;  // -1: no registry
   int64_t local_tier_bytes = -1;   // -1: no local tier
   absl::Duration uptime;
+  // REAPI action cache lookups by instance name.
+  struct ReapiInstance {
+    std::string instance;
+    int64_t hits = 0;
+    int64_t misses = 0;
+  };
+  std::vector<ReapiInstance> reapi;
 };
 
 // The exposition text.
