@@ -180,7 +180,7 @@ for name, _, _, want in cases:
     print(f"{name:32} {med(times, name):8.1f} {p90:7.1f} {added:>7} {med(cpu, name):7.1f} {cadded:>7} {req:>18}")
 print("added: against the baseline above it. cpu: user+sys of the process tree (less")
 print("sensitive to machine load than wall time). registry requests: every HTTP request of")
-print("the lookup: the registry client's one-time GET /v2/ (auth challenge) + 1 manifest GET.")
+print("the lookup (1 manifest GET on an anonymous registry; no GET /v2/ first).")
 print("Goals: 1 registry lookup per binary, < 20 ms added.")
 for name, why in bad.items():
     print(f"WARNING {name}: {why}")

@@ -2,7 +2,8 @@
 # Installs what ocicache needs to build and test on Debian 12, as root, from
 # Debian's own packages. Idempotent: packages already present are not fetched again.
 #   scripts/install-deps.sh          build dependencies (Bazel, gRPC, Abseil, curl, ...)
-#   scripts/install-deps.sh --test   also the test peers (docker-registry, skopeo, htpasswd)
+#   scripts/install-deps.sh --test   also the test peers (docker-registry, skopeo, htpasswd,
+#                                    openssl for test certificates)
 set -euo pipefail
 
 want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config

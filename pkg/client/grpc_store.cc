@@ -7,14 +7,16 @@
 
 #include <grpc/support/log.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <mutex>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <utility>
 
+#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -218,6 +220,8 @@ std::shared_ptr<grpc::Channel> Dial(const std::string& target, const DialOptions
     ssl.pem_cert_chain = opts.cert_pem;
     creds = grpc::SslCredentials(ssl);
   }
+  // Reconnect to a restarted server within seconds (the default backoff grows to 2 min).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   return grpc::CreateCustomChannel(target, creds, args);
 }
 
@@ -278,21 +282,172 @@ absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci:
   return verify.Check(digest, target_);
 }
 
+// The caller's source, with the last `keep` bytes read from it kept so a
+// write can continue from an earlier offset after a break.
+class GrpcStore::Replay {
+ public:
+  Replay(oci::ByteSource& source, size_t keep) : source_(source), keep_(keep) {}
+
+  // The bytes from the current position on.
+  absl::StatusOr<size_t> Read(char* buf, size_t n) {
+    if (pos_ < end_) {  // bytes read before, sent again
+      size_t k = std::min(n, static_cast<size_t>(end_ - pos_));
+      size_t at = static_cast<size_t>(pos_ - start_);
+      memcpy(buf, kept_.data() + at, k);
+      pos_ += static_cast<int64_t>(k);
+      return k;
+    }
+    auto r = source_.Read(buf, n);
+    if (!r.ok() || *r == 0) return r;
+    Keep(absl::string_view(buf, *r));
+    pos_ += static_cast<int64_t>(*r);
+    return r;
+  }
+
+  // Continues at `offset`: from the kept bytes, else by rewinding the source.
+  absl::Status Seek(int64_t offset) {
+    if (offset > end_) {
+      return absl::InternalError(absl::StrCat("the server committed ", offset,
+                                              " bytes but only ", end_, " were sent"));
+    }
+    if (offset >= start_) {
+      pos_ = offset;
+      return absl::OkStatus();
+    }
+    if (absl::Status s = source_.Rewind(); !s.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot send the blob again from byte ", offset, ": only bytes from ", start_,
+          " are kept and the source cannot rewind (", s.message(), ")"));
+    }
+    kept_.clear();
+    start_ = end_ = pos_ = 0;
+    std::string skip(64 << 10, '\0');
+    while (pos_ < offset) {
+      size_t want = std::min(skip.size(), static_cast<size_t>(offset - pos_));
+      auto r = Read(skip.data(), want);
+      if (!r.ok()) return r.status();
+      if (*r == 0) return absl::DataLossError("the source is shorter after rewinding");
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  void Keep(absl::string_view data) {
+    end_ += static_cast<int64_t>(data.size());
+    if (keep_ == 0) {
+      start_ = end_;
+      return;
+    }
+    kept_.append(data.data(), data.size());
+    if (kept_.size() > 2 * keep_) {  // trim in large steps, not on every read
+      size_t drop = kept_.size() - keep_;
+      kept_.erase(0, drop);
+      start_ += static_cast<int64_t>(drop);
+    }
+  }
+
+  oci::ByteSource& source_;
+  const size_t keep_;
+  std::string kept_;  // bytes [start_, end_) of the blob
+  int64_t start_ = 0;
+  int64_t end_ = 0;   // bytes read from the source
+  int64_t pos_ = 0;   // the next byte to send
+};
+
+namespace {
+
+// A failed stream worth another attempt: gRPC's own errors (no connection, the
+// connection broke, a deadline) carry no details; the server's do.
+bool Broken(const grpc::Status& s) {
+  return (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) &&
+         s.error_details().empty();
+}
+
+std::string NewUploadId() {
+  absl::BitGen gen;
+  return absl::StrCat("grpcstore-", absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16),
+                      absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16));
+}
+
+}  // namespace
+
 absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected, int64_t size,
                                                      oci::ByteSource& source) {
+  bool resumable = opts_.resumable_min_bytes >= 0 &&
+                   (size < 0 || size >= opts_.resumable_min_bytes) &&
+                   !no_uploads_.load(std::memory_order_relaxed);
+  std::string upload_id = resumable ? NewUploadId() : std::string();
+  Replay replay(source, opts_.replay_bytes);
+  int64_t offset = 0;
+  absl::Duration backoff = absl::Milliseconds(100);
+  absl::Status last;
+  for (int attempt = 0; attempt < std::max(1, opts_.write_attempts); ++attempt) {
+    if (attempt > 0) {
+      // Wait for the server, then ask where to go on from.
+      absl::Time until = absl::Now() + opts_.reconnect_timeout;
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+      channel_->WaitForConnected(absl::ToChronoTime(until));
+      offset = 0;
+      if (!upload_id.empty()) {
+        grpc::ClientContext ctx;
+        Prepare(&ctx, /*deadline=*/false);
+        ctx.set_deadline(absl::ToChronoTime(until));
+        ctx.set_wait_for_ready(true);
+        v1::QueryWriteRequest req;
+        req.set_upload_id(upload_id);
+        v1::QueryWriteResponse resp;
+        grpc::Status q = blobs_->QueryWrite(&ctx, req, &resp);
+        if (q.ok()) {
+          offset = resp.committed_size();
+        } else if (q.error_code() != grpc::StatusCode::NOT_FOUND) {
+          return absl::Status(last.code(), absl::StrCat(last.message(), "; resuming failed: ",
+                                                        Convert(q).message()));
+        }
+      }
+      if (absl::Status s = replay.Seek(offset); !s.ok()) {
+        return absl::Status(last.code(),
+                            absl::StrCat(last.message(), "; cannot resume: ", s.message()));
+      }
+    }
+    bool source_failed = false;
+    grpc::Status rpc;
+    auto d = WriteOnce(expected, size, upload_id, offset, replay, &source_failed, &rpc);
+    if (d.ok() || source_failed) return d;
+    if (!upload_id.empty() && rpc.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+        absl::StrContains(rpc.error_message(), "resumable uploads")) {
+      // A server without upload staging: stream straight into its store.
+      no_uploads_.store(true, std::memory_order_relaxed);
+      upload_id.clear();
+      if (absl::Status s = replay.Seek(0); !s.ok()) return d.status();
+      --attempt;
+      continue;
+    }
+    bool again = Broken(rpc) ||
+                 (!upload_id.empty() && rpc.error_code() == grpc::StatusCode::ABORTED);
+    if (!again) return d.status();
+    last = d.status();
+  }
+  return last;
+}
+
+absl::StatusOr<oci::Descriptor> GrpcStore::WriteOnce(const oci::Digest& expected, int64_t size,
+                                                     const std::string& upload_id, int64_t offset,
+                                                     Replay& replay, bool* source_failed,
+                                                     grpc::Status* rpc) {
   grpc::ClientContext ctx;
   Prepare(&ctx, /*deadline=*/false);
   v1::WriteResponse resp;
   auto writer = blobs_->Write(&ctx, &resp);
   std::string buf(opts_.chunk_bytes, '\0');
-  int64_t offset = 0;
   bool first = true;
   absl::Status source_status;
   for (;;) {
     // Fill a whole chunk (sources such as pipes return less at a time).
     size_t n = 0;
     while (n < buf.size()) {
-      auto r = source.Read(buf.data() + n, buf.size() - n);
+      auto r = replay.Read(buf.data() + n, buf.size() - n);
       if (!r.ok()) {
         source_status = r.status();
         break;
@@ -306,6 +461,7 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
     }
     v1::WriteRequest msg;
     if (first) {
+      msg.set_upload_id(upload_id);
       msg.set_digest(expected.valid() ? expected.str() : std::string());
       msg.set_size(size >= 0 ? size : -1);
       first = false;
@@ -314,18 +470,24 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
     msg.set_data(buf.data(), n);
     bool last = n < buf.size();
     msg.set_finish_write(last);
-    // A failed send means the server has answered (early, or with an error).
+    // A failed send means the server has answered (early, or with an error)
+    // or the connection broke.
     if (!writer->Write(msg)) break;
     offset += static_cast<int64_t>(n);
     if (last) break;
   }
   writer->WritesDone();
-  absl::Status s = Convert(writer->Finish());
-  if (!source_status.ok()) return source_status;
-  if (!s.ok()) return s;
+  *rpc = writer->Finish();
+  if (!source_status.ok()) {
+    *source_failed = true;
+    return source_status;
+  }
+  if (absl::Status s = Convert(*rpc); !s.ok()) return s;
   if (!resp.complete()) {
-    return absl::InternalError(
-        absl::StrCat("ocicached ", target_, " did not complete the upload"));
+    // A resumable upload the server kept but did not finish: treat as a break.
+    *rpc = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the upload stream ended early");
+    return absl::UnavailableError(absl::StrCat("ocicached ", target_, " paused the upload at ",
+                                               resp.committed_size(), " bytes"));
   }
   auto d = oci::Digest::Parse(resp.digest());
   if (!d.ok()) {

@@ -8,12 +8,23 @@
 // Blobs stream in chunks (1 MiB): WriteBlob reads the ByteSource as it sends,
 // ReadBlob hands each chunk to the sink as it arrives and, from offset 0,
 // verifies the digest of what arrived (DataLoss on mismatch: discard it).
+//
+// Writes survive a broken connection. Blobs of at least resumable_min_bytes
+// (and of unknown size) are sent as resumable uploads (an upload_id the server
+// stages): when the stream breaks (UNAVAILABLE or DEADLINE_EXCEEDED from gRPC
+// itself, not from the server's backend), WriteBlob waits for the server, asks
+// QueryWrite for the committed size and continues from there, at most
+// write_attempts times. Smaller blobs stream straight into the store and are
+// sent again from the start. The bytes to send again come from the last
+// replay_bytes kept in memory, else from source.Rewind(); a source that can do
+// neither ends the write with the original error.
 // Unary calls have a deadline (GrpcStoreOptions::timeout) and are retried by
 // gRPC on UNAVAILABLE (except Delete); streams have no deadline, and keepalive
 // pings notice a dead connection.
 #ifndef OCICACHE_PKG_CLIENT_GRPC_STORE_H_
 #define OCICACHE_PKG_CLIENT_GRPC_STORE_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -76,6 +87,15 @@ struct GrpcStoreOptions {
   std::string token;
   // How the channel was dialled (for error messages).
   Security security = Security::kPlaintext;
+  // Blobs of at least this size (and of unknown size) are resumable uploads;
+  // negative: never (every write streams straight into the store).
+  int64_t resumable_min_bytes = 16 << 20;
+  // Streams per WriteBlob when they break (1: no retry).
+  int write_attempts = 5;
+  // Bytes most recently sent kept in memory to send again after a break.
+  size_t replay_bytes = 16 << 20;
+  // How long a retry waits for the server to be reachable again.
+  absl::Duration reconnect_timeout = absl::Seconds(30);
 };
 
 class GrpcStore : public cache::Store {
@@ -103,12 +123,19 @@ class GrpcStore : public cache::Store {
   // Adds the token, and with a deadline the unary timeout.
   void Prepare(grpc::ClientContext* ctx, bool deadline) const;
   absl::Status Convert(const grpc::Status& s) const;
+  class Replay;
+  // One Write stream from `offset`; upload_id empty: not resumable.
+  absl::StatusOr<oci::Descriptor> WriteOnce(const oci::Digest& expected, int64_t size,
+                                            const std::string& upload_id, int64_t offset,
+                                            Replay& replay, bool* source_failed,
+                                            grpc::Status* rpc);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::string target_;
   GrpcStoreOptions opts_;
   std::unique_ptr<v1::Entries::Stub> entries_;
   std::unique_ptr<v1::Blobs::Stub> blobs_;
+  std::atomic<bool> no_uploads_{false};  // the server keeps no resumable uploads
 };
 
 // Garbage collection and sync run by the server, with its progress streamed back.

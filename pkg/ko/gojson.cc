@@ -193,6 +193,18 @@ void Write(std::string* out, const ojson& v, absl::string_view prefix, absl::str
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
+// Inside a JSON string literal: copies s[*i] (and the byte it escapes) to out and
+// returns whether the literal is still open afterwards.
+bool CopyStringByte(absl::string_view s, size_t* i, std::string* out) {
+  char c = s[*i];
+  out->push_back(c);
+  if (c == '\\' && *i + 1 < s.size()) {
+    out->push_back(s[++*i]);
+    return true;
+  }
+  return c != '"';
+}
+
 }  // namespace
 
 std::string GoMarshal(const nlohmann::ordered_json& v) {
@@ -233,12 +245,7 @@ std::string GoCompact(absl::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     char c = s[i];
     if (in_string) {
-      out.push_back(c);
-      if (c == '\\' && i + 1 < s.size()) {
-        out.push_back(s[++i]);
-      } else if (c == '"') {
-        in_string = false;
-      }
+      in_string = CopyStringByte(s, &i, &out);
       continue;
     }
     if (IsSpace(c)) continue;
@@ -261,12 +268,7 @@ std::string GoIndent(absl::string_view src, absl::string_view prefix, absl::stri
   for (size_t i = 0; i < s.size(); ++i) {
     char c = s[i];
     if (in_string) {
-      out.push_back(c);
-      if (c == '\\' && i + 1 < s.size()) {
-        out.push_back(s[++i]);
-      } else if (c == '"') {
-        in_string = false;
-      }
+      in_string = CopyStringByte(s, &i, &out);
       continue;
     }
     switch (c) {

@@ -172,6 +172,11 @@ void Authenticator::SetChallenge(std::optional<Challenge> c) {
   challenge_ = std::move(c);
 }
 
+void Authenticator::NoteAnonymousOk() {
+  absl::MutexLock l(&mu_);
+  known_ = true;
+}
+
 int64_t Authenticator::tokens_fetched() const {
   absl::MutexLock l(&mu_);
   return tokens_fetched_;
@@ -284,26 +289,34 @@ absl::StatusOr<Token> Authenticator::FetchToken(const Challenge& c, const Creden
   return t;
 }
 
-bool Authenticator::OnUnauthorized(const HttpHeaders& headers, std::vector<std::string>* scopes) {
+bool Authenticator::OnUnauthorized(const HttpHeaders& headers, std::vector<std::string>* scopes,
+                                   absl::string_view sent) {
   std::optional<Challenge> ch = PickChallenge(headers.GetAll("www-authenticate"));
   if (!ch) return false;
   absl::MutexLock l(&mu_);
   bool was_basic = known_ && challenge_ && challenge_->scheme == "basic";
   known_ = true;
   if (ch->scheme == "bearer") {
-    // The token we sent (if any) did not do: forget it.
-    if (challenge_) tokens_.erase(CacheKey(*challenge_, NormalizeScopes(*scopes)));
+    // The token we sent (if any) did not do: forget it. A token cached by another
+    // request meanwhile (this one went out without it) is kept.
+    auto drop_if_sent = [&](const std::string& key) {
+      auto it = tokens_.find(key);
+      if (it != tokens_.end() && sent == absl::StrCat("Bearer ", it->second.value)) {
+        tokens_.erase(it);
+      }
+    };
+    if (challenge_) drop_if_sent(CacheKey(*challenge_, NormalizeScopes(*scopes)));
     for (absl::string_view s : absl::StrSplit(ch->Param("scope"), ' ', absl::SkipEmpty())) {
       scopes->push_back(std::string(s));
     }
     *scopes = NormalizeScopes(*scopes);
-    tokens_.erase(CacheKey(*ch, *scopes));
+    drop_if_sent(CacheKey(*ch, *scopes));
     challenge_ = ch;
     return true;
   }
   challenge_ = ch;
-  // Basic: a retry helps only if we had not answered Basic before.
-  return ch->scheme == "basic" && !was_basic;
+  // Basic: a retry helps unless Basic credentials were sent already.
+  return ch->scheme == "basic" && !(was_basic && !sent.empty());
 }
 
 }  // namespace ocicache::registry::internal

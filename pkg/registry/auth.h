@@ -66,19 +66,25 @@ class Authenticator {
 
   Authenticator(std::string registry, SendFn send, CredentialsFn credentials);
 
-  // Whether a challenge (or its absence) is known, from a ping or a 401.
+  // Whether a challenge (or its absence) is known, from a ping, a 401, or an
+  // anonymous request the registry answered.
   bool known() const;
   // Records what GET /v2/ said: its challenge, or none (anonymous access).
   void SetChallenge(std::optional<Challenge> c);
+  // A request sent without credentials got an answer other than 401: anonymous
+  // access works (until a 401 says otherwise). Keeps a challenge learned meanwhile.
+  void NoteAnonymousOk();
 
   // The Authorization header value for a request needing `scopes`, "" for none.
   // May ask the token realm for a token.
   absl::StatusOr<std::string> Authorization(const std::vector<std::string>& scopes);
 
-  // A request with `scopes` got 401 carrying `headers`. Learns the challenge, adds
-  // the scopes it names, drops the cached token. True when one more try with new
-  // credentials can help.
-  bool OnUnauthorized(const HttpHeaders& headers, std::vector<std::string>* scopes);
+  // A request with `scopes`, sent with the Authorization value `sent` ("" for
+  // none), got 401 carrying `headers`. Learns the challenge, adds the scopes it
+  // names, drops the cached token if it was the one sent. True when one more try
+  // with new credentials can help.
+  bool OnUnauthorized(const HttpHeaders& headers, std::vector<std::string>* scopes,
+                      absl::string_view sent);
 
   // Tokens fetched from the realm so far.
   int64_t tokens_fetched() const;

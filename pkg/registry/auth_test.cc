@@ -128,7 +128,10 @@ TEST_F(AuthenticatorTest, BasicChallenge) {
   EXPECT_EQ(*a, "Basic dXNlcjpwYXNz");
   // A 401 after answering Basic: retrying cannot help.
   std::vector<std::string> scopes;
-  EXPECT_FALSE(auth_.OnUnauthorized(Challenge401(R"(Basic realm="r")"), &scopes));
+  EXPECT_FALSE(auth_.OnUnauthorized(Challenge401(R"(Basic realm="r")"), &scopes, *a));
+  // A 401 to a request that went out before the challenge was known (no
+  // Authorization): one more try with the credentials helps.
+  EXPECT_TRUE(auth_.OnUnauthorized(Challenge401(R"(Basic realm="r")"), &scopes, ""));
 }
 
 TEST_F(AuthenticatorTest, BearerTokensCachedPerScopeSet) {
@@ -163,7 +166,7 @@ TEST_F(AuthenticatorTest, BearerTokensCachedPerScopeSet) {
   std::vector<std::string> scopes = {"repository:a:pull,push"};
   EXPECT_TRUE(auth_.OnUnauthorized(
       Challenge401(R"(Bearer realm="http://127.0.0.1:1/token?x=1",service="svc",scope="repository:c:pull")"),
-      &scopes));
+      &scopes, *a));
   EXPECT_EQ(scopes, (std::vector<std::string>{"repository:a:pull,push", "repository:c:pull"}));
   a = auth_.Authorization(scopes);
   ASSERT_TRUE(a.ok());

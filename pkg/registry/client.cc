@@ -307,8 +307,10 @@ struct Client::Impl {
   absl::Mutex ping_mu;
 };
 
-// The first request learns how the registry wants to be authenticated, from an
-// anonymous GET /v2/ (so that no streamed body is ever wasted on a 401).
+// Learns how the registry wants to be authenticated from an anonymous GET /v2/.
+// Only needed before a request whose body cannot be sent twice (a 401 would waste
+// it); every other request goes out directly and learns the challenge from its own
+// 401 (see Send). Returns the ping's HTTP status, or 0 when the challenge was known.
 absl::StatusOr<long> Client::Impl::EnsureChallenge() {
   if (auth.known()) return 0;
   absl::MutexLock l(&ping_mu);
@@ -346,7 +348,7 @@ absl::StatusOr<HttpResponse> Client::Impl::Send(absl::string_view op, HttpReques
                                                 const SendOptions& so) {
   const std::string prefix = op.empty() ? "" : Prefix(op);
   auto annotate = [&](const absl::Status& s) { return prefix.empty() ? s : Annotate(s, prefix); };
-  if (so.authenticate) {
+  if (so.authenticate && !so.retry_auth) {
     absl::StatusOr<long> s = EnsureChallenge();
     if (!s.ok()) return s.status();
   }
@@ -367,13 +369,27 @@ absl::StatusOr<HttpResponse> Client::Impl::Send(absl::string_view op, HttpReques
 
     absl::StatusOr<HttpResponse> r = transport.Do(req);
 
+    if (r.ok() && so.authenticate && authz.empty() && r->status != 401 && r->status < 500 &&
+        !auth.known()) {
+      // Answered without credentials: no need to ask how to authenticate.
+      auth.NoteAnonymousOk();
+    }
     if (r.ok() && r->status == 401 && so.authenticate && so.retry_auth && !auth_retried) {
       auth_retried = true;
-      if (auth.OnUnauthorized(r->headers, &scopes)) {
+      if (auth.OnUnauthorized(r->headers, &scopes, authz)) {
         absl::StatusOr<std::string> next = auth.Authorization(scopes);
         if (!next.ok()) return annotate(next.status());
         if (*next != authz) continue;  // not counted as an attempt
       }
+    }
+    if (r.ok() && r->status == 400 && req.method == "HEAD" && r->body.empty() &&
+        absl::StartsWith(req.url, "http://")) {
+      // A HEAD's 400 has no body saying why: a GET /v2/ tells whether this is plain
+      // HTTP sent to a TLS port (the error path only; it used to be the first ping).
+      HttpRequest probe;
+      probe.url = Url("/v2/");
+      absl::StatusOr<HttpResponse> pr = transport.Do(probe);
+      if (pr.ok() && IsHttpOnHttpsPort(probe, *pr)) r = std::move(pr);
     }
     if (r.ok() && IsHttpOnHttpsPort(req, *r)) {
       // Not the registry's verdict on the request: it never read it. Neither a bad
@@ -434,10 +450,7 @@ int64_t Client::request_count() const { return impl_->transport.request_count();
 int64_t Client::token_count() const { return impl_->auth.tokens_fetched(); }
 
 absl::Status Client::Ping() {
-  // The first ping is anonymous; if that was enough, it is the answer.
-  absl::StatusOr<long> first = impl_->EnsureChallenge();
-  if (!first.ok()) return first.status();
-  if (*first == 200) return absl::OkStatus();
+  // Anonymous at first; a 401 teaches the challenge and is answered once.
   HttpRequest req;
   req.url = impl_->Url("/v2/");
   return impl_->Send("GET /v2/", req, {}, {}).status();

@@ -3,8 +3,11 @@
 // takes a libcurl easy handle from a small pool (connections are not shared across
 // threads, see ../shared/notes/registry.md).
 //
-// Authentication: the first call sends an anonymous GET /v2/ to learn the challenge
-// (none, Basic or Bearer), so no streamed body is ever wasted on a 401. Bearer tokens
+// Authentication: requests go out anonymously until a 401 names the challenge
+// (Basic or Bearer); the request is then answered and sent once more, and the
+// challenge kept for the client's lifetime, so an anonymous registry costs no extra
+// request. Only a request whose streamed body cannot be sent twice is preceded, while
+// nothing is known yet, by an anonymous GET /v2/ to learn the challenge. Bearer tokens
 // are fetched per scope set (pull for reads, pull,push for writes, delete for
 // DeleteManifest, plus pull on a mount's source) and cached until shortly before
 // they expire. Credentials: ClientOptions.credentials, else docker's config (see

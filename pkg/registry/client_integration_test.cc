@@ -148,6 +148,32 @@ class ClientIntegrationTest : public ::testing::TestWithParam<Auth> {
 
 TEST_P(ClientIntegrationTest, Ping) { EXPECT_TRUE(client_->Ping().ok()); }
 
+// A lookup is one request: no GET /v2/ first. Auth costs, once per client, the 401
+// that names the challenge (and the token fetch in token mode).
+TEST_P(ClientIntegrationTest, RequestsPerLookup) {
+  const std::string repo = Repo("lookups");
+  const oci::Descriptor blob = Push(repo, "counted");
+  std::unique_ptr<Client> c = NewClient(reg_->options().password);
+  ASSERT_NE(c, nullptr);
+  const int64_t first_cost = GetParam() == RegistryProcess::Options::kNone       ? 1
+                             : GetParam() == RegistryProcess::Options::kHtpasswd ? 2
+                                                                                 : 3;
+  absl::StatusOr<int64_t> st = c->StatBlob(repo, blob.digest);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(c->request_count(), first_cost);
+  // Then every lookup, hit or miss, blob or manifest, is exactly one request.
+  int64_t before = c->request_count();
+  ASSERT_TRUE(c->StatBlob(repo, blob.digest).ok());
+  EXPECT_EQ(c->request_count(), before + 1);
+  before = c->request_count();
+  EXPECT_EQ(c->GetManifest(repo, "absent").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->request_count(), before + 1);
+  before = c->request_count();
+  HashSink sink;
+  ASSERT_TRUE(c->GetBlob(repo, blob.digest, blob.size, sink).ok());
+  EXPECT_EQ(c->request_count(), before + 1);
+}
+
 TEST_P(ClientIntegrationTest, BlobKnownSizeRoundTrip) {
   const std::string repo = Repo("blob");
   const int64_t size = 3 * 1024 * 1024 + 17;
@@ -367,7 +393,7 @@ TEST_P(ClientAuthIntegrationTest, WrongPasswordIsUnauthenticated) {
   absl::StatusOr<int64_t> s = bad->StatBlob(Repo("denied"), oci::Digest::Of("x"));
   EXPECT_EQ(s.status().code(), absl::StatusCode::kUnauthenticated) << s.status();
   EXPECT_FALSE(IsTemporary(s.status()));
-  EXPECT_LE(bad->request_count(), 3);  // ping, one answer to the challenge; no retry loop
+  EXPECT_LE(bad->request_count(), 3);  // 401, one answer to the challenge (+ token); no loop
   EXPECT_EQ(std::string(s.status().message()).find("not-the-password"), std::string::npos);
   EXPECT_EQ(bad->Ping().code(), absl::StatusCode::kUnauthenticated);
   // The right password on a new client still works (nothing got stuck).

@@ -106,6 +106,7 @@ int RunDaemon(DaemonOptions opts) {
     }
     opts.server.probe = *std::move(probe);
   }
+  if (!opts.server.open_instance) opts.server.open_instance = InstanceOpener(opts.store);
   if (opts.access_log && !opts.server.service.access_log) {
     opts.server.service.access_log = service::LogToStderr;
   }

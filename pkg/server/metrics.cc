@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -71,6 +72,36 @@ std::string RenderMetrics(const service::Counters& c, const MetricsSnapshot& sna
            snap.local_evicted_entries);
     Metric(&out, "ocicached_local_evicted_bytes_total", "counter",
            "Blob bytes removed from the local tier by eviction.", snap.local_evicted_bytes);
+  }
+  if (!snap.reapi.empty()) {
+    struct Family {
+      const char* name;
+      const char* type;
+      const char* help;
+    };
+    const Family families[] = {
+        {"ocicached_reapi_action_cache_hits_total", "counter",
+         "REAPI GetActionResult hits (complete results), by instance name."},
+        {"ocicached_reapi_action_cache_misses_total", "counter",
+         "REAPI GetActionResult misses (absent or incomplete results), by instance name."},
+        {"ocicached_reapi_action_cache_hit_ratio", "gauge",
+         "hits / (hits + misses) since start, by instance name; 0 before any lookup."}};
+    for (int f = 0; f < 3; ++f) {
+      absl::StrAppend(&out, "# HELP ", families[f].name, " ", families[f].help, "\n# TYPE ",
+                      families[f].name, " ", families[f].type, "\n");
+      for (const auto& r : snap.reapi) {
+        absl::StrAppend(&out, families[f].name, "{instance=\"", absl::CHexEscape(r.instance),
+                        "\"} ");
+        if (f == 0) {
+          absl::StrAppend(&out, r.hits, "\n");
+        } else if (f == 1) {
+          absl::StrAppend(&out, r.misses, "\n");
+        } else {
+          int64_t n = r.hits + r.misses;
+          absl::StrAppend(&out, absl::StrFormat("%.6f", n > 0 ? double(r.hits) / n : 0.0), "\n");
+        }
+      }
+    }
   }
   {
     int64_t lookups = load(c.lookups);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -25,6 +26,13 @@ struct MetricsSnapshot {
   int64_t local_evicted_entries = 0;
   int64_t local_evicted_bytes = 0;
   absl::Duration uptime;
+  // REAPI action cache lookups by instance name.
+  struct ReapiInstance {
+    std::string instance;
+    int64_t hits = 0;
+    int64_t misses = 0;
+  };
+  std::vector<ReapiInstance> reapi;
 };
 
 // The exposition text.

@@ -17,8 +17,14 @@
 namespace ocicache::server {
 namespace {
 
-const char* const kServices[] = {"", "ocicache.v1.Entries", "ocicache.v1.Blobs",
-                                 "ocicache.v1.Admin"};
+const char* const kServices[] = {"",
+                                 "ocicache.v1.Entries",
+                                 "ocicache.v1.Blobs",
+                                 "ocicache.v1.Admin",
+                                 "build.bazel.remote.execution.v2.Capabilities",
+                                 "build.bazel.remote.execution.v2.ActionCache",
+                                 "build.bazel.remote.execution.v2.ContentAddressableStorage",
+                                 "google.bytestream.ByteStream"};
 
 // "host:port" -> "host"; "[::1]:port" -> "[::1]".
 std::string HostPart(const std::string& listen) {
@@ -27,6 +33,22 @@ std::string HostPart(const std::string& listen) {
 }
 
 }  // namespace
+
+reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config) {
+  return [config](absl::string_view instance) -> absl::StatusOr<std::shared_ptr<cache::Store>> {
+    cli::StoreConfig c = config;
+    c.server.clear();
+    if (!c.repo.empty()) c.repo = absl::StrCat(c.repo, "/", instance);
+    // The layout sits in a "_layout" subdirectory ('_' cannot start a
+    // segment), so instance "a" and instance "a/b" never nest in each other.
+    if (!c.dir.empty()) c.dir = absl::StrCat(c.dir, "/instances/", instance, "/_layout");
+    auto set = cli::OpenStores(c);
+    if (!set.ok()) return set.status();
+    // The store keeps the whole set (admin, client pool) alive.
+    auto holder = std::make_shared<cli::StoreSet>(*std::move(set));
+    return std::shared_ptr<cache::Store>(holder, holder->store.get());
+  };
+}
 
 std::function<absl::Status()> DefaultProbe(const cli::StoreSet& stores) {
   if (stores.remote != nullptr) {
@@ -91,6 +113,15 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   s->entries_ = std::make_unique<service::EntriesService>(b);
   s->blobs_ = std::make_unique<service::BlobsService>(b);
   s->admin_ = std::make_unique<service::AdminService>(b);
+  s->reapi_instances_ = std::make_unique<reapi::Instances>(
+      b.store, s->opts_.open_instance, s->opts_.reapi_instances);
+  s->reapi_backend_.base = &s->backend_;
+  s->reapi_backend_.instances = s->reapi_instances_.get();
+  s->reapi_backend_.options = s->opts_.reapi;
+  s->reapi_capabilities_ = std::make_unique<reapi::CapabilitiesService>(s->reapi_backend_);
+  s->reapi_action_cache_ = std::make_unique<reapi::ActionCacheService>(s->reapi_backend_);
+  s->reapi_cas_ = std::make_unique<reapi::CasService>(s->reapi_backend_);
+  s->reapi_bytestream_ = std::make_unique<reapi::ByteStreamService>(s->reapi_backend_);
 
   // Both are process-wide switches read by ServerBuilder.
   grpc::EnableDefaultHealthCheckService(true);
@@ -101,6 +132,10 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   builder.RegisterService(s->entries_.get());
   builder.RegisterService(s->blobs_.get());
   builder.RegisterService(s->admin_.get());
+  builder.RegisterService(s->reapi_capabilities_.get());
+  builder.RegisterService(s->reapi_action_cache_.get());
+  builder.RegisterService(s->reapi_cas_.get());
+  builder.RegisterService(s->reapi_bytestream_.get());
   builder.SetMaxReceiveMessageSize(s->opts_.max_message_bytes);
   builder.SetMaxSendMessageSize(s->opts_.max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, s->opts_.max_concurrent_streams);
@@ -146,6 +181,9 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
         snap.local_tier_limit_bytes = srv->stores_.local->max_bytes();
         snap.local_evicted_entries = srv->stores_.local->entries_evicted();
         snap.local_evicted_bytes = srv->stores_.local->bytes_evicted();
+      }
+      for (const auto& st : srv->reapi_instances_->AllStats()) {
+        snap.reapi.push_back({st.instance, st.hits, st.misses});
       }
       return RenderMetrics(srv->counters_, snap);
     });

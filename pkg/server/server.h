@@ -25,6 +25,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "pkg/cli/stores.h"
+#include "pkg/reapi/instance.h"
+#include "pkg/reapi/services.h"
 #include "pkg/server/metrics.h"
 #include "pkg/server/tls.h"
 #include "pkg/service/backend.h"
@@ -55,6 +57,12 @@ struct ServerOptions {
   std::optional<service::TokenAuth> auth;
   // HOST:PORT for the Prometheus endpoint (metrics.h); empty: none.
   std::string metrics_listen;
+  // REAPI: existence and completeness caches, batch limits.
+  reapi::InstanceOptions reapi_instances;
+  reapi::ReapiOptions reapi;
+  // Opens the store of a non-empty REAPI instance name; unset: only the
+  // empty instance name is served. See InstanceOpener.
+  reapi::StoreOpener open_instance;
   // TLS (and mTLS) on the port (tls.h); no certificate: plaintext.
   TlsConfig tls;
   // HOST:PORT of a second, plaintext port that serves only grpc.health.v1 (for
@@ -100,6 +108,12 @@ class CacheServer {
   std::unique_ptr<service::EntriesService> entries_;
   std::unique_ptr<service::BlobsService> blobs_;
   std::unique_ptr<service::AdminService> admin_;
+  std::unique_ptr<reapi::Instances> reapi_instances_;
+  reapi::ReapiBackend reapi_backend_;
+  std::unique_ptr<reapi::CapabilitiesService> reapi_capabilities_;
+  std::unique_ptr<reapi::ActionCacheService> reapi_action_cache_;
+  std::unique_ptr<reapi::CasService> reapi_cas_;
+  std::unique_ptr<reapi::ByteStreamService> reapi_bytestream_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_;
   std::unique_ptr<grpc::Server> health_server_;  // health_listen
@@ -114,6 +128,11 @@ class CacheServer {
   bool probed_ ABSL_GUARDED_BY(mu_) = false;
   std::thread prober_;
 };
+
+// The stores of REAPI instance "a/b" for a server configured with `config`:
+// repository REPO/a/b and directory DIR/instances/a/b/_layout (each only if the
+// server has a repository or a directory), opened as cli::OpenStores does.
+reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config);
 
 // The default health probe for a set of stores: the registry's Ping (with the
 // store's own client and its retries), else the local directory.

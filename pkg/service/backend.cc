@@ -68,13 +68,21 @@ void Call::Subject(absl::string_view s) {
 
 absl::Status Call::Authorize() const {
   if (b_.auth == nullptr) return absl::OkStatus();
+  return b_.auth->Check(AuthorizationHeader(ctx_), access_);
+}
+
+bool Call::Allows(Access access) const {
+  return b_.auth == nullptr || b_.auth->Check(AuthorizationHeader(ctx_), access).ok();
+}
+
+std::string Call::AuthorizationHeader(grpc::ServerContext* ctx) {
   std::string header;
-  if (ctx_ != nullptr) {
-    const auto& md = ctx_->client_metadata();
+  if (ctx != nullptr) {
+    const auto& md = ctx->client_metadata();
     auto it = md.find("authorization");
     if (it != md.end()) header.assign(it->second.data(), it->second.size());
   }
-  return b_.auth->Check(header, access_);
+  return header;
 }
 
 grpc::Status Call::Done(const absl::Status& s) {
@@ -88,6 +96,7 @@ grpc::Status Call::Done(const absl::Status& s) {
     double ms = absl::ToDoubleMilliseconds(took);
     std::string line = absl::StrFormat("%s %s %s %s %.1fms %dB", ctx_ != nullptr ? ctx_->peer() : "-",
                                        method_, subject_, CodeName(out.error_code()), ms, bytes_);
+    line += note_;
     if (!s.ok()) {
       absl::StrAppend(&line, " \"", absl::CHexEscape(s.message().substr(0, 300)), "\"");
     }

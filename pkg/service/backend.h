@@ -94,7 +94,7 @@ struct Backend {
 // One request: checks, counts and logs it. Every handler makes one, calls
 // Authorize() first, and returns Done(status), which converts the status
 // (status.h) and writes the access-log line:
-// "<peer> <Service/Method> <subject> <CODE> <ms>ms <bytes>B".
+// "<peer> <Service/Method> <subject> <CODE> <ms>ms <bytes>B[ notes]".
 class Call {
  public:
   Call(const Backend& b, grpc::ServerContext* ctx, absl::string_view method, Access access)
@@ -105,17 +105,23 @@ class Call {
   // The key or digest the request is about.
   void Subject(absl::string_view s);
   void AddBytes(int64_t n) { bytes_ += n; }
+  // Extra " name=value" fields appended to the access-log line (REAPI request metadata).
+  void Note(absl::string_view fields) { note_.append(fields.data(), fields.size()); }
   // OK, or why the caller's token does not allow this call (auth.h).
   absl::Status Authorize() const;
+  // Whether the caller's token allows calls needing `access`.
+  bool Allows(Access access) const;
   grpc::Status Done(const absl::Status& s);
 
  private:
+  static std::string AuthorizationHeader(grpc::ServerContext* ctx);
   const Backend& b_;
   grpc::ServerContext* ctx_;
   std::string method_;
   Access access_;
   std::string subject_ = "-";
   int64_t bytes_ = 0;
+  std::string note_;
   absl::Time start_;
 };
 

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# REAPI remote cache benchmark: wall time of a warm rebuild (after `bazel clean`)
+# of the sample workspace test/e2e/bazelws with real Bazel 4.2.3, measured in one
+# run on this machine, in three states:
+#   disk_cache        --disk_cache on the local disk (the baseline)
+#   registry only     --remote_cache=grpc://ocicached, restarted with an empty local
+#                     tier before each run: every blob comes from the loopback registry
+#   warm local tier   --remote_cache=grpc://ocicached whose local tier already holds
+#                     the cache (the registry is only asked for existence, if at all)
+# Every timed rebuild must be all remote cache hits (checked). The states alternate
+# within each round, so load changes on the machine hit them alike.
+# Goal: remote cache rebuild <= 1.3x the disk_cache rebuild.
+#
+# Usage: bash bench/bazel_bench.sh [RUNS]   (rounds, median shown; default 3)
+# OCICACHED_BIN / REGISTRYCTL name built binaries; otherwise they are built with bazel.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+
+if [[ -z ${OCICACHED_BIN:-} || -z ${REGISTRYCTL:-} ]]; then
+  bazel build -c opt //cmd/ocicache //cmd/ocicached //test/harness:registryctl >/tmp/bazel-bench-build.log 2>&1 ||
+    { tail -20 /tmp/bazel-bench-build.log; exit 1; }
+  bin=$(bazel info -c opt bazel-bin)
+  OCICACHE_BIN=$bin/cmd/ocicache/ocicache
+  OCICACHED_BIN=$bin/cmd/ocicached/ocicached
+  REGISTRYCTL=$bin/test/harness/registryctl
+fi
+export OCICACHE_BIN=${OCICACHE_BIN:-unused} OCICACHED_BIN REGISTRYCTL
+source test/e2e/lib.sh  # WORK, start_registry, cleanup
+source test/e2e/bazel_lib.sh
+trap 'bzl_shutdown; cleanup' EXIT
+
+start_registry none REG || exit 1
+bzl_setup || exit 1
+REPO=$REG/bazel/bench
+DC=$WORK/disk-cache
+# The access log costs a line per call; a production server would log too, keep it.
+start_ocicached D --repo "$REPO" --dir "$WORK/tier-fill" || exit 1
+
+# Fill both caches in one build (Bazel 4.2.3 writes to --disk_cache and
+# --remote_cache together).
+bzl_build "$WORK/fill.log" --remote_cache="grpc://$D" --disk_cache="$DC" ||
+  { echo "fill build failed:" >&2; tail -20 "$WORK/fill.log" >&2; exit 1; }
+read -r N _ < <(bzl_counts "$WORK/fill.log")
+[[ -n ${N:-} ]] || { echo "no processes line in the fill build" >&2; exit 1; }
+
+# timed LABEL ARGS...: clean, rebuild with ARGS; prints seconds. Exits if the
+# rebuild was not all remote cache hits.
+timed() {
+  local label=$1; shift
+  local log t0 t1 ex hits
+  log=$(mktemp "$WORK/run-$label.XXXXXX")
+  bzl_clean || { echo "bazel clean failed" >&2; exit 1; }
+  t0=$(date +%s.%N)
+  bzl_build "$log" "$@" || { echo "build failed ($label):" >&2; tail -20 "$log" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  read -r ex hits < <(bzl_counts "$log")
+  if [[ ${ex:-} != "$N" || ${hits:-} != "$N" ]]; then
+    echo "$label: not all $N processes were cache hits: $(bzl_processes_line "$log")" >&2; exit 1
+  fi
+  python3 -c "print(f'{$t1 - $t0:.2f}')"
+}
+median() { python3 -c 'import statistics,sys; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.2f}")' "$@"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+
+disk=() reg=() tier=()
+for i in $(seq "$runs"); do
+  disk+=("$(timed disk_cache --disk_cache="$DC")") || exit 1
+  stop_ocicached D
+  start_ocicached D --repo "$REPO" --dir "$WORK/tier-$i" || exit 1
+  reg+=("$(timed registry-only --remote_cache="grpc://$D")") || exit 1
+  tier+=("$(timed warm-tier --remote_cache="grpc://$D")") || exit 1
+done
+
+d=$(median "${disk[@]}") r=$(median "${reg[@]}") t=$(median "${tier[@]}")
+echo
+echo "bazel clean && bazel test //... of test/e2e/bazelws ($N processes, all cache hits; 32 MiB largest output)"
+echo "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $runs rounds, median; goal <= 1.30x disk_cache"
+printf '%-40s %8s %13s\n' state seconds "x disk_cache"
+printf '%-40s %8s %13s\n' "--disk_cache (baseline)" "$d" "1.00"
+printf '%-40s %8s %13s\n' "--remote_cache, ocicached, registry only" "$r" "$(ratio "$r" "$d")"
+printf '%-40s %8s %13s\n' "--remote_cache, ocicached, warm tier" "$t" "$(ratio "$t" "$d")"
+echo
+echo "runs (s): disk_cache ${disk[*]}; registry only ${reg[*]}; warm tier ${tier[*]}"

@@ -1,0 +1,322 @@
+#include "pkg/reapi/instance.h"
+
+#include <deque>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "pkg/service/parallel.h"
+
+namespace ocicache::reapi {
+namespace {
+
+// Collects a blob in memory, refusing more than a limit.
+class BoundedSink : public oci::ByteSink {
+ public:
+  BoundedSink(std::string* out, int64_t max) : out_(out), max_(max) {}
+  absl::Status Write(absl::string_view chunk) override {
+    if (static_cast<int64_t>(out_->size() + chunk.size()) > max_) {
+      return absl::ResourceExhaustedError(absl::StrCat("blob larger than ", max_, " bytes"));
+    }
+    out_->append(chunk.data(), chunk.size());
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string* out_;
+  int64_t max_;
+};
+
+std::string Listed(const std::vector<BlobId>& blobs) {
+  std::string out;
+  size_t n = std::min<size_t>(blobs.size(), 3);
+  for (size_t i = 0; i < n; ++i) absl::StrAppend(&out, i ? ", " : "", blobs[i].str());
+  if (blobs.size() > n) absl::StrAppend(&out, ", ...");
+  return out;
+}
+
+}  // namespace
+
+Instance::Instance(std::string name, std::shared_ptr<cache::Store> store, InstanceOptions opts)
+    : name_(std::move(name)),
+      store_(std::move(store)),
+      opts_(opts),
+      exists_(opts.exists_max, opts.exists_ttl),
+      complete_(opts.complete_max, opts.complete_ttl) {}
+
+absl::StatusOr<bool> Instance::Exists(const BlobId& blob) {
+  if (blob.empty()) return true;
+  std::string key = blob.str();
+  if (exists_.Contains(key)) return true;
+  auto size = store_->StatBlob(blob.digest);
+  if (absl::IsNotFound(size.status())) return false;
+  if (!size.ok()) return size.status();
+  if (*size != blob.size) return false;
+  exists_.Add(key);
+  return true;
+}
+
+void Instance::NoteExists(const BlobId& blob) { exists_.Add(blob.str()); }
+
+absl::StatusOr<std::vector<BlobId>> Instance::FindMissing(const std::vector<BlobId>& blobs) {
+  std::vector<BlobId> unique;
+  std::set<BlobId> seen;
+  for (const BlobId& b : blobs) {
+    if (seen.insert(b).second) unique.push_back(b);
+  }
+  std::vector<absl::StatusOr<bool>> found(unique.size(), false);
+  service::ParallelFor(unique.size(), opts_.parallelism,
+                       [&](size_t i) { found[i] = Exists(unique[i]); });
+  std::vector<BlobId> missing;
+  for (size_t i = 0; i < unique.size(); ++i) {
+    if (!found[i].ok()) return found[i].status();
+    if (!*found[i]) missing.push_back(unique[i]);
+  }
+  return missing;
+}
+
+absl::Status Instance::Write(const BlobId& blob, oci::ByteSource& source) {
+  auto d = store_->WriteBlob(blob.digest, blob.size, source);
+  if (!d.ok()) return d.status();
+  exists_.Add(blob.str());
+  return absl::OkStatus();
+}
+
+absl::Status Instance::WriteBytes(const BlobId& blob, absl::string_view data) {
+  if (static_cast<int64_t>(data.size()) != blob.size) {
+    return absl::InvalidArgumentError(absl::StrCat("blob ", blob.str(), ": got ", data.size(),
+                                                   " bytes, the digest says ", blob.size));
+  }
+  if (blob.empty()) return absl::OkStatus();
+  if (oci::Digest::Of(data) != blob.digest) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("blob ", blob.str(), ": the data has another SHA-256 (",
+                     oci::Digest::Of(data).hex(), ")"));
+  }
+  oci::StringSource src(data);
+  return Write(blob, src);
+}
+
+absl::Status Instance::Read(const BlobId& blob, int64_t offset, oci::ByteSink& sink) {
+  if (offset < 0 || offset > blob.size) {
+    return absl::OutOfRangeError(absl::StrCat("read_offset ", offset, " is outside blob ",
+                                              blob.str(), " (", blob.size, " bytes)"));
+  }
+  if (blob.empty()) return absl::OkStatus();
+  auto present = Exists(blob);
+  if (!present.ok()) return present.status();
+  if (!*present) return absl::NotFoundError(absl::StrCat("blob ", blob.str(), " not found"));
+  if (offset == blob.size) return absl::OkStatus();
+  absl::Status s = store_->ReadBlob(blob.digest, offset, sink);
+  if (absl::IsNotFound(s)) exists_.Remove(blob.str());
+  return s;
+}
+
+absl::StatusOr<std::string> Instance::ReadAll(const BlobId& blob, int64_t max_bytes) {
+  if (blob.size > max_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("blob ", blob.str(), " is larger than ", max_bytes, " bytes"));
+  }
+  std::string out;
+  BoundedSink sink(&out, max_bytes);
+  if (absl::Status s = Read(blob, 0, sink); !s.ok()) return s;
+  if (static_cast<int64_t>(out.size()) != blob.size) {
+    return absl::DataLossError(absl::StrCat("blob ", blob.str(), ": read ", out.size(), " bytes"));
+  }
+  return out;
+}
+
+absl::Status Instance::RequirePresent(const std::vector<BlobId>& blobs, absl::string_view what) {
+  auto missing = FindMissing(blobs);
+  if (!missing.ok()) return missing.status();
+  if (!missing->empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": ", missing->size(), " of ",
+                                                      blobs.size(), " blobs are not in the CAS (",
+                                                      Listed(*missing), "); upload them first"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v2::ActionResult> Instance::GetActionResult(const BlobId& action) {
+  std::string key = ActionKey(action);
+  cache::LookupOptions lo;
+  auto entry = store_->Lookup(key, lo);
+  if (!entry.ok()) {
+    if (absl::IsNotFound(entry.status())) {
+      Count(false);
+      return absl::NotFoundError(absl::StrCat("no result for action ", action.str()));
+    }
+    return entry.status();
+  }
+  auto stored = ReadActionEntry(*entry);
+  if (!stored.ok()) {
+    Count(false);
+    return absl::NotFoundError(stored.status().message());
+  }
+  if (!complete_.Contains(key)) {
+    auto missing = FindMissing(EntryBlobs(*entry));
+    if (!missing.ok()) return missing.status();
+    if (!missing->empty()) {
+      Count(false);
+      return absl::NotFoundError(absl::StrCat("the result of action ", action.str(), " names ",
+                                              missing->size(), " blobs no longer in the CAS (",
+                                              Listed(*missing), ")"));
+    }
+    complete_.Add(key);
+  }
+  std::string bytes = std::move(stored->inline_bytes);
+  if (stored->blob.has_value()) {
+    auto b = ReadAll(*stored->blob, opts_.max_message_blob_bytes);
+    if (!b.ok()) {
+      if (!absl::IsNotFound(b.status())) return b.status();
+      complete_.Remove(key);
+      Count(false);
+      return absl::NotFoundError(b.status().message());
+    }
+    bytes = *std::move(b);
+  }
+  v2::ActionResult result;
+  if (!result.ParseFromString(bytes)) {
+    Count(false);
+    return absl::NotFoundError(
+        absl::StrCat("the stored result of action ", action.str(), " does not parse"));
+  }
+  Count(true);
+  return result;
+}
+
+absl::StatusOr<v2::ActionResult> Instance::UpdateActionResult(const BlobId& action,
+                                                              v2::ActionResult result) {
+  // Inlined data is the CAS's business: stdout/stderr become blobs.
+  struct Inline {
+    std::string* raw;
+    v2::Digest* digest;
+  };
+  for (Inline in : {Inline{result.mutable_stdout_raw(), result.mutable_stdout_digest()},
+                    Inline{result.mutable_stderr_raw(), result.mutable_stderr_digest()}}) {
+    if (in.raw->empty()) continue;
+    if (in.digest->hash().empty()) {
+      BlobId b{oci::Digest::Of(*in.raw), static_cast<int64_t>(in.raw->size())};
+      if (absl::Status s = WriteBytes(b, *in.raw); !s.ok()) return s;
+      *in.digest = ToProto(b);
+    }
+    in.raw->clear();
+  }
+  if (!result.has_stdout_digest() || result.stdout_digest().hash().empty()) {
+    result.clear_stdout_digest();
+  }
+  if (!result.has_stderr_digest() || result.stderr_digest().hash().empty()) {
+    result.clear_stderr_digest();
+  }
+  for (auto& f : *result.mutable_output_files()) f.clear_contents();
+
+  auto direct = DirectBlobs(result);
+  if (!direct.ok()) return direct.status();
+  if (absl::Status s = RequirePresent(*direct, "action result"); !s.ok()) return s;
+
+  std::vector<BlobId> referenced = *direct;
+  for (int i = 0; i < result.output_directories_size(); ++i) {
+    auto tree_id = FromProto(result.output_directories(i).tree_digest(), "tree_digest");
+    if (!tree_id.ok()) return tree_id.status();
+    auto bytes = ReadAll(*tree_id, opts_.max_message_blob_bytes);
+    if (!bytes.ok()) return bytes.status();
+    v2::Tree tree;
+    if (!tree.ParseFromString(*bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat("output_directories[", i,
+                                                     "].tree_digest: blob ", tree_id->str(),
+                                                     " is not a Tree"));
+    }
+    auto files = TreeFileBlobs(tree);
+    if (!files.ok()) return files.status();
+    if (absl::Status s = RequirePresent(
+            *files, absl::StrCat("tree of ", result.output_directories(i).path()));
+        !s.ok()) {
+      return s;
+    }
+    referenced.insert(referenced.end(), files->begin(), files->end());
+  }
+
+  std::string encoded;
+  if (!result.SerializeToString(&encoded)) {
+    return absl::InternalError("cannot serialize the action result");
+  }
+  std::optional<BlobId> result_blob;
+  if (encoded.size() > kMaxInlineResultBytes) {
+    BlobId b{oci::Digest::Of(encoded), static_cast<int64_t>(encoded.size())};
+    if (absl::Status s = WriteBytes(b, encoded); !s.ok()) return s;
+    result_blob = b;
+  }
+  std::string key = ActionKey(action);
+  complete_.Remove(key);
+  if (absl::Status s = store_->Put(ActionEntry(action, encoded, result_blob, referenced)); !s.ok()) {
+    return s;
+  }
+  complete_.Add(key);
+  return result;
+}
+
+absl::Status Instance::WalkTree(const BlobId& root,
+                                const std::function<bool(const v2::Directory&)>& visit) {
+  std::deque<BlobId> queue{root};
+  std::set<BlobId> seen{root};
+  bool first = true;
+  while (!queue.empty()) {
+    BlobId id = queue.front();
+    queue.pop_front();
+    auto bytes = ReadAll(id, opts_.max_message_blob_bytes);
+    if (!bytes.ok()) {
+      if (absl::IsNotFound(bytes.status()) && !first) continue;  // absent parts are left out
+      return bytes.status();
+    }
+    v2::Directory dir;
+    if (!dir.ParseFromString(*bytes)) {
+      if (first) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("root_digest: blob ", id.str(), " is not a Directory"));
+      }
+      continue;
+    }
+    first = false;
+    for (const auto& sub : dir.directories()) {
+      auto child = FromProto(sub.digest(), "directory digest");
+      if (child.ok() && seen.insert(*child).second) queue.push_back(*child);
+    }
+    if (!visit(dir)) return absl::OkStatus();
+  }
+  return absl::OkStatus();
+}
+
+Instances::Instances(cache::Store* default_store, StoreOpener opener, InstanceOptions opts)
+    : opener_(std::move(opener)), opts_(opts) {
+  // Not owned: an aliasing pointer with no owner.
+  std::shared_ptr<cache::Store> store(std::shared_ptr<cache::Store>(), default_store);
+  by_name_.emplace("", std::make_unique<Instance>("", std::move(store), opts_));
+}
+
+absl::StatusOr<Instance*> Instances::Get(absl::string_view name) {
+  if (absl::Status s = ValidateInstanceName(name); !s.ok()) return s;
+  absl::MutexLock l(&mu_);
+  auto it = by_name_.find(name);
+  if (it != by_name_.end()) return it->second.get();
+  if (!opener_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "instance name \"", name, "\": this server serves only the empty instance name"));
+  }
+  auto store = opener_(name);
+  if (!store.ok()) return store.status();
+  auto inst = std::make_unique<Instance>(std::string(name), *std::move(store), opts_);
+  Instance* p = inst.get();
+  by_name_.emplace(std::string(name), std::move(inst));
+  return p;
+}
+
+std::vector<Instances::Stats> Instances::AllStats() {
+  absl::MutexLock l(&mu_);
+  std::vector<Stats> out;
+  for (const auto& [name, inst] : by_name_) {
+    out.push_back(Stats{name, inst->hits(), inst->misses()});
+  }
+  return out;
+}
+
+}  // namespace ocicache::reapi

@@ -1,0 +1,134 @@
+// The REAPI cache over a cache::Store: one Instance per instance name, each
+// with its own store (docs/FORMAT.md, "REAPI"). The gRPC servicers
+// (services.h) only parse, call these and convert.
+//
+// CAS blobs are the store's blobs (registry blobs). An ActionResult is an
+// entry keyed "ac:sha256:<action hash>" whose layers are every blob the result
+// names, the files inside its output trees included, so registry GC keeps them.
+//
+// Two caches keep repeated questions away from the registry: blobs known to
+// exist (positive answers only, bounded, `exists_ttl`), and action results
+// whose blobs were all present (`complete_ttl`). A blob deleted from the
+// registry behind the server's back can thus still be reported present for up
+// to exists_ttl; Read then says NOT_FOUND and forgets it.
+#ifndef OCICACHE_PKG_REAPI_INSTANCE_H_
+#define OCICACHE_PKG_REAPI_INSTANCE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pkg/cache/store.h"
+#include "pkg/oci/stream.h"
+#include "pkg/reapi/convert.h"
+#include "pkg/reapi/resource.h"
+#include "pkg/reapi/ttl_set.h"
+
+namespace ocicache::reapi {
+
+struct InstanceOptions {
+  absl::Duration exists_ttl = absl::Minutes(10);
+  size_t exists_max = 1 << 18;
+  absl::Duration complete_ttl = absl::Minutes(5);
+  size_t complete_max = 1 << 16;
+  // Existence checks of one request run on at most this many threads.
+  int parallelism = 16;
+  // Tree and ActionResult blobs larger than this are refused.
+  int64_t max_message_blob_bytes = 64 << 20;
+};
+
+class Instance {
+ public:
+  Instance(std::string name, std::shared_ptr<cache::Store> store, InstanceOptions opts);
+
+  const std::string& name() const { return name_; }
+  cache::Store& store() { return *store_; }
+
+  // Whether the blob is present (the empty blob always is). A blob of the
+  // same hash but another size is absent.
+  absl::StatusOr<bool> Exists(const BlobId& blob);
+  // The absent ones among `blobs`, in request order, without duplicates.
+  absl::StatusOr<std::vector<BlobId>> FindMissing(const std::vector<BlobId>& blobs);
+  // Records that a blob is present (after a write that went around Write).
+  void NoteExists(const BlobId& blob);
+
+  // Stores a blob; InvalidArgument when the data does not match hash and size.
+  absl::Status Write(const BlobId& blob, oci::ByteSource& source);
+  absl::Status WriteBytes(const BlobId& blob, absl::string_view data);
+  // Streams the blob from `offset`: NotFound if absent, OutOfRange if offset
+  // is past its end.
+  absl::Status Read(const BlobId& blob, int64_t offset, oci::ByteSink& sink);
+  // The whole blob, at most max_bytes (ResourceExhausted beyond).
+  absl::StatusOr<std::string> ReadAll(const BlobId& blob, int64_t max_bytes);
+
+  // The result, if every blob it references is present; NotFound otherwise.
+  absl::StatusOr<v2::ActionResult> GetActionResult(const BlobId& action);
+  // Stores a result. InvalidArgument for malformed digests; FailedPrecondition
+  // when a blob it names (or a file inside one of its trees) is absent.
+  // Inlined stdout/stderr are stored as blobs, inlined file contents dropped.
+  absl::StatusOr<v2::ActionResult> UpdateActionResult(const BlobId& action,
+                                                      v2::ActionResult result);
+
+  // Every Directory below `root` (breadth first, each distinct one once,
+  // absent subdirectories left out) to visit, until it returns false.
+  // NotFound when the root is absent; InvalidArgument if it is not a Directory.
+  absl::Status WalkTree(const BlobId& root,
+                        const std::function<bool(const v2::Directory&)>& visit);
+
+  int64_t hits() const { return hits_.load(std::memory_order_relaxed); }
+  int64_t misses() const { return misses_.load(std::memory_order_relaxed); }
+
+ private:
+  absl::Status RequirePresent(const std::vector<BlobId>& blobs, absl::string_view what);
+  void Count(bool hit) { (hit ? hits_ : misses_).fetch_add(1, std::memory_order_relaxed); }
+
+  const std::string name_;
+  std::shared_ptr<cache::Store> store_;
+  const InstanceOptions opts_;
+  TtlSet exists_;
+  TtlSet complete_;
+  std::atomic<int64_t> hits_{0};
+  std::atomic<int64_t> misses_{0};
+};
+
+// Opens the store of a non-empty instance name (already validated).
+using StoreOpener =
+    std::function<absl::StatusOr<std::shared_ptr<cache::Store>>(absl::string_view instance)>;
+
+// The instances of one server: "" is the server's own store, the others are
+// opened on first use with `opener` and kept.
+class Instances {
+ public:
+  // `default_store` is not owned. A null opener serves only the empty instance.
+  Instances(cache::Store* default_store, StoreOpener opener, InstanceOptions opts);
+
+  // InvalidArgument for an invalid name, or a non-empty one without an opener.
+  absl::StatusOr<Instance*> Get(absl::string_view name);
+
+  struct Stats {
+    std::string instance;
+    int64_t hits = 0;
+    int64_t misses = 0;
+  };
+  std::vector<Stats> AllStats();
+
+ private:
+  StoreOpener opener_;
+  const InstanceOptions opts_;
+  absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Instance>, std::less<>> by_name_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ocicache::reapi
+
+#endif  // OCICACHE_PKG_REAPI_INSTANCE_H_

@@ -1,0 +1,580 @@
+#include "pkg/reapi/services.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "pkg/oci/digest.h"
+#include "pkg/service/parallel.h"
+#include "pkg/service/uploads.h"
+
+namespace ocicache::reapi {
+namespace {
+
+using service::Access;
+using service::Call;
+
+constexpr char kRequestMetadataKey[] = "build.bazel.remote.execution.v2.requestmetadata-bin";
+
+// Appends the client's RequestMetadata (tool, invocation, mnemonic, target) to the log line.
+void NoteMetadata(grpc::ServerContext* ctx, Call& call) {
+  if (ctx == nullptr) return;
+  const auto& md = ctx->client_metadata();
+  auto it = md.find(kRequestMetadataKey);
+  if (it == md.end()) return;
+  v2::RequestMetadata m;
+  if (!m.ParseFromArray(it->second.data(), static_cast<int>(it->second.size()))) {
+    call.Note(" metadata=unparsable");
+    return;
+  }
+  call.Note(RequestMetadataFields(m));
+}
+
+void SetRpcStatus(const absl::Status& s, ::google::rpc::Status* out) {
+  out->set_code(static_cast<int>(s.code()));
+  out->set_message(std::string(s.message()));
+}
+
+// Sends what the store streams as ReadResponse chunks of at most chunk_bytes,
+// stopping after `limit` bytes (0: no limit) or when the client is gone.
+class ReadSink : public oci::ByteSink {
+ public:
+  ReadSink(grpc::ServerWriter<bs::ReadResponse>* writer, size_t chunk_bytes, int64_t limit)
+      : writer_(writer), chunk_(chunk_bytes), left_(limit > 0 ? limit : -1) {}
+
+  absl::Status Write(absl::string_view data) override {
+    if (left_ >= 0 && static_cast<int64_t>(data.size()) >= left_) {
+      data = data.substr(0, static_cast<size_t>(left_));
+      limit_reached_ = true;
+    }
+    if (left_ >= 0) left_ -= static_cast<int64_t>(data.size());
+    while (!data.empty()) {
+      size_t take = std::min(chunk_ - buf_.size(), data.size());
+      buf_.append(data.data(), take);
+      data.remove_prefix(take);
+      if (buf_.size() == chunk_) {
+        if (absl::Status s = Send(); !s.ok()) return s;
+      }
+    }
+    if (limit_reached_) return absl::CancelledError("read limit reached");
+    return absl::OkStatus();
+  }
+  absl::Status Flush() { return buf_.empty() ? absl::OkStatus() : Send(); }
+  bool limit_reached() const { return limit_reached_; }
+  bool client_gone() const { return client_gone_; }
+  int64_t sent() const { return sent_; }
+
+ private:
+  absl::Status Send() {
+    if (client_gone_) return absl::CancelledError("the client went away");
+    bs::ReadResponse msg;
+    msg.set_data(std::move(buf_));
+    buf_.clear();
+    if (!writer_->Write(msg)) {
+      client_gone_ = true;
+      return absl::CancelledError("the client went away");
+    }
+    sent_ += static_cast<int64_t>(msg.data().size());
+    return absl::OkStatus();
+  }
+
+  grpc::ServerWriter<bs::ReadResponse>* writer_;
+  const size_t chunk_;
+  int64_t left_;
+  std::string buf_;
+  bool limit_reached_ = false;
+  bool client_gone_ = false;
+  int64_t sent_ = 0;
+};
+
+// The data of a Write stream from offset 0 as a ByteSource for the store,
+// also staged in `upload` (when there is one) so a broken stream can resume.
+// Checks that write_offsets follow the data and that it stays within the
+// declared size; ends at finish_write and fails (the store then commits
+// nothing) when the stream ends without it.
+class WriteSource : public oci::ByteSource {
+ public:
+  WriteSource(grpc::ServerReader<bs::WriteRequest>* reader, const bs::WriteRequest& first,
+              service::UploadStaging::Upload* upload, int64_t size)
+      : reader_(reader), upload_(upload), size_(size) {
+    Take(first);
+  }
+
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    while (pos_ == pending_.size()) {
+      if (!error_.ok()) return error_;
+      if (finished_) return size_t{0};
+      bs::WriteRequest msg;
+      if (!reader_->Read(&msg)) {
+        error_ = absl::CancelledError("the write stream ended without finish_write");
+        return error_;
+      }
+      Take(msg);
+    }
+    size_t k = std::min(n, pending_.size() - pos_);
+    memcpy(buf, pending_.data() + pos_, k);
+    pos_ += k;
+    return k;
+  }
+
+  const absl::Status& error() const { return error_; }
+  int64_t received() const { return received_; }
+
+ private:
+  void Take(const bs::WriteRequest& msg) {
+    pending_ = msg.data();
+    pos_ = 0;
+    finished_ = msg.finish_write();
+    if (msg.write_offset() != received_) {
+      error_ = absl::InvalidArgumentError(absl::StrCat("write_offset ", msg.write_offset(),
+                                                       " does not follow the ", received_,
+                                                       " bytes sent before"));
+      pending_.clear();
+      return;
+    }
+    if (received_ + static_cast<int64_t>(pending_.size()) > size_) {
+      error_ = absl::InvalidArgumentError(
+          absl::StrCat("more data than the ", size_, " bytes the resource name declares"));
+      pending_.clear();
+      return;
+    }
+    if (upload_ != nullptr) {
+      if (absl::Status s = upload_->Append(pending_); !s.ok()) {
+        error_ = s;
+        pending_.clear();
+        return;
+      }
+    }
+    received_ += static_cast<int64_t>(pending_.size());
+  }
+
+  grpc::ServerReader<bs::WriteRequest>* reader_;
+  service::UploadStaging::Upload* upload_;
+  const int64_t size_;
+  std::string pending_;
+  size_t pos_ = 0;
+  bool finished_ = false;
+  int64_t received_ = 0;
+  absl::Status error_;
+};
+
+absl::StatusOr<std::vector<BlobId>> ParseDigests(
+    const google::protobuf::RepeatedPtrField<v2::Digest>& digests, absl::string_view field) {
+  std::vector<BlobId> out;
+  out.reserve(digests.size());
+  for (int i = 0; i < digests.size(); ++i) {
+    auto id = FromProto(digests[i], absl::StrCat(field, "[", i, "]"));
+    if (!id.ok()) return id.status();
+    out.push_back(*id);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string UploadId(absl::string_view instance, absl::string_view uuid, const BlobId& blob) {
+  return absl::StrCat("reapi:",
+                      oci::Digest::Of(absl::StrCat(instance, "\n", uuid, "\n", blob.str())).hex());
+}
+
+// ---- Capabilities ----
+
+grpc::Status CapabilitiesService::GetCapabilities(grpc::ServerContext* ctx,
+                                                  const v2::GetCapabilitiesRequest* req,
+                                                  v2::ServerCapabilities* resp) {
+  Call call(*b_.base, ctx, "Capabilities/GetCapabilities", Access::kRead);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->instance_name());
+  if (auto inst = b_.instances->Get(req->instance_name()); !inst.ok()) {
+    return call.Done(inst.status());
+  }
+  v2::CacheCapabilities* cache = resp->mutable_cache_capabilities();
+  cache->add_digest_functions(v2::DigestFunction::SHA256);
+  cache->mutable_action_cache_update_capabilities()->set_update_enabled(
+      call.Allows(Access::kWrite));
+  auto* range = cache->mutable_cache_priority_capabilities()->add_priorities();
+  range->set_min_priority(0);
+  range->set_max_priority(0);
+  cache->set_max_batch_total_size_bytes(b_.options.max_batch_total_size_bytes);
+  cache->set_symlink_absolute_path_strategy(v2::SymlinkAbsolutePathStrategy::ALLOWED);
+  for (auto* v : {resp->mutable_deprecated_api_version(), resp->mutable_low_api_version()}) {
+    v->set_major(2);
+    v->set_minor(0);
+  }
+  resp->mutable_high_api_version()->set_major(2);
+  resp->mutable_high_api_version()->set_minor(3);
+  return call.Done(absl::OkStatus());
+}
+
+// ---- ActionCache ----
+
+grpc::Status ActionCacheService::GetActionResult(grpc::ServerContext* ctx,
+                                                 const v2::GetActionResultRequest* req,
+                                                 v2::ActionResult* resp) {
+  Call call(*b_.base, ctx, "ActionCache/GetActionResult", Access::kRead);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(absl::StrCat(req->instance_name(), req->instance_name().empty() ? "" : "/",
+                            req->action_digest().hash()));
+  auto action = FromProto(req->action_digest(), "action_digest");
+  if (!action.ok()) return call.Done(action.status());
+  auto inst = b_.instances->Get(req->instance_name());
+  if (!inst.ok()) return call.Done(inst.status());
+  service::Counters* c = b_.base->counters;
+  c->lookups.fetch_add(1, std::memory_order_relaxed);
+  auto result = (*inst)->GetActionResult(*action);
+  if (result.ok()) {
+    c->hits.fetch_add(1, std::memory_order_relaxed);
+    *resp = *std::move(result);
+    return call.Done(absl::OkStatus());
+  }
+  if (absl::IsNotFound(result.status())) c->misses.fetch_add(1, std::memory_order_relaxed);
+  return call.Done(result.status());
+}
+
+grpc::Status ActionCacheService::UpdateActionResult(grpc::ServerContext* ctx,
+                                                    const v2::UpdateActionResultRequest* req,
+                                                    v2::ActionResult* resp) {
+  Call call(*b_.base, ctx, "ActionCache/UpdateActionResult", Access::kWrite);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(absl::StrCat(req->instance_name(), req->instance_name().empty() ? "" : "/",
+                            req->action_digest().hash()));
+  auto action = FromProto(req->action_digest(), "action_digest");
+  if (!action.ok()) return call.Done(action.status());
+  if (!req->has_action_result()) {
+    return call.Done(absl::InvalidArgumentError("action_result: missing"));
+  }
+  auto inst = b_.instances->Get(req->instance_name());
+  if (!inst.ok()) return call.Done(inst.status());
+  auto stored = (*inst)->UpdateActionResult(*action, req->action_result());
+  if (!stored.ok()) return call.Done(stored.status());
+  *resp = *std::move(stored);
+  return call.Done(absl::OkStatus());
+}
+
+// ---- ContentAddressableStorage ----
+
+grpc::Status CasService::FindMissingBlobs(grpc::ServerContext* ctx,
+                                          const v2::FindMissingBlobsRequest* req,
+                                          v2::FindMissingBlobsResponse* resp) {
+  Call call(*b_.base, ctx, "CAS/FindMissingBlobs", Access::kRead);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(absl::StrCat(req->blob_digests_size(), " blobs"));
+  auto blobs = ParseDigests(req->blob_digests(), "blob_digests");
+  if (!blobs.ok()) return call.Done(blobs.status());
+  auto inst = b_.instances->Get(req->instance_name());
+  if (!inst.ok()) return call.Done(inst.status());
+  auto missing = (*inst)->FindMissing(*blobs);
+  if (!missing.ok()) return call.Done(missing.status());
+  for (const BlobId& b : *missing) *resp->add_missing_blob_digests() = ToProto(b);
+  call.Note(absl::StrCat(" missing=", missing->size()));
+  return call.Done(absl::OkStatus());
+}
+
+grpc::Status CasService::BatchUpdateBlobs(grpc::ServerContext* ctx,
+                                          const v2::BatchUpdateBlobsRequest* req,
+                                          v2::BatchUpdateBlobsResponse* resp) {
+  Call call(*b_.base, ctx, "CAS/BatchUpdateBlobs", Access::kWrite);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(absl::StrCat(req->requests_size(), " blobs"));
+  int64_t total = 0;
+  for (const auto& r : req->requests()) total += static_cast<int64_t>(r.data().size());
+  if (total > b_.options.max_batch_total_size_bytes) {
+    return call.Done(absl::InvalidArgumentError(
+        absl::StrCat("the batch holds ", total, " bytes, the limit is ",
+                     b_.options.max_batch_total_size_bytes, " (max_batch_total_size_bytes)")));
+  }
+  auto inst = b_.instances->Get(req->instance_name());
+  if (!inst.ok()) return call.Done(inst.status());
+  std::vector<absl::Status> results(req->requests_size());
+  service::ParallelFor(results.size(), b_.base->options.batch_parallelism, [&](size_t i) {
+    const auto& r = req->requests(static_cast<int>(i));
+    auto id = FromProto(r.digest(), absl::StrCat("requests[", i, "].digest"));
+    if (!id.ok()) {
+      results[i] = id.status();
+    } else if (r.compressor() != v2::Compressor::IDENTITY) {
+      results[i] = absl::InvalidArgumentError("compressor: only IDENTITY is supported");
+    } else {
+      auto have = (*inst)->Exists(*id);
+      if (have.ok() && *have && static_cast<int64_t>(r.data().size()) == id->size &&
+          oci::Digest::Of(r.data()) == id->digest) {
+        results[i] = absl::OkStatus();
+      } else {
+        results[i] = (*inst)->WriteBytes(*id, r.data());
+      }
+    }
+  });
+  for (size_t i = 0; i < results.size(); ++i) {
+    auto* out = resp->add_responses();
+    *out->mutable_digest() = req->requests(static_cast<int>(i)).digest();
+    SetRpcStatus(results[i], out->mutable_status());
+  }
+  call.AddBytes(total);
+  b_.base->counters->bytes_in.fetch_add(total, std::memory_order_relaxed);
+  return call.Done(absl::OkStatus());
+}
+
+grpc::Status CasService::BatchReadBlobs(grpc::ServerContext* ctx,
+                                        const v2::BatchReadBlobsRequest* req,
+                                        v2::BatchReadBlobsResponse* resp) {
+  Call call(*b_.base, ctx, "CAS/BatchReadBlobs", Access::kRead);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(absl::StrCat(req->digests_size(), " blobs"));
+  int64_t total = 0;
+  for (const auto& d : req->digests()) total += std::max<int64_t>(d.size_bytes(), 0);
+  if (total > b_.options.max_batch_total_size_bytes) {
+    return call.Done(absl::InvalidArgumentError(
+        absl::StrCat("the batch asks for ", total, " bytes, the limit is ",
+                     b_.options.max_batch_total_size_bytes, " (max_batch_total_size_bytes)")));
+  }
+  auto inst = b_.instances->Get(req->instance_name());
+  if (!inst.ok()) return call.Done(inst.status());
+  std::vector<absl::StatusOr<std::string>> data(req->digests_size(), std::string());
+  service::ParallelFor(data.size(), b_.base->options.batch_parallelism, [&](size_t i) {
+    auto id = FromProto(req->digests(static_cast<int>(i)), absl::StrCat("digests[", i, "]"));
+    if (!id.ok()) {
+      data[i] = id.status();
+      return;
+    }
+    data[i] = (*inst)->ReadAll(*id, b_.options.max_batch_total_size_bytes);
+  });
+  int64_t sent = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    auto* out = resp->add_responses();
+    *out->mutable_digest() = req->digests(static_cast<int>(i));
+    if (data[i].ok()) {
+      sent += static_cast<int64_t>(data[i]->size());
+      out->set_data(*std::move(data[i]));
+      SetRpcStatus(absl::OkStatus(), out->mutable_status());
+    } else {
+      SetRpcStatus(data[i].status(), out->mutable_status());
+    }
+  }
+  call.AddBytes(sent);
+  b_.base->counters->bytes_out.fetch_add(sent, std::memory_order_relaxed);
+  return call.Done(absl::OkStatus());
+}
+
+grpc::Status CasService::GetTree(grpc::ServerContext* ctx, const v2::GetTreeRequest* req,
+                                 grpc::ServerWriter<v2::GetTreeResponse>* writer) {
+  Call call(*b_.base, ctx, "CAS/GetTree", Access::kRead);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->root_digest().hash());
+  auto root = FromProto(req->root_digest(), "root_digest");
+  if (!root.ok()) return call.Done(root.status());
+  if (req->page_size() < 0) return call.Done(absl::InvalidArgumentError("page_size: negative"));
+  int64_t skip = 0;
+  if (!req->page_token().empty() &&
+      (!absl::SimpleAtoi(req->page_token(), &skip) || skip < 0)) {
+    return call.Done(absl::InvalidArgumentError(
+        absl::StrCat("page_token \"", req->page_token(), "\" was not made by this server")));
+  }
+  auto inst = b_.instances->Get(req->instance_name());
+  if (!inst.ok()) return call.Done(inst.status());
+  const int page = req->page_size() > 0 ? std::min(req->page_size(), 10000)
+                                        : b_.options.tree_page_size;
+  constexpr size_t kMaxPageBytes = 2 << 20;
+  int64_t index = 0;
+  bool gone = false;
+  v2::GetTreeResponse pending;
+  size_t pending_bytes = 0;
+  absl::Status s = (*inst)->WalkTree(*root, [&](const v2::Directory& dir) {
+    if (index++ < skip) return true;
+    size_t n = dir.ByteSizeLong();
+    if (pending.directories_size() >= page || pending_bytes + n > kMaxPageBytes) {
+      pending.set_next_page_token(absl::StrCat(index - 1));
+      if (!writer->Write(pending)) {
+        gone = true;
+        return false;
+      }
+      pending.Clear();
+      pending_bytes = 0;
+    }
+    *pending.add_directories() = dir;
+    pending_bytes += n;
+    return true;
+  });
+  if (gone) return call.Done(absl::CancelledError("the client went away"));
+  if (!s.ok()) return call.Done(s);
+  if (!writer->Write(pending)) return call.Done(absl::CancelledError("the client went away"));
+  return call.Done(absl::OkStatus());
+}
+
+// ---- ByteStream ----
+
+grpc::Status ByteStreamService::Read(grpc::ServerContext* ctx, const bs::ReadRequest* req,
+                                     grpc::ServerWriter<bs::ReadResponse>* writer) {
+  Call call(*b_.base, ctx, "ByteStream/Read", Access::kRead);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->resource_name());
+  auto r = ParseReadResource(req->resource_name());
+  if (!r.ok()) return call.Done(r.status());
+  if (req->read_limit() < 0) return call.Done(absl::InvalidArgumentError("read_limit: negative"));
+  auto inst = b_.instances->Get(r->instance);
+  if (!inst.ok()) return call.Done(inst.status());
+  ReadSink sink(writer, b_.base->options.read_chunk_bytes, req->read_limit());
+  absl::Status s = (*inst)->Read(r->blob, req->read_offset(), sink);
+  if (sink.limit_reached() && absl::IsCancelled(s)) s = absl::OkStatus();
+  if (s.ok()) s = sink.Flush();
+  call.AddBytes(sink.sent());
+  b_.base->counters->bytes_out.fetch_add(sink.sent(), std::memory_order_relaxed);
+  if (sink.client_gone()) return call.Done(absl::CancelledError("the client went away"));
+  return call.Done(s);
+}
+
+grpc::Status ByteStreamService::Write(grpc::ServerContext* ctx,
+                                      grpc::ServerReader<bs::WriteRequest>* reader,
+                                      bs::WriteResponse* resp) {
+  Call call(*b_.base, ctx, "ByteStream/Write", Access::kWrite);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  bs::WriteRequest first;
+  if (!reader->Read(&first)) return call.Done(absl::InvalidArgumentError("an empty write stream"));
+  call.Subject(first.resource_name());
+  return call.Done(DoWrite(reader, first, resp, call));
+}
+
+absl::Status ByteStreamService::DoWrite(grpc::ServerReader<bs::WriteRequest>* reader,
+                                        const bs::WriteRequest& first, bs::WriteResponse* resp,
+                                        Call& call) {
+  auto w = ParseWriteResource(first.resource_name());
+  if (!w.ok()) return w.status();
+  const BlobId& blob = w->blob;
+  if (blob.size > b_.base->options.max_blob_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("blob of ", blob.size,
+                                                     " bytes, the server's limit is ",
+                                                     b_.base->options.max_blob_bytes));
+  }
+  if (first.write_offset() < 0 || first.write_offset() > blob.size) {
+    return absl::OutOfRangeError(absl::StrCat("write_offset ", first.write_offset(),
+                                              " is outside the blob's ", blob.size, " bytes"));
+  }
+  auto inst = b_.instances->Get(w->instance);
+  if (!inst.ok()) return inst.status();
+  service::Counters* counters = b_.base->counters;
+  auto count_in = [&](int64_t n) {
+    call.AddBytes(n);
+    counters->bytes_in.fetch_add(n, std::memory_order_relaxed);
+  };
+
+  // Finish early: the blob is here already (the empty blob always is).
+  auto have = (*inst)->Exists(blob);
+  if (!have.ok()) return have.status();
+  if (*have) {
+    resp->set_committed_size(blob.size);
+    call.Note(" early=1");
+    return absl::OkStatus();
+  }
+  // All of it in one message: nothing to stage.
+  if (first.write_offset() == 0 && first.finish_write()) {
+    count_in(static_cast<int64_t>(first.data().size()));
+    if (absl::Status s = (*inst)->WriteBytes(blob, first.data()); !s.ok()) return s;
+    resp->set_committed_size(blob.size);
+    return absl::OkStatus();
+  }
+
+  service::UploadStaging* staging = b_.base->uploads;
+  std::unique_ptr<service::UploadStaging::Upload> up;
+  if (staging != nullptr) {
+    auto u = staging->Begin(UploadId(w->instance, w->uuid, blob), blob.digest, blob.size,
+                            first.write_offset());
+    if (!u.ok()) return u.status();
+    up = *std::move(u);
+    if (up->state().complete) {
+      resp->set_committed_size(blob.size);
+      return absl::OkStatus();
+    }
+  } else if (first.write_offset() != 0) {
+    return absl::FailedPreconditionError("this server does not keep resumable uploads");
+  }
+
+  if (first.write_offset() == 0) {
+    // Stream straight into the store, staging a copy for a resume.
+    WriteSource src(reader, first, up.get(), blob.size);
+    absl::Status s = (*inst)->Write(blob, src);
+    count_in(src.received());
+    if (s.ok()) {
+      if (up != nullptr) up->Discard();
+      resp->set_committed_size(blob.size);
+      return absl::OkStatus();
+    }
+    if (!src.error().ok()) {
+      if (absl::IsCancelled(src.error())) {
+        // The stream ended early: what arrived is staged, QueryWriteStatus says how much.
+        resp->set_committed_size(up != nullptr ? up->state().committed : 0);
+        return absl::OkStatus();
+      }
+      if (up != nullptr) up->Discard();
+      return src.error();
+    }
+    if (absl::IsInvalidArgument(s) && up != nullptr) up->Discard();
+    return s;
+  }
+
+  // A resumed upload: append to what is staged, then store the staged file.
+  bs::WriteRequest msg = first;
+  for (;;) {
+    if (msg.write_offset() != up->state().committed) {
+      return absl::InvalidArgumentError(absl::StrCat("write_offset ", msg.write_offset(),
+                                                     " does not follow the committed size ",
+                                                     up->state().committed));
+    }
+    if (absl::Status s = up->Append(msg.data()); !s.ok()) return s;
+    count_in(static_cast<int64_t>(msg.data().size()));
+    if (msg.finish_write()) break;
+    if (!reader->Read(&msg)) {
+      resp->set_committed_size(up->state().committed);
+      return absl::OkStatus();
+    }
+  }
+  auto d = up->Commit((*inst)->store());
+  if (!d.ok()) return d.status();
+  (*inst)->NoteExists(blob);
+  resp->set_committed_size(blob.size);
+  return absl::OkStatus();
+}
+
+grpc::Status ByteStreamService::QueryWriteStatus(grpc::ServerContext* ctx,
+                                                 const bs::QueryWriteStatusRequest* req,
+                                                 bs::QueryWriteStatusResponse* resp) {
+  Call call(*b_.base, ctx, "ByteStream/QueryWriteStatus", Access::kRead);
+  NoteMetadata(ctx, call);
+  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  call.Subject(req->resource_name());
+  auto w = ParseWriteResource(req->resource_name());
+  if (!w.ok()) return call.Done(w.status());
+  auto inst = b_.instances->Get(w->instance);
+  if (!inst.ok()) return call.Done(inst.status());
+  auto have = (*inst)->Exists(w->blob);
+  if (!have.ok()) return call.Done(have.status());
+  if (*have) {
+    resp->set_committed_size(w->blob.size);
+    resp->set_complete(true);
+    return call.Done(absl::OkStatus());
+  }
+  if (b_.base->uploads != nullptr) {
+    auto st = b_.base->uploads->Query(UploadId(w->instance, w->uuid, w->blob));
+    if (st.ok()) {
+      resp->set_committed_size(st->committed);
+      resp->set_complete(st->complete);
+      return call.Done(absl::OkStatus());
+    }
+    if (!absl::IsNotFound(st.status())) return call.Done(st.status());
+  }
+  // Unknown upload: nothing committed, start from 0.
+  resp->set_committed_size(0);
+  resp->set_complete(false);
+  return call.Done(absl::OkStatus());
+}
+
+}  // namespace ocicache::reapi

@@ -1,0 +1,107 @@
+# Helpers for test/e2e/bazel_test.sh and bench/bazel_bench.sh (sourced after lib.sh;
+# not a test): a nested Bazel 4.2.3 building the sample workspace test/e2e/bazelws
+# against ocicached as a REAPI remote cache.
+#
+# The nested Bazel has its own output user root and output base under $WORK (so it
+# never shares a server, an action cache or a lock with the outer build), works on a
+# copy of the sample workspace, and is shut down by bzl_shutdown (call it before
+# lib.sh's cleanup removes $WORK). It is offline by construction: every repository
+# the workspace names is a local_repository, like the main workspace's.
+
+BZL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BZL_TIMEOUT=${BZL_TIMEOUT:-240}  # seconds for one nested bazel command
+BZL_WS=$WORK/bazelws
+BZL_BASE=$WORK/bzl/base
+
+# bzl_setup: copies the sample workspace to $BZL_WS with absolute paths to the
+# main workspace's local repository stand-ins.
+bzl_setup() {
+  mkdir -p "$WORK/bzl" || return 1
+  cp -r "$BZL_ROOT/test/e2e/bazelws" "$BZL_WS" || return 1
+  sed -i "s|\"\.\./\.\./\.\./third_party/|\"$BZL_ROOT/third_party/|" "$BZL_WS/WORKSPACE"
+}
+
+# bzl ARGS...: runs the nested bazel in the copied workspace, bounded in time.
+# --max_idle_secs ends a server that a killed script could not shut down.
+bzl() {
+  (cd "$BZL_WS" && timeout "$BZL_TIMEOUT" bazel --output_user_root="$WORK/bzl/root" \
+    --output_base="$BZL_BASE" --max_idle_secs=600 "$@")
+}
+
+# Flags of every build: no convenience symlinks in the workspace, plain output.
+BZL_FLAGS=(--symlink_prefix=/ --color=no --curses=no --noshow_progress --remote_timeout=60)
+
+# bzl_build LOG ARGS...: `bazel test //...` (builds every target and runs the test)
+# with the given extra flags; output in LOG. Returns bazel's exit code.
+bzl_build() {
+  local log=$1; shift
+  bzl test //... "${BZL_FLAGS[@]}" "$@" >"$log" 2>&1
+}
+
+bzl_clean() { bzl clean >"$WORK/bzl/clean.log" 2>&1; }
+
+bzl_shutdown() {
+  [[ -d $BZL_BASE ]] || return 0
+  bzl shutdown >/dev/null 2>&1
+  chmod -R u+w "$WORK/bzl" 2>/dev/null  # Bazel leaves read-only trees behind.
+}
+
+# bzl_counts LOG: from Bazel's "INFO: N processes: A remote cache hit, B internal,
+# C processwrapper-sandbox." line prints "EXECUTED HITS": the processes that were
+# not internal (each ran somewhere or came from the cache) and the remote cache hits.
+# Prints nothing if the line is missing.
+bzl_counts() {
+  python3 - "$1" <<'PY'
+import re, sys
+line = None
+for l in open(sys.argv[1], errors="replace"):
+    if re.match(r"INFO: \d+ processes?[:.]", l):
+        line = l.strip()
+if line is None:
+    sys.exit(0)
+m = re.match(r"INFO: (\d+) processes?(?:: (.*?))?\.?$", line)
+total, kinds = int(m.group(1)), {}
+for part in (m.group(2) or "").split(", "):
+    if part:
+        n, kind = part.split(" ", 1)
+        kinds[kind] = kinds.get(kind, 0) + int(n)
+print(total - kinds.get("internal", 0), kinds.get("remote cache hit", 0))
+PY
+}
+
+# bzl_processes_line LOG: Bazel's own summary line, for messages.
+bzl_processes_line() { grep -E '^INFO: [0-9]+ process' "$1" | tail -1; }
+
+# bzl_bin: the nested build's bazel-bin directory.
+bzl_bin() { echo "$BZL_BASE/execroot/bazelws/bazel-out/k8-fastbuild/bin"; }
+
+# bzl_outputs_digest: one line per output file of the sample (name and SHA-256), so
+# two builds' outputs can be compared.
+bzl_outputs_digest() {
+  (cd "$(bzl_bin)" && sha256sum hello greet_test gen big.bin libgreet.a tree_index.txt tree/*) 2>&1
+}
+
+# start_ocicached NAME FLAGS...: starts ocicached on a free loopback port; sets $NAME
+# to 127.0.0.1:PORT and ${NAME}_PID. Log in $WORK/NAME.err.
+start_ocicached() {
+  local var=$1; shift
+  rm -f "$WORK/$var.port"
+  "$OCICACHED_BIN" --listen=127.0.0.1:0 --port_file="$WORK/$var.port" --shutdown_grace=2s "$@" \
+    >"$WORK/$var.out" 2>"$WORK/$var.err" &
+  local pid=$!
+  REG_PIDS+=("$pid")
+  printf -v "${var}_PID" '%s' "$pid"
+  for _ in $(seq 1 100); do
+    [[ -s $WORK/$var.port ]] && break
+    sleep 0.1
+  done
+  [[ -s $WORK/$var.port ]] || { tail -5 "$WORK/$var.err" >&2; return 1; }
+  printf -v "$var" '127.0.0.1:%s' "$(cat "$WORK/$var.port")"
+}
+
+# stop_ocicached NAME: SIGTERM, and waits (bounded by its --shutdown_grace).
+stop_ocicached() {
+  local pid_var=${1}_PID
+  kill -TERM "${!pid_var}" 2>/dev/null
+  wait "${!pid_var}" 2>/dev/null
+}

@@ -1,0 +1,3 @@
+#include "greet.h"
+
+std::string Greet(const std::string& name) { return "hello, " + name; }
