@@ -34,6 +34,9 @@
 ABSL_FLAG(int, blob_mib, 1024, "size of each blob in MiB");
 ABSL_FLAG(bool, no_dir, false, "serve the registry only (no local tier)");
 ABSL_FLAG(int, rounds, 2, "rounds (alternating which API goes first); best time of each kept");
+ABSL_FLAG(bool, no_staging, false,
+          "no upload staging directory: ByteStream writes are not resumable (shows what "
+          "staging the copy for a resume costs)");
 ABSL_FLAG(bool, bazel_chunks, true,
           "also write one blob through ByteStream in Bazel's 16 KiB chunks");
 
@@ -192,7 +195,7 @@ int Main() {
   }
   server::ServerOptions opts;
   opts.listen = "127.0.0.1:0";
-  opts.upload_dir = tmp + "/uploads";
+  if (!absl::GetFlag(FLAGS_no_staging)) opts.upload_dir = tmp + "/uploads";
   auto srv = server::CacheServer::Start(*std::move(stores), opts);
   if (!srv.ok()) {
     std::cerr << "server: " << srv.status() << "\n";
@@ -207,6 +210,7 @@ int Main() {
 
   std::cout << "ByteStream vs native ocicache.v1 Blobs, " << size / 1048576 << " MiB blobs, "
             << (absl::GetFlag(FLAGS_no_dir) ? "registry only" : "local tier + registry")
+            << (absl::GetFlag(FLAGS_no_staging) ? ", no upload staging" : "")
             << ", docker-registry on loopback, best of " << absl::GetFlag(FLAGS_rounds)
             << " rounds\n";
   // Rounds alternate which API goes first; each keeps its best time, so a
