@@ -752,9 +752,21 @@ TEST_F(ReapiTest, ResultsWithMissingBlobsAreMisses) {
   EXPECT_TRUE(c.GetResult("", D("tree-action"), &got).ok());
 }
 
+// ocicached_registry_requests_total from the server's metrics endpoint; -1 if absent.
+int64_t RegistryRequests(const server::CacheServer& srv) {
+  auto reply = harness::HttpDo(
+      {.url = absl::StrCat("http://127.0.0.1:", srv.metrics_port(), "/metrics")});
+  if (!reply.ok()) return -1;
+  const std::string kName = "\nocicached_registry_requests_total ";
+  size_t at = reply->body.find(kName);
+  if (at == std::string::npos) return -1;
+  return std::stoll(reply->body.substr(at + kName.size()));
+}
+
 TEST_F(ReapiTest, ExistenceCacheKeepsRepeatedChecksAwayFromTheRegistry) {
   Setup setup;
   setup.dir = false;
+  setup.metrics = true;
   auto srv = Serve(setup);
   ASSERT_NE(srv, nullptr);
   Client c(srv->address());
@@ -768,6 +780,21 @@ TEST_F(ReapiTest, ExistenceCacheKeepsRepeatedChecksAwayFromTheRegistry) {
   std::vector<std::string> missing;
   ASSERT_TRUE(c.FindMissing("", digests, &missing).ok());
   EXPECT_TRUE(missing.empty());
+  // Repeated checks, present blobs and the empty one: no registry request at all.
+  int64_t before = RegistryRequests(*srv);
+  ASSERT_GT(before, 0);
+  digests.push_back(D(""));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(c.FindMissing("", digests, &missing).ok());
+    EXPECT_TRUE(missing.empty());
+  }
+  EXPECT_EQ(RegistryRequests(*srv), before);
+  // An absent blob is asked each time.
+  ASSERT_TRUE(c.FindMissing("", {D("not there")}, &missing).ok());
+  ASSERT_TRUE(c.FindMissing("", {D("not there")}, &missing).ok());
+  EXPECT_EQ(missing.size(), 1u);
+  EXPECT_GE(RegistryRequests(*srv), before + 2);
+  digests.pop_back();
   // Delete one behind the server's back: the cached answer stands (within the TTL).
   auto del = harness::HttpDo({.method = "DELETE",
                               .url = absl::StrCat(registry_->base_url(), "/v2/", repo,
