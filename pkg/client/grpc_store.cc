@@ -121,29 +121,47 @@ absl::StatusOr<int64_t> GrpcStore::StatBlob(const oci::Digest& digest) {
 
 absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci::ByteSink& sink) {
   if (!digest.valid()) return absl::InvalidArgumentError("ReadBlob: an empty digest");
-  grpc::ClientContext ctx;
-  Prepare(&ctx, /*deadline=*/false);
-  v1::ReadRequest req;
-  req.set_digest(digest.str());
-  req.set_read_offset(offset);
-  auto reader = blobs_->Read(&ctx, req);
   VerifyingSink verify(offset == 0);
-  v1::ReadResponse msg;
-  absl::Status sink_status;
-  while (reader->Read(&msg)) {
-    verify.Update(msg.data());
-    sink_status = sink.Write(msg.data());
-    if (!sink_status.ok()) {
-      ctx.TryCancel();
-      while (reader->Read(&msg)) {
+  int64_t received = 0;
+  absl::Status last;
+  absl::Duration backoff = absl::Milliseconds(100);
+  for (int attempt = 0; attempt < std::max(1, opts_.read_attempts); ++attempt) {
+    if (attempt > 0) {
+      // The stream broke after some chunks: wait for the server, go on after them.
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+      channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + opts_.reconnect_timeout));
+    }
+    grpc::ClientContext ctx;
+    Prepare(&ctx, /*deadline=*/false);
+    v1::ReadRequest req;
+    req.set_digest(digest.str());
+    req.set_read_offset(offset + received);
+    auto reader = blobs_->Read(&ctx, req);
+    v1::ReadResponse msg;
+    absl::Status sink_status;
+    while (reader->Read(&msg)) {
+      verify.Update(msg.data());
+      received += static_cast<int64_t>(msg.data().size());
+      sink_status = sink.Write(msg.data());
+      if (!sink_status.ok()) {
+        ctx.TryCancel();
+        while (reader->Read(&msg)) {
+        }
+        break;
       }
-      break;
+    }
+    grpc::Status rpc = reader->Finish();
+    if (!sink_status.ok()) return sink_status;
+    if (rpc.ok()) return verify.Check(digest, target_);
+    last = Convert(rpc);
+    // Only a broken connection is worth another stream (gRPC itself retries
+    // one that broke before the first chunk).
+    if (!(rpc.error_code() == grpc::StatusCode::UNAVAILABLE && rpc.error_details().empty())) {
+      return last;
     }
   }
-  absl::Status s = Convert(reader->Finish());
-  if (!sink_status.ok()) return sink_status;
-  if (!s.ok()) return s;
-  return verify.Check(digest, target_);
+  return last;
 }
 
 // The caller's source, with the last `keep` bytes read from it kept so a

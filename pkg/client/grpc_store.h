@@ -17,7 +17,8 @@
 // write_attempts times. Smaller blobs stream straight into the store and are
 // sent again from the start. The bytes to send again come from the last
 // replay_bytes kept in memory, else from source.Rewind(); a source that can do
-// neither ends the write with the original error.
+// neither ends the write with the original error. A read that breaks goes on
+// from the bytes received (the digest check still covers the whole blob).
 // Unary calls have a deadline (GrpcStoreOptions::timeout) and are retried by
 // gRPC on UNAVAILABLE (except Delete); streams have no deadline, and keepalive
 // pings notice a dead connection.
@@ -59,6 +60,8 @@ struct GrpcStoreOptions {
   int64_t resumable_min_bytes = 16 << 20;
   // Streams per WriteBlob when they break (1: no retry).
   int write_attempts = 5;
+  // Streams per ReadBlob: one that breaks is continued after the bytes received.
+  int read_attempts = 5;
   // Bytes most recently sent kept in memory to send again after a break.
   size_t replay_bytes = 16 << 20;
   // How long a retry waits for the server to be reachable again.

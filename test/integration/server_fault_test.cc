@@ -488,6 +488,43 @@ TEST_F(DisconnectTest, CancelledWritesLeaveNothing) {
   }
   EXPECT_TRUE(AwaitNoTempFiles(absl::Seconds(10))) << Files(layout_dir_ + "/tmp").size();
   EXPECT_TRUE(absl::IsNotFound(served_->StatBlob(digest).status()));
+  // A resumable upload cancelled part-way stays staged (for a resume), not a blob.
+  {
+    grpc::ClientContext ctx;
+    v1::WriteResponse resp;
+    auto w = stub->Write(&ctx, &resp);
+    for (int64_t off = 0; off < (3 << 20); off += 1 << 20) {
+      v1::WriteRequest m;
+      if (off == 0) {
+        m.set_upload_id("cancelled-upload");
+        m.set_digest(digest.str());
+        m.set_size(static_cast<int64_t>(data.size()));
+      }
+      m.set_write_offset(off);
+      m.set_data(data.substr(off, 1 << 20));
+      ASSERT_TRUE(w->Write(m));
+    }
+    auto query = [&](v1::QueryWriteResponse* qr) {
+      grpc::ClientContext qctx;
+      v1::QueryWriteRequest req;
+      req.set_upload_id("cancelled-upload");
+      return stub->QueryWrite(&qctx, req, qr);
+    };
+    // Cancel once the server has staged some of it.
+    v1::QueryWriteResponse qr;
+    absl::Time until = absl::Now() + absl::Seconds(10);
+    while (!(query(&qr).ok() && qr.committed_size() > 0) && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ctx.TryCancel();
+    EXPECT_EQ(w->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    EXPECT_TRUE(absl::IsNotFound(served_->StatBlob(digest).status()));
+    grpc::Status q = query(&qr);
+    ASSERT_TRUE(q.ok()) << q.error_message();
+    EXPECT_GT(qr.committed_size(), 0);
+    EXPECT_LE(qr.committed_size(), 3 << 20);
+    EXPECT_FALSE(qr.complete());
+  }
   // Every call was freed: more calls than threads still get answers.
   for (int i = 0; i < 10; ++i) {
     oci::StringSource src(data);
@@ -545,7 +582,9 @@ TEST_F(DisconnectTest, ResetConnections) {
 
   oci::StringSource src(data);
   ASSERT_TRUE(served_->WriteBlob(digest, static_cast<int64_t>(data.size()), src).ok());
-  // A reader whose connection resets: the client's sink gets part, the call fails.
+  // A reader whose connection resets: the client's sink gets part, the call
+  // fails (no second stream allowed here).
+  o.read_attempts = 1;
   for (int i = 0; i < 4; ++i) {
     auto via = Client(proxy_->address(), o);
     ASSERT_TRUE(via->StatBlob(digest).ok());  // the connection is up
@@ -627,6 +666,27 @@ TEST_F(DisconnectTest, ResumableWriteContinuesAfterABreak) {
     EXPECT_TRUE(back == *bytes);
   }
   EXPECT_TRUE(AwaitNoTempFiles(absl::Seconds(10)));
+}
+
+// A read whose connection breaks goes on from the bytes already received,
+// and the whole blob is still verified.
+TEST_F(DisconnectTest, ReadContinuesAfterABreak) {
+  std::string data = Pattern(12 << 20, 14);
+  oci::StringSource src(data);
+  auto d = served_->WriteBlob(oci::Digest(), -1, src);
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto via = Client(proxy_->address());
+  ASSERT_TRUE(via->StatBlob(d->digest).ok());
+  proxy_->CutAfterDown(5 << 20);
+  // The sink only appends: a second stream from offset 0 would repeat bytes.
+  std::string back;
+  oci::StringSink sink(&back);
+  absl::Status s = via->ReadBlob(d->digest, 0, sink);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(back.size(), data.size());
+  EXPECT_TRUE(back == data);
+  EXPECT_EQ(proxy_->cuts(), 1);
+  EXPECT_GE(proxy_->connections(), 2);
 }
 
 // A break with nothing to send again from (no kept bytes, no rewind) ends the
