@@ -140,7 +140,9 @@ absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci:
     auto reader = blobs_->Read(&ctx, req);
     v1::ReadResponse msg;
     absl::Status sink_status;
+    bool progressed = false;
     while (reader->Read(&msg)) {
+      progressed = true;
       verify.Update(msg.data());
       received += static_cast<int64_t>(msg.data().size());
       sink_status = sink.Write(msg.data());
@@ -157,7 +159,8 @@ absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci:
     last = Convert(rpc);
     // Only a broken connection is worth another stream (gRPC itself retries
     // one that broke before the first chunk).
-    if (!(rpc.error_code() == grpc::StatusCode::UNAVAILABLE && rpc.error_details().empty())) {
+    if (!progressed || rpc.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        !rpc.error_details().empty()) {
       return last;
     }
   }
@@ -293,9 +296,10 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
                             absl::StrCat(last.message(), "; cannot resume: ", s.message()));
       }
     }
-    bool source_failed = false;
+    bool source_failed = false, progressed = false;
     grpc::Status rpc;
-    auto d = WriteOnce(expected, size, upload_id, offset, replay, &source_failed, &rpc);
+    auto d = WriteOnce(expected, size, upload_id, offset, replay, &source_failed, &progressed,
+                       &rpc);
     if (d.ok() || source_failed) return d;
     if (!upload_id.empty() && rpc.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
         absl::StrContains(rpc.error_message(), "resumable uploads")) {
@@ -306,7 +310,9 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
       --attempt;
       continue;
     }
-    bool again = Broken(rpc) ||
+    // Only a stream that got going and then broke is worth another: a server
+    // that cannot be reached at all fails at once, as before.
+    bool again = (Broken(rpc) && progressed) ||
                  (!upload_id.empty() && rpc.error_code() == grpc::StatusCode::ABORTED);
     if (!again) return d.status();
     last = d.status();
@@ -317,7 +323,7 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
 absl::StatusOr<oci::Descriptor> GrpcStore::WriteOnce(const oci::Digest& expected, int64_t size,
                                                      const std::string& upload_id, int64_t offset,
                                                      Replay& replay, bool* source_failed,
-                                                     grpc::Status* rpc) {
+                                                     bool* progressed, grpc::Status* rpc) {
   grpc::ClientContext ctx;
   Prepare(&ctx, /*deadline=*/false);
   v1::WriteResponse resp;
@@ -355,6 +361,7 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteOnce(const oci::Digest& expected
     // A failed send means the server has answered (early, or with an error)
     // or the connection broke.
     if (!writer->Write(msg)) break;
+    *progressed = true;
     offset += static_cast<int64_t>(n);
     if (last) break;
   }

@@ -11,8 +11,9 @@
 //
 // Writes survive a broken connection. Blobs of at least resumable_min_bytes
 // (and of unknown size) are sent as resumable uploads (an upload_id the server
-// stages): when the stream breaks (UNAVAILABLE or DEADLINE_EXCEEDED from gRPC
-// itself, not from the server's backend), WriteBlob waits for the server, asks
+// stages): when a stream that got going breaks (UNAVAILABLE or
+// DEADLINE_EXCEEDED from gRPC itself, not from the server's backend; a server
+// that cannot be reached at all fails at once), WriteBlob waits for the server, asks
 // QueryWrite for the committed size and continues from there, at most
 // write_attempts times. Smaller blobs stream straight into the store and are
 // sent again from the start. The bytes to send again come from the last
@@ -98,7 +99,7 @@ class GrpcStore : public cache::Store {
   absl::StatusOr<oci::Descriptor> WriteOnce(const oci::Digest& expected, int64_t size,
                                             const std::string& upload_id, int64_t offset,
                                             Replay& replay, bool* source_failed,
-                                            grpc::Status* rpc);
+                                            bool* progressed, grpc::Status* rpc);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::string target_;

@@ -689,6 +689,21 @@ TEST_F(DisconnectTest, ReadContinuesAfterABreak) {
   EXPECT_GE(proxy_->connections(), 2);
 }
 
+// A server that cannot be reached at all is no broken stream: the write and
+// the read fail at once, as without retries.
+TEST(ClientRetryTest, UnreachableServerFailsAtOnce) {
+  auto store = Client("127.0.0.1:1");
+  std::string data = Pattern(20 << 20, 15);
+  oci::StringSource src(data);
+  absl::Time start = absl::Now();
+  auto w = store->WriteBlob(oci::Digest::Of(data), static_cast<int64_t>(data.size()), src);
+  EXPECT_TRUE(absl::IsUnavailable(w.status())) << w.status();
+  std::string back;
+  oci::StringSink sink(&back);
+  EXPECT_TRUE(absl::IsUnavailable(store->ReadBlob(oci::Digest::Of(data), 0, sink)));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+}
+
 // A break with nothing to send again from (no kept bytes, no rewind) ends the
 // write with the connection's error and says why it could not resume.
 TEST_F(DisconnectTest, NoResumeWithoutTheBytes) {
