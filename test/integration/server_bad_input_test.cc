@@ -1014,3 +1014,108 @@ TEST_F(BadInputTest, TruncatedPrefacesAndJunkConnections) {
 
 }  // namespace
 }  // namespace ocicache
+
+namespace ocicache {
+namespace {
+
+// Every RPC with its request left empty (all fields missing): the documented
+// answer, never a crash.
+TEST_F(BadInputTest, EmptyRequestToEveryRpc) {
+  auto code = [](const grpc::Status& s) { return s.error_code(); };
+  {
+    grpc::ClientContext ctx;
+    v1::Entry resp;
+    EXPECT_EQ(code(entries_->Lookup(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::BatchLookupResponse resp;
+    EXPECT_EQ(code(entries_->BatchLookup(&ctx, {}, &resp)), StatusCode::OK);
+    EXPECT_EQ(resp.results_size(), 0);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::PutResponse resp;
+    EXPECT_EQ(code(entries_->Put(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::PutRequest req;
+    req.mutable_entry();  // present, but empty: no key
+    v1::PutResponse resp;
+    EXPECT_EQ(code(entries_->Put(&ctx, req, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteResponse resp;
+    EXPECT_EQ(code(entries_->Delete(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto r = entries_->List(&ctx, {});
+    v1::ListResponse page;
+    while (r->Read(&page)) {
+    }
+    EXPECT_EQ(code(r->Finish()), StatusCode::OK);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::StatResponse resp;
+    EXPECT_EQ(code(blobs_->Stat(&ctx, {}, &resp)), StatusCode::OK);
+    EXPECT_EQ(resp.present_size() + resp.missing_size(), 0);
+  }
+  {
+    std::string out;
+    EXPECT_EQ(code(Read({}, &out)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    v1::WriteResponse resp;
+    // One empty message: no digest, size 0, no finish_write: nothing stored.
+    EXPECT_EQ(code(Write({v1::WriteRequest()}, &resp)), StatusCode::CANCELLED);
+    // The same with finish_write: the empty blob, which is a valid blob.
+    v1::WriteRequest fin;
+    fin.set_finish_write(true);
+    ASSERT_EQ(code(Write({fin}, &resp)), StatusCode::OK);
+    EXPECT_EQ(resp.digest(), oci::Digest::Of("").str());
+    EXPECT_EQ(resp.committed_size(), 0);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::QueryWriteResponse resp;
+    EXPECT_EQ(code(blobs_->QueryWrite(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::MountResponse resp;
+    EXPECT_EQ(code(blobs_->Mount(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+    grpc::ClientContext ctx2;
+    v1::MountRequest req;
+    req.mutable_from();  // present, but no digest
+    EXPECT_EQ(code(blobs_->Mount(&ctx2, req, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto r = admin_->GarbageCollect(&ctx, {});
+    v1::Progress p;
+    while (r->Read(&p)) {
+    }
+    EXPECT_EQ(code(r->Finish()), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto r = admin_->Sync(&ctx, {});
+    v1::Progress p;
+    while (r->Read(&p)) {
+    }
+    EXPECT_EQ(code(r->Finish()), StatusCode::FAILED_PRECONDITION);  // no registry
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::StatsResponse resp;
+    EXPECT_EQ(code(admin_->Stats(&ctx, {}, &resp)), StatusCode::OK);
+  }
+  ExpectAlive();
+}
+
+}  // namespace
+}  // namespace ocicache
