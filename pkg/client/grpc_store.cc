@@ -257,29 +257,50 @@ absl::StatusOr<int64_t> GrpcStore::StatBlob(const oci::Digest& digest) {
 
 absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci::ByteSink& sink) {
   if (!digest.valid()) return absl::InvalidArgumentError("ReadBlob: an empty digest");
-  grpc::ClientContext ctx;
-  Prepare(&ctx, /*deadline=*/false);
-  v1::ReadRequest req;
-  req.set_digest(digest.str());
-  req.set_read_offset(offset);
-  auto reader = blobs_->Read(&ctx, req);
   VerifyingSink verify(offset == 0);
-  v1::ReadResponse msg;
-  absl::Status sink_status;
-  while (reader->Read(&msg)) {
-    verify.Update(msg.data());
-    sink_status = sink.Write(msg.data());
-    if (!sink_status.ok()) {
-      ctx.TryCancel();
-      while (reader->Read(&msg)) {
+  int64_t received = 0;
+  absl::Status last;
+  absl::Duration backoff = absl::Milliseconds(100);
+  for (int attempt = 0; attempt < std::max(1, opts_.read_attempts); ++attempt) {
+    if (attempt > 0) {
+      // The stream broke after some chunks: wait for the server, go on after them.
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+      channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + opts_.reconnect_timeout));
+    }
+    grpc::ClientContext ctx;
+    Prepare(&ctx, /*deadline=*/false);
+    v1::ReadRequest req;
+    req.set_digest(digest.str());
+    req.set_read_offset(offset + received);
+    auto reader = blobs_->Read(&ctx, req);
+    v1::ReadResponse msg;
+    absl::Status sink_status;
+    bool progressed = false;
+    while (reader->Read(&msg)) {
+      progressed = true;
+      verify.Update(msg.data());
+      received += static_cast<int64_t>(msg.data().size());
+      sink_status = sink.Write(msg.data());
+      if (!sink_status.ok()) {
+        ctx.TryCancel();
+        while (reader->Read(&msg)) {
+        }
+        break;
       }
-      break;
+    }
+    grpc::Status rpc = reader->Finish();
+    if (!sink_status.ok()) return sink_status;
+    if (rpc.ok()) return verify.Check(digest, target_);
+    last = Convert(rpc);
+    // Only a broken connection is worth another stream (gRPC itself retries
+    // one that broke before the first chunk).
+    if (!progressed || rpc.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        !rpc.error_details().empty()) {
+      return last;
     }
   }
-  absl::Status s = Convert(reader->Finish());
-  if (!sink_status.ok()) return sink_status;
-  if (!s.ok()) return s;
-  return verify.Check(digest, target_);
+  return last;
 }
 
 // The caller's source, with the last `keep` bytes read from it kept so a
@@ -411,9 +432,10 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
                             absl::StrCat(last.message(), "; cannot resume: ", s.message()));
       }
     }
-    bool source_failed = false;
+    bool source_failed = false, progressed = false;
     grpc::Status rpc;
-    auto d = WriteOnce(expected, size, upload_id, offset, replay, &source_failed, &rpc);
+    auto d = WriteOnce(expected, size, upload_id, offset, replay, &source_failed, &progressed,
+                       &rpc);
     if (d.ok() || source_failed) return d;
     if (!upload_id.empty() && rpc.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
         absl::StrContains(rpc.error_message(), "resumable uploads")) {
@@ -424,7 +446,9 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
       --attempt;
       continue;
     }
-    bool again = Broken(rpc) ||
+    // Only a stream that got going and then broke is worth another: a server
+    // that cannot be reached at all fails at once, as before.
+    bool again = (Broken(rpc) && progressed) ||
                  (!upload_id.empty() && rpc.error_code() == grpc::StatusCode::ABORTED);
     if (!again) return d.status();
     last = d.status();
@@ -435,7 +459,7 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
 absl::StatusOr<oci::Descriptor> GrpcStore::WriteOnce(const oci::Digest& expected, int64_t size,
                                                      const std::string& upload_id, int64_t offset,
                                                      Replay& replay, bool* source_failed,
-                                                     grpc::Status* rpc) {
+                                                     bool* progressed, grpc::Status* rpc) {
   grpc::ClientContext ctx;
   Prepare(&ctx, /*deadline=*/false);
   v1::WriteResponse resp;
@@ -473,6 +497,7 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteOnce(const oci::Digest& expected
     // A failed send means the server has answered (early, or with an error)
     // or the connection broke.
     if (!writer->Write(msg)) break;
+    *progressed = true;
     offset += static_cast<int64_t>(n);
     if (last) break;
   }

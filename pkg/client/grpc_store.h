@@ -11,13 +11,15 @@
 //
 // Writes survive a broken connection. Blobs of at least resumable_min_bytes
 // (and of unknown size) are sent as resumable uploads (an upload_id the server
-// stages): when the stream breaks (UNAVAILABLE or DEADLINE_EXCEEDED from gRPC
-// itself, not from the server's backend), WriteBlob waits for the server, asks
+// stages): when a stream that got going breaks (UNAVAILABLE or
+// DEADLINE_EXCEEDED from gRPC itself, not from the server's backend; a server
+// that cannot be reached at all fails at once), WriteBlob waits for the server, asks
 // QueryWrite for the committed size and continues from there, at most
 // write_attempts times. Smaller blobs stream straight into the store and are
 // sent again from the start. The bytes to send again come from the last
 // replay_bytes kept in memory, else from source.Rewind(); a source that can do
-// neither ends the write with the original error.
+// neither ends the write with the original error. A read that breaks goes on
+// from the bytes received (the digest check still covers the whole blob).
 // Unary calls have a deadline (GrpcStoreOptions::timeout) and are retried by
 // gRPC on UNAVAILABLE (except Delete); streams have no deadline, and keepalive
 // pings notice a dead connection.
@@ -92,6 +94,8 @@ struct GrpcStoreOptions {
   int64_t resumable_min_bytes = 16 << 20;
   // Streams per WriteBlob when they break (1: no retry).
   int write_attempts = 5;
+  // Streams per ReadBlob: one that breaks is continued after the bytes received.
+  int read_attempts = 5;
   // Bytes most recently sent kept in memory to send again after a break.
   size_t replay_bytes = 16 << 20;
   // How long a retry waits for the server to be reachable again.
@@ -128,7 +132,7 @@ class GrpcStore : public cache::Store {
   absl::StatusOr<oci::Descriptor> WriteOnce(const oci::Digest& expected, int64_t size,
                                             const std::string& upload_id, int64_t offset,
                                             Replay& replay, bool* source_failed,
-                                            grpc::Status* rpc);
+                                            bool* progressed, grpc::Status* rpc);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::string target_;

@@ -9,8 +9,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "pkg/service/backend.h"
 
 namespace ocicache::server {
@@ -44,11 +49,41 @@ void RemoveFlatDir(const std::string& dir) {
   ::rmdir(dir.c_str());
 }
 
-std::string TempUploadDir() {
+std::string TempBase() {
   const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/ocicached-uploads-XXXXXX");
+  return tmp != nullptr && *tmp ? tmp : "/tmp";
+}
+
+// A staging directory named after this process, so a later server can tell
+// that one left by a killed server from one still in use.
+std::string TempUploadDir() {
+  std::string tmpl = absl::StrCat(TempBase(), "/ocicached-uploads-", getpid(), "-XXXXXX");
   char* d = ::mkdtemp(tmpl.data());
   return d != nullptr ? std::string(d) : std::string();
+}
+
+// Removes the temporary staging directories of servers that died without
+// cleaning up (SIGKILL, a crash): those whose process no longer exists.
+int RemoveStaleUploadDirs() {
+  const std::string base = TempBase();
+  const std::string prefix = "ocicached-uploads-";
+  std::vector<std::string> stale;
+  if (DIR* d = ::opendir(base.c_str())) {
+    while (struct dirent* e = ::readdir(d)) {
+      absl::string_view name = e->d_name;
+      if (!absl::ConsumePrefix(&name, prefix)) continue;
+      size_t dash = name.find('-');
+      int pid = 0;
+      if (dash == absl::string_view::npos || !absl::SimpleAtoi(name.substr(0, dash), &pid) ||
+          pid <= 0) {
+        continue;
+      }
+      if (::kill(pid, 0) != 0 && errno == ESRCH) stale.push_back(base + "/" + e->d_name);
+    }
+    ::closedir(d);
+  }
+  for (const auto& dir : stale) RemoveFlatDir(dir);
+  return static_cast<int>(stale.size());
 }
 
 }  // namespace
@@ -84,6 +119,9 @@ int RunDaemon(DaemonOptions opts) {
   std::string temp_uploads;
   if (opts.server.upload_dir.empty()) {
     if (opts.store.dir.empty()) {
+      if (int n = RemoveStaleUploadDirs(); n > 0) {
+        Say(absl::StrCat("removed ", n, " upload staging directories of stopped servers"));
+      }
       temp_uploads = TempUploadDir();
       opts.server.upload_dir = temp_uploads;
     } else {

@@ -342,7 +342,13 @@ grpc::Status BlobsService::Mount(grpc::ServerContext* ctx, const v1::MountReques
     if (!req->key().empty()) {
       return call.Done(absl::InvalidArgumentError("key: only with target_repository"));
     }
-    bool had = b_.store->StatBlob(from->digest).ok();
+    auto present = b_.store->StatBlob(from->digest);
+    bool had = present.ok();
+    if (had && from->size >= 0 && *present != from->size) {
+      // Same digest, another size: the caller's descriptor is wrong.
+      return call.Done(absl::InvalidArgumentError(absl::StrCat(
+          "from.size: ", from->size, " bytes, but ", from->digest.str(), " has ", *present)));
+    }
     if (!had) {
       if (absl::Status s = b_.store->MountBlob(*from); !s.ok()) return call.Done(s);
     }

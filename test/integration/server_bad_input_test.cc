@@ -22,6 +22,7 @@
 #include "absl/synchronization/notification.h"
 #include "api/ocicache/v1/cache.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "pkg/cache/format.h"
 #include "pkg/client/grpc_store.h"
 #include "pkg/service/auth.h"
 #include "test/integration/served_store.h"
@@ -736,6 +737,384 @@ TEST(MetricsTest, PrometheusText) {
   EXPECT_TRUE(absl::StartsWith(HttpExchange(port, "\x16\x03\x01garbage\r\n\r\n"), "HTTP/1.1 400"));
   // A client that sends nothing is dropped after a timeout; others still get answers.
   EXPECT_TRUE(absl::StartsWith(HttpExchange(port, "GET /metrics HTTP/1.0\r\n\r\n"), "HTTP/1.1 200"));
+}
+
+}  // namespace
+}  // namespace ocicache
+
+// Boundaries and huge values for every RPC: each answer is a status (never a
+// crash, never a hang), the one the contract in cache.proto names.
+namespace ocicache {
+namespace {
+
+constexpr int64_t kMax64 = std::numeric_limits<int64_t>::max();
+
+TEST_F(BadInputTest, EntriesBoundaries) {
+  auto lookup = [&](const std::string& key) {
+    grpc::ClientContext ctx;
+    v1::LookupRequest req;
+    req.set_key(key);
+    (*req.mutable_require())[""] = "";
+    v1::Entry e;
+    return entries_->Lookup(&ctx, req, &e).error_code();
+  };
+  EXPECT_EQ(lookup(std::string(cache::format::kMaxKeyBytes, 'k')), StatusCode::NOT_FOUND);
+  EXPECT_EQ(lookup(std::string(cache::format::kMaxKeyBytes + 1, 'k')), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(lookup("cr\rkey"), StatusCode::INVALID_ARGUMENT);
+
+  // BatchLookup: none, exactly the limit, duplicates; answers in request order.
+  {
+    grpc::ClientContext ctx;
+    v1::BatchLookupResponse resp;
+    ASSERT_TRUE(entries_->BatchLookup(&ctx, v1::BatchLookupRequest(), &resp).ok());
+    EXPECT_EQ(resp.results_size(), 0);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::BatchLookupRequest req;
+    for (int i = 0; i < 1000; ++i) req.add_keys(i % 2 ? "dup" : absl::StrCat("k", i));
+    v1::BatchLookupResponse resp;
+    ASSERT_TRUE(entries_->BatchLookup(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.results_size(), 1000);
+    EXPECT_EQ(resp.results(999).key(), "dup");
+    EXPECT_EQ(resp.results(998).key(), "k998");
+  }
+
+  // Put: huge and negative sizes, locations without size or URL, a bad
+  // original descriptor, timestamps out of range.
+  oci::Digest d = Blob("boundary blob");
+  auto put = [&](const v1::PutRequest& req) {
+    grpc::ClientContext ctx;
+    v1::PutResponse resp;
+    return entries_->Put(&ctx, req, &resp).error_code();
+  };
+  v1::PutRequest good;
+  good.mutable_entry()->set_key("bounds");
+  auto* b = good.mutable_entry()->add_blobs();
+  b->set_digest(d.str());
+  b->set_size(13);
+  v1::PutRequest bad = good;
+  bad.mutable_entry()->mutable_blobs(0)->set_size(kMax64);
+  EXPECT_EQ(put(bad), StatusCode::FAILED_PRECONDITION);  // not stored with that size
+  bad = good;
+  bad.mutable_entry()->mutable_blobs(0)->set_digest("SHA256:" + d.hex());
+  EXPECT_EQ(put(bad), StatusCode::INVALID_ARGUMENT);
+  bad = good;
+  bad.mutable_entry()->mutable_blobs(0)->set_digest("sha512:" + std::string(128, 'a'));
+  EXPECT_EQ(put(bad), StatusCode::INVALID_ARGUMENT);
+  bad = good;
+  auto* loc = bad.mutable_entry()->add_locations();
+  loc->set_digest(d.str());
+  loc->set_size(-1);
+  loc->set_url("https://r.example/v2/a/blobs/" + d.str());
+  EXPECT_EQ(put(bad), StatusCode::INVALID_ARGUMENT);
+  bad = good;
+  bad.mutable_entry()->mutable_last_used()->set_seconds(kMax64);
+  EXPECT_EQ(put(bad), StatusCode::INVALID_ARGUMENT);
+  bad = good;
+  bad.mutable_entry()->set_config("[1,2]");  // JSON, but not an object
+  EXPECT_EQ(put(bad), StatusCode::INVALID_ARGUMENT);
+  bad = good;
+  bad.mutable_entry()->set_config(std::string(65 << 10, ' '));
+  EXPECT_EQ(put(bad), StatusCode::RESOURCE_EXHAUSTED);  // over the 64 KiB limit
+  EXPECT_EQ(put(good), StatusCode::OK);
+
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteRequest req;
+    req.set_key("new\nline");
+    v1::DeleteResponse resp;
+    EXPECT_EQ(entries_->Delete(&ctx, req, &resp).error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  // List: a page size over the limit is the limit.
+  grpc::ClientContext ctx;
+  v1::ListRequest req;
+  req.set_page_size(std::numeric_limits<int32_t>::max());
+  auto r = entries_->List(&ctx, req);
+  v1::ListResponse page;
+  int entries = 0;
+  while (r->Read(&page)) {
+    EXPECT_LE(page.entries_size(), 1000);
+    entries += page.entries_size();
+  }
+  EXPECT_TRUE(r->Finish().ok());
+  EXPECT_EQ(entries, 1);
+  ExpectAlive();
+}
+
+TEST_F(BadInputTest, BlobsBoundaries) {
+  std::string data(5000, 'b');
+  oci::Digest d = Blob(data);
+  // Stat: a huge size is another size (missing), an unknown algorithm is malformed.
+  {
+    grpc::ClientContext ctx;
+    v1::StatRequest req;
+    auto* x = req.add_blobs();
+    x->set_digest(d.str());
+    x->set_size(kMax64);
+    v1::StatResponse resp;
+    ASSERT_TRUE(blobs_->Stat(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.missing_size(), 1);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::StatRequest req;
+    req.add_blobs()->set_digest("sha512:" + std::string(128, '0'));
+    v1::StatResponse resp;
+    EXPECT_EQ(blobs_->Stat(&ctx, req, &resp).error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  // Read: a huge limit reads to the end; offset + limit never overflows.
+  auto read = [&](int64_t offset, int64_t limit, std::string* out) {
+    v1::ReadRequest req;
+    req.set_digest(d.str());
+    req.set_read_offset(offset);
+    req.set_read_limit(limit);
+    return Read(req, out).error_code();
+  };
+  std::string out;
+  ASSERT_EQ(read(0, kMax64, &out), StatusCode::OK);
+  EXPECT_EQ(out, data);
+  out.clear();
+  ASSERT_EQ(read(4999, kMax64, &out), StatusCode::OK);
+  EXPECT_EQ(out, "b");
+  out.clear();
+  EXPECT_EQ(read(5001, kMax64, &out), StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(read(std::numeric_limits<int64_t>::min(), 0, &out), StatusCode::INVALID_ARGUMENT);
+
+  // Write: negative offsets, in the first message and later, with and without
+  // an upload id; data after finish_write; upload ids at and past the limit,
+  // and ids that look like paths (staged under hashed names, never outside).
+  std::string blob = "write boundary bytes";
+  std::string digest = oci::Digest::Of(blob).str();
+  int64_t n = static_cast<int64_t>(blob.size());
+  v1::WriteResponse resp;
+  EXPECT_EQ(Write({First(digest, n, -1, blob, true)}, &resp).error_code(),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Write({First(digest, n, 0, "write ", false), Msg(-6, "boundary bytes", true)}, &resp)
+                .error_code(),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Write({First(digest, n, -5, blob, true, "neg-offset")}, &resp).error_code(),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Write({First(digest, n, 0, "write ", false, "neg-later"), Msg(-1, "x", true)}, &resp)
+                .error_code(),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Write({First("", kMax64 - 1, 0, blob, true, "huge-size")}, &resp).error_code(),
+            StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(Write({First(digest, n, 0, "x", false, std::string(257, 'u'))}, &resp).error_code(),
+            StatusCode::INVALID_ARGUMENT);
+  for (const std::string& id : {std::string(256, 'u'), std::string("../../../../tmp/escape"),
+                                std::string("/etc/passwd"), std::string("nul\0id", 6)}) {
+    ASSERT_TRUE(Write({First(digest, n, 0, blob, true, id)}, &resp).ok()) << id;
+    EXPECT_TRUE(resp.complete());
+    grpc::ClientContext ctx;
+    v1::QueryWriteRequest q;
+    q.set_upload_id(id);
+    v1::QueryWriteResponse qr;
+    ASSERT_TRUE(blobs_->QueryWrite(&ctx, q, &qr).ok()) << id;
+    EXPECT_TRUE(qr.complete());
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::QueryWriteRequest q;
+    q.set_upload_id(std::string(257, 'u'));
+    v1::QueryWriteResponse qr;
+    EXPECT_EQ(blobs_->QueryWrite(&ctx, q, &qr).error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  // Messages after finish_write are not data of the blob.
+  std::string other = "after the finish";
+  EXPECT_TRUE(Write({First(oci::Digest::Of(other).str(), static_cast<int64_t>(other.size()), 0,
+                           other, true),
+                     Msg(static_cast<int64_t>(other.size()), "trailing junk", false)},
+                    &resp)
+                  .ok());
+  std::string back;
+  oci::StringSink sink(&back);
+  ASSERT_TRUE(store_->ReadBlob(oci::Digest::Of(other), 0, sink).ok());
+  EXPECT_EQ(back, other);
+
+  // Mount: a URL naming another digest, a huge size, an unreachable target.
+  auto mount = [&](const v1::MountRequest& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    v1::MountResponse mr;
+    return blobs_->Mount(&ctx, req, &mr).error_code();
+  };
+  v1::MountRequest m;
+  m.mutable_from()->set_digest(d.str());
+  m.mutable_from()->set_size(5000);
+  m.mutable_from()->set_url("http://127.0.0.1:1/v2/a/blobs/" + oci::Digest::Of("x").str());
+  m.set_target_repository("127.0.0.1:1/some/repo");
+  StatusCode c = mount(m);
+  EXPECT_TRUE(c == StatusCode::INVALID_ARGUMENT || c == StatusCode::UNAVAILABLE) << c;
+  m.mutable_from()->set_url("http://127.0.0.1:1/v2/a/blobs/" + d.str());
+  EXPECT_EQ(mount(m), StatusCode::UNAVAILABLE);  // nothing listens on port 1
+  m.clear_target_repository();
+  m.mutable_from()->set_size(kMax64);
+  EXPECT_EQ(mount(m), StatusCode::INVALID_ARGUMENT);  // present, but not with that size
+  ExpectAlive();
+}
+
+TEST_F(BadInputTest, AdminBoundaries) {
+  for (auto set : {+[](v1::GarbageCollectRequest* r) { r->set_older_than_seconds(kMax64); },
+                   +[](v1::GarbageCollectRequest* r) { r->set_keep_last(kMax64); }}) {
+    grpc::ClientContext ctx;
+    v1::GarbageCollectRequest req;
+    set(&req);
+    auto r = admin_->GarbageCollect(&ctx, req);
+    v1::Progress p, last;
+    while (r->Read(&p)) last = p;
+    ASSERT_TRUE(r->Finish().ok());
+    EXPECT_EQ(last.gc_result().deleted(), 0);
+  }
+  ExpectAlive();
+}
+
+// Connections that stop part-way through the HTTP/2 preface, or say HTTP/1.1
+// with an h2c upgrade, held open while real calls go on; then many junk
+// connections at once.
+TEST_F(BadInputTest, TruncatedPrefacesAndJunkConnections) {
+  int port = store_->server().port();
+  auto connect = [&]() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    return fd;
+  };
+  std::vector<int> held;
+  for (const std::string& p :
+       {std::string("PRI * HTTP/2.0\r\n"), std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n"),
+        std::string("PRI"), std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00", 25),
+        std::string("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                    "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")}) {
+    int fd = connect();
+    (void)::send(fd, p.data(), p.size(), MSG_NOSIGNAL);
+    held.push_back(fd);
+  }
+  // While they hang there, the server answers.
+  for (int i = 0; i < 3; ++i) ExpectAlive();
+  for (int fd : held) ::close(fd);
+
+  std::vector<int> junk;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 64; ++i) {
+    int fd = connect();
+    std::string bytes(1 + rng() % 3000, '\0');
+    for (auto& ch : bytes) ch = static_cast<char>(rng());
+    if (i % 4 == 0) bytes = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes;
+    (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    junk.push_back(fd);
+  }
+  ExpectAlive();
+  for (int fd : junk) ::close(fd);
+  ExpectAlive();
+}
+
+}  // namespace
+}  // namespace ocicache
+
+namespace ocicache {
+namespace {
+
+// Every RPC with its request left empty (all fields missing): the documented
+// answer, never a crash.
+TEST_F(BadInputTest, EmptyRequestToEveryRpc) {
+  auto code = [](const grpc::Status& s) { return s.error_code(); };
+  {
+    grpc::ClientContext ctx;
+    v1::Entry resp;
+    EXPECT_EQ(code(entries_->Lookup(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::BatchLookupResponse resp;
+    EXPECT_EQ(code(entries_->BatchLookup(&ctx, {}, &resp)), StatusCode::OK);
+    EXPECT_EQ(resp.results_size(), 0);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::PutResponse resp;
+    EXPECT_EQ(code(entries_->Put(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::PutRequest req;
+    req.mutable_entry();  // present, but empty: no key
+    v1::PutResponse resp;
+    EXPECT_EQ(code(entries_->Put(&ctx, req, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteResponse resp;
+    EXPECT_EQ(code(entries_->Delete(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto r = entries_->List(&ctx, {});
+    v1::ListResponse page;
+    while (r->Read(&page)) {
+    }
+    EXPECT_EQ(code(r->Finish()), StatusCode::OK);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::StatResponse resp;
+    EXPECT_EQ(code(blobs_->Stat(&ctx, {}, &resp)), StatusCode::OK);
+    EXPECT_EQ(resp.present_size() + resp.missing_size(), 0);
+  }
+  {
+    std::string out;
+    EXPECT_EQ(code(Read({}, &out)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    v1::WriteResponse resp;
+    // One empty message: no digest, size 0, no finish_write: nothing stored.
+    EXPECT_EQ(code(Write({v1::WriteRequest()}, &resp)), StatusCode::CANCELLED);
+    // The same with finish_write: the empty blob, which is a valid blob.
+    v1::WriteRequest fin;
+    fin.set_finish_write(true);
+    ASSERT_EQ(code(Write({fin}, &resp)), StatusCode::OK);
+    EXPECT_EQ(resp.digest(), oci::Digest::Of("").str());
+    EXPECT_EQ(resp.committed_size(), 0);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::QueryWriteResponse resp;
+    EXPECT_EQ(code(blobs_->QueryWrite(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::MountResponse resp;
+    EXPECT_EQ(code(blobs_->Mount(&ctx, {}, &resp)), StatusCode::INVALID_ARGUMENT);
+    grpc::ClientContext ctx2;
+    v1::MountRequest req;
+    req.mutable_from();  // present, but no digest
+    EXPECT_EQ(code(blobs_->Mount(&ctx2, req, &resp)), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto r = admin_->GarbageCollect(&ctx, {});
+    v1::Progress p;
+    while (r->Read(&p)) {
+    }
+    EXPECT_EQ(code(r->Finish()), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto r = admin_->Sync(&ctx, {});
+    v1::Progress p;
+    while (r->Read(&p)) {
+    }
+    EXPECT_EQ(code(r->Finish()), StatusCode::FAILED_PRECONDITION);  // no registry
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::StatsResponse resp;
+    EXPECT_EQ(code(admin_->Stats(&ctx, {}, &resp)), StatusCode::OK);
+  }
+  ExpectAlive();
 }
 
 }  // namespace

@@ -270,6 +270,28 @@ TEST(FaultTest, ServerKilledMidWriteResumesAndStaysConsistent) {
     });
   }
 
+  // A direct (not resumable) upload held open at the kill: its temp file is
+  // what the crash leaves behind in the directory.
+  std::string torn = Pattern(10 << 20, 12);
+  oci::Digest torn_digest = oci::Digest::Of(torn);
+  auto raw = v1::Blobs::NewStub(client::Dial(addr));
+  grpc::ClientContext raw_ctx;
+  v1::WriteResponse raw_resp;
+  auto raw_w = raw->Write(&raw_ctx, &raw_resp);
+  for (int64_t off = 0; off < (5 << 20); off += 1 << 20) {
+    v1::WriteRequest m;
+    if (off == 0) {
+      m.set_digest(torn_digest.str());
+      m.set_size(static_cast<int64_t>(torn.size()));
+    }
+    m.set_write_offset(off);
+    m.set_data(torn.substr(off, 1 << 20));
+    ASSERT_TRUE(raw_w->Write(m));
+  }
+  absl::Time until = absl::Now() + absl::Seconds(10);
+  while (Files(dir + "/tmp").empty() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_FALSE(Files(dir + "/tmp").empty()) << "the open upload has no temp file";
+
   // The big resumable write: the server dies at 40 MiB and comes back.
   std::string data = Pattern(64 << 20, 3);
   oci::Digest digest = oci::Digest::Of(data);
@@ -308,6 +330,9 @@ TEST(FaultTest, ServerKilledMidWriteResumesAndStaysConsistent) {
       << "staged at the kill: " << committed_at_kill;
   ASSERT_TRUE(store->Put(EntryFor("big", digest, data.size())).ok());
 
+  // The open direct upload died with the server.
+  EXPECT_EQ(raw_w->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(absl::IsNotFound(store->StatBlob(torn_digest).status()));
   absl::SleepFor(absl::Milliseconds(500));  // writers get going again
   stop = true;
   for (auto& t : writers) t.join();
@@ -341,12 +366,73 @@ TEST(FaultTest, ServerKilledMidWriteResumesAndStaysConsistent) {
   auto gc = (*layout)->Gc({.min_age = absl::ZeroDuration()});
   ASSERT_TRUE(gc.ok()) << gc.status();
   EXPECT_EQ(gc->broken_refs_removed, 0);
+  EXPECT_GE(r.temp_files, 1);  // at least the torn upload's, ignored until now
   EXPECT_EQ(gc->temp_files_removed, r.temp_files);
   EXPECT_EQ(testing::FsckLayout(dir).temp_files, 0);
   std::cerr << "after SIGKILL: " << r.blobs << " blobs, " << r.entries << " entries, "
             << r.temp_files << " temp files left by the crash, " << failures
             << " writes failed while the server was down, resumed at " << committed_at_kill
             << " of " << data.size() << " bytes\n";
+}
+
+// A registry-only server stages uploads in a temporary directory of its own.
+// Killed, it cannot clean it: the next server removes it at start, and the
+// client, finding its upload gone (QueryWrite NOT_FOUND), sends it again from
+// the rewound source.
+TEST(FaultTest, RegistryOnlyServerKilledMidUpload) {
+  auto reg = RegistryProcess::Start({});
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  std::string tmp = testing::TempDir("tmpdir");
+  const char* old_tmp = std::getenv("TMPDIR");
+  std::string saved = old_tmp != nullptr ? old_tmp : "";
+  setenv("TMPDIR", tmp.c_str(), 1);  // inherited by the daemon
+  auto d = DaemonProcess::Start({"--repo=" + (*reg)->host() + "/faults/staged", "--no_dir"});
+  if (saved.empty()) unsetenv("TMPDIR"); else setenv("TMPDIR", saved.c_str(), 1);
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto staging = [&] {
+    std::vector<std::string> out;
+    for (const auto& f : Files(tmp)) {
+      if (absl::StartsWith(f, "ocicached-uploads-")) out.push_back(f);
+    }
+    return out;
+  };
+  ASSERT_EQ(staging().size(), 1u);
+  const std::string first_dir = staging()[0];
+  EXPECT_TRUE(absl::StartsWith(first_dir, absl::StrCat("ocicached-uploads-", (*d)->pid(), "-")));
+
+  std::string data = Pattern(40 << 20, 13);
+  oci::Digest digest = oci::Digest::Of(data);
+  client::GrpcStoreOptions opts;
+  opts.replay_bytes = 1 << 20;
+  auto store = Client((*d)->address(), opts);
+  int64_t staged_at_kill = -1;
+  TriggerSource src(data, 20 << 20, [&] {
+    (*d)->Kill();
+    for (const auto& f : Files(tmp + "/" + first_dir)) {
+      if (absl::EndsWith(f, ".part")) staged_at_kill = FileSize(tmp + "/" + first_dir + "/" + f);
+    }
+    setenv("TMPDIR", tmp.c_str(), 1);
+    absl::Status s = (*d)->Restart();
+    if (saved.empty()) unsetenv("TMPDIR"); else setenv("TMPDIR", saved.c_str(), 1);
+    ASSERT_TRUE(s.ok()) << s;
+  });
+  auto w = store->WriteBlob(digest, static_cast<int64_t>(data.size()), src);
+  ASSERT_TRUE(src.fired());
+  ASSERT_TRUE(w.ok()) << w.status() << "\n" << (*d)->Stderr();
+  EXPECT_GT(staged_at_kill, 0);
+  EXPECT_GE(src.rewinds(), 1);  // the upload was gone: sent again from the start
+  // The dead server's directory is gone; the new server has its own.
+  std::vector<std::string> now = staging();
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(now[0], first_dir);
+  EXPECT_TRUE(absl::StrContains((*d)->Stderr(), "removed 1 upload staging director"));
+  auto direct = registry::Client::Create((*reg)->host());
+  ASSERT_TRUE(direct.ok());
+  auto size = (*direct)->StatBlob("faults/staged", digest);
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(*size, static_cast<int64_t>(data.size()));
+  EXPECT_EQ((*d)->Terminate(), 0);
+  EXPECT_TRUE(staging().empty());
 }
 
 // ---- Clients that go away in the middle of a stream --------------------------
@@ -402,6 +488,43 @@ TEST_F(DisconnectTest, CancelledWritesLeaveNothing) {
   }
   EXPECT_TRUE(AwaitNoTempFiles(absl::Seconds(10))) << Files(layout_dir_ + "/tmp").size();
   EXPECT_TRUE(absl::IsNotFound(served_->StatBlob(digest).status()));
+  // A resumable upload cancelled part-way stays staged (for a resume), not a blob.
+  {
+    grpc::ClientContext ctx;
+    v1::WriteResponse resp;
+    auto w = stub->Write(&ctx, &resp);
+    for (int64_t off = 0; off < (3 << 20); off += 1 << 20) {
+      v1::WriteRequest m;
+      if (off == 0) {
+        m.set_upload_id("cancelled-upload");
+        m.set_digest(digest.str());
+        m.set_size(static_cast<int64_t>(data.size()));
+      }
+      m.set_write_offset(off);
+      m.set_data(data.substr(off, 1 << 20));
+      ASSERT_TRUE(w->Write(m));
+    }
+    auto query = [&](v1::QueryWriteResponse* qr) {
+      grpc::ClientContext qctx;
+      v1::QueryWriteRequest req;
+      req.set_upload_id("cancelled-upload");
+      return stub->QueryWrite(&qctx, req, qr);
+    };
+    // Cancel once the server has staged some of it.
+    v1::QueryWriteResponse qr;
+    absl::Time until = absl::Now() + absl::Seconds(10);
+    while (!(query(&qr).ok() && qr.committed_size() > 0) && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ctx.TryCancel();
+    EXPECT_EQ(w->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    EXPECT_TRUE(absl::IsNotFound(served_->StatBlob(digest).status()));
+    grpc::Status q = query(&qr);
+    ASSERT_TRUE(q.ok()) << q.error_message();
+    EXPECT_GT(qr.committed_size(), 0);
+    EXPECT_LE(qr.committed_size(), 3 << 20);
+    EXPECT_FALSE(qr.complete());
+  }
   // Every call was freed: more calls than threads still get answers.
   for (int i = 0; i < 10; ++i) {
     oci::StringSource src(data);
@@ -459,7 +582,9 @@ TEST_F(DisconnectTest, ResetConnections) {
 
   oci::StringSource src(data);
   ASSERT_TRUE(served_->WriteBlob(digest, static_cast<int64_t>(data.size()), src).ok());
-  // A reader whose connection resets: the client's sink gets part, the call fails.
+  // A reader whose connection resets: the client's sink gets part, the call
+  // fails (no second stream allowed here).
+  o.read_attempts = 1;
   for (int i = 0; i < 4; ++i) {
     auto via = Client(proxy_->address(), o);
     ASSERT_TRUE(via->StatBlob(digest).ok());  // the connection is up
@@ -541,6 +666,42 @@ TEST_F(DisconnectTest, ResumableWriteContinuesAfterABreak) {
     EXPECT_TRUE(back == *bytes);
   }
   EXPECT_TRUE(AwaitNoTempFiles(absl::Seconds(10)));
+}
+
+// A read whose connection breaks goes on from the bytes already received,
+// and the whole blob is still verified.
+TEST_F(DisconnectTest, ReadContinuesAfterABreak) {
+  std::string data = Pattern(12 << 20, 14);
+  oci::StringSource src(data);
+  auto d = served_->WriteBlob(oci::Digest(), -1, src);
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto via = Client(proxy_->address());
+  ASSERT_TRUE(via->StatBlob(d->digest).ok());
+  proxy_->CutAfterDown(5 << 20);
+  // The sink only appends: a second stream from offset 0 would repeat bytes.
+  std::string back;
+  oci::StringSink sink(&back);
+  absl::Status s = via->ReadBlob(d->digest, 0, sink);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(back.size(), data.size());
+  EXPECT_TRUE(back == data);
+  EXPECT_EQ(proxy_->cuts(), 1);
+  EXPECT_GE(proxy_->connections(), 2);
+}
+
+// A server that cannot be reached at all is no broken stream: the write and
+// the read fail at once, as without retries.
+TEST(ClientRetryTest, UnreachableServerFailsAtOnce) {
+  auto store = Client("127.0.0.1:1");
+  std::string data = Pattern(20 << 20, 15);
+  oci::StringSource src(data);
+  absl::Time start = absl::Now();
+  auto w = store->WriteBlob(oci::Digest::Of(data), static_cast<int64_t>(data.size()), src);
+  EXPECT_TRUE(absl::IsUnavailable(w.status())) << w.status();
+  std::string back;
+  oci::StringSink sink(&back);
+  EXPECT_TRUE(absl::IsUnavailable(store->ReadBlob(oci::Digest::Of(data), 0, sink)));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
 }
 
 // A break with nothing to send again from (no kept bytes, no rewind) ends the
