@@ -58,6 +58,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -78,6 +79,8 @@ ABSL_FLAG(int, cold_lookups, 2000, "cold lookups per round (ours and curl's)");
 ABSL_FLAG(int, blob_mib, 1024, "size of the streamed blob in MiB (0: skip part 3)");
 ABSL_FLAG(int, max_seconds, 1800, "watchdog: the whole run fails after this long");
 ABSL_FLAG(std::string, only, "", "run one part only: warm, cold or blob");
+ABSL_FLAG(std::string, server_flags, "",
+          "extra flags for every ocicached started, space-separated (e.g. --access_log=false)");
 ABSL_FLAG(std::string, ocicached, "", "ocicached binary (default: from the runfiles)");
 ABSL_FLAG(std::string, serve_empty_port_file, "",
           "internal: serve the empty Entries handlers and write the port here");
@@ -159,6 +162,12 @@ class Child {
     c->dir_ = dir;
     c->name_ = name;
     std::string port_file = absl::StrCat(dir, "/", name, ".port");
+    if (absl::StartsWith(name, "ocicached")) {
+      for (absl::string_view extra :
+           absl::StrSplit(absl::GetFlag(FLAGS_server_flags), ' ', absl::SkipEmpty())) {
+        args.emplace_back(extra);
+      }
+    }
     for (auto& a : args) {
       size_t at = a.find("PORT_FILE");
       if (at != std::string::npos) a.replace(at, strlen("PORT_FILE"), port_file);
@@ -282,7 +291,8 @@ int64_t RegistryLogRequests(const std::string& log_path, const std::string& repo
 // ---------------------------------------------------------------------------
 // The baseline server: ocicache.v1.Entries whose handlers do nothing, built with
 // the same ServerBuilder settings as ocicached's defaults (pkg/server/server.cc):
-// synchronous API, 16 MiB messages, 100 streams per connection, 64 threads.
+// synchronous API, 16 MiB messages, 100 streams per connection, 64 threads,
+// 2 to 16 polling threads.
 
 class EmptyEntries final : public v1::Entries::Service {
  public:
@@ -312,6 +322,8 @@ int ServeEmpty(const std::string& port_file) {
   grpc::ResourceQuota quota("empty");
   quota.SetMaxThreads(64);
   builder.SetResourceQuota(quota);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 2);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 16);
   auto server = builder.BuildAndStart();
   if (server == nullptr || port == 0) return 1;
   std::string tmp = port_file + ".tmp";
