@@ -1,10 +1,15 @@
 #include "pkg/cache/format.h"
 
 #include <cstdio>
+#include <deque>
+#include <memory>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 
 namespace ocicache::cache {
@@ -179,7 +184,9 @@ absl::StatusOr<EncodedEntry> EncodeEntry(const Entry& entry, absl::Time now) {
   return out;
 }
 
-absl::StatusOr<Entry> DecodeEntry(absl::string_view manifest, absl::string_view expected_key) {
+namespace {
+
+absl::StatusOr<Entry> ParseEntry(absl::string_view manifest) {
   auto m = oci::Manifest::Parse(manifest);
   if (!m.ok()) return Corrupt(m.status().message());
   if (m->artifact_type != format::kArtifactType) {
@@ -187,9 +194,6 @@ absl::StatusOr<Entry> DecodeEntry(absl::string_view manifest, absl::string_view 
   }
   auto key_it = m->annotations.find(format::kAnnotationKey);
   if (key_it == m->annotations.end()) return Corrupt("no key annotation");
-  if (!expected_key.empty() && key_it->second != expected_key) {
-    return absl::NotFoundError("tag holds another key (hash collision)");
-  }
   if (m->config.media_type != format::kConfigMediaType || !m->config.data.has_value()) {
     return Corrupt("config is not an inlined ocicache config");
   }
@@ -229,6 +233,64 @@ absl::StatusOr<Entry> DecodeEntry(absl::string_view manifest, absl::string_view 
   }
   e.created = ParseTimeOr(m->annotations, format::kAnnotationCreated, absl::InfinitePast());
   e.last_used = ParseTimeOr(m->annotations, format::kAnnotationLastUsed, e.created);
+  return e;
+}
+
+// Entries decoded lately, by their exact manifest bytes. A server answers the
+// same entries again and again (every build looks up the keys of the last
+// one), and parsing the manifest JSON is half the cost of a local-tier lookup.
+// Decoding is a pure function of the bytes, so a hit is always right. Bounded:
+// manifests up to 64 KiB, about 8 MiB with their decoded entries (counted as
+// twice the manifest), the oldest dropped first.
+class DecodedEntries {
+ public:
+  std::shared_ptr<const Entry> Find(absl::string_view manifest) {
+    absl::MutexLock l(&mu_);
+    auto it = map_.find(manifest);
+    return it == map_.end() ? nullptr : it->second;
+  }
+
+  void Add(absl::string_view manifest, const Entry& e) {
+    if (manifest.size() > kMaxManifest) return;
+    auto entry = std::make_shared<const Entry>(e);
+    absl::MutexLock l(&mu_);
+    auto [it, added] = map_.emplace(std::string(manifest), std::move(entry));
+    if (!added) return;
+    order_.push_back(&it->first);
+    bytes_ += 2 * manifest.size();
+    while (bytes_ > kMaxBytes) {
+      const std::string* oldest = order_.front();
+      order_.pop_front();
+      bytes_ -= 2 * oldest->size();
+      map_.erase(*oldest);
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxManifest = 64 << 10;
+  static constexpr size_t kMaxBytes = 8 << 20;
+  absl::Mutex mu_;
+  // Node-based, so order_'s key pointers stay valid until erased.
+  absl::node_hash_map<std::string, std::shared_ptr<const Entry>> map_ ABSL_GUARDED_BY(mu_);
+  std::deque<const std::string*> order_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+DecodedEntries& Decoded() {
+  static DecodedEntries* d = new DecodedEntries();
+  return *d;
+}
+
+}  // namespace
+
+absl::StatusOr<Entry> DecodeEntry(absl::string_view manifest, absl::string_view expected_key) {
+  std::shared_ptr<const Entry> known = Decoded().Find(manifest);
+  absl::StatusOr<Entry> e = known ? absl::StatusOr<Entry>(*known) : ParseEntry(manifest);
+  if (!e.ok()) return e;
+  if (!known) Decoded().Add(manifest, *e);
+  if (!expected_key.empty() && e->key != expected_key) {
+    return absl::NotFoundError("tag holds another key (hash collision)");
+  }
   return e;
 }
 

@@ -147,6 +147,37 @@ TEST(FormatTest, KeyMismatchIsAMiss) {
   EXPECT_EQ(DecodeEntry(enc->manifest, "other").status().code(), absl::StatusCode::kNotFound);
 }
 
+// DecodeEntry remembers what it decoded (by the manifest's bytes): a second
+// decode gives the same entry, still checks the key, and other bytes (here one
+// more annotation) are decoded anew.
+TEST(FormatTest, DecodingAgainGivesTheSameEntry) {
+  Entry e = SampleEntry();
+  e.key = "decoded-twice";
+  absl::Time now = absl::FromUnixSeconds(1700000000);
+  auto enc = EncodeEntry(e, now);
+  ASSERT_TRUE(enc.ok());
+  auto first = DecodeEntry(enc->manifest, e.key);
+  auto second = DecodeEntry(enc->manifest, e.key);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(second->key, e.key);
+  EXPECT_EQ(second->config, first->config);
+  EXPECT_EQ(second->descriptor, first->descriptor);
+  ASSERT_EQ(second->blobs.size(), 1u);
+  EXPECT_EQ(second->blobs[0].digest, first->blobs[0].digest);
+  EXPECT_EQ(second->annotations, first->annotations);
+  EXPECT_EQ(second->last_used, now);
+  EXPECT_EQ(DecodeEntry(enc->manifest, "another-key").status().code(),
+            absl::StatusCode::kNotFound);
+
+  e.annotations["org.example.more"] = "yes";
+  auto enc2 = EncodeEntry(e, now);
+  ASSERT_TRUE(enc2.ok());
+  auto third = DecodeEntry(enc2->manifest, e.key);
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->annotations.at("org.example.more"), "yes");
+  EXPECT_EQ(DecodeEntry(enc->manifest, e.key)->annotations.count("org.example.more"), 0u);
+}
+
 TEST(FormatTest, ForeignManifestIsDataLoss) {
   oci::Manifest m;
   m.config = oci::EmptyDescriptor();

@@ -148,6 +148,14 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   grpc::ResourceQuota quota("ocicached");
   quota.SetMaxThreads(s->opts_.max_threads);
   builder.SetResourceQuota(quota);
+  // gRPC's sync server keeps 1 to 2 threads polling by default: a thread that
+  // finishes a call while 2 others poll exits, and one that takes a call when
+  // none is left polling starts a new thread, so steady concurrent calls
+  // create and destroy a thread for a good share of them. Keeping up to 16
+  // idle pollers (threads are still capped by max_threads) cut the server CPU
+  // per warm Lookup by 30-40% in bench/server_bench.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 2);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 16);
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
     if (s->server_ != nullptr) s->server_->Shutdown();

@@ -22,7 +22,12 @@ namespace {
 class ChunkSink : public oci::ByteSink {
  public:
   ChunkSink(grpc::ServerWriter<v1::ReadResponse>* writer, size_t chunk_bytes, int64_t limit)
-      : writer_(writer), chunk_(chunk_bytes), left_(limit > 0 ? limit : -1) {}
+      : writer_(writer), chunk_(chunk_bytes), left_(limit > 0 ? limit : -1),
+        buf_(msg_.mutable_data()) {
+    // One buffer for the whole stream: growing a fresh 1 MiB string for every
+    // chunk cost copies and page faults (glibc maps allocations this large).
+    buf_->reserve(chunk_);
+  }
 
   absl::Status Write(absl::string_view data) override {
     if (left_ >= 0 && static_cast<int64_t>(data.size()) >= left_) {
@@ -31,10 +36,10 @@ class ChunkSink : public oci::ByteSink {
     }
     if (left_ >= 0) left_ -= static_cast<int64_t>(data.size());
     while (!data.empty()) {
-      size_t take = std::min(chunk_ - buf_.size(), data.size());
-      buf_.append(data.data(), take);
+      size_t take = std::min(chunk_ - buf_->size(), data.size());
+      buf_->append(data.data(), take);
       data.remove_prefix(take);
-      if (buf_.size() == chunk_) {
+      if (buf_->size() == chunk_) {
         if (absl::Status s = Send(); !s.ok()) return s;
       }
     }
@@ -43,7 +48,7 @@ class ChunkSink : public oci::ByteSink {
   }
 
   // Sends what is buffered.
-  absl::Status Flush() { return buf_.empty() ? absl::OkStatus() : Send(); }
+  absl::Status Flush() { return buf_->empty() ? absl::OkStatus() : Send(); }
 
   bool limit_reached() const { return limit_reached_; }
   bool client_gone() const { return client_gone_; }
@@ -52,21 +57,20 @@ class ChunkSink : public oci::ByteSink {
  private:
   absl::Status Send() {
     if (client_gone_) return absl::CancelledError("the client went away");
-    v1::ReadResponse msg;
-    msg.set_data(std::move(buf_));
-    buf_.clear();
-    if (!writer_->Write(msg)) {
+    if (!writer_->Write(msg_)) {
       client_gone_ = true;
       return absl::CancelledError("the client went away");
     }
-    sent_ += static_cast<int64_t>(msg.data().size());
+    sent_ += static_cast<int64_t>(buf_->size());
+    buf_->clear();  // keeps the capacity
     return absl::OkStatus();
   }
 
   grpc::ServerWriter<v1::ReadResponse>* writer_;
   const size_t chunk_;
   int64_t left_;  // -1: no limit
-  std::string buf_;
+  v1::ReadResponse msg_;
+  std::string* buf_;  // msg_'s data
   bool limit_reached_ = false;
   bool client_gone_ = false;
   int64_t sent_ = 0;
@@ -81,19 +85,19 @@ class WriteStreamSource : public oci::ByteSource {
   WriteStreamSource(grpc::ServerReader<v1::WriteRequest>* reader, const v1::WriteRequest& first,
                     int64_t size, int64_t max_bytes)
       : reader_(reader), size_(size), max_bytes_(max_bytes) {
-    Take(first);
+    msg_ = first;
+    Take();
   }
 
   absl::StatusOr<size_t> Read(char* buf, size_t n) override {
     while (pos_ == pending_.size()) {
       if (!error_.ok()) return error_;
       if (finished_) return size_t{0};
-      v1::WriteRequest msg;
-      if (!reader_->Read(&msg)) {
+      if (!reader_->Read(&msg_)) {
         error_ = absl::CancelledError("the upload stream ended without finish_write");
         return error_;
       }
-      Take(msg);
+      Take();
     }
     size_t k = std::min(n, pending_.size() - pos_);
     memcpy(buf, pending_.data() + pos_, k);
@@ -105,8 +109,11 @@ class WriteStreamSource : public oci::ByteSource {
   int64_t received() const { return offset_; }
 
  private:
-  void Take(const v1::WriteRequest& msg) {
-    pending_ = msg.data();
+  // Takes msg_'s data without copying it (the strings trade buffers, so both
+  // keep their capacity for the next message).
+  void Take() {
+    const v1::WriteRequest& msg = msg_;
+    pending_.swap(*msg_.mutable_data());
     pos_ = 0;
     finished_ = msg.finish_write();
     if (msg.write_offset() != offset_) {
@@ -131,6 +138,7 @@ class WriteStreamSource : public oci::ByteSource {
   grpc::ServerReader<v1::WriteRequest>* reader_;
   const int64_t size_;
   const int64_t max_bytes_;
+  v1::WriteRequest msg_;  // the last message read
   std::string pending_;
   size_t pos_ = 0;
   bool finished_ = false;

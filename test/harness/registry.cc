@@ -225,7 +225,7 @@ absl::Status RegistryProcess::WriteConfig() {
       "  level: warn\n"
       "  formatter: text\n"
       "  accesslog:\n"
-      "    disabled: true\n"
+      "    disabled: ", options_.access_log ? "false" : "true", "\n"
       "storage:\n"
       "  filesystem:\n"
       "    rootdirectory: ", Yaml(root_dir_ + "/storage"), "\n"

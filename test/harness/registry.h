@@ -45,6 +45,7 @@ class RegistryProcess {
     std::string password = "s3cret";
     bool read_only = false;  // storage.maintenance.readonly: writes answer 405.
     bool tls = false;        // Serve https with a test CA's certificate (see above).
+    bool access_log = false;  // One line per request in registry.log (benchmarks count them).
     // Empty: a new temporary directory, removed by the destructor. Otherwise this
     // directory (created if missing, never removed), so a second RegistryProcess can
     // serve the same storage after the first one is gone.
