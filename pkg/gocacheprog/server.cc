@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
 #include "pkg/cache/format.h"
+#include "pkg/cache/registry_store.h"
 #include "pkg/cache/tiered_store.h"
 #include "pkg/gocacheprog/protocol.h"
 #include "pkg/oci/pipe.h"
@@ -821,7 +822,10 @@ void Server::RunUpload(const Upload& u) {
     what = absl::StrCat("uploading object ", u.digest.str());
   }
   if (s.ok()) {
-    s = remote_upload_->Put(u.entry);
+    // The object was just written (or found) there: a registry store need not
+    // check it again.
+    auto* registry = dynamic_cast<cache::RegistryStore*>(remote_upload_);
+    s = registry != nullptr ? registry->PutFresh(u.entry) : remote_upload_->Put(u.entry);
     what = absl::StrCat("uploading entry ", u.entry.key);
   }
   ExitRemote(false, s, what);
