@@ -161,33 +161,53 @@ absl::StatusOr<Entry> RegistryStore::Lookup(absl::string_view key, const LookupO
     Entry touched = *e;
     touched.last_used = now;
     // Best effort: a failed refresh must not turn a hit into an error.
-    if (PutEncoded(touched, /*check_blobs=*/false).ok()) e->last_used = now;
+    if (PutEncoded(touched, PutMode::kTouch).ok()) e->last_used = now;
   }
   return e;
 }
 
 absl::Status RegistryStore::EnsureSmallBlob(const std::string& repo, const oci::Descriptor& d,
-                                            const std::string& bytes) {
-  if (client_->StatBlob(repo, d.digest).ok()) return absl::OkStatus();
-  oci::StringSource src(bytes);
-  return client_->PutBlob(repo, d.digest, d.size, src).status();
+                                            const std::string& bytes, bool ask_first,
+                                            bool trust_known) {
+  constexpr size_t kMaxKnown = 100000;
+  const std::string known = absl::StrCat(repo, "@", d.digest.str());
+  if (trust_known) {
+    absl::MutexLock l(&known_mu_);
+    if (known_small_.contains(known)) return absl::OkStatus();
+  }
+  absl::Status s;
+  if (!ask_first || !client_->StatBlob(repo, d.digest).ok()) {
+    oci::StringSource src(bytes);
+    s = client_->PutBlob(repo, d.digest, d.size, src).status();
+  }
+  if (s.ok()) {
+    absl::MutexLock l(&known_mu_);
+    if (known_small_.size() < kMaxKnown) known_small_.insert(known);
+  }
+  return s;
 }
 
-absl::Status RegistryStore::Put(const Entry& entry) { return PutEncoded(entry, true); }
+absl::Status RegistryStore::Put(const Entry& entry) { return PutEncoded(entry, PutMode::kCheck); }
 
-absl::Status RegistryStore::PutEncoded(const Entry& entry, bool check_blobs) {
+absl::Status RegistryStore::PutFresh(const Entry& entry) {
+  return PutEncoded(entry, PutMode::kFresh);
+}
+
+absl::Status RegistryStore::PutEncoded(const Entry& entry, PutMode mode) {
   auto enc = EncodeEntry(entry, absl::Now());
   if (!enc.ok()) return enc.status();
   std::string repo = RepositoryForKey(entry.key);
-  if (check_blobs) {
+  if (mode != PutMode::kTouch) {
     for (const auto& b : entry.blobs) {
-      auto have = client_->StatBlob(repo_, b.digest);
-      if (!have.ok()) {
-        if (absl::IsNotFound(have.status())) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("entry names blob ", b.digest.str(), " which is not in ", repo_));
+      if (mode == PutMode::kCheck) {
+        auto have = client_->StatBlob(repo_, b.digest);
+        if (!have.ok()) {
+          if (absl::IsNotFound(have.status())) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("entry names blob ", b.digest.str(), " which is not in ", repo_));
+          }
+          return have.status();
         }
-        return have.status();
       }
       if (repo != repo_) {
         auto mounted = client_->MountBlob(repo, b.digest, repo_);
@@ -206,7 +226,12 @@ absl::Status RegistryStore::PutEncoded(const Entry& entry, bool check_blobs) {
   for (int attempt = 0; attempt < 4; ++attempt) {
     if (attempt > 0) absl::SleepFor(absl::Milliseconds(50 << attempt));
     for (const auto& [d, bytes] : enc->small_blobs) {
-      if (absl::Status s = EnsureSmallBlob(repo, d, bytes); !s.ok()) return s;
+      // A retry after the registry said a blob is unknown checks them all again.
+      if (absl::Status s = EnsureSmallBlob(repo, d, bytes, mode != PutMode::kFresh || attempt > 0,
+                                           /*trust_known=*/attempt == 0);
+          !s.ok()) {
+        return s;
+      }
     }
     put = client_->PutManifest(repo, enc->tag, enc->manifest, oci::media::kImageManifest).status();
     std::string code = registry::RegistryErrorCode(put);

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "pkg/cache/store.h"
 #include "pkg/registry/client.h"
@@ -58,6 +59,13 @@ class RegistryStore : public Store {
   absl::Status Delete(absl::string_view key) override;
   absl::Status List(const std::function<bool(const EntryInfo&)>& fn) override;
 
+  // Put for an entry whose blobs the caller has just written to this store (with
+  // WriteBlob): skips the HEAD per blob that Put makes to check them, and uploads
+  // the entry's small blobs (config, descriptor: unique per entry in practice)
+  // without a HEAD first. 3 registry requests fewer per entry. (Any Put skips
+  // small blobs this store has seen in the registry before.)
+  absl::Status PutFresh(const Entry& entry);
+
   // The repository holding a key's manifest.
   std::string RepositoryForKey(absl::string_view key) const;
   // The Location of a blob in this store's repository.
@@ -69,13 +77,19 @@ class RegistryStore : public Store {
   RegistryStore(std::shared_ptr<registry::Client> client, std::string repo,
                 RegistryStoreOptions opts)
       : client_(std::move(client)), repo_(std::move(repo)), opts_(std::move(opts)) {}
-  absl::Status PutEncoded(const Entry& entry, bool check_blobs);
+  // kCheck: every blob must be in the store (a HEAD each); kTouch: the entry is
+  // stored already, only its manifest changes; kFresh: see PutFresh.
+  enum class PutMode { kCheck, kTouch, kFresh };
+  absl::Status PutEncoded(const Entry& entry, PutMode mode);
   absl::Status EnsureSmallBlob(const std::string& repo, const oci::Descriptor& d,
-                               const std::string& bytes);
+                               const std::string& bytes, bool ask_first, bool trust_known);
 
   std::shared_ptr<registry::Client> client_;
   std::string repo_;
   RegistryStoreOptions opts_;
+  // "repo@digest" of small blobs seen in the registry by this store (bounded).
+  absl::Mutex known_mu_;
+  absl::flat_hash_set<std::string> known_small_ ABSL_GUARDED_BY(known_mu_);
 };
 
 }  // namespace ocicache::cache

@@ -47,8 +47,11 @@ directory); a put is stored locally, answered at once and uploaded in the
 background; close waits for the uploads (--flush-timeout) and records the
 session list: the ActionID -> output pairs this build used. The next build with
 the same session (directory, go version, platform, GOFLAGS; or --session NAME)
-reads it at start and prefetches those outputs in parallel, so a fresh machine
-rarely waits for the registry one lookup at a time. A registry that is
+reads it at start and prefetches those outputs, so a fresh machine rarely
+waits for the registry one lookup at a time. With the list goes a pack (the
+outputs back to back, up to 2 GiB): a fresh directory reads it in one GET
+instead of one per output (costs one more copy of the outputs in the
+registry per distinct session; --no-session-pack turns it off). A registry that is
 down or refuses turns lookups into misses and uploads into warnings on stderr:
 the build goes on. Objects whose digest does not match are refused.
 
@@ -75,6 +78,8 @@ const std::vector<cli::FlagSpec>& Flags() {
        "session list to read at start and write at close (default: one per working "
        "directory, go version, GOOS/GOARCH and GOFLAGS)"},
       {"no-session", false, false, "", "no session list: no prefetching"},
+      {"no-session-pack", false, false, "",
+       "session list without the pack of its outputs: prefetch one by one"},
       {"lookup-threads", true, false, "N", "concurrent lookups (default 16)"},
       {"upload-threads", true, false, "N", "concurrent uploads (default 4)"},
       {"help", false, false, "", "show help"},
@@ -164,6 +169,7 @@ int Main(const cli::CommandEnv& env) {
   if (!a->GetBool("no-session")) {
     opts.session_key = SessionKey(a->Get("session"));
   }
+  opts.session_pack = !a->GetBool("no-session-pack");
   std::ostream* err = env.err;
   opts.warn = [err](absl::string_view line) { *err << line << "\n" << std::flush; };
 

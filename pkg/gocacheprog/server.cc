@@ -10,6 +10,7 @@
 #include <deque>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
 #include "pkg/cache/format.h"
+#include "pkg/cache/registry_store.h"
 #include "pkg/cache/tiered_store.h"
 #include "pkg/gocacheprog/protocol.h"
 #include "pkg/oci/pipe.h"
@@ -451,7 +453,8 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
       if (prefetches_ != nullptr) {
         absl::MutexLock l(&mu_);
         auto it = prefetch_.find(key);
-        prefetched = it != prefetch_.end() && it->second.state == PrefetchState::kOk;
+        prefetched = it != prefetch_.end() && it->second.state == PrefetchState::kOk &&
+                     it->second.downloaded;
       }
       if (prefetched) {
         ++n_.remote_hits;
@@ -556,6 +559,83 @@ namespace {
 constexpr char kSessionKind[] = "go-session";
 constexpr int64_t kMaxSessionBytes = 64 << 20;
 constexpr size_t kMaxSessionPairs = 200000;
+
+// Reads files one after the other: the session pack's upload.
+class ConcatFiles : public oci::ByteSource {
+ public:
+  explicit ConcatFiles(std::vector<std::string> paths) : paths_(std::move(paths)) {}
+  ~ConcatFiles() override { CloseCurrent(); }
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    while (next_ < paths_.size()) {
+      if (fd_ < 0) {
+        fd_ = ::open(paths_[next_].c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd_ < 0) {
+          return absl::NotFoundError(
+              absl::StrCat("open ", paths_[next_], ": ", std::strerror(errno)));
+        }
+      }
+      ssize_t r = ::read(fd_, buf, n);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        return absl::InternalError(absl::StrCat("read ", paths_[next_], ": ", std::strerror(errno)));
+      }
+      if (r > 0) return static_cast<size_t>(r);
+      CloseCurrent();
+      ++next_;
+    }
+    return size_t{0};
+  }
+  absl::Status Rewind() override {
+    CloseCurrent();
+    next_ = 0;
+    return absl::OkStatus();
+  }
+
+ private:
+  void CloseCurrent() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  std::vector<std::string> paths_;
+  size_t next_ = 0;
+  int fd_ = -1;
+};
+
+// Cuts the session pack's byte stream into its objects, handing each complete
+// one to `done` (index, bytes). Bytes past the last object are DataLoss; `stop`
+// aborts the stream (Cancelled).
+class PackSplitter : public oci::ByteSink {
+ public:
+  PackSplitter(std::vector<int64_t> sizes,
+               std::function<void(size_t, const std::string&)> done,
+               std::function<bool()> stop)
+      : sizes_(std::move(sizes)), done_(std::move(done)), stop_(std::move(stop)) {}
+  absl::Status Write(absl::string_view chunk) override {
+    if (stop_()) return absl::CancelledError("the session is closing");
+    while (!chunk.empty()) {
+      if (next_ >= sizes_.size()) return absl::DataLossError("session pack is longer than its list");
+      size_t want = static_cast<size_t>(sizes_[next_]) - buf_.size();
+      size_t take = std::min(want, chunk.size());
+      buf_.append(chunk.data(), take);
+      chunk.remove_prefix(take);
+      if (buf_.size() == static_cast<size_t>(sizes_[next_])) {
+        done_(next_, buf_);
+        buf_.clear();
+        ++next_;
+      }
+    }
+    return absl::OkStatus();
+  }
+  // Objects handed over so far.
+  size_t completed() const { return next_; }
+
+ private:
+  std::vector<int64_t> sizes_;
+  std::function<void(size_t, const std::string&)> done_;
+  std::function<bool()> stop_;
+  std::string buf_;
+  size_t next_ = 0;
+};
 }  // namespace
 
 cache::Entry Server::EntryFor(const std::string& key, const GoObject& o) const {
@@ -603,27 +683,122 @@ void Server::LoadSession() {
     return;
   }
   // Lines "ACTIONHEX OUTPUTHEX SIZE", in the order the last session used them.
+  // The pack (blobs[1], if any) holds each object of size > 0 once, in list order.
   std::vector<std::string> keys;
+  std::vector<GoObject> pack;                      // the pack's objects, in order
+  std::vector<std::vector<std::string>> pack_keys;  // keys answered by each
+  bool pack_usable = e->blobs.size() >= 2 && opts_.session_pack;
   {
     absl::MutexLock l(&mu_);
     loaded_session_ = e->blobs[0].digest;
+    loaded_pack_ = e->blobs.size() >= 2;
+    absl::flat_hash_map<std::string, size_t> pack_index;  // output hex -> index in pack
     for (absl::string_view line : absl::StrSplit(list, '\n', absl::SkipEmpty())) {
       std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
       int64_t size = 0;
       if (f.size() != 3 || f[0].size() != 2 * kIdBytes || !absl::SimpleAtoi(f[2], &size) ||
           size < 0 || size > opts_.max_object_bytes) {
+        pack_usable = false;  // the layout can no longer be followed
         continue;
       }
       auto d = oci::Digest::FromHex(f[1]);
-      if (!d.ok() || (size == 0 && *d != oci::Digest::Of(""))) continue;
+      if (!d.ok() || (size == 0 && *d != oci::Digest::Of(""))) {
+        pack_usable = false;
+        continue;
+      }
       std::string key(f[0]);
+      size_t at = pack.size();
+      if (size > 0) {
+        auto [it, added] = pack_index.emplace(d->hex(), pack.size());
+        if (added) {
+          pack.push_back(GoObject{*d, size});
+          pack_keys.emplace_back();
+        } else if (pack[it->second].size != size) {
+          pack_usable = false;
+        }
+        at = it->second;
+      }
       if (prefetch_.count(key) > 0) continue;
       prefetch_[key] = Prefetch{GoObject{*d, size}, PrefetchState::kQueued};
+      if (size > 0) pack_keys[at].push_back(key);
       keys.push_back(std::move(key));
+    }
+    int64_t total = 0, missing = 0;
+    for (const auto& o : pack) {
+      total += o.size;
+      auto have = local_->StatBlob(o.output_id);
+      if (!have.ok() || *have != o.size) missing += o.size;
+    }
+    // Worth it when most bytes are missing here (a fresh machine); a warm local
+    // directory is topped up object by object.
+    pack_usable = pack_usable && !pack.empty() && total == e->blobs[1].size && 2 * missing > total;
+    if (pack_usable) {
+      // The pack stream brings them all: gets for them wait for it.
+      for (const auto& k : keys) prefetch_[k].state = PrefetchState::kFetching;
     }
   }
   n_.session_listed += static_cast<int64_t>(keys.size());
+  if (pack_usable) {
+    // Empty objects need no bytes, only their entries.
+    for (const auto& k : keys) {
+      GoObject o;
+      {
+        absl::MutexLock l(&mu_);
+        auto it = prefetch_.find(k);
+        if (it == prefetch_.end() || it->second.object.size != 0) continue;
+        o = it->second.object;
+      }
+      local_->Put(EntryFor(k, o)).IgnoreError();
+      SettlePrefetch(k, true);
+    }
+    ReadPack(e->blobs[1].digest, pack, pack_keys);
+    return;
+  }
   for (const auto& k : keys) prefetches_->Submit([this, k] { PrefetchOne(k); });
+}
+
+void Server::ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pack,
+                      const std::vector<std::vector<std::string>>& pack_keys) {
+  std::vector<int64_t> sizes;
+  sizes.reserve(pack.size());
+  for (const auto& o : pack) sizes.push_back(o.size);
+  auto done = [&](size_t i, const std::string& bytes) {
+    const GoObject& o = pack[i];
+    oci::StringSource src(bytes);
+    // Verified against its digest on the way in: a bad byte fails this object only.
+    bool ok = local_->WriteBlob(o.output_id, o.size, src).ok();
+    for (const auto& key : pack_keys[i]) {
+      if (ok) local_->Put(EntryFor(key, o)).IgnoreError();
+      SettlePrefetch(key, ok);
+    }
+  };
+  PackSplitter splitter(std::move(sizes), done, [this] { return draining_.load(); });
+  bool probe = false;
+  absl::Status s = absl::UnavailableError("registry paused");
+  absl::Time t0 = absl::Now();
+  if (EnterRemote(&probe)) {
+    s = remote_lookup_->ReadBlob(digest, 0, splitter);
+    ExitRemote(probe, absl::IsCancelled(s) ? absl::OkStatus() : s, "reading the session pack");
+  }
+  n_.fetch_us += Micros(t0);
+  if (s.ok()) ++n_.packs_read;
+  // What the stream did not bring is fetched one by one (unless closing).
+  std::vector<std::string> rest;
+  {
+    absl::MutexLock l(&mu_);
+    for (size_t i = splitter.completed(); i < pack.size(); ++i) {
+      for (const auto& key : pack_keys[i]) {
+        auto it = prefetch_.find(key);
+        if (it != prefetch_.end() && it->second.state == PrefetchState::kFetching) {
+          it->second.state = PrefetchState::kQueued;
+          rest.push_back(key);
+        }
+      }
+    }
+  }
+  for (const auto& k : rest) {
+    if (!prefetches_->Submit([this, k] { PrefetchOne(k); })) SettlePrefetch(k, false);
+  }
 }
 
 bool Server::PrefetchSettledLocked(const std::string* key) const {
@@ -631,10 +806,12 @@ bool Server::PrefetchSettledLocked(const std::string* key) const {
   return it == prefetch_.end() || it->second.state != PrefetchState::kFetching;
 }
 
-void Server::SettlePrefetch(const std::string& key, bool ok) {
+void Server::SettlePrefetch(const std::string& key, bool ok, bool downloaded) {
   absl::MutexLock l(&mu_);
   auto it = prefetch_.find(key);
-  if (it != prefetch_.end()) it->second.state = ok ? PrefetchState::kOk : PrefetchState::kFailed;
+  if (it == prefetch_.end()) return;
+  it->second.state = ok ? PrefetchState::kOk : PrefetchState::kFailed;
+  it->second.downloaded = ok && downloaded;
 }
 
 void Server::PrefetchOne(const std::string& key) {
@@ -650,7 +827,7 @@ void Server::PrefetchOne(const std::string& key) {
   cache::LookupOptions lo;
   lo.touch = false;
   if (auto local = local_->Lookup(key, lo); local.ok() && CheckEntry(*local).ok()) {
-    SettlePrefetch(key, true);
+    SettlePrefetch(key, true, /*downloaded=*/false);
     return;
   }
   bool probe = false;
@@ -702,20 +879,29 @@ Server::PrefetchState Server::ClaimPrefetch(const std::string& key, GoObject* o,
 void Server::WriteSession() {
   if (remote_upload_ == nullptr || opts_.session_key.empty()) return;
   std::string list;
+  std::vector<GoObject> pack;  // each object of size > 0 once, in list order
   {
     absl::MutexLock l(&mu_);
     if (used_.empty()) return;
     // The same pairs as the list read at start (in whatever order): keep that one.
     bool same = loaded_session_.valid() && used_.size() == prefetch_.size();
+    absl::flat_hash_set<std::string> packed;
+    int64_t total = 0;
     for (const auto& [key, o] : used_) {
       absl::StrAppend(&list, key, " ", o.output_id.hex(), " ", o.size, "\n");
+      if (o.size > 0 && packed.insert(o.output_id.hex()).second) {
+        pack.push_back(o);
+        total += o.size;
+      }
       if (same) {
         auto it = prefetch_.find(key);
         same = it != prefetch_.end() && it->second.object.output_id == o.output_id &&
                it->second.object.size == o.size;
       }
     }
-    if (same) return;
+    // A list written without a pack (an older version, or too big then) gets one.
+    bool want_pack = opts_.session_pack && total > 0 && total <= opts_.max_pack_bytes;
+    if (same && (loaded_pack_ || !want_pack)) return;
   }
   oci::Digest digest = oci::Digest::Of(list);
   bool probe = false;
@@ -723,13 +909,53 @@ void Server::WriteSession() {
   oci::StringSource src(list);
   auto d = remote_upload_->WriteBlob(digest, static_cast<int64_t>(list.size()), src);
   absl::Status s = d.status();
+  std::optional<oci::Descriptor> pack_desc;
+  if (s.ok() && opts_.session_pack) {
+    // The objects' bytes back to back: a fresh machine reads them in one stream.
+    int64_t total = 0;
+    std::vector<std::string> paths;
+    bool complete = true;
+    for (const auto& o : pack) {
+      total += o.size;
+      auto have = local_->StatBlob(o.output_id);
+      complete = complete && have.ok() && *have == o.size;
+      paths.push_back(local_->BlobPath(o.output_id));
+    }
+    if (complete && total > 0 && total <= opts_.max_pack_bytes) {
+      ConcatFiles files(std::move(paths));
+      oci::Sha256 sha;
+      std::string buf(1 << 20, '\0');
+      absl::Status rs;
+      for (;;) {
+        auto n = files.Read(buf.data(), buf.size());
+        if (!n.ok()) {
+          rs = n.status();
+          break;
+        }
+        if (*n == 0) break;
+        sha.Update(buf.data(), *n);
+      }
+      if (rs.ok() && sha.size() == total && files.Rewind().ok()) {
+        auto pd = remote_upload_->WriteBlob(sha.Finish(), total, files);
+        if (pd.ok()) {
+          pack_desc = *pd;
+          n_.pack_bytes_written += total;
+        } else {
+          Warn(absl::StrCat("uploading the session pack: ", pd.status().message()));
+        }
+      }
+    }
+  }
   if (s.ok()) {
     cache::Entry e;
     e.key = opts_.session_key;
     e.config = absl::StrCat(R"({"kind":")", kSessionKind, R"(","pairs":)",
-                            std::count(list.begin(), list.end(), '\n'), "}");
+                            std::count(list.begin(), list.end(), '\n'),
+                            pack_desc ? absl::StrCat(R"(,"packedObjects":)", pack.size()) : "",
+                            "}");
     if (!opts_.go_version.empty()) e.annotations[kToolAnnotation] = opts_.go_version;
     e.blobs.push_back(*d);
+    if (pack_desc) e.blobs.push_back(*pack_desc);
     s = remote_upload_->Put(e);
   }
   ExitRemote(probe, s, "writing the session list");
@@ -821,7 +1047,10 @@ void Server::RunUpload(const Upload& u) {
     what = absl::StrCat("uploading object ", u.digest.str());
   }
   if (s.ok()) {
-    s = remote_upload_->Put(u.entry);
+    // The object was just written (or found) there: a registry store need not
+    // check it again.
+    auto* registry = dynamic_cast<cache::RegistryStore*>(remote_upload_);
+    s = registry != nullptr ? registry->PutFresh(u.entry) : remote_upload_->Put(u.entry);
     what = absl::StrCat("uploading entry ", u.entry.key);
   }
   ExitRemote(false, s, what);
@@ -834,6 +1063,7 @@ void Server::RunUpload(const Upload& u) {
 
 void Server::Drain() {
   lookups_->WaitIdle(absl::InfiniteFuture());
+  draining_ = true;  // a session pack still streaming stops
   // Prefetches go would not ask for any more: drop what is queued.
   if (prefetches_ != nullptr) {
     prefetches_->Abort();
@@ -886,6 +1116,8 @@ ServerStats Server::stats() const {
   s.max_in_flight = n_.max_in_flight.load();
   s.prefetched = n_.prefetched.load();
   s.session_listed = n_.session_listed.load();
+  s.packs_read = n_.packs_read.load();
+  s.pack_bytes_written = n_.pack_bytes_written.load();
   return s;
 }
 
@@ -906,7 +1138,9 @@ std::string Server::StatsJson() const {
                            {"remote_errors", s.remote_errors}, {"local_us", s.local_us},
                            {"remote_lookup_us", s.remote_lookup_us}, {"fetch_us", s.fetch_us},
                            {"fill_us", s.fill_us}, {"max_in_flight", s.max_in_flight},
-                           {"prefetched", s.prefetched}, {"session_listed", s.session_listed}};
+                           {"prefetched", s.prefetched}, {"session_listed", s.session_listed},
+                           {"packs_read", s.packs_read},
+                           {"pack_bytes_written", s.pack_bytes_written}};
   return j.dump();
 }
 

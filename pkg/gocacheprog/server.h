@@ -72,6 +72,12 @@ struct ServerOptions {
   // Empty: no list, no prefetch.
   std::string session_key;
   int prefetch_threads = 8;
+  // With the list, the session pack: the listed objects' bytes back to back in one
+  // blob (see docs/FORMAT.md), so a fresh machine reads them in one GET instead of
+  // one per object. Written at close when the list changes and the objects total
+  // at most max_pack_bytes; read at start when present.
+  bool session_pack = true;
+  int64_t max_pack_bytes = int64_t{2} << 30;
   // Write the counters to stderr at the end.
   bool print_stats = false;
   // Append the counters as one JSON line to this file at the end (before the
@@ -93,6 +99,8 @@ struct ServerStats {
   int64_t remote_errors = 0;    // lookups that failed for another reason than a miss
   int64_t prefetched = 0;       // remote hits answered from the session list
   int64_t session_listed = 0;   // pairs in the session list read at start
+  int64_t packs_read = 0;       // session packs read whole at start (0 or 1)
+  int64_t pack_bytes_written = 0;  // size of the session pack written at close
   // Where get time goes (microseconds, summed over gets), and the most gets in flight.
   int64_t local_us = 0;
   int64_t remote_lookup_us = 0;
@@ -166,13 +174,18 @@ class Server {
   struct Prefetch {
     GoObject object;
     PrefetchState state = PrefetchState::kQueued;
+    bool downloaded = false;  // kOk because it came from the registry (not already here)
   };
   void LoadSession();
+  // Streams the session pack into the local tier, settling each object's keys as
+  // it lands; what the stream does not bring is prefetched one by one.
+  void ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pack,
+                const std::vector<std::vector<std::string>>& pack_keys);
   void PrefetchOne(const std::string& key);
   // For a key in the session list: fetches its object (or waits for the
   // prefetch doing it). kOk: *o is in place. Anything else: use the normal path.
   PrefetchState ClaimPrefetch(const std::string& key, GoObject* o, bool* fetched_here);
-  void SettlePrefetch(const std::string& key, bool ok);
+  void SettlePrefetch(const std::string& key, bool ok, bool downloaded = true);
   bool PrefetchSettledLocked(const std::string* key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   cache::Entry EntryFor(const std::string& key, const GoObject& o) const;
   void RecordUse(const std::string& key, const GoObject& o);
@@ -213,16 +226,18 @@ class Server {
   int upload_warnings_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, Prefetch> prefetch_ ABSL_GUARDED_BY(mu_);
   oci::Digest loaded_session_ ABSL_GUARDED_BY(mu_);  // the list read at start
+  bool loaded_pack_ ABSL_GUARDED_BY(mu_) = false;    // it came with a pack
   // Pairs used by this session, in order of first use.
   std::vector<std::pair<std::string, GoObject>> used_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> used_keys_ ABSL_GUARDED_BY(mu_);
 
   std::atomic<bool> abandoned_{false};
+  std::atomic<bool> draining_{false};
   struct Counters {
     std::atomic<int64_t> gets{0}, local_hits{0}, remote_hits{0}, misses{0}, puts{0},
         uploaded{0}, upload_failures{0}, errors{0}, remote_errors{0}, local_us{0},
         remote_lookup_us{0}, fetch_us{0}, fill_us{0}, in_flight{0}, max_in_flight{0},
-        prefetched{0}, session_listed{0};
+        prefetched{0}, session_listed{0}, packs_read{0}, pack_bytes_written{0};
   } n_;
 };
 

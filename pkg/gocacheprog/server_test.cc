@@ -480,6 +480,7 @@ TEST_F(RegistryTest, SessionListPrefetchesTheNextBuild) {
   auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
   ServerOptions o;
   o.session_key = "gocacheprog.session.test1";
+  o.session_pack = false;  // the object-by-object path (the pack: next test)
   std::vector<std::string> bodies;
   std::string in;
   for (int i = 0; i < 30; ++i) {
@@ -514,6 +515,69 @@ TEST_F(RegistryTest, SessionListPrefetchesTheNextBuild) {
   Fixture c(b.dir_);
   Result rc = c.Run(Get(1, ActionID(301)) + Close(2));
   ExpectHit(rc, 1, bodies[1]);
+}
+
+// The session pack: written at close beside the list (also for a list that had
+// none), read in one stream by a fresh directory, skipped by a warm one.
+TEST_F(RegistryTest, SessionPackFillsAFreshDirectoryInOneStream) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.pack1";
+  o.session_pack = false;
+  std::vector<std::string> bodies;
+  std::string in;
+  std::set<std::string> objects;
+  for (int i = 0; i < 40; ++i) {
+    // Empty objects, and pairs sharing an object (packed once).
+    bodies.push_back(i % 9 == 0 ? std::string() : Body(400 + i % 30, 2000 + 100 * (i % 30)));
+    if (!bodies.back().empty()) objects.insert(bodies.back());
+    in += Put(i + 1, ActionID(400 + i), bodies.back());
+  }
+  int64_t distinct = 0;
+  for (const auto& b : objects) distinct += static_cast<int64_t>(b.size());
+  in += Close(99);
+  Fixture a;
+  Result ra = a.Run(in, o, lookup.get(), upload.get());
+  EXPECT_EQ(ra.stats.uploaded, 40);
+  EXPECT_EQ(ra.stats.pack_bytes_written, 0);
+  auto list = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->blobs.size(), 1u);
+
+  // The same build with packs on: the unchanged list gets its pack.
+  o.session_pack = true;
+  Fixture a2(a.dir_);
+  std::string again;
+  for (int i = 0; i < 40; ++i) again += Get(i + 1, ActionID(400 + i));
+  again += Close(99);
+  Result ra2 = a2.Run(again, o, lookup.get(), upload.get());
+  EXPECT_EQ(ra2.stats.local_hits, 40);
+  EXPECT_EQ(ra2.stats.pack_bytes_written, distinct);
+  list = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->blobs.size(), 2u);
+  EXPECT_EQ(list->blobs[1].size, distinct);
+
+  // A fresh directory: one stream brings every object; gets wait for it.
+  Fixture b;
+  const int64_t before = lookup->client().request_count();
+  Result rb = b.Run(again, o, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.packs_read, 1);
+  EXPECT_EQ(rb.stats.misses, 0);
+  EXPECT_EQ(rb.stats.remote_hits, 40);
+  EXPECT_EQ(rb.stats.pack_bytes_written, 0);  // unchanged: not written again
+  // Session manifest + list + pack, plus lookups of gets that came before the list
+  // was read (each a manifest GET and a blob GET): far fewer than one per object.
+  const int64_t early = rb.stats.remote_hits - rb.stats.prefetched;
+  EXPECT_LE(lookup->client().request_count() - before, 3 + 2 * early);
+  // Recorded in the directory: a warm directory reads no pack.
+  Fixture c(b.dir_);
+  Result rc = c.Run(again, o, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rc, i + 1, bodies[i]);
+  EXPECT_EQ(rc.stats.packs_read, 0);
+  EXPECT_EQ(rc.stats.local_hits, 40);
 }
 
 TEST(ServerRemote, KnownMissesAreNotAskedTwice) {

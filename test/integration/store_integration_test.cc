@@ -124,6 +124,31 @@ TEST(RegistryStoreTest, LookupIsOneRequest) {
   EXPECT_EQ((*store)->client().request_count() - before, 1);
 }
 
+// PutFresh after WriteBlob: no HEAD of the blob, small blobs uploaded without a
+// HEAD first: config + descriptor (POST and PUT each) + the manifest PUT. The entry
+// reads back like one stored with Put, also from a sharded store (mount kept).
+TEST(RegistryStoreTest, PutFreshSkipsChecks) {
+  for (int shards : {0, 4}) {
+    auto store = MakeRegistryStore(RegistryProcess::Options::kNone, shards);
+    ASSERT_TRUE(store.ok()) << store.status();
+    cache::Entry e = EntryWithBlob(**store, "fresh/one", "fresh payload");
+    int64_t before = (*store)->client().request_count();
+    ASSERT_TRUE((*store)->PutFresh(e).ok());
+    const int64_t mount = shards > 0 ? 1 : 0;
+    EXPECT_EQ((*store)->client().request_count() - before, 5 + mount) << shards;
+    auto got = (*store)->Lookup("fresh/one", {});
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->config, e.config);
+    ASSERT_EQ(got->blobs.size(), 1u);
+    EXPECT_EQ(got->blobs[0].digest, e.blobs[0].digest);
+    // Put checks the blob (HEAD) and asks before uploading small blobs; those this
+    // store has seen already are skipped: HEAD blob + manifest PUT.
+    before = (*store)->client().request_count();
+    ASSERT_TRUE((*store)->Put(e).ok());
+    EXPECT_EQ((*store)->client().request_count() - before, 2 + mount) << shards;
+  }
+}
+
 TEST(RegistryStoreTest, MountFromRecordedLocationSameRegistry) {
   auto a = MakeRegistryStore(RegistryProcess::Options::kNone);
   auto b = MakeRegistryStore(RegistryProcess::Options::kNone);
