@@ -22,7 +22,8 @@ build() {
   bzl_build "$LOG" "$@"
   local rc=$?
   if ((rc == 0)); then pass "$name"; return 0; fi
-  fail "$name" "bazel exited $rc: $(grep -E '^(ERROR|FATAL)' "$LOG" | head -3 | cut -c1-300)"
+  local why; why=$(grep -E '^(ERROR|FATAL)' "$LOG" | head -3)
+  fail "$name" "bazel exited $rc: $(cut -c1-300 <<<"${why:-$(tail -3 "$LOG")}")"
   return 1
 }
 
