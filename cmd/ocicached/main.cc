@@ -1,5 +1,6 @@
 // ocicached: the ocicache gRPC server. Flags are copied into
 // server::DaemonOptions; everything else lives in pkg/server.
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <string>
@@ -38,6 +39,12 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
 ABSL_FLAG(bool, access_log, true, "one line per call on stderr");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for Prometheus metrics (GET /metrics); unset: none");
+ABSL_FLAG(absl::Duration, reapi_cache_ttl, absl::Minutes(10),
+          "REAPI: how long a blob found present, or an action result found complete, is "
+          "trusted without asking the registry again (0: always ask)");
+ABSL_FLAG(int64_t, reapi_max_batch_size, 4 << 20,
+          "REAPI: largest total of blob bytes in one BatchUpdateBlobs/BatchReadBlobs call "
+          "(at most --max_message_size minus 64 KiB)");
 ABSL_FLAG(std::string, tokens_file, "",
           "bearer tokens, one \"TOKEN read|write\" per line; unset: no authentication");
 
@@ -59,6 +66,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "ocicached [flags]: serves an ocicache (a local directory and/or an OCI registry "
       "repository) over gRPC (api/ocicache/v1/cache.proto), with health and reflection.\n"
+      "Also a Bazel remote cache (REAPI v2: --remote_cache=grpc://HOST:PORT; instance name "
+      "a/b is repository REPO/a/b).\n"
       "Default: 127.0.0.1:9092 serving ~/.cache/ocicache. Stops on SIGTERM or SIGINT.");
   auto positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
@@ -112,5 +121,15 @@ int main(int argc, char** argv) {
   o.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  o.server.reapi_instances.exists_ttl = absl::GetFlag(FLAGS_reapi_cache_ttl);
+  o.server.reapi_instances.complete_ttl = absl::GetFlag(FLAGS_reapi_cache_ttl);
+  int64_t batch = absl::GetFlag(FLAGS_reapi_max_batch_size);
+  if (batch < 1024) {
+    std::cerr << "ocicached: --reapi_max_batch_size must be at least 1024 bytes\n";
+    return 2;
+  }
+  // A batch and its framing must fit in one message.
+  batch = std::min<int64_t>(batch, o.server.max_message_bytes - (64 << 10));
+  o.server.reapi.max_batch_total_size_bytes = batch;
   return ocicache::server::RunDaemon(o);
 }

@@ -4,7 +4,8 @@
 // each a registry path component ([a-z0-9]+ joined by '.', '_', '__' or '-'s),
 // none of them a REAPI keyword (blobs, uploads, actions, actionResults,
 // operations, capabilities, compressed-blobs), at most 100 bytes in all.
-// Instance "a/b" is stored in repository REPO/a/b and directory DIR/instances/a/b.
+// Instance "a/b" is stored in repository REPO/a/b and directory
+// DIR/instances/a/b/_layout (pkg/server InstanceOpener).
 //
 // Resource names (the instance part and its '/' absent for the empty instance):
 //   read:  {instance/}blobs/{hash}/{size}

@@ -39,7 +39,9 @@ reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config) {
     cli::StoreConfig c = config;
     c.server.clear();
     if (!c.repo.empty()) c.repo = absl::StrCat(c.repo, "/", instance);
-    if (!c.dir.empty()) c.dir = absl::StrCat(c.dir, "/instances/", instance);
+    // The layout sits in a "_layout" subdirectory ('_' cannot start a
+    // segment), so instance "a" and instance "a/b" never nest in each other.
+    if (!c.dir.empty()) c.dir = absl::StrCat(c.dir, "/instances/", instance, "/_layout");
     auto set = cli::OpenStores(c);
     if (!set.ok()) return set.status();
     // The store keeps the whole set (admin, client pool) alive.

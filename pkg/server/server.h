@@ -123,7 +123,7 @@ class CacheServer {
 };
 
 // The stores of REAPI instance "a/b" for a server configured with `config`:
-// repository REPO/a/b and directory DIR/instances/a/b (each only if the
+// repository REPO/a/b and directory DIR/instances/a/b/_layout (each only if the
 // server has a repository or a directory), opened as cli::OpenStores does.
 reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config);
 
