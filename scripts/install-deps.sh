@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh          build dependencies (Bazel, gRPC, Abseil, curl, ...)
 #   scripts/install-deps.sh --test   also the test peers (docker-registry, skopeo, htpasswd,
 #                                    openssl for test certificates, netty-tcnative for Bazel
-#                                    over TLS: see test/e2e/bazel_lib.sh)
+#                                    over TLS: see test/e2e/bazel_lib.sh; iproute2 for an
+#                                    offline network namespace)
 set -euo pipefail
 
 want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config
@@ -13,7 +14,7 @@ want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config
       libgtest-dev libgmock-dev)
 if [[ "${1:-}" == "--test" ]]; then
   want+=(docker-registry skopeo apache2-utils curl python3 python3-yaml openssl
-        libnetty-tcnative-jni)
+        libnetty-tcnative-jni iproute2)
 fi
 
 missing=()

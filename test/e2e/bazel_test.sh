@@ -9,10 +9,24 @@
 # the registry holds the cache), with --remote_instance_name, with
 # --remote_download_minimal, with a read-only token (and nothing written), and over
 # TLS and mutual TLS.
+#
+# The nested Bazel must not need the network: where the script may create a
+# network namespace (as root), it runs itself in one that has only loopback, so
+# any download would fail the build.
+if [[ -z ${OCICACHE_E2E_NETNS:-} ]] && unshare -n true 2>/dev/null; then
+  exec unshare -n env OCICACHE_E2E_NETNS=1 bash -c 'ip link set lo up && exec bash "$0"' "$0"
+fi
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/bazel_lib.sh"
 : "${OCICACHED_BIN:?built ocicached binary}"
 trap 'bzl_shutdown; cleanup' EXIT
+
+if [[ -n ${OCICACHE_E2E_NETNS:-} ]]; then
+  links=$(ip -o link show | awk -F': ' '{printf "%s ", $2}')
+  [[ $links == "lo " ]] && pass network-loopback-only || fail network-loopback-only "interfaces: $links"
+else
+  echo "bazel_test: no network namespace (not root?): the nested Bazel could reach the network" >&2
+fi
 
 # build NAME ARGS...: `bazel test //...` with ARGS must succeed (PASS/FAIL NAME);
 # the log is $WORK/bzl/NAME.log, also in $LOG.
