@@ -63,13 +63,43 @@ timed() {
 median() { python3 -c 'import statistics,sys; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.2f}")' "$@"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 
+# calls LOG: ocicached's calls in its access log LOG, by method: count and the sum
+# of their durations.
+calls() {
+  python3 - "$1" <<'PY'
+import re, sys, collections
+n, ms = collections.Counter(), collections.Counter()
+for l in open(sys.argv[1], errors="replace"):
+    m = re.search(r" ([A-Za-z]+/[A-Za-z]+) .*? ([A-Z_]+) ([0-9.]+)ms ", l)
+    if m:
+        n[m.group(1)] += 1
+        ms[m.group(1)] += float(m.group(3))
+print("; ".join(f"{k} {n[k]} calls {ms[k]:.0f} ms" for k in sorted(n)))
+PY
+}
+
+# registry_requests: ocicached's count of HTTP requests to the registry so far.
+registry_requests() {
+  local url
+  url=$(grep -o 'http://[^ ]*/metrics' "$WORK/D.err" | head -1)
+  curl -s --max-time 10 "$url" | awk '$1 == "ocicached_registry_requests_total" {print $2}'
+}
+
+# One untimed round first: the nested Bazel's JVM warms up (JIT) on the same work.
+timed warm-up-disk --disk_cache="$DC" >/dev/null || exit 1
+timed warm-up-remote --remote_cache="grpc://$D" >/dev/null || exit 1
+
 disk=() reg=() tier=()
 for i in $(seq "$runs"); do
   disk+=("$(timed disk_cache --disk_cache="$DC")") || exit 1
   stop_ocicached D
-  start_ocicached D --repo "$REPO" --dir "$WORK/tier-$i" || exit 1
+  start_ocicached D --repo "$REPO" --dir "$WORK/tier-$i" --metrics_listen=127.0.0.1:0 || exit 1
   reg+=("$(timed registry-only --remote_cache="grpc://$D")") || exit 1
+  cp "$WORK/D.err" "$WORK/registry-only.err"
+  reg_requests=$(registry_requests)
   tier+=("$(timed warm-tier --remote_cache="grpc://$D")") || exit 1
+  tier_requests=$(($(registry_requests) - reg_requests))
+  tail -n +"$(($(wc -l <"$WORK/registry-only.err") + 1))" "$WORK/D.err" >"$WORK/warm-tier.err"
 done
 
 d=$(median "${disk[@]}") r=$(median "${reg[@]}") t=$(median "${tier[@]}")
@@ -82,3 +112,5 @@ printf '%-40s %8s %13s\n' "--remote_cache, ocicached, registry only" "$r" "$(rat
 printf '%-40s %8s %13s\n' "--remote_cache, ocicached, warm tier" "$t" "$(ratio "$t" "$d")"
 echo
 echo "runs (s): disk_cache ${disk[*]}; registry only ${reg[*]}; warm tier ${tier[*]}"
+echo "ocicached, last registry-only rebuild: $(calls "$WORK/registry-only.err"); $reg_requests registry requests"
+echo "ocicached, last warm-tier rebuild: $(calls "$WORK/warm-tier.err"); $tier_requests registry requests"

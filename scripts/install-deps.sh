@@ -3,7 +3,9 @@
 # Debian's own packages. Idempotent: packages already present are not fetched again.
 #   scripts/install-deps.sh          build dependencies (Bazel, gRPC, Abseil, curl, ...)
 #   scripts/install-deps.sh --test   also the test peers (docker-registry, skopeo, htpasswd,
-#                                    openssl for test certificates)
+#                                    openssl for test certificates, netty-tcnative for Bazel
+#                                    over TLS: see test/e2e/bazel_lib.sh; iproute2 for an
+#                                    offline network namespace)
 set -euo pipefail
 
 want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config
@@ -11,7 +13,8 @@ want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config
       libabsl-dev libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(docker-registry skopeo apache2-utils curl python3 python3-yaml openssl)
+  want+=(docker-registry skopeo apache2-utils curl python3 python3-yaml openssl
+        libnetty-tcnative-jni iproute2)
 fi
 
 missing=()

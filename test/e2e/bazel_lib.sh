@@ -13,19 +13,33 @@ BZL_TIMEOUT=${BZL_TIMEOUT:-240}  # seconds for one nested bazel command
 BZL_WS=$WORK/bazelws
 BZL_BASE=$WORK/bzl/base
 
+# TLS (grpcs://) in Debian's Bazel 4.2.3: its server jar carries Netty without the
+# JDK ALPN classes ("JDK provider does not support ALPN protocol"), so gRPC over TLS
+# needs Netty's OpenSSL provider, netty-tcnative (Debian: libnetty-tcnative-jni, the
+# same 2.0.28 as the jar's classes). Netty loads it as libnetty_tcnative.so from
+# java.library.path, which Bazel sets to /usr/share/bazel/, while Debian installs
+# libnetty-tcnative.so; the library also refuses to run under a symlink of another
+# name. So a copy under the expected name goes in $WORK/bzl/jni, added to the path.
+BZL_TCNATIVE=$(ls /usr/lib/*/jni/libnetty-tcnative.so 2>/dev/null | head -1)
+BZL_STARTUP=()
+
 # bzl_setup: copies the sample workspace to $BZL_WS with absolute paths to the
-# main workspace's local repository stand-ins.
+# main workspace's local repository stand-ins; prepares netty-tcnative for TLS.
 bzl_setup() {
-  mkdir -p "$WORK/bzl" || return 1
+  mkdir -p "$WORK/bzl/jni" || return 1
   cp -r "$BZL_ROOT/test/e2e/bazelws" "$BZL_WS" || return 1
   sed -i "s|\"\.\./\.\./\.\./third_party/|\"$BZL_ROOT/third_party/|" "$BZL_WS/WORKSPACE"
+  if [[ -n $BZL_TCNATIVE ]]; then
+    cp "$BZL_TCNATIVE" "$WORK/bzl/jni/libnetty_tcnative.so" || return 1
+    BZL_STARTUP=(--host_jvm_args=-Djava.library.path=/usr/share/bazel/:"$WORK/bzl/jni")
+  fi
 }
 
 # bzl ARGS...: runs the nested bazel in the copied workspace, bounded in time.
 # --max_idle_secs ends a server that a killed script could not shut down.
 bzl() {
   (cd "$BZL_WS" && timeout "$BZL_TIMEOUT" bazel --output_user_root="$WORK/bzl/root" \
-    --output_base="$BZL_BASE" --max_idle_secs=600 "$@")
+    --output_base="$BZL_BASE" --max_idle_secs=600 "${BZL_STARTUP[@]}" "$@")
 }
 
 # Flags of every build: no convenience symlinks in the workspace, plain output.
