@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cli/args.h"
+#include "pkg/client/grpc_store.h"
 #include "pkg/gocacheprog/server.h"
 #include "pkg/gocacheprog/stream.h"
 #include "pkg/layout/layout_store.h"
@@ -179,10 +180,26 @@ int Main(const cli::CommandEnv& env) {
                            "go reads outputs from files");
   }
 
-  // Two registry stores on one repository: lookups fail fast (go waits for them),
-  // uploads are patient (they run in the background).
-  std::unique_ptr<cache::RegistryStore> lookup_store, upload_store;
-  if (!config.repo.empty()) {
+  // Two remote stores on one repository (or one server): lookups fail fast (go
+  // waits for them), uploads are patient (they run in the background).
+  std::unique_ptr<cache::Store> lookup_store, upload_store;
+  if (!config.server.empty()) {
+    // Through ocicached: its tiers are its business; ours is the DiskPath directory.
+    auto endpoint = client::ResolveServer(
+        config.server, {config.server_ca_file, config.server_cert_file, config.server_key_file});
+    if (!endpoint.ok()) return UsageError(env, endpoint.status().message());
+    auto channel = client::Dial(endpoint->address, endpoint->dial);
+    client::GrpcStoreOptions fast;
+    fast.token = config.server_token;
+    fast.security = client::SecurityOf(endpoint->dial);
+    fast.timeout = lookup_timeout;
+    fast.read_attempts = 2;
+    client::GrpcStoreOptions patient = fast;
+    patient.timeout = absl::Minutes(2);
+    patient.read_attempts = 5;
+    lookup_store = std::make_unique<client::GrpcStore>(channel, config.server, fast);
+    upload_store = std::make_unique<client::GrpcStore>(channel, config.server, patient);
+  } else if (!config.repo.empty()) {
     auto ref = registry::ParseRepoRef(config.repo);
     if (!ref.ok()) return UsageError(env, ref.status().message());
     registry::ClientOptions base;

@@ -6,6 +6,7 @@
 #   2. every local directory deleted, build again: >= 95% of gets hit from the
 #      registry and the binary is byte-identical;
 #   3. the registry unreachable: the build still succeeds;
+#   4. through ocicached (OCICACHE_SERVER): a fresh machine hits, puts land;
 #   plus the helper's --help and its handling of a broken request stream.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/go_lib.sh"
@@ -106,3 +107,34 @@ expect_contains go-unreachable-warns "$ERR" "unavailable"
 S4=$WORK/go-build-unreachable.stats
 ((($(sum_stats "$S4" errors) == 0) && ($(sum_stats "$S4" gets) > 0))) && pass go-unreachable-no-errors \
   || fail go-unreachable-no-errors "$(cat "$S4" 2>/dev/null)"
+
+# --- 4. through ocicached: a fresh machine reads the same cache via --server ---------
+# The server holds the registry credentials and tiers; the machine only its DiskPath.
+if [[ -n ${OCICACHED_BIN:-} ]]; then
+  source "$here/daemon_lib.sh"
+  if start_daemon GOSRV --repo "$REPO" --dir "$WORK/srv-dir" --access_log=false; then
+    rm -rf "$WORK/oc1" "$WORK/gc1"
+    mkdir -p "$WORK/b5"
+    expect_rc go-build-server 0 env GOCACHEPROG="$OCICACHE_BIN gocacheprog --stats --stats-file $WORK/go-build-server.stats" \
+      GOEXPERIMENT=cacheprog OCICACHE_SERVER="$GOSRV" OCICACHE_REPO= OCICACHE_DIR="$WORK/oc1" GOCACHE="$WORK/gc1" \
+      timeout 600 "$GO" build -o "$WORK/b5/sample" ./cmd/sample
+    S5=$WORK/go-build-server.stats
+    gets=$(sum_stats "$S5" gets); rhits=$(sum_stats "$S5" remote_hits)
+    echo "through ocicached: gets $gets, remote hits $rhits, errors $(sum_stats "$S5" errors)"
+    ((gets > 100 && rhits * 100 >= gets * 95)) && pass go-server-remote-hits \
+      || fail go-server-remote-hits "gets $gets remote hits $rhits (want >= 95%)"
+    cmp -s "$WORK/b1/sample" "$WORK/b5/sample" && pass go-server-identical-binary \
+      || fail go-server-identical-binary "binaries differ"
+    # A put through the server lands in the registry: build a package not built before.
+    expect_rc go-server-put 0 env GOCACHEPROG="$OCICACHE_BIN gocacheprog --stats --stats-file $WORK/go-server-put.stats" \
+      GOEXPERIMENT=cacheprog OCICACHE_SERVER="$GOSRV" OCICACHE_REPO= OCICACHE_DIR="$WORK/oc1" GOCACHE="$WORK/gc1" \
+      timeout 600 "$GO" vet ./...
+    S6=$WORK/go-server-put.stats
+    puts=$(sum_stats "$S6" puts); uploaded=$(sum_stats "$S6" uploaded)
+    ((puts > 0 && uploaded == puts && $(sum_stats "$S6" upload_failures) == 0)) && pass go-server-puts-uploaded \
+      || fail go-server-puts-uploaded "puts $puts uploaded $uploaded"
+    stop_daemon GOSRV
+  else
+    fail go-server-start "ocicached did not start"
+  fi
+fi
