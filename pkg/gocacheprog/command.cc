@@ -56,6 +56,10 @@ registry per distinct session; --no-session-pack turns it off). A registry that 
 down or refuses turns lookups into misses and uploads into warnings on stderr:
 the build goes on. Objects whose digest does not match are refused.
 
+With --server / $OCICACHE_SERVER (an ocicached), lookups and uploads go through
+that server instead of the registry (its TLS and token settings as for every
+command); outputs still live in the local directory, which go reads.
+
 Environment: OCICACHE_REPO (or KOCACHE_REPO), OCICACHE_DIR (default
 ~/.cache/ocicache), OCICACHE_SHARDS, OCICACHE_INSECURE, OCICACHE_TLS,
 OCICACHE_CA_FILE, OCICACHE_USERNAME, OCICACHE_PASSWORD, DOCKER_CONFIG; global
