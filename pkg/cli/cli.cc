@@ -193,11 +193,23 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit)
   return data;
 }
 
-// Writes a blob to a file atomically (temp + rename) or to stdout ("-").
+// Writes a blob to a file atomically (temp + rename) or to stdout ("-"). A path
+// that exists and is not a regular file (/dev/null, a FIFO, a terminal) is
+// written in place: renaming over it would replace the device with a file.
 absl::Status ReadBlobToPath(Store& store, const oci::Digest& d, const std::string& path) {
   if (path == "-") {
     oci::FdSink sink(1);
     return store.ReadBlob(d, 0, sink);
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (S_ISDIR(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, " is a directory"));
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+    oci::FdSink sink(fd);
+    absl::Status s = store.ReadBlob(d, 0, sink);
+    if (::close(fd) != 0 && s.ok()) s = absl::InternalError(absl::StrCat("close ", path, ": ", strerror(errno)));
+    return s;
   }
   std::string tmp = absl::StrCat(path, ".tmp-", getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -24,6 +24,15 @@ echo '{"diffid":"sha256:1111"}' >"$WORK/cfg1.json"
 expect_rc local-put 0 oc --dir "$D1" put k1 --config "$WORK/cfg1.json" --blob "$WORK/blob1" --annotation org.ocicache.tool.go=go1.23.4
 expect_rc local-get 0 oc --dir "$D1" get k1 && expect_contains local-get-config "$OUT" '"diffid":"sha256:1111"'
 expect_rc local-get-output 0 oc --dir "$D1" get k1 -o "$WORK/out1"
+# -o into something that is not a regular file (a FIFO here, /dev/null in scripts)
+# writes into it; it must not be renamed over and replaced by a file.
+mkfifo "$WORK/fifo1"
+timeout 30 cat "$WORK/fifo1" >"$WORK/out-fifo" &
+catpid=$!
+expect_rc local-get-to-fifo 0 timeout 30 "$OCICACHE_BIN" --dir "$D1" get k1 -o "$WORK/fifo1"
+wait "$catpid"
+if [[ -p $WORK/fifo1 ]] && cmp -s "$WORK/out-fifo" "$WORK/blob1"; then pass local-get-fifo-kept
+else fail local-get-fifo-kept "the FIFO was replaced or got other bytes"; fi
 cmp -s "$WORK/blob1" "$WORK/out1" && pass local-get-identical || fail local-get-identical "blob differs"
 expect_rc local-miss 1 oc --dir "$D1" get nope
 expect_one_line local-miss-one-line "$ERR"
