@@ -1,0 +1,244 @@
+// The REAPI domain layer over a real LayoutStore, without gRPC: the existence
+// cache, the completeness check, result storage and instance lookup. A thin
+// decorator hides blobs (as a registry GC would) and counts StatBlob calls.
+#include "pkg/reapi/instance.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <set>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "pkg/layout/layout_store.h"
+
+namespace ocicache::reapi {
+namespace {
+
+std::string TempDir() {
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string tmpl = absl::StrCat(base != nullptr ? base : "/tmp", "/reapi-XXXXXX");
+  char* d = mkdtemp(tmpl.data());
+  return d != nullptr ? std::string(d) : std::string();
+}
+
+// Forwards to a store, except that hidden blobs are absent; counts StatBlob.
+class HidingStore : public cache::Store {
+ public:
+  explicit HidingStore(std::unique_ptr<cache::Store> inner) : inner_(std::move(inner)) {}
+
+  void Hide(const oci::Digest& d) {
+    absl::MutexLock l(&mu_);
+    hidden_.insert(d);
+  }
+  int64_t stats() const { return stats_.load(); }
+
+  absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override {
+    stats_.fetch_add(1);
+    if (IsHidden(d)) return absl::NotFoundError("hidden");
+    return inner_->StatBlob(d);
+  }
+  absl::Status ReadBlob(const oci::Digest& d, int64_t offset, oci::ByteSink& sink) override {
+    if (IsHidden(d)) return absl::NotFoundError("hidden");
+    return inner_->ReadBlob(d, offset, sink);
+  }
+  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& d, int64_t size,
+                                            oci::ByteSource& src) override {
+    {
+      absl::MutexLock l(&mu_);
+      hidden_.erase(d);
+    }
+    return inner_->WriteBlob(d, size, src);
+  }
+  absl::Status MountBlob(const cache::Location& from) override { return inner_->MountBlob(from); }
+  absl::StatusOr<cache::Entry> Lookup(absl::string_view key,
+                                      const cache::LookupOptions& o) override {
+    return inner_->Lookup(key, o);
+  }
+  absl::Status Put(const cache::Entry& e) override { return inner_->Put(e); }
+  absl::Status Delete(absl::string_view key) override { return inner_->Delete(key); }
+  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override {
+    return inner_->List(fn);
+  }
+  std::string Describe() const override { return "hiding(" + inner_->Describe() + ")"; }
+
+ private:
+  bool IsHidden(const oci::Digest& d) {
+    absl::MutexLock l(&mu_);
+    return hidden_.count(d) > 0;
+  }
+  std::unique_ptr<cache::Store> inner_;
+  absl::Mutex mu_;
+  std::set<oci::Digest> hidden_;
+  std::atomic<int64_t> stats_{0};
+};
+
+BlobId B(absl::string_view content) {
+  return BlobId{oci::Digest::Of(content), static_cast<int64_t>(content.size())};
+}
+
+std::shared_ptr<HidingStore> NewStore() {
+  auto layout = layout::LayoutStore::Open(TempDir());
+  EXPECT_TRUE(layout.ok()) << layout.status();
+  return std::make_shared<HidingStore>(*std::move(layout));
+}
+
+InstanceOptions Ttl(absl::Duration ttl) {
+  InstanceOptions o;
+  o.exists_ttl = ttl;
+  o.complete_ttl = ttl;
+  return o;
+}
+
+TEST(Instance, ExistenceCacheAnswersRepeatedChecks) {
+  auto store = NewStore();
+  Instance inst("", store, Ttl(absl::Minutes(10)));
+  ASSERT_TRUE(inst.WriteBytes(B("a"), "a").ok());
+  ASSERT_TRUE(inst.WriteBytes(B("b"), "b").ok());
+  int64_t before = store->stats();
+  for (int i = 0; i < 3; ++i) {
+    auto missing = inst.FindMissing({B("a"), B("b"), B(""), B("a")});
+    ASSERT_TRUE(missing.ok());
+    EXPECT_TRUE(missing->empty());
+  }
+  EXPECT_EQ(store->stats(), before);  // written blobs are known, the empty blob always
+  for (int i = 0; i < 3; ++i) {
+    auto missing = inst.FindMissing({B("absent"), B("absent")});
+    ASSERT_TRUE(missing.ok());
+    EXPECT_EQ(missing->size(), 1u);  // duplicates reported once
+  }
+  EXPECT_EQ(store->stats(), before + 3);  // absence is asked every time
+  // The right hash with another size is absent.
+  auto wrong = inst.Exists(BlobId{oci::Digest::Of("a"), 2});
+  ASSERT_TRUE(wrong.ok());
+  EXPECT_FALSE(*wrong);
+}
+
+TEST(Instance, WriteBytesVerifiesDigestAndSize) {
+  Instance inst("", NewStore(), Ttl(absl::Minutes(1)));
+  EXPECT_EQ(inst.WriteBytes(B("x"), "y").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(inst.WriteBytes(BlobId{oci::Digest::Of("x"), 5}, "x").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(inst.WriteBytes(B(""), "").ok());
+  auto e = inst.Exists(B("x"));
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE(*e);
+}
+
+v2::ActionResult ResultWithTree(const std::string& tree_bytes) {
+  v2::ActionResult r;
+  auto* f = r.add_output_files();
+  f->set_path("out");
+  *f->mutable_digest() = ToProto(B("file"));
+  auto* d = r.add_output_directories();
+  d->set_path("dir");
+  *d->mutable_tree_digest() = ToProto(B(tree_bytes));
+  return r;
+}
+
+std::string TreeBytes() {
+  v2::Tree t;
+  auto* f = t.add_children()->add_files();
+  f->set_name("inner");
+  *f->mutable_digest() = ToProto(B("inner"));
+  return t.SerializeAsString();
+}
+
+TEST(Instance, CompletenessCheckWithoutCache) {
+  auto store = NewStore();
+  Instance inst("", store, Ttl(absl::ZeroDuration()));
+  std::string tree = TreeBytes();
+  v2::ActionResult r = ResultWithTree(tree);
+  ASSERT_TRUE(inst.WriteBytes(B("file"), "file").ok());
+  ASSERT_TRUE(inst.WriteBytes(B(tree), tree).ok());
+  auto s = inst.UpdateActionResult(B("act"), r);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);  // "inner" missing
+  ASSERT_TRUE(inst.WriteBytes(B("inner"), "inner").ok());
+  ASSERT_TRUE(inst.UpdateActionResult(B("act"), r).ok());
+  auto got = inst.GetActionResult(B("act"));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->SerializeAsString(), r.SerializeAsString());
+  EXPECT_EQ(inst.hits(), 1);
+
+  store->Hide(B("inner").digest);  // only the tree names it
+  EXPECT_EQ(inst.GetActionResult(B("act")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(inst.misses(), 1);
+  ASSERT_TRUE(inst.WriteBytes(B("inner"), "inner").ok());
+  EXPECT_TRUE(inst.GetActionResult(B("act")).ok());
+  EXPECT_EQ(inst.GetActionResult(B("other")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(inst.hits(), 2);
+  EXPECT_EQ(inst.misses(), 2);
+}
+
+TEST(Instance, CompleteResultsAreRememberedForTheTtl) {
+  auto store = NewStore();
+  Instance inst("", store, Ttl(absl::Minutes(10)));
+  std::string tree = TreeBytes();
+  for (absl::string_view b : {absl::string_view("file"), absl::string_view("inner"),
+                              absl::string_view(tree)}) {
+    ASSERT_TRUE(inst.WriteBytes(B(b), b).ok());
+  }
+  ASSERT_TRUE(inst.UpdateActionResult(B("act"), ResultWithTree(tree)).ok());
+  int64_t before = store->stats();
+  ASSERT_TRUE(inst.GetActionResult(B("act")).ok());
+  EXPECT_EQ(store->stats(), before);  // no existence check at all
+  // Behind the server's back: still a hit within the TTL (documented), but a
+  // read of the lost blob is NOT_FOUND and forgets it.
+  store->Hide(B("file").digest);
+  EXPECT_TRUE(inst.GetActionResult(B("act")).ok());
+  oci::NullSink sink;
+  EXPECT_EQ(inst.Read(B("file"), 0, sink).code(), absl::StatusCode::kNotFound);
+  auto e = inst.Exists(B("file"));
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE(*e);
+}
+
+TEST(Instance, ReadOffsets) {
+  Instance inst("", NewStore(), Ttl(absl::Minutes(1)));
+  ASSERT_TRUE(inst.WriteBytes(B("hello world"), "hello world").ok());
+  std::string out;
+  oci::StringSink sink(&out);
+  ASSERT_TRUE(inst.Read(B("hello world"), 6, sink).ok());
+  EXPECT_EQ(out, "world");
+  out.clear();
+  ASSERT_TRUE(inst.Read(B("hello world"), 11, sink).ok());
+  EXPECT_EQ(out, "");
+  EXPECT_EQ(inst.Read(B("hello world"), 12, sink).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(inst.Read(B("hello world"), -1, sink).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(inst.Read(B("nope"), 0, sink).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(inst.Read(B(""), 0, sink).ok());
+  EXPECT_EQ(inst.ReadAll(B("hello world"), 5).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST(Instances, OpensEachNameOnceAndRefusesBadOnes) {
+  auto def = NewStore();
+  int opened = 0;
+  Instances none(def.get(), nullptr, InstanceOptions());
+  EXPECT_TRUE(none.Get("").ok());
+  EXPECT_EQ(none.Get("a").status().code(), absl::StatusCode::kInvalidArgument);
+
+  Instances insts(def.get(), [&](absl::string_view name)
+                                 -> absl::StatusOr<std::shared_ptr<cache::Store>> {
+    ++opened;
+    if (name == "broken") return absl::UnavailableError("cannot open");
+    return std::shared_ptr<cache::Store>(NewStore());
+  }, InstanceOptions());
+  auto a1 = insts.Get("team/a");
+  auto a2 = insts.Get("team/a");
+  ASSERT_TRUE(a1.ok() && a2.ok());
+  EXPECT_EQ(*a1, *a2);
+  EXPECT_EQ(opened, 1);
+  EXPECT_EQ((*a1)->name(), "team/a");
+  EXPECT_EQ(insts.Get("Team").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(opened, 1);
+  EXPECT_EQ(insts.Get("broken").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(insts.AllStats().size(), 2u);  // "" and team/a
+  auto def_inst = insts.Get("");
+  ASSERT_TRUE(def_inst.ok());
+  EXPECT_EQ(&(*def_inst)->store(), def.get());
+}
+
+}  // namespace
+}  // namespace ocicache::reapi
