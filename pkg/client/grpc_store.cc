@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -167,8 +168,9 @@ absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci:
   return last;
 }
 
-// The caller's source, with the last `keep` bytes read from it kept so a
-// write can continue from an earlier offset after a break.
+// The caller's source, with at least the last `keep` bytes read from it kept
+// (in the pieces it returned them) so a write can continue from an earlier
+// offset after a break.
 class GrpcStore::Replay {
  public:
   Replay(oci::ByteSource& source, size_t keep) : source_(source), keep_(keep) {}
@@ -176,11 +178,18 @@ class GrpcStore::Replay {
   // The bytes from the current position on.
   absl::StatusOr<size_t> Read(char* buf, size_t n) {
     if (pos_ < end_) {  // bytes read before, sent again
-      size_t k = std::min(n, static_cast<size_t>(end_ - pos_));
-      size_t at = static_cast<size_t>(pos_ - start_);
-      memcpy(buf, kept_.data() + at, k);
-      pos_ += static_cast<int64_t>(k);
-      return k;
+      int64_t at = start_;
+      for (const std::string& piece : kept_) {
+        int64_t piece_end = at + static_cast<int64_t>(piece.size());
+        if (pos_ < piece_end) {
+          size_t from = static_cast<size_t>(pos_ - at);
+          size_t k = std::min(n, piece.size() - from);
+          memcpy(buf, piece.data() + from, k);
+          pos_ += static_cast<int64_t>(k);
+          return k;
+        }
+        at = piece_end;
+      }
     }
     auto r = source_.Read(buf, n);
     if (!r.ok() || *r == 0) return r;
@@ -205,6 +214,7 @@ class GrpcStore::Replay {
           " are kept and the source cannot rewind (", s.message(), ")"));
     }
     kept_.clear();
+    kept_bytes_ = 0;
     start_ = end_ = pos_ = 0;
     std::string skip(64 << 10, '\0');
     while (pos_ < offset) {
@@ -223,20 +233,23 @@ class GrpcStore::Replay {
       start_ = end_;
       return;
     }
-    kept_.append(data.data(), data.size());
-    if (kept_.size() > 2 * keep_) {  // trim in large steps, not on every read
-      size_t drop = kept_.size() - keep_;
-      kept_.erase(0, drop);
-      start_ += static_cast<int64_t>(drop);
+    kept_.emplace_back(data);
+    kept_bytes_ += data.size();
+    // Drop whole pieces from the front while the rest still covers `keep`.
+    while (kept_bytes_ - kept_.front().size() >= keep_) {
+      kept_bytes_ -= kept_.front().size();
+      start_ += static_cast<int64_t>(kept_.front().size());
+      kept_.pop_front();
     }
   }
 
   oci::ByteSource& source_;
   const size_t keep_;
-  std::string kept_;  // bytes [start_, end_) of the blob
+  std::deque<std::string> kept_;  // bytes [start_, end_) of the blob
+  size_t kept_bytes_ = 0;
   int64_t start_ = 0;
-  int64_t end_ = 0;   // bytes read from the source
-  int64_t pos_ = 0;   // the next byte to send
+  int64_t end_ = 0;  // bytes read from the source
+  int64_t pos_ = 0;  // the next byte to send
 };
 
 namespace {
