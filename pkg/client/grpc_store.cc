@@ -226,17 +226,38 @@ class GrpcStore::Replay {
     return absl::OkStatus();
   }
 
+ // Reads ahead up to `limit` bytes, all kept; true if the source ended there.
+  absl::StatusOr<bool> Prefetch(int64_t limit) {
+    hold_ = true;
+    std::string buf(1 << 20, '\0');
+    bool ended = false;
+    while (end_ < limit) {
+      size_t want = std::min(buf.size(), static_cast<size_t>(limit - end_));
+      auto r = source_.Read(buf.data(), want);
+      if (!r.ok()) {
+        hold_ = false;
+        return r.status();
+      }
+      if (*r == 0) {
+        ended = true;
+        break;
+      }
+      Keep(absl::string_view(buf.data(), *r));
+    }
+    hold_ = false;
+    return ended;
+  }
+
+  int64_t end() const { return end_; }
+
  private:
   void Keep(absl::string_view data) {
     end_ += static_cast<int64_t>(data.size());
-    if (keep_ == 0) {
-      start_ = end_;
-      return;
-    }
     kept_.emplace_back(data);
     kept_bytes_ += data.size();
+    if (hold_) return;
     // Drop whole pieces from the front while the rest still covers `keep`.
-    while (kept_bytes_ - kept_.front().size() >= keep_) {
+    while (!kept_.empty() && kept_bytes_ - kept_.front().size() >= keep_) {
       kept_bytes_ -= kept_.front().size();
       start_ += static_cast<int64_t>(kept_.front().size());
       kept_.pop_front();
@@ -250,6 +271,7 @@ class GrpcStore::Replay {
   int64_t start_ = 0;
   int64_t end_ = 0;  // bytes read from the source
   int64_t pos_ = 0;  // the next byte to send
+  bool hold_ = false;  // keep everything (Prefetch)
 };
 
 namespace {
@@ -275,8 +297,18 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
   bool resumable = opts_.resumable_min_bytes >= 0 &&
                    (size < 0 || size >= opts_.resumable_min_bytes) &&
                    !no_uploads_.load(std::memory_order_relaxed);
-  std::string upload_id = resumable ? NewUploadId() : std::string();
   Replay replay(source, opts_.replay_bytes);
+  if (resumable && size < 0) {
+    // Of unknown size: a blob that ends within the threshold is a small one
+    // of known size, streamed straight into the store.
+    auto ended = replay.Prefetch(opts_.resumable_min_bytes);
+    if (!ended.ok()) return ended.status();
+    if (*ended) {
+      size = replay.end();
+      resumable = false;
+    }
+  }
+  std::string upload_id = resumable ? NewUploadId() : std::string();
   int64_t offset = 0;
   absl::Duration backoff = absl::Milliseconds(100);
   absl::Status last;
