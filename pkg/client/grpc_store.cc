@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -303,8 +304,9 @@ absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci:
   return last;
 }
 
-// The caller's source, with the last `keep` bytes read from it kept so a
-// write can continue from an earlier offset after a break.
+// The caller's source, with at least the last `keep` bytes read from it kept
+// (in the pieces it returned them) so a write can continue from an earlier
+// offset after a break.
 class GrpcStore::Replay {
  public:
   Replay(oci::ByteSource& source, size_t keep) : source_(source), keep_(keep) {}
@@ -312,11 +314,18 @@ class GrpcStore::Replay {
   // The bytes from the current position on.
   absl::StatusOr<size_t> Read(char* buf, size_t n) {
     if (pos_ < end_) {  // bytes read before, sent again
-      size_t k = std::min(n, static_cast<size_t>(end_ - pos_));
-      size_t at = static_cast<size_t>(pos_ - start_);
-      memcpy(buf, kept_.data() + at, k);
-      pos_ += static_cast<int64_t>(k);
-      return k;
+      int64_t at = start_;
+      for (const std::string& piece : kept_) {
+        int64_t piece_end = at + static_cast<int64_t>(piece.size());
+        if (pos_ < piece_end) {
+          size_t from = static_cast<size_t>(pos_ - at);
+          size_t k = std::min(n, piece.size() - from);
+          memcpy(buf, piece.data() + from, k);
+          pos_ += static_cast<int64_t>(k);
+          return k;
+        }
+        at = piece_end;
+      }
     }
     auto r = source_.Read(buf, n);
     if (!r.ok() || *r == 0) return r;
@@ -341,6 +350,7 @@ class GrpcStore::Replay {
           " are kept and the source cannot rewind (", s.message(), ")"));
     }
     kept_.clear();
+    kept_bytes_ = 0;
     start_ = end_ = pos_ = 0;
     std::string skip(64 << 10, '\0');
     while (pos_ < offset) {
@@ -352,27 +362,52 @@ class GrpcStore::Replay {
     return absl::OkStatus();
   }
 
+ // Reads ahead up to `limit` bytes, all kept; true if the source ended there.
+  absl::StatusOr<bool> Prefetch(int64_t limit) {
+    hold_ = true;
+    std::string buf(1 << 20, '\0');
+    bool ended = false;
+    while (end_ < limit) {
+      size_t want = std::min(buf.size(), static_cast<size_t>(limit - end_));
+      auto r = source_.Read(buf.data(), want);
+      if (!r.ok()) {
+        hold_ = false;
+        return r.status();
+      }
+      if (*r == 0) {
+        ended = true;
+        break;
+      }
+      Keep(absl::string_view(buf.data(), *r));
+    }
+    hold_ = false;
+    return ended;
+  }
+
+  int64_t end() const { return end_; }
+
  private:
   void Keep(absl::string_view data) {
     end_ += static_cast<int64_t>(data.size());
-    if (keep_ == 0) {
-      start_ = end_;
-      return;
-    }
-    kept_.append(data.data(), data.size());
-    if (kept_.size() > 2 * keep_) {  // trim in large steps, not on every read
-      size_t drop = kept_.size() - keep_;
-      kept_.erase(0, drop);
-      start_ += static_cast<int64_t>(drop);
+    kept_.emplace_back(data);
+    kept_bytes_ += data.size();
+    if (hold_) return;
+    // Drop whole pieces from the front while the rest still covers `keep`.
+    while (!kept_.empty() && kept_bytes_ - kept_.front().size() >= keep_) {
+      kept_bytes_ -= kept_.front().size();
+      start_ += static_cast<int64_t>(kept_.front().size());
+      kept_.pop_front();
     }
   }
 
   oci::ByteSource& source_;
   const size_t keep_;
-  std::string kept_;  // bytes [start_, end_) of the blob
+  std::deque<std::string> kept_;  // bytes [start_, end_) of the blob
+  size_t kept_bytes_ = 0;
   int64_t start_ = 0;
-  int64_t end_ = 0;   // bytes read from the source
-  int64_t pos_ = 0;   // the next byte to send
+  int64_t end_ = 0;  // bytes read from the source
+  int64_t pos_ = 0;  // the next byte to send
+  bool hold_ = false;  // keep everything (Prefetch)
 };
 
 namespace {
@@ -398,8 +433,18 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
   bool resumable = opts_.resumable_min_bytes >= 0 &&
                    (size < 0 || size >= opts_.resumable_min_bytes) &&
                    !no_uploads_.load(std::memory_order_relaxed);
-  std::string upload_id = resumable ? NewUploadId() : std::string();
   Replay replay(source, opts_.replay_bytes);
+  if (resumable && size < 0) {
+    // Of unknown size: a blob that ends within the threshold is a small one
+    // of known size, streamed straight into the store.
+    auto ended = replay.Prefetch(opts_.resumable_min_bytes);
+    if (!ended.ok()) return ended.status();
+    if (*ended) {
+      size = replay.end();
+      resumable = false;
+    }
+  }
+  std::string upload_id = resumable ? NewUploadId() : std::string();
   int64_t offset = 0;
   absl::Duration backoff = absl::Milliseconds(100);
   absl::Status last;

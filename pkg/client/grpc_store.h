@@ -10,7 +10,8 @@
 // verifies the digest of what arrived (DataLoss on mismatch: discard it).
 //
 // Writes survive a broken connection. Blobs of at least resumable_min_bytes
-// (and of unknown size) are sent as resumable uploads (an upload_id the server
+// (and of unknown size that turn out longer: up to that many bytes are read
+// ahead) are sent as resumable uploads (an upload_id the server
 // stages): when a stream that got going breaks (UNAVAILABLE or
 // DEADLINE_EXCEEDED from gRPC itself, not from the server's backend; a server
 // that cannot be reached at all fails at once), WriteBlob waits for the server, asks
