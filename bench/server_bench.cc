@@ -141,8 +141,22 @@ std::string TempDir() {
   return d;
 }
 
+// What a failed run must not leave behind (exit skips destructors): the
+// registry with its storage, and the bench's directory with the 1 GiB files.
+std::unique_ptr<harness::RegistryProcess> g_registry;
+std::string g_dir;
+
+void CleanUp() {
+  g_registry.reset();
+  const char* keep = getenv("BENCH_KEEP");
+  if (!g_dir.empty() && (keep == nullptr || *keep == '\0')) {
+    (void)!std::system(absl::StrCat("rm -rf '", g_dir, "'").c_str());
+  }
+}
+
 [[noreturn]] void Fail(const std::string& what) {
   std::cerr << "server_bench: " << what << "\n";
+  CleanUp();
   std::exit(1);
 }
 
@@ -917,34 +931,36 @@ int Main(const char* argv0) {
   self[n] = '\0';
   std::string ocicached = OcicachedBinary(argv0);
   std::string dir = TempDir();
+  g_dir = dir;
 
   harness::RegistryProcess::Options ro;
   ro.access_log = true;  // registry requests are counted in its log
   auto reg = harness::RegistryProcess::Start(ro);
   Check(reg.status(), "start docker-registry");
+  g_registry = *std::move(reg);
+  harness::RegistryProcess* registry = g_registry.get();
   const std::string only = absl::GetFlag(FLAGS_only);
   if (only.empty() || only == "warm") {
     std::cerr << "server_bench: (1) warm lookups\n";
-    WarmLookups(f, ocicached, self, dir, **reg);
+    WarmLookups(f, ocicached, self, dir, *registry);
   }
   if (only.empty() || only == "cold") {
     std::cerr << "server_bench: (2) cold lookups\n";
-    ColdLookups(f, ocicached, dir, **reg);
+    ColdLookups(f, ocicached, dir, *registry);
   }
   int64_t blob = int64_t{absl::GetFlag(FLAGS_blob_mib)} << 20;
   if (blob > 0 && (only.empty() || only == "blob")) {
     std::cerr << "server_bench: (3) " << (blob >> 20) << " MiB blob\n";
-    LargeBlob(blob, ocicached, dir, **reg);
+    LargeBlob(blob, ocicached, dir, *registry);
   }
   Print();
   std::printf(
       "\nratio: ocicached throughput / baseline throughput (time for blobs); above 1: ocicached "
       "faster.\nocicached: %s, access log on (to a file). Registry: docker-registry on %s. "
       "%d cores, load average at the end: %s",
-      ocicached.c_str(), (*reg)->host().c_str(),
+      ocicached.c_str(), registry->host().c_str(),
       static_cast<int>(std::thread::hardware_concurrency()), ReadFile("/proc/loadavg").c_str());
-  std::string keep = getenv("BENCH_KEEP") ? getenv("BENCH_KEEP") : "";
-  if (keep.empty()) (void)!std::system(absl::StrCat("rm -rf '", dir, "'").c_str());
+  CleanUp();
   return 0;
 }
 
