@@ -147,6 +147,12 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   grpc::ResourceQuota quota("ocicached");
   quota.SetMaxThreads(s->opts_.max_threads);
+  // A fixed 4 MiB receive window per stream. With gRPC's default BDP probing
+  // the window grows while an upload outpaces the registry behind us, and the
+  // data waiting in it showed as 30-66 MiB of extra RSS during a 1 GiB
+  // Blobs.Write (13-14 MiB with this, at the same speed on loopback).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
   builder.SetResourceQuota(quota);
   // gRPC's sync server keeps 1 to 2 threads polling by default: a thread that
   // finishes a call while 2 others poll exits, and one that takes a call when
