@@ -559,6 +559,8 @@ namespace {
 constexpr char kSessionKind[] = "go-session";
 constexpr int64_t kMaxSessionBytes = 64 << 20;
 constexpr size_t kMaxSessionPairs = 200000;
+// Packs with a larger object are not read (object by object instead).
+constexpr int64_t kMaxPackObject = int64_t{512} << 20;
 
 // Reads files one after the other: the session pack's upload.
 class ConcatFiles : public oci::ByteSource {
@@ -725,6 +727,8 @@ void Server::LoadSession() {
     }
     int64_t total = 0, missing = 0;
     for (const auto& o : pack) {
+      // The stream holds one object at a time in memory: not a huge one.
+      if (o.size > kMaxPackObject) pack_usable = false;
       total += o.size;
       auto have = local_->StatBlob(o.output_id);
       if (!have.ok() || *have != o.size) missing += o.size;
