@@ -68,6 +68,7 @@
 #include "pkg/oci/digest.h"
 #include "pkg/oci/stream.h"
 #include "test/harness/registry.h"
+#include "test/harness/spawn.h"
 
 ABSL_FLAG(int, threads, 8, "client threads (calls in flight) for lookups, ours and baselines");
 ABSL_FLAG(double, seconds, 3, "time limit of each load measurement");
@@ -186,33 +187,13 @@ class Child {
       size_t at = a.find("PORT_FILE");
       if (at != std::string::npos) a.replace(at, strlen("PORT_FILE"), port_file);
     }
-    c->pid_ = fork();
-    if (c->pid_ < 0) Fail("fork");
-    if (c->pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      int out =
-          open(absl::StrCat(dir, "/", name, ".stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int err = open(c->stderr_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(out, 1);
-      dup2(err, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (absl::Now() < deadline) {
-      std::string p = ReadFile(port_file);
-      if (!p.empty() && absl::SimpleAtoi(absl::StripAsciiWhitespace(p), &c->port_)) break;
-      int status;
-      if (waitpid(c->pid_, &status, WNOHANG) == c->pid_) {
-        c->pid_ = 0;
-        Fail(absl::StrCat(name, " exited: ", ReadFile(c->stderr_path())));
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    if (c->port_ == 0) Fail(absl::StrCat(name, " reported no port: ", ReadFile(c->stderr_path())));
+    harness::SpawnOptions so;
+    so.stdout_path = absl::StrCat(dir, "/", name, ".stdout");
+    so.stderr_path = c->stderr_path();
+    so.port_timeout = absl::Seconds(30);
+    auto port = harness::SpawnReportingPort(args, port_file, so, &c->pid_);
+    if (!port.ok()) Fail(std::string(port.status().message()));
+    c->port_ = *port;
     std::cerr << "server_bench: " << name << " pid " << c->pid_ << " on " << c->address() << "\n";
     return c;
   }

@@ -33,6 +33,13 @@ void NoteMetadata(grpc::ServerContext* ctx, Call& call) {
   call.Note(RequestMetadataFields(m));
 }
 
+// Every REAPI call starts here: the client's request metadata goes into the
+// access log (also for calls refused next), then the token is checked.
+absl::Status Begin(grpc::ServerContext* ctx, Call& call) {
+  NoteMetadata(ctx, call);
+  return call.Authorize();
+}
+
 void SetRpcStatus(const absl::Status& s, ::google::rpc::Status* out) {
   out->set_code(static_cast<int>(s.code()));
   out->set_message(std::string(s.message()));
@@ -186,8 +193,7 @@ grpc::Status CapabilitiesService::GetCapabilities(grpc::ServerContext* ctx,
                                                   const v2::GetCapabilitiesRequest* req,
                                                   v2::ServerCapabilities* resp) {
   Call call(*b_.base, ctx, "Capabilities/GetCapabilities", Access::kRead);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(req->instance_name());
   if (auto inst = b_.instances->Get(req->instance_name()); !inst.ok()) {
     return call.Done(inst.status());
@@ -216,8 +222,7 @@ grpc::Status ActionCacheService::GetActionResult(grpc::ServerContext* ctx,
                                                  const v2::GetActionResultRequest* req,
                                                  v2::ActionResult* resp) {
   Call call(*b_.base, ctx, "ActionCache/GetActionResult", Access::kRead);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(absl::StrCat(req->instance_name(), req->instance_name().empty() ? "" : "/",
                             req->action_digest().hash()));
   auto action = FromProto(req->action_digest(), "action_digest");
@@ -240,8 +245,7 @@ grpc::Status ActionCacheService::UpdateActionResult(grpc::ServerContext* ctx,
                                                     const v2::UpdateActionResultRequest* req,
                                                     v2::ActionResult* resp) {
   Call call(*b_.base, ctx, "ActionCache/UpdateActionResult", Access::kWrite);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(absl::StrCat(req->instance_name(), req->instance_name().empty() ? "" : "/",
                             req->action_digest().hash()));
   auto action = FromProto(req->action_digest(), "action_digest");
@@ -263,8 +267,7 @@ grpc::Status CasService::FindMissingBlobs(grpc::ServerContext* ctx,
                                           const v2::FindMissingBlobsRequest* req,
                                           v2::FindMissingBlobsResponse* resp) {
   Call call(*b_.base, ctx, "CAS/FindMissingBlobs", Access::kRead);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(absl::StrCat(req->blob_digests_size(), " blobs"));
   auto blobs = ParseDigests(req->blob_digests(), "blob_digests");
   if (!blobs.ok()) return call.Done(blobs.status());
@@ -281,8 +284,7 @@ grpc::Status CasService::BatchUpdateBlobs(grpc::ServerContext* ctx,
                                           const v2::BatchUpdateBlobsRequest* req,
                                           v2::BatchUpdateBlobsResponse* resp) {
   Call call(*b_.base, ctx, "CAS/BatchUpdateBlobs", Access::kWrite);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(absl::StrCat(req->requests_size(), " blobs"));
   int64_t total = 0;
   for (const auto& r : req->requests()) total += static_cast<int64_t>(r.data().size());
@@ -325,8 +327,7 @@ grpc::Status CasService::BatchReadBlobs(grpc::ServerContext* ctx,
                                         const v2::BatchReadBlobsRequest* req,
                                         v2::BatchReadBlobsResponse* resp) {
   Call call(*b_.base, ctx, "CAS/BatchReadBlobs", Access::kRead);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(absl::StrCat(req->digests_size(), " blobs"));
   int64_t total = 0;
   for (const auto& d : req->digests()) total += std::max<int64_t>(d.size_bytes(), 0);
@@ -366,8 +367,7 @@ grpc::Status CasService::BatchReadBlobs(grpc::ServerContext* ctx,
 grpc::Status CasService::GetTree(grpc::ServerContext* ctx, const v2::GetTreeRequest* req,
                                  grpc::ServerWriter<v2::GetTreeResponse>* writer) {
   Call call(*b_.base, ctx, "CAS/GetTree", Access::kRead);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(req->root_digest().hash());
   auto root = FromProto(req->root_digest(), "root_digest");
   if (!root.ok()) return call.Done(root.status());
@@ -414,8 +414,7 @@ grpc::Status CasService::GetTree(grpc::ServerContext* ctx, const v2::GetTreeRequ
 grpc::Status ByteStreamService::Read(grpc::ServerContext* ctx, const bs::ReadRequest* req,
                                      grpc::ServerWriter<bs::ReadResponse>* writer) {
   Call call(*b_.base, ctx, "ByteStream/Read", Access::kRead);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(req->resource_name());
   auto r = ParseReadResource(req->resource_name());
   if (!r.ok()) return call.Done(r.status());
@@ -436,8 +435,7 @@ grpc::Status ByteStreamService::Write(grpc::ServerContext* ctx,
                                       grpc::ServerReader<bs::WriteRequest>* reader,
                                       bs::WriteResponse* resp) {
   Call call(*b_.base, ctx, "ByteStream/Write", Access::kWrite);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   bs::WriteRequest first;
   if (!reader->Read(&first)) return call.Done(absl::InvalidArgumentError("an empty write stream"));
   call.Subject(first.resource_name());
@@ -548,8 +546,7 @@ grpc::Status ByteStreamService::QueryWriteStatus(grpc::ServerContext* ctx,
                                                  const bs::QueryWriteStatusRequest* req,
                                                  bs::QueryWriteStatusResponse* resp) {
   Call call(*b_.base, ctx, "ByteStream/QueryWriteStatus", Access::kRead);
-  NoteMetadata(ctx, call);
-  if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(req->resource_name());
   auto w = ParseWriteResource(req->resource_name());
   if (!w.ok()) return call.Done(w.status());

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "test/harness/spawn.h"
 #include "test/integration/served_store.h"
 
 namespace ocicache::testing {
@@ -61,38 +62,12 @@ absl::Status DaemonProcess::Launch() {
                                      "--port_file=" + port_file, "--shutdown_grace=2s"};
   argv_s.insert(argv_s.end(), args_.begin(), args_.end());
   std::string err_path = absl::StrCat(dir_, "/stderr.", launches_);
-  pid_ = fork();
-  if (pid_ < 0) return absl::InternalError("fork failed");
-  if (pid_ == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int out = ::open("/dev/null", O_WRONLY);
-    int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(out, 1);
-    dup2(err, 2);
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (absl::Now() < deadline) {
-    std::string p = ReadAll(port_file);
-    int got = 0;
-    if (!p.empty() && absl::SimpleAtoi(absl::StripAsciiWhitespace(p), &got) && got > 0) {
-      port_ = got;
-      return absl::OkStatus();
-    }
-    int status;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = 0;
-      return absl::InternalError(absl::StrCat("ocicached exited: ", ReadAll(err_path)));
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  Kill();
-  return absl::DeadlineExceededError(
-      absl::StrCat("ocicached did not report a port: ", ReadAll(err_path)));
+  harness::SpawnOptions so;
+  so.stderr_path = err_path;
+  auto port = harness::SpawnReportingPort(argv_s, port_file, so, &pid_);
+  if (!port.ok()) return port.status();
+  port_ = *port;
+  return absl::OkStatus();
 }
 
 void DaemonProcess::Kill() {

@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "pkg/cli/cli.h"
 #include "test/harness/registry.h"
+#include "test/harness/spawn.h"
 #include "test/integration/served_store.h"
 
 namespace ocicache {
@@ -57,35 +58,15 @@ class Daemon {
     std::string port_file = d->dir_ + "/port";
     args.insert(args.begin(), {Binary(), "--listen=127.0.0.1:0", "--port_file=" + port_file,
                                "--shutdown_grace=3s"});
-    d->pid_ = fork();
-    if (d->pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      int out = ::open((d->dir_ + "/stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int err = ::open((d->dir_ + "/stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(out, 1);
-      dup2(err, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (absl::Now() < deadline) {
-      std::string p = ReadFile(port_file);
-      if (!p.empty() && absl::SimpleAtoi(absl::StripAsciiWhitespace(p), &d->port_)) break;
-      int status;
-      if (waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
-        d->pid_ = 0;
-        ADD_FAILURE() << "ocicached exited: " << d->Stderr();
-        return nullptr;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    if (d->port_ == 0) {
-      ADD_FAILURE() << "ocicached did not report a port: " << d->Stderr();
+    harness::SpawnOptions so;
+    so.stdout_path = d->dir_ + "/stdout";
+    so.stderr_path = d->dir_ + "/stderr";
+    auto port = harness::SpawnReportingPort(args, port_file, so, &d->pid_);
+    if (!port.ok()) {
+      ADD_FAILURE() << port.status().message();
       return nullptr;
     }
+    d->port_ = *port;
     return d;
   }
 
