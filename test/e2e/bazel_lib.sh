@@ -95,27 +95,11 @@ bzl_outputs_digest() {
   (cd "$(bzl_bin)" && sha256sum hello greet_test gen big.bin libgreet.a tree_index.txt tree/*) 2>&1
 }
 
-# start_ocicached NAME FLAGS...: starts ocicached on a free loopback port; sets $NAME
-# to 127.0.0.1:PORT and ${NAME}_PID. Log in $WORK/NAME.err.
+# start_ocicached NAME FLAGS... / stop_ocicached NAME: daemon_lib.sh's start_daemon
+# and stop_daemon, with a shorter shutdown grace (Bazel keeps idle connections).
+source "$(dirname "${BASH_SOURCE[0]}")/daemon_lib.sh"
 start_ocicached() {
   local var=$1; shift
-  rm -f "$WORK/$var.port"
-  "$OCICACHED_BIN" --listen=127.0.0.1:0 --port_file="$WORK/$var.port" --shutdown_grace=2s "$@" \
-    >"$WORK/$var.out" 2>"$WORK/$var.err" &
-  local pid=$!
-  REG_PIDS+=("$pid")
-  printf -v "${var}_PID" '%s' "$pid"
-  for _ in $(seq 1 100); do
-    [[ -s $WORK/$var.port ]] && break
-    sleep 0.1
-  done
-  [[ -s $WORK/$var.port ]] || { tail -5 "$WORK/$var.err" >&2; return 1; }
-  printf -v "$var" '127.0.0.1:%s' "$(cat "$WORK/$var.port")"
+  start_daemon "$var" --shutdown_grace=2s "$@"
 }
-
-# stop_ocicached NAME: SIGTERM, and waits (bounded by its --shutdown_grace).
-stop_ocicached() {
-  local pid_var=${1}_PID
-  kill -TERM "${!pid_var}" 2>/dev/null
-  wait "${!pid_var}" 2>/dev/null
-}
+stop_ocicached() { stop_daemon "$1" 2>/dev/null; }

@@ -6,22 +6,7 @@ source "$(dirname "$0")/lib.sh"
 : "${OCICACHED_BIN:?built ocicached binary}"
 oc() { "$OCICACHE_BIN" "$@"; }
 
-# start_daemon NAME FLAGS...: starts ocicached on a free port; sets $NAME to
-# 127.0.0.1:PORT and ${NAME}_PID. Output in $WORK/NAME.out, log in $WORK/NAME.err.
-start_daemon() {
-  local var=$1; shift
-  "$OCICACHED_BIN" --listen=127.0.0.1:0 --port_file="$WORK/$var.port" --shutdown_grace=3s "$@" \
-    >"$WORK/$var.out" 2>"$WORK/$var.err" &
-  local pid=$!
-  REG_PIDS+=("$pid")
-  printf -v "${var}_PID" '%s' "$pid"
-  for _ in $(seq 1 100); do
-    [[ -s $WORK/$var.port ]] && break
-    sleep 0.1
-  done
-  [[ -s $WORK/$var.port ]] || { cat "$WORK/$var.err" >&2; return 1; }
-  printf -v "$var" '127.0.0.1:%s' "$(cat "$WORK/$var.port")"
-}
+source "$(dirname "$0")/daemon_lib.sh"  # start_daemon, stop_daemon
 
 # both NAME WANT ARGS...: runs `ocicache ARGS` directly on $WORK/direct and
 # through the server $S (on $WORK/served); both must exit WANT. Outputs in
