@@ -1,6 +1,8 @@
 #include "pkg/registry/auth.h"
 
 #include <algorithm>
+#include <map>
+#include <set>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -108,10 +110,30 @@ std::string PushScope(absl::string_view repo) {
 }
 
 std::vector<std::string> NormalizeScopes(std::vector<std::string> scopes) {
-  scopes.erase(std::remove(scopes.begin(), scopes.end(), ""), scopes.end());
-  std::sort(scopes.begin(), scopes.end());
-  scopes.erase(std::unique(scopes.begin(), scopes.end()), scopes.end());
-  return scopes;
+  // "type:name:a,b": the name may hold ':' (host:port), the actions never do.
+  // distribution builds a challenge's action list from a Go map, so one scope
+  // comes as "pull,push" or "push,pull" at random: actions are a set.
+  std::map<std::string, std::set<std::string>> actions;  // "type:name" -> actions
+  std::set<std::string> other;
+  for (const std::string& s : scopes) {
+    const size_t first = s.find(':');
+    const size_t last = s.rfind(':');
+    if (first == std::string::npos || first == last) {
+      if (!s.empty()) other.insert(s);
+      continue;
+    }
+    std::set<std::string>& a = actions[s.substr(0, last)];
+    for (absl::string_view x : absl::StrSplit(absl::string_view(s).substr(last + 1), ',',
+                                              absl::SkipEmpty())) {
+      a.insert(std::string(x));
+    }
+  }
+  std::vector<std::string> out(other.begin(), other.end());
+  for (const auto& [resource, a] : actions) {
+    out.push_back(absl::StrCat(resource, ":", absl::StrJoin(a, ",")));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 absl::StatusOr<Token> ParseTokenResponse(absl::string_view body, absl::Time now) {

@@ -43,7 +43,8 @@ std::optional<Challenge> PickChallenge(const std::vector<std::string>& values);
 // "repository:<repo>:pull" and "repository:<repo>:pull,push".
 std::string PullScope(absl::string_view repo);
 std::string PushScope(absl::string_view repo);
-// Scopes sorted and deduplicated, for use as a cache key and in requests.
+// Scopes in one canonical form, for use as a cache key and in requests: the
+// actions of one resource merged and sorted, then the scopes sorted.
 std::vector<std::string> NormalizeScopes(std::vector<std::string> scopes);
 
 struct Token {

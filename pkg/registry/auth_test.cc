@@ -52,6 +52,18 @@ TEST(ScopesTest, Forms) {
   EXPECT_EQ(PullScope("a/b"), "repository:a/b:pull");
   EXPECT_EQ(PushScope("a/b"), "repository:a/b:pull,push");
   EXPECT_EQ(NormalizeScopes({"b", "a", "", "b"}), (std::vector<std::string>{"a", "b"}));
+  // Actions are a set: the registry's challenge may list them in any order, and
+  // the scopes one request collects (its own and the challenge's) merge.
+  EXPECT_EQ(NormalizeScopes({"repository:a/b:push,pull"}),
+            (std::vector<std::string>{"repository:a/b:pull,push"}));
+  EXPECT_EQ(NormalizeScopes({"repository:a/b:pull,push", "repository:a/b:push,pull",
+                             "repository:a/b:pull"}),
+            (std::vector<std::string>{"repository:a/b:pull,push"}));
+  // A name with a port keeps its ':'; other resources stay apart.
+  EXPECT_EQ(NormalizeScopes({"repository:localhost:5000/x:pull", "repository:c:pull",
+                             "repository:localhost:5000/x:push"}),
+            (std::vector<std::string>{"repository:c:pull",
+                                      "repository:localhost:5000/x:pull,push"}));
 }
 
 TEST(TokenResponseTest, TokenAccessTokenAndExpiry) {
