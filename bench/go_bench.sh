@@ -37,15 +37,16 @@ cp -r test/e2e/gomod "$WORK/src"
 cd "$WORK/src" || exit 1
 
 # timed LABEL ENV...: runs one build with the given environment, prints seconds.
-n=0
+# It runs in $(...), a subshell: a counter would not survive it, so every build
+# gets a new directory from mktemp (a reused path would let go skip the link as
+# up to date, which a fresh machine never can).
 timed() {
   local label=$1; shift
-  n=$((n + 1))
-  local t0 t1
+  local t0 t1 out
+  out=$(mktemp -d "$WORK/out.XXXXXX") || exit 1
   t0=$(date +%s.%N)
-  mkdir -p "$WORK/out-$n"
-  if ! env "$@" "$GO" build -o "$WORK/out-$n/sample" ./cmd/sample >"$WORK/log-$n" 2>&1; then
-    echo "build failed ($label):" >&2; tail -20 "$WORK/log-$n" >&2; exit 1
+  if ! env "$@" "$GO" build -o "$out/sample" ./cmd/sample >"$out/log" 2>&1; then
+    echo "build failed ($label):" >&2; tail -20 "$out/log" >&2; exit 1
   fi
   t1=$(date +%s.%N)
   python3 -c "print(f'{$t1 - $t0:.2f}')"

@@ -608,6 +608,10 @@ class ConcatFiles : public oci::ByteSource {
 // aborts the stream (Cancelled).
 class PackSplitter : public oci::ByteSink {
  public:
+  // Returned by Write once the last object is complete and more bytes come: the
+  // reader of a segment stops the stream there.
+  static absl::Status SegmentDone() { return absl::CancelledError("pack segment complete"); }
+
   PackSplitter(std::vector<int64_t> sizes,
                std::function<void(size_t, const std::string&)> done,
                std::function<bool()> stop)
@@ -615,7 +619,7 @@ class PackSplitter : public oci::ByteSink {
   absl::Status Write(absl::string_view chunk) override {
     if (stop_()) return absl::CancelledError("the session is closing");
     while (!chunk.empty()) {
-      if (next_ >= sizes_.size()) return absl::DataLossError("session pack is longer than its list");
+      if (next_ >= sizes_.size()) return SegmentDone();
       size_t want = static_cast<size_t>(sizes_[next_]) - buf_.size();
       size_t take = std::min(want, chunk.size());
       buf_.append(chunk.data(), take);
@@ -630,6 +634,7 @@ class PackSplitter : public oci::ByteSink {
   }
   // Objects handed over so far.
   size_t completed() const { return next_; }
+  bool finished() const { return next_ == sizes_.size(); }
 
  private:
   std::vector<int64_t> sizes_;
@@ -638,6 +643,28 @@ class PackSplitter : public oci::ByteSink {
   std::string buf_;
   size_t next_ = 0;
 };
+
+// Splits a pack's objects into at most `streams` runs of whole objects with about
+// equal bytes each; returns the index of each run's first object, plus pack.size().
+std::vector<size_t> PackSegments(const std::vector<int64_t>& sizes, int streams,
+                                 int64_t min_segment_bytes) {
+  int64_t total = 0;
+  for (int64_t n : sizes) total += n;
+  const int64_t want = std::max<int64_t>(
+      1, std::min<int64_t>(streams, total / std::max<int64_t>(1, min_segment_bytes)));
+  std::vector<size_t> starts{0};
+  int64_t run = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    // Cut before object i once the runs so far hold their share.
+    if (run > 0 && static_cast<int64_t>(starts.size()) < want &&
+        run * want >= total * static_cast<int64_t>(starts.size())) {
+      starts.push_back(i);
+    }
+    run += sizes[i];
+  }
+  starts.push_back(sizes.size());
+  return starts;
+}
 }  // namespace
 
 cache::Entry Server::EntryFor(const std::string& key, const GoObject& o) const {
@@ -763,39 +790,100 @@ void Server::LoadSession() {
 
 void Server::ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pack,
                       const std::vector<std::vector<std::string>>& pack_keys) {
+  // The pack is read as a few runs of whole objects, each by its own ranged GET,
+  // so receiving, verifying and writing use more than one core; go asks for the
+  // objects in about pack order and the first run comes first. Every object is
+  // verified against its digest as it lands, so no run needs the pack's digest:
+  // a run stops its stream at its last object.
   std::vector<int64_t> sizes;
   sizes.reserve(pack.size());
   for (const auto& o : pack) sizes.push_back(o.size);
+  const std::vector<size_t> starts =
+      PackSegments(sizes, opts_.pack_streams, opts_.pack_segment_min_bytes);
+  std::vector<int64_t> offsets{0};  // byte offset of each object
+  for (int64_t n : sizes) offsets.push_back(offsets.back() + n);
+
+  // go may have an object as soon as its file is in place. Its entries, which only
+  // later builds on this machine read, are stored by one more thread off the
+  // streams' path (each is three small files and a ref); all are stored before
+  // this returns, so before close is answered.
+  struct EntryQueue {
+    std::vector<size_t> objects;  // whose entries are to be stored
+    bool streams_done = false;
+    static bool Ready(EntryQueue* q) { return !q->objects.empty() || q->streams_done; }
+  } queue;
+  absl::Mutex entries_mu;
+  std::thread entry_writer([&] {
+    for (;;) {
+      std::vector<size_t> batch;
+      {
+        absl::MutexLock l(&entries_mu);
+        entries_mu.Await(absl::Condition(&EntryQueue::Ready, &queue));
+        batch.swap(queue.objects);
+        if (batch.empty()) return;  // streams done, queue empty
+      }
+      for (size_t i : batch) {
+        for (const auto& key : pack_keys[i]) local_->Put(EntryFor(key, pack[i])).IgnoreError();
+      }
+    }
+  });
   auto done = [&](size_t i, const std::string& bytes) {
     const GoObject& o = pack[i];
     oci::StringSource src(bytes);
     // Verified against its digest on the way in: a bad byte fails this object only.
     bool ok = local_->WriteBlob(o.output_id, o.size, src).ok();
-    for (const auto& key : pack_keys[i]) {
-      if (ok) local_->Put(EntryFor(key, o)).IgnoreError();
-      SettlePrefetch(key, ok);
+    for (const auto& key : pack_keys[i]) SettlePrefetch(key, ok);
+    if (ok) {
+      absl::MutexLock l(&entries_mu);
+      queue.objects.push_back(i);
     }
   };
-  PackSplitter splitter(std::move(sizes), done, [this] { return draining_.load(); });
+  const size_t runs = starts.size() - 1;
+  std::vector<size_t> completed(runs, 0);
+  std::vector<absl::Status> status(runs);
+  auto read_run = [&](size_t r) {
+    const size_t first = starts[r];
+    std::vector<int64_t> run_sizes(sizes.begin() + first, sizes.begin() + starts[r + 1]);
+    PackSplitter splitter(
+        std::move(run_sizes), [&](size_t i, const std::string& b) { done(first + i, b); },
+        [this] { return draining_.load(); });
+    absl::Status s = remote_lookup_->ReadBlob(digest, offsets[first], splitter);
+    completed[r] = splitter.completed();
+    if (splitter.finished()) s = absl::OkStatus();  // stopped on purpose, or read to the end
+    status[r] = s;
+  };
+
   bool probe = false;
   absl::Status s = absl::UnavailableError("registry paused");
   absl::Time t0 = absl::Now();
   if (EnterRemote(&probe)) {
-    s = remote_lookup_->ReadBlob(digest, 0, splitter);
+    std::vector<std::thread> others;
+    for (size_t r = 1; r < runs; ++r) others.emplace_back(read_run, r);
+    read_run(0);
+    for (auto& t : others) t.join();
+    s = absl::OkStatus();
+    for (const absl::Status& st : status) {
+      if (!st.ok()) {
+        s = st;
+        break;
+      }
+    }
     ExitRemote(probe, absl::IsCancelled(s) ? absl::OkStatus() : s, "reading the session pack");
   }
   n_.fetch_us += Micros(t0);
   if (s.ok()) ++n_.packs_read;
-  // What the stream did not bring is fetched one by one (unless closing).
+  // What the streams did not bring is fetched one by one (unless closing).
   std::vector<std::string> rest;
   {
     absl::MutexLock l(&mu_);
-    for (size_t i = splitter.completed(); i < pack.size(); ++i) {
-      for (const auto& key : pack_keys[i]) {
-        auto it = prefetch_.find(key);
-        if (it != prefetch_.end() && it->second.state == PrefetchState::kFetching) {
-          it->second.state = PrefetchState::kQueued;
-          rest.push_back(key);
+    for (size_t r = 0; r < runs; ++r) {
+      for (size_t i = starts[r] + completed[r]; i < starts[r + 1]; ++i) {
+        for (const auto& key : pack_keys[i]) {
+          auto it = prefetch_.find(key);
+          if (it != prefetch_.end() && it->second.state == PrefetchState::kFetching) {
+            it->second.state = PrefetchState::kQueued;
+            rest.push_back(key);
+          }
         }
       }
     }
@@ -803,6 +891,11 @@ void Server::ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pa
   for (const auto& k : rest) {
     if (!prefetches_->Submit([this, k] { PrefetchOne(k); })) SettlePrefetch(k, false);
   }
+  {
+    absl::MutexLock l(&entries_mu);
+    queue.streams_done = true;
+  }
+  entry_writer.join();
 }
 
 bool Server::PrefetchSettledLocked(const std::string* key) const {

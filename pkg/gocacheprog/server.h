@@ -78,6 +78,10 @@ struct ServerOptions {
   // at most max_pack_bytes; read at start when present.
   bool session_pack = true;
   int64_t max_pack_bytes = int64_t{2} << 30;
+  // The pack is read by up to this many ranged GETs at once, each a run of whole
+  // objects of at least pack_segment_min_bytes.
+  int pack_streams = 4;
+  int64_t pack_segment_min_bytes = int64_t{8} << 20;
   // Write the counters to stderr at the end.
   bool print_stats = false;
   // Append the counters as one JSON line to this file at the end (before the

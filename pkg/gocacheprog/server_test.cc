@@ -581,6 +581,28 @@ TEST_F(RegistryTest, SessionPackFillsAFreshDirectoryInOneStream) {
   // was read (each a manifest GET and a blob GET): far fewer than one per object.
   const int64_t early = rb.stats.remote_hits - rb.stats.prefetched;
   EXPECT_LE(lookup->client().request_count() - before, 3 + 2 * early);
+  // The pack read as three runs of whole objects, each a ranged GET of its own:
+  // the same answers, and one more stat and GET per extra run.
+  Fixture b3;
+  ServerOptions o3 = ob;
+  o3.pack_streams = 3;
+  o3.pack_segment_min_bytes = 1;
+  const int64_t before3 = lookup->client().request_count();
+  Result rb3 = b3.Run(again, o3, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rb3, i + 1, bodies[i]);
+  EXPECT_EQ(rb3.stats.packs_read, 1);
+  EXPECT_EQ(rb3.stats.remote_hits, 40);
+  const int64_t early3 = rb3.stats.remote_hits - rb3.stats.prefetched;
+  // Session manifest and list, three pack GETs, two stats (the runs past offset 0).
+  EXPECT_GE(lookup->client().request_count() - before3, 2 + 3 + 2);
+  EXPECT_LE(lookup->client().request_count() - before3, 2 + 3 + 2 + 2 * early3);
+  // Every entry was stored before close was answered: all local hits now.
+  Fixture c3(b3.dir_);
+  Result rc3 = c3.Run(again, o, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rc3, i + 1, bodies[i]);
+  EXPECT_EQ(rc3.stats.local_hits, 40);
+  EXPECT_EQ(rc3.stats.packs_read, 0);
+
   // Recorded in the directory: a warm directory reads no pack.
   Fixture c(b.dir_);
   Result rc = c.Run(again, o, lookup.get(), upload.get());
