@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdio>  // renameat2, RENAME_NOREPLACE (glibc)
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/memory/memory.h"
@@ -964,12 +965,14 @@ absl::StatusOr<std::vector<std::string>> LayoutStore::ListDir(int dir_fd) {
   return names;
 }
 
-absl::StatusOr<oci::Digest> LayoutStore::ReadRef(const std::string& tag, absl::Time* mtime) {
+absl::StatusOr<oci::Digest> LayoutStore::ReadRef(const std::string& tag, absl::Time* mtime,
+                                                 struct stat* st_out) {
   std::string where = Where(absl::StrCat(kRefsDir, "/", tag));
   struct stat st;
   auto data = ReadSmallFileAt(refs_fd_, tag.c_str(), kMaxRefBytes, where, &st);
   if (!data.ok()) return data.status();
   if (mtime != nullptr) *mtime = MtimeOf(st);
+  if (st_out != nullptr) *st_out = st;
   absl::string_view text = *data;
   absl::ConsumeSuffix(&text, "\n");
   auto digest = oci::Digest::Parse(text);
@@ -1020,36 +1023,96 @@ absl::Status LayoutStore::AfterRefChange() {
   return s;
 }
 
+bool LayoutStore::SameFile(const Memo& m, const struct stat& st) {
+  auto same = [](const struct timespec& a, const struct timespec& b) {
+    return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+  };
+  return m.dev == st.st_dev && m.ino == st.st_ino && m.size == st.st_size &&
+         same(m.mtime, st.st_mtim) && same(m.ctime, st.st_ctim);
+}
+
+void LayoutStore::Remember(const std::string& key, const struct stat& ref,
+                           const oci::Digest& manifest, int64_t manifest_size,
+                           const cache::Entry& entry) {
+  constexpr size_t kMaxMemo = 8192;
+  Memo m;
+  m.dev = ref.st_dev;
+  m.ino = ref.st_ino;
+  m.size = ref.st_size;
+  m.mtime = ref.st_mtim;
+  m.ctime = ref.st_ctim;
+  m.manifest = manifest;
+  m.manifest_size = manifest_size;
+  m.entry = entry;
+  absl::MutexLock l(&memo_mu_);
+  if (memo_.size() >= kMaxMemo && memo_.count(key) == 0) memo_.clear();
+  memo_[key] = std::move(m);
+}
+
+void LayoutStore::Forget(const std::string& key) {
+  absl::MutexLock l(&memo_mu_);
+  memo_.erase(key);
+}
+
 absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
                                                  const cache::LookupOptions& opts) {
   auto tag = cache::TagForKey(key);
   if (!tag.ok()) return tag.status();
+  const std::string key_str(key);
   oci::Digest manifest_digest;
-  std::string manifest;
   absl::Time ref_mtime;
-  for (int attempt = 0;; ++attempt) {
-    auto ref = ReadRef(*tag, &ref_mtime);
-    if (absl::IsNotFound(ref.status())) {
-      return absl::NotFoundError(absl::StrCat("miss: ", key, " (", Describe(), ")"));
+  std::optional<cache::Entry> entry;
+  struct stat ref_st;
+  // A key looked up before, its ref unchanged: the entry is known, only its
+  // files' presence is checked below.
+  if (StatAt(refs_fd_, tag->c_str(), &ref_st) && S_ISREG(ref_st.st_mode)) {
+    int64_t manifest_size = 0;
+    {
+      absl::MutexLock l(&memo_mu_);
+      auto it = memo_.find(key_str);
+      if (it != memo_.end() && SameFile(it->second, ref_st)) {
+        manifest_digest = it->second.manifest;
+        manifest_size = it->second.manifest_size;
+        ref_mtime = MtimeOf(ref_st);
+        entry = it->second.entry;
+      }
     }
-    if (absl::IsDataLoss(ref.status())) {
-      return absl::NotFoundError(absl::StrCat("entry unreadable: ", ref.status().message()));
+    if (entry) {
+      absl::Status s = BlobPresent(manifest_digest, manifest_size);
+      if (!s.ok()) {
+        Forget(key_str);
+        entry.reset();  // read it all again below
+      }
     }
-    if (!ref.ok()) return ref.status();
-    auto m = ReadSmallBlob(*ref, cache::format::kMaxManifestBytes);
-    // The ref may have been replaced and its old manifest collected meanwhile: read it again.
-    if (absl::IsNotFound(m.status()) && attempt == 0) continue;
-    if (absl::IsNotFound(m.status())) {
-      return absl::NotFoundError(absl::StrCat("entry ", *tag, " names manifest ", ref->str(),
-                                              " which is gone from ", Describe()));
-    }
-    if (!m.ok()) return m.status();
-    manifest_digest = *ref;
-    manifest = *std::move(m);
-    break;
   }
-  auto entry = cache::DecodeEntry(manifest, key);
-  if (!entry.ok()) return entry.status();
+  if (!entry) {
+    std::string manifest;
+    for (int attempt = 0;; ++attempt) {
+      auto ref = ReadRef(*tag, &ref_mtime, &ref_st);
+      if (absl::IsNotFound(ref.status())) {
+        return absl::NotFoundError(absl::StrCat("miss: ", key, " (", Describe(), ")"));
+      }
+      if (absl::IsDataLoss(ref.status())) {
+        return absl::NotFoundError(absl::StrCat("entry unreadable: ", ref.status().message()));
+      }
+      if (!ref.ok()) return ref.status();
+      auto m = ReadSmallBlob(*ref, cache::format::kMaxManifestBytes);
+      // The ref may have been replaced and its old manifest collected meanwhile: read it again.
+      if (absl::IsNotFound(m.status()) && attempt == 0) continue;
+      if (absl::IsNotFound(m.status())) {
+        return absl::NotFoundError(absl::StrCat("entry ", *tag, " names manifest ", ref->str(),
+                                                " which is gone from ", Describe()));
+      }
+      if (!m.ok()) return m.status();
+      manifest_digest = *ref;
+      manifest = *std::move(m);
+      break;
+    }
+    auto decoded = cache::DecodeEntry(manifest, key);
+    if (!decoded.ok()) return decoded.status();
+    entry = *std::move(decoded);
+    Remember(key_str, ref_st, manifest_digest, static_cast<int64_t>(manifest.size()), *entry);
+  }
   if (!cache::SatisfiesLookup(*entry, opts)) {
     std::string which;
     for (const auto& [k, v] : opts.require) {
@@ -1070,17 +1133,27 @@ absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
     if (!s.ok()) return s;
   }
   // Last use for eviction: the ref's mtime (cheap, no lock; a ref replaced
-  // meanwhile is newer anyway).
-  if (absl::Now() - ref_mtime >= absl::Seconds(1)) {
-    ::utimensat(refs_fd_, tag->c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
+  // meanwhile is newer anyway). The memo follows the file's new times.
+  if (absl::Now() - ref_mtime >= absl::Seconds(1) &&
+      ::utimensat(refs_fd_, tag->c_str(), nullptr, AT_SYMLINK_NOFOLLOW) == 0) {
+    struct stat now_st;
+    absl::MutexLock l(&memo_mu_);
+    auto it = memo_.find(key_str);
+    if (it != memo_.end() && SameFile(it->second, ref_st) &&
+        StatAt(refs_fd_, tag->c_str(), &now_st) && now_st.st_ino == ref_st.st_ino &&
+        now_st.st_dev == ref_st.st_dev) {
+      it->second.mtime = now_st.st_mtim;
+      it->second.ctime = now_st.st_ctim;
+    }
   }
   absl::Time now = Now();
   if (opts.touch && cache::NeedsTouch(*entry, now)) {
     // A failed touch (read-only directory, a concurrent Put) does not fail the lookup.
+    Forget(key_str);
     auto touched = Touch(*entry, *tag, manifest_digest, now);
     if (touched.ok()) return touched;
   }
-  return entry;
+  return *std::move(entry);
 }
 
 absl::StatusOr<cache::Entry> LayoutStore::Touch(cache::Entry entry, const std::string& tag,

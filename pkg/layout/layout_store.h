@@ -269,7 +269,8 @@ class LayoutStore : public cache::Store {
 
   // Refs.
   // With `mtime`, also the ref file's modification time (the entry's last use).
-  absl::StatusOr<oci::Digest> ReadRef(const std::string& tag, absl::Time* mtime = nullptr);
+  absl::StatusOr<oci::Digest> ReadRef(const std::string& tag, absl::Time* mtime = nullptr,
+                                      struct stat* st = nullptr);
   absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd);
   // Writes refs/<tag> under the lock; if expect is valid, only when the ref still
   // names it (else Aborted). Queues the tag for the index.
@@ -312,6 +313,30 @@ class LayoutStore : public cache::Store {
   std::atomic<bool> evicting_{false};
   std::atomic<int64_t> entries_evicted_{0};
   std::atomic<int64_t> bytes_evicted_{0};
+
+  // Warm lookups: the decoded entry of a key, valid while its ref file is the same
+  // file unchanged (device, inode, size, mtime and ctime to the nanosecond: a ref
+  // is only ever replaced by rename, so any change makes a new file or a new
+  // ctime). A hit costs a stat of the ref, of the manifest and of each blob
+  // instead of reading and decoding the ref and the manifest. Bounded: cleared
+  // when full. (A ref edited in place, which only a person would do, at the same
+  // size within one file-timestamp tick could go unseen until the next change.)
+  struct Memo {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    struct timespec mtime = {};
+    struct timespec ctime = {};
+    oci::Digest manifest;
+    int64_t manifest_size = 0;
+    cache::Entry entry;
+  };
+  static bool SameFile(const Memo& m, const struct stat& st);
+  void Remember(const std::string& key, const struct stat& ref, const oci::Digest& manifest,
+                int64_t manifest_size, const cache::Entry& entry);
+  void Forget(const std::string& key);
+  absl::Mutex memo_mu_;
+  std::map<std::string, Memo> memo_ ABSL_GUARDED_BY(memo_mu_);
 
   absl::Mutex index_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   IndexCache index_ ABSL_GUARDED_BY(index_mu_);

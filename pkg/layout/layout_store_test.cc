@@ -583,6 +583,58 @@ TEST(LayoutStoreTest, CorruptManifestIsReportedThenHealedByPut) {
   EXPECT_TRUE(absl::IsNotFound(s->RemoveBlob(blob->digest)));
 }
 
+// Warm lookups answer from a memo of decoded entries while the ref file is
+// unchanged; every change another store (another process) makes is still seen.
+TEST(LayoutStoreTest, WarmLookupsSeeChangesFromOtherProcesses) {
+  std::string dir = NewDir("memo");
+  auto a = OpenOrDie(dir);
+  auto b = OpenOrDie(dir);
+  ASSERT_TRUE(a && b);
+  auto blob = PutBlob(*a, Pattern(3000, 9));
+  ASSERT_TRUE(blob.ok());
+  Entry e = MakeEntry("k", *blob, "go1");
+  e.config = "{\"v\":1}";
+  ASSERT_TRUE(a->Put(e).ok());
+  LookupOptions lo;
+  lo.touch = false;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(a->Lookup("k", lo)->config, "{\"v\":1}");
+
+  // Replaced by the other store: the new entry.
+  Entry e2 = e;
+  e2.config = "{\"v\":2}";
+  ASSERT_TRUE(b->Put(e2).ok());
+  EXPECT_EQ(a->Lookup("k", lo)->config, "{\"v\":2}");
+  EXPECT_EQ(a->Lookup("k", lo)->config, "{\"v\":2}");
+
+  // Its manifest truncated: never a hit; healed by a Put.
+  auto md = oci::Digest::Parse(RefOf(dir, "k"));
+  ASSERT_TRUE(md.ok());
+  ASSERT_EQ(::truncate(BlobPath(dir, *md).c_str(), 20), 0);
+  EXPECT_FALSE(a->Lookup("k", lo).ok());
+  EXPECT_FALSE(a->Lookup("k", lo).ok());
+  ASSERT_TRUE(b->Put(e2).ok());
+  EXPECT_EQ(a->Lookup("k", lo)->config, "{\"v\":2}");
+
+  // Its blob gone: a miss.
+  ASSERT_TRUE(b->RemoveBlob(blob->digest).ok());
+  EXPECT_TRUE(absl::IsNotFound(a->Lookup("k", lo).status()));
+  ASSERT_TRUE(PutBlob(*b, Pattern(3000, 9)).ok());
+  EXPECT_EQ(a->Lookup("k", lo)->config, "{\"v\":2}");
+
+  // Deleted by the other store: a miss.
+  ASSERT_TRUE(b->Delete("k").ok());
+  EXPECT_TRUE(absl::IsNotFound(a->Lookup("k", lo).status()));
+
+  // A required annotation is checked against the remembered entry too.
+  ASSERT_TRUE(b->Put(e).ok());
+  ASSERT_TRUE(a->Lookup("k", lo).ok());
+  LookupOptions want = lo;
+  want.require["org.ocicache.tool.go"] = "go2";
+  EXPECT_TRUE(absl::IsNotFound(a->Lookup("k", want).status()));
+  want.require["org.ocicache.tool.go"] = "go1";
+  EXPECT_TRUE(a->Lookup("k", want).ok());
+}
+
 // ---------------------------------------------------------------------------
 // index.json.
 
