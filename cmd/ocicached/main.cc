@@ -62,7 +62,8 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, max_local_size, "",
           "bound on the local tier, in bytes with an optional K, M, G or T suffix (powers of "
           "1024; Ki/Mi/Gi/Ti as in Kubernetes work too), e.g. 20G: past it the least recently "
-          "used entries are evicted down to 90%; unset: unbounded");
+          "used entries are evicted down to 90%; each REAPI instance's layout is bounded by it "
+          "on its own; unset: unbounded");
 ABSL_FLAG(absl::Duration, local_evict_grace, absl::Minutes(2),
           "eviction keeps entries used and blobs written this recently (uploads in progress)");
 

@@ -144,7 +144,9 @@ int RunDaemon(DaemonOptions opts) {
     }
     opts.server.probe = *std::move(probe);
   }
-  if (!opts.server.open_instance) opts.server.open_instance = InstanceOpener(opts.store);
+  if (!opts.server.open_instance) {
+    opts.server.open_instance = InstanceOpener(opts.store, local_opts);
+  }
   if (opts.access_log && !opts.server.service.access_log) {
     opts.server.service.access_log = service::LogToStderr;
   }

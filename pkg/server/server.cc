@@ -34,15 +34,17 @@ std::string HostPart(const std::string& listen) {
 
 }  // namespace
 
-reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config) {
-  return [config](absl::string_view instance) -> absl::StatusOr<std::shared_ptr<cache::Store>> {
+reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config,
+                                  layout::LayoutStore::Options local_opts) {
+  return [config, local_opts](
+             absl::string_view instance) -> absl::StatusOr<std::shared_ptr<cache::Store>> {
     cli::StoreConfig c = config;
     c.server.clear();
     if (!c.repo.empty()) c.repo = absl::StrCat(c.repo, "/", instance);
     // The layout sits in a "_layout" subdirectory ('_' cannot start a
     // segment), so instance "a" and instance "a/b" never nest in each other.
     if (!c.dir.empty()) c.dir = absl::StrCat(c.dir, "/instances/", instance, "/_layout");
-    auto set = cli::OpenStores(c);
+    auto set = cli::OpenStores(c, local_opts);
     if (!set.ok()) return set.status();
     // The store keeps the whole set (admin, client pool) alive.
     auto holder = std::make_shared<cli::StoreSet>(*std::move(set));

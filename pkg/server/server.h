@@ -131,8 +131,11 @@ class CacheServer {
 
 // The stores of REAPI instance "a/b" for a server configured with `config`:
 // repository REPO/a/b and directory DIR/instances/a/b/_layout (each only if the
-// server has a repository or a directory), opened as cli::OpenStores does.
-reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config);
+// server has a repository or a directory), opened as cli::OpenStores does. The
+// instance's layout gets `local_opts` too: --max_local_size bounds each layout
+// (the default one and each instance's) on its own.
+reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config,
+                                  layout::LayoutStore::Options local_opts = {});
 
 // The default health probe for a set of stores: the registry's Ping (with the
 // store's own client and its retries), else the local directory.

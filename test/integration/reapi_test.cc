@@ -4,11 +4,15 @@
 // resumable and early-finished writes, read offsets, bad resource names,
 // invalid instances), concurrent writes of one blob, the completeness check,
 // read-only tokens, instance isolation, a second server over the same
-// registry with an empty local tier, access-log fields and metrics.
+// registry with an empty local tier, access-log fields and metrics, and
+// --max_local_size on instance layouts.
+#include <dirent.h>
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -23,6 +27,7 @@
 #include "google/bytestream/bytestream.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "pkg/cli/stores.h"
+#include "pkg/layout/layout_store.h"
 #include "pkg/oci/digest.h"
 #include "pkg/server/server.h"
 #include "pkg/service/auth.h"
@@ -234,6 +239,7 @@ class ReapiTest : public ::testing::Test {
     std::optional<service::TokenAuth> auth;
     std::function<void(absl::string_view)> log;
     bool metrics = false;
+    int64_t max_local_bytes = 0;  // --max_local_size (with no eviction grace)
   };
 
   // A server over host/REPO (and a new directory), with REAPI instances opened
@@ -245,11 +251,14 @@ class ReapiTest : public ::testing::Test {
     c.repo = registry_->host() + "/" + s.repo;
     if (s.dir) c.dir = testing::TempDir("reapi-dir");
     last_config_ = c;
-    auto set = cli::OpenStores(c);
+    layout::LayoutStore::Options local_opts;
+    local_opts.max_bytes = s.max_local_bytes;
+    local_opts.evict_grace = absl::ZeroDuration();
+    auto set = cli::OpenStores(c, local_opts);
     EXPECT_TRUE(set.ok()) << set.status();
     if (!set.ok()) return nullptr;
     server::ServerOptions o;
-    o.open_instance = server::InstanceOpener(c);
+    o.open_instance = server::InstanceOpener(c, local_opts);
     o.reapi_instances.exists_ttl = s.ttl;
     o.reapi_instances.complete_ttl = s.ttl;
     o.auth = s.auth;
@@ -910,6 +919,58 @@ TEST_F(ReapiTest, InstancesAreIsolated) {
     EXPECT_EQ(c.FindMissing(bad, {D("x")}, &missing).error_code(), StatusCode::INVALID_ARGUMENT)
         << bad;
     EXPECT_EQ(c.GetResult(bad, D("x"), &got).error_code(), StatusCode::INVALID_ARGUMENT) << bad;
+  }
+}
+
+// --max_local_size bounds each instance's layout as it bounds the default one;
+// what eviction drops locally the registry tier still answers.
+TEST_F(ReapiTest, InstanceLayoutsAreBoundedToo) {
+  constexpr int64_t kBound = 256 * 1024;
+  Setup setup;
+  setup.max_local_bytes = kBound;
+  auto srv = Serve(setup);
+  ASSERT_NE(srv, nullptr);
+  const std::string blobs = last_config_.dir + "/instances/team/a/_layout/blobs/sha256";
+  auto tier_bytes = [&] {
+    int64_t total = 0;
+    DIR* d = ::opendir(blobs.c_str());
+    if (d == nullptr) return int64_t{-1};
+    while (struct dirent* e = ::readdir(d)) {
+      struct stat st;
+      if (::fstatat(::dirfd(d), e->d_name, &st, 0) == 0 && S_ISREG(st.st_mode)) {
+        total += st.st_size;
+      }
+    }
+    ::closedir(d);
+    return total;
+  };
+  Client c(srv->address());
+  constexpr int kResults = 16;
+  std::vector<std::string> outputs;
+  int64_t written = 0, most = 0;
+  for (int i = 0; i < kResults; ++i) {
+    outputs.push_back(absl::StrCat(i, ":", std::string(40 * 1024, static_cast<char>('a' + i))));
+    ASSERT_TRUE(c.Upload("team/a", outputs.back()).ok()) << i;
+    ASSERT_TRUE(c.UpdateResult("team/a", D(absl::StrCat("bounded-", i)),
+                               SimpleResult(outputs.back(), ""))
+                    .ok())
+        << i;
+    written += static_cast<int64_t>(outputs.back().size());
+    most = std::max(most, tier_bytes());
+  }
+  ASSERT_GT(written, 2 * kBound);
+  const int64_t now = tier_bytes();
+  EXPECT_GE(now, 0) << blobs;
+  EXPECT_LE(now, kBound);
+  // One result and its blob may land before the pass that evicts.
+  EXPECT_LE(most, kBound + 48 * 1024);
+  // Every result is still a hit: evicted ones come back from the registry.
+  for (int i = 0; i < kResults; ++i) {
+    v2::ActionResult got;
+    ASSERT_TRUE(c.GetResult("team/a", D(absl::StrCat("bounded-", i)), &got).ok()) << i;
+    std::string data;
+    ASSERT_TRUE(c.Read(ReadName("team/a", D(outputs[i])), 0, 0, &data).ok()) << i;
+    EXPECT_EQ(data, outputs[i]) << i;
   }
 }
 
