@@ -773,7 +773,11 @@ absl::Status LayoutStore::ReadBlob(const oci::Digest& digest, int64_t offset,
   if (offset > 0 && ::lseek(*fd, offset, SEEK_SET) != offset) {
     return ErrnoError(errno, absl::StrCat("seek blob ", digest.str()));
   }
+  // From offset 0 the content is checked against its digest, unless this very
+  // file version was checked before.
+  const bool verify = offset == 0 && !KnownGood(digest.hex(), st);
   oci::Sha256 hash;
+  int64_t got = 0;
   std::string buf(kChunk, '\0');
   for (;;) {
     ssize_t r = ::read(*fd, buf.data(), buf.size());
@@ -783,13 +787,22 @@ absl::Status LayoutStore::ReadBlob(const oci::Digest& digest, int64_t offset,
     }
     if (r == 0) break;
     absl::string_view chunk(buf.data(), static_cast<size_t>(r));
-    if (offset == 0) hash.Update(chunk);
+    got += r;
+    if (verify) hash.Update(chunk);
     if (absl::Status s = sink.Write(chunk); !s.ok()) return s;
   }
   if (offset != 0) return absl::OkStatus();
-  int64_t got = hash.size();
+  if (!verify) {
+    if (got == st.st_size) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat("blob ", digest.str(), " in ", Describe(),
+                                            " changed while read: ", got, " bytes, file size ",
+                                            st.st_size));
+  }
   oci::Digest actual = hash.Finish();
-  if (got == st.st_size && actual == digest) return absl::OkStatus();
+  if (got == st.st_size && actual == digest) {
+    NoteGood(digest.hex(), st);
+    return absl::OkStatus();
+  }
   std::string moved;
   Quarantine(digest.hex(), st, &moved);
   return absl::DataLossError(absl::StrCat(
@@ -1023,12 +1036,31 @@ absl::Status LayoutStore::AfterRefChange() {
   return s;
 }
 
-bool LayoutStore::SameFile(const Memo& m, const struct stat& st) {
-  auto same = [](const struct timespec& a, const struct timespec& b) {
-    return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+LayoutStore::FileVersion LayoutStore::FileVersion::Of(const struct stat& st) {
+  auto ns = [](const struct timespec& t) {
+    return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
   };
-  return m.dev == st.st_dev && m.ino == st.st_ino && m.size == st.st_size &&
-         same(m.mtime, st.st_mtim) && same(m.ctime, st.st_ctim);
+  FileVersion v;
+  v.dev = st.st_dev;
+  v.ino = st.st_ino;
+  v.size = st.st_size;
+  v.mtime_ns = ns(st.st_mtim);
+  v.ctime_ns = ns(st.st_ctim);
+  return v;
+}
+
+bool LayoutStore::KnownGood(const std::string& hex, const struct stat& st) {
+  absl::MutexLock l(&good_mu_);
+  auto it = good_.find(hex);
+  return it != good_.end() && it->second == FileVersion::Of(st);
+}
+
+void LayoutStore::NoteGood(const std::string& hex, const struct stat& st) {
+  constexpr size_t kMaxGood = 65536;
+  if (absl::Now() - absl::TimeFromTimespec(st.st_ctim) < absl::Seconds(1)) return;
+  absl::MutexLock l(&good_mu_);
+  if (good_.size() >= kMaxGood && good_.count(hex) == 0) good_.clear();
+  good_[hex] = FileVersion::Of(st);
 }
 
 void LayoutStore::Remember(const std::string& key, const struct stat& ref,
@@ -1036,11 +1068,7 @@ void LayoutStore::Remember(const std::string& key, const struct stat& ref,
                            const cache::Entry& entry) {
   constexpr size_t kMaxMemo = 8192;
   Memo m;
-  m.dev = ref.st_dev;
-  m.ino = ref.st_ino;
-  m.size = ref.st_size;
-  m.mtime = ref.st_mtim;
-  m.ctime = ref.st_ctim;
+  m.ref = FileVersion::Of(ref);
   m.manifest = manifest;
   m.manifest_size = manifest_size;
   m.entry = entry;
@@ -1070,7 +1098,7 @@ absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
     {
       absl::MutexLock l(&memo_mu_);
       auto it = memo_.find(key_str);
-      if (it != memo_.end() && SameFile(it->second, ref_st)) {
+      if (it != memo_.end() && it->second.ref == FileVersion::Of(ref_st)) {
         manifest_digest = it->second.manifest;
         manifest_size = it->second.manifest_size;
         ref_mtime = MtimeOf(ref_st);
@@ -1139,11 +1167,10 @@ absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
     struct stat now_st;
     absl::MutexLock l(&memo_mu_);
     auto it = memo_.find(key_str);
-    if (it != memo_.end() && SameFile(it->second, ref_st) &&
+    if (it != memo_.end() && it->second.ref == FileVersion::Of(ref_st) &&
         StatAt(refs_fd_, tag->c_str(), &now_st) && now_st.st_ino == ref_st.st_ino &&
         now_st.st_dev == ref_st.st_dev) {
-      it->second.mtime = now_st.st_mtim;
-      it->second.ctime = now_st.st_ctim;
+      it->second.ref = FileVersion::Of(now_st);
     }
   }
   absl::Time now = Now();

@@ -314,29 +314,47 @@ class LayoutStore : public cache::Store {
   std::atomic<int64_t> entries_evicted_{0};
   std::atomic<int64_t> bytes_evicted_{0};
 
+  // One version of a file: a file in this layout is only ever replaced by
+  // rename (a new inode) or changed in place by something else (new times).
+  struct FileVersion {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    int64_t mtime_ns = 0;
+    int64_t ctime_ns = 0;
+    static FileVersion Of(const struct stat& st);
+    bool operator==(const FileVersion& o) const {
+      return dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns &&
+             ctime_ns == o.ctime_ns;
+    }
+  };
+
   // Warm lookups: the decoded entry of a key, valid while its ref file is the same
-  // file unchanged (device, inode, size, mtime and ctime to the nanosecond: a ref
-  // is only ever replaced by rename, so any change makes a new file or a new
-  // ctime). A hit costs a stat of the ref, of the manifest and of each blob
+  // version. A hit costs a stat of the ref, of the manifest and of each blob
   // instead of reading and decoding the ref and the manifest. Bounded: cleared
   // when full. (A ref edited in place, which only a person would do, at the same
   // size within one file-timestamp tick could go unseen until the next change.)
   struct Memo {
-    dev_t dev = 0;
-    ino_t ino = 0;
-    off_t size = 0;
-    struct timespec mtime = {};
-    struct timespec ctime = {};
+    FileVersion ref;
     oci::Digest manifest;
     int64_t manifest_size = 0;
     cache::Entry entry;
   };
-  static bool SameFile(const Memo& m, const struct stat& st);
   void Remember(const std::string& key, const struct stat& ref, const oci::Digest& manifest,
                 int64_t manifest_size, const cache::Entry& entry);
   void Forget(const std::string& key);
   absl::Mutex memo_mu_;
   std::map<std::string, Memo> memo_ ABSL_GUARDED_BY(memo_mu_);
+
+  // Blob files whose content this process hashed and found right, by digest hex:
+  // a read of the same file version streams without hashing again (readers that
+  // need certainty hash what they receive; ocicached's clients do). Only versions
+  // last changed a second or more before the check are remembered, so a change
+  // in place within one timestamp tick of it cannot look unchanged.
+  bool KnownGood(const std::string& hex, const struct stat& st);
+  void NoteGood(const std::string& hex, const struct stat& st);
+  absl::Mutex good_mu_;
+  std::map<std::string, FileVersion> good_ ABSL_GUARDED_BY(good_mu_);
 
   absl::Mutex index_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   IndexCache index_ ABSL_GUARDED_BY(index_mu_);

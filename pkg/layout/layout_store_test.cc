@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "pkg/cache/format.h"
@@ -307,6 +308,36 @@ TEST(LayoutStoreTest, TruncatedBlobIsDetectedQuarantinedAndHealed) {
   flipped[777] ^= 0x40;
   WriteFile(BlobPath(dir, d), flipped);
   EXPECT_EQ(ReadBlobString(*s, d).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// A file version read and verified once streams without hashing again; any
+// change to the file after that (here: one flipped byte, same size) is a new
+// version and is checked again.
+TEST(LayoutStoreTest, ChangesAfterAVerifiedReadAreStillDetected) {
+  std::string dir = NewDir("verified");
+  auto s = OpenOrDie(dir);
+  ASSERT_TRUE(s);
+  std::string data = Pattern(300000, 5);
+  oci::Digest d = oci::Digest::Of(data);
+  ASSERT_TRUE(PutBlob(*s, data).ok());
+  // Versions changed within the last second are never remembered as good.
+  absl::SleepFor(absl::Milliseconds(1100));
+  for (int i = 0; i < 3; ++i) {
+    auto r = ReadBlobString(*s, d);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(*r == data);
+  }
+  std::string flipped = data;
+  flipped[123456] ^= 0x01;
+  {
+    int fd = ::open(BlobPath(dir, d).c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, flipped.data() + 123456, 1, 123456), 1);
+    ::close(fd);
+  }
+  auto r = ReadBlobString(*s, d);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_FALSE(Exists(BlobPath(dir, d)));  // moved aside
 }
 
 TEST(LayoutStoreTest, SymlinkedBlobIsRefused) {
