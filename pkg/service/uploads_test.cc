@@ -135,5 +135,61 @@ TEST_F(UploadsTest, OldUploadsExpire) {
   EXPECT_TRUE(absl::IsNotFound((*staging)->Query("old").status()));
 }
 
+// StreamingPush: the store gets the blob while it is fed, through a queue far
+// smaller than the blob.
+TEST_F(UploadsTest, StreamingPushStoresWhileFed) {
+  std::string data;
+  for (int i = 0; i < 4000; ++i) data += absl::StrCat("line ", i, " of a blob streamed in pieces\n");
+  oci::Digest d = oci::Digest::Of(data);
+  {
+    StreamingPush push(*store_, d, static_cast<int64_t>(data.size()), /*max_buffered=*/4096);
+    for (size_t at = 0; at < data.size(); at += 1000) {
+      EXPECT_TRUE(push.Feed(absl::string_view(data).substr(at, 1000)));
+    }
+    auto desc = push.Finish();
+    ASSERT_TRUE(desc.ok()) << desc.status();
+    EXPECT_EQ(desc->digest, d);
+    EXPECT_EQ(desc->size, static_cast<int64_t>(data.size()));
+  }
+  auto size = store_->StatBlob(d);
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(*size, static_cast<int64_t>(data.size()));
+
+  // Unknown digest and size: computed by the store.
+  std::string other = data + "and one more line\n";
+  {
+    StreamingPush push(*store_, oci::Digest(), -1, 4096);
+    for (size_t at = 0; at < other.size(); at += 777) {
+      push.Feed(absl::string_view(other).substr(at, 777));
+    }
+    auto desc = push.Finish();
+    ASSERT_TRUE(desc.ok()) << desc.status();
+    EXPECT_EQ(desc->digest, oci::Digest::Of(other));
+  }
+}
+
+TEST_F(UploadsTest, StreamingPushOfWrongBytesStoresNothing) {
+  std::string data(50000, 'w');
+  oci::Digest d = oci::Digest::Of(std::string(50000, 'v'));
+  StreamingPush push(*store_, d, 50000, 4096);
+  for (size_t at = 0; at < data.size(); at += 5000) push.Feed(absl::string_view(data).substr(at, 5000));
+  auto desc = push.Finish();
+  EXPECT_TRUE(absl::IsInvalidArgument(desc.status())) << desc.status();
+  EXPECT_TRUE(absl::IsNotFound(store_->StatBlob(d).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->StatBlob(oci::Digest::Of(data)).status()));
+}
+
+// A stream that breaks: the push is abandoned, the store keeps nothing, and the
+// destructor does not hang on a store waiting for bytes.
+TEST_F(UploadsTest, StreamingPushAbandonedStoresNothing) {
+  std::string data(80000, 'a');
+  oci::Digest d = oci::Digest::Of(data);
+  {
+    StreamingPush push(*store_, d, 80000, 4096);
+    EXPECT_TRUE(push.Feed(absl::string_view(data).substr(0, 30000)));
+  }
+  EXPECT_TRUE(absl::IsNotFound(store_->StatBlob(d).status()));
+}
+
 }  // namespace
 }  // namespace ocicache::service
