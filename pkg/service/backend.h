@@ -32,9 +32,6 @@ struct ServiceOptions {
   size_t read_chunk_bytes = 1 << 20;
   // Blobs.Write refuses blobs declared larger (RESOURCE_EXHAUSTED).
   int64_t max_blob_bytes = int64_t{64} << 30;
-  // A resumable upload's first stream is stored while it is staged
-  // (StreamingPush); false: only after the last byte (Upload::Commit).
-  bool push_while_staging = true;
   // BatchLookup and Stat: at most this many keys or blobs per request...
   int max_batch = 1000;
   // ...looked up with at most this many threads per request.

@@ -293,12 +293,6 @@ absl::Status BlobsService::WriteResumable(grpc::ServerReader<v1::WriteRequest>* 
       return respond();
     }
   }
-  // A new upload is stored while it arrives; a resumed one (its earlier bytes
-  // are only in the staged file) is stored from the file at the end.
-  std::unique_ptr<StreamingPush> push;
-  if (b_.options.push_while_staging && u.state().committed == 0) {
-    push = std::make_unique<StreamingPush>(*b_.store, digest, first.size());
-  }
   v1::WriteRequest msg = first;
   for (;;) {
     if (msg.write_offset() != u.state().committed) {
@@ -312,27 +306,11 @@ absl::Status BlobsService::WriteResumable(grpc::ServerReader<v1::WriteRequest>* 
           "more than the server's limit of ", b_.options.max_blob_bytes, " bytes per blob"));
     }
     if (absl::Status s = u.Append(msg.data()); !s.ok()) return s;
-    if (push != nullptr) push->Feed(msg.data());
     call.AddBytes(static_cast<int64_t>(msg.data().size()));
     b_.counters->bytes_in.fetch_add(static_cast<int64_t>(msg.data().size()),
                                     std::memory_order_relaxed);
     if (msg.finish_write()) break;
     if (!reader->Read(&msg)) return respond();  // paused: the bytes stay staged
-  }
-  // Finished short of the declared size: Commit says so (and keeps the upload).
-  if (first.size() >= 0 && u.state().committed != first.size()) push.reset();
-  if (push != nullptr) {
-    auto d = push->Finish();
-    if (d.ok()) {
-      if (absl::Status s = u.MarkComplete(d->digest, d->size); !s.ok()) return s;
-      return respond();
-    }
-    // Wrong digest or size: the staged bytes would fail the same way.
-    if (absl::IsInvalidArgument(d.status())) {
-      u.Discard();
-      return d.status();
-    }
-    // Anything else (the registry went away, say): try again from the file.
   }
   auto d = u.Commit(*b_.store);
   if (!d.ok()) return d.status();

@@ -5,10 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -302,80 +300,6 @@ void UploadStaging::Expire() {
     if (::lstat(path.c_str(), &sb) != 0) continue;
     if (absl::FromTimeT(sb.st_mtime) < cutoff) ::unlink(path.c_str());
   }
-}
-
-// ---------------------------------------------------------------------------
-// StreamingPush.
-
-class StreamingPush::Source : public oci::ByteSource {
- public:
-  explicit Source(StreamingPush* p) : p_(p) {}
-  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
-    absl::MutexLock l(&p_->mu_);
-    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(p_->mu_) {
-      return !p_->queue_.empty() || p_->closed_ || p_->abandoned_;
-    };
-    p_->mu_.Await(absl::Condition(&ready));
-    if (p_->abandoned_) return absl::CancelledError("the upload stream broke");
-    if (p_->queue_.empty()) return size_t{0};  // closed: the end
-    const std::string& front = p_->queue_.front();
-    size_t take = std::min(n, front.size() - p_->front_used_);
-    std::memcpy(buf, front.data() + p_->front_used_, take);
-    p_->front_used_ += take;
-    if (p_->front_used_ == front.size()) {
-      p_->queued_bytes_ -= front.size();
-      p_->queue_.pop_front();
-      p_->front_used_ = 0;
-    }
-    return take;
-  }
-
- private:
-  StreamingPush* p_;
-};
-
-StreamingPush::StreamingPush(cache::BlobStore& store, oci::Digest digest, int64_t size,
-                             size_t max_buffered)
-    : max_buffered_(max_buffered),
-      result_(absl::UnknownError("push not finished")),
-      thread_(&StreamingPush::Run, this, &store, std::move(digest), size) {}
-
-void StreamingPush::Run(cache::BlobStore* store, oci::Digest digest, int64_t size) {
-  Source src(this);
-  absl::StatusOr<oci::Descriptor> d = store->WriteBlob(digest, size, src);
-  absl::MutexLock l(&mu_);
-  result_ = std::move(d);
-  done_ = true;
-  queue_.clear();
-  queued_bytes_ = 0;
-}
-
-StreamingPush::~StreamingPush() {
-  {
-    absl::MutexLock l(&mu_);
-    if (!done_) abandoned_ = true;
-  }
-  thread_.join();
-}
-
-bool StreamingPush::Feed(absl::string_view data) {
-  if (data.empty()) return true;
-  absl::MutexLock l(&mu_);
-  auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return done_ || queued_bytes_ < max_buffered_;
-  };
-  mu_.Await(absl::Condition(&room));
-  if (done_) return false;
-  queue_.emplace_back(data);
-  queued_bytes_ += data.size();
-  return true;
-}
-
-absl::StatusOr<oci::Descriptor> StreamingPush::Finish() {
-  absl::MutexLock l(&mu_);
-  closed_ = true;
-  mu_.Await(absl::Condition(&done_));
-  return result_;
 }
 
 }  // namespace ocicache::service

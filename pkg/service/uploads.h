@@ -16,11 +16,9 @@
 #define OCICACHE_PKG_SERVICE_UPLOADS_H_
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <set>
 #include <string>
-#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -111,45 +109,6 @@ class UploadStaging {
   absl::Mutex mu_;
   std::set<std::string> claimed_ ABSL_GUARDED_BY(mu_);
   absl::Time last_expire_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-};
-
-// Stores an upload's blob while its bytes are being staged, so the push to the
-// store (a registry upload, say) overlaps the receiving instead of following it.
-// The staging thread feeds copies of what it appends; a thread of this object
-// runs store.WriteBlob over them through a bounded queue (at most max_buffered
-// bytes wait). The staged file stays the fallback: when the push fails or the
-// stream breaks, Upload::Commit pushes from it as before.
-class StreamingPush {
- public:
-  StreamingPush(cache::BlobStore& store, oci::Digest digest, int64_t size,
-                size_t max_buffered = size_t{16} << 20);
-  // Abandons a push that was not finished (its source fails, so the store
-  // keeps nothing) and waits for its thread.
-  ~StreamingPush();
-  StreamingPush(const StreamingPush&) = delete;
-  StreamingPush& operator=(const StreamingPush&) = delete;
-
-  // Queues a copy of data, waiting while max_buffered bytes are queued. False
-  // once the push has ended (failed, or done without needing more bytes); more
-  // feeding is harmless.
-  bool Feed(absl::string_view data);
-  // Every byte was fed: the store's answer.
-  absl::StatusOr<oci::Descriptor> Finish();
-
- private:
-  class Source;
-  void Run(cache::BlobStore* store, oci::Digest digest, int64_t size);
-
-  const size_t max_buffered_;
-  absl::Mutex mu_;
-  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
-  size_t front_used_ ABSL_GUARDED_BY(mu_) = 0;  // bytes of queue_.front() already read
-  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;     // all bytes fed
-  bool abandoned_ ABSL_GUARDED_BY(mu_) = false;  // the stream broke
-  bool done_ ABSL_GUARDED_BY(mu_) = false;       // the store answered
-  absl::StatusOr<oci::Descriptor> result_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;
 };
 
 }  // namespace ocicache::service
