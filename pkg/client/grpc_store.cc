@@ -447,6 +447,7 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
   std::string upload_id = resumable ? NewUploadId() : std::string();
   int64_t offset = 0;
   absl::Duration backoff = absl::Milliseconds(100);
+  absl::Time aborted_since = absl::InfiniteFuture();
   absl::Status last;
   for (int attempt = 0; attempt < std::max(1, opts_.write_attempts); ++attempt) {
     if (attempt > 0) {
@@ -491,6 +492,16 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
       --attempt;
       continue;
     }
+    if (attempt > 0 && !upload_id.empty() && rpc.error_code() == grpc::StatusCode::ABORTED) {
+      // The server still runs the broken stream it has not yet seen end, which
+      // holds the upload: wait for it (with the backoff above, up to
+      // reconnect_timeout in a row), without counting attempts.
+      if (aborted_since == absl::InfiniteFuture()) aborted_since = absl::Now();
+      if (absl::Now() - aborted_since >= opts_.reconnect_timeout) return d.status();
+      --attempt;
+      continue;
+    }
+    aborted_since = absl::InfiniteFuture();
     // Only a stream that got going and then broke is worth another: a server
     // that cannot be reached at all fails at once, as before.
     bool again = (Broken(rpc) && progressed) ||
