@@ -603,9 +603,9 @@ class ConcatFiles : public oci::ByteSource {
   int fd_ = -1;
 };
 
-// Cuts the session pack's byte stream into its objects, handing each complete
-// one to `done` (index, bytes). Bytes past the last object are DataLoss; `stop`
-// aborts the stream (Cancelled).
+// Cuts a run of the session pack's byte stream into its objects, handing each
+// complete one to `done` (index in the run, bytes). Bytes past the run's last
+// object stop the stream (SegmentDone, Cancelled); so does `stop`.
 class PackSplitter : public oci::ByteSink {
  public:
   // Returned by Write once the last object is complete and more bytes come: the

@@ -40,13 +40,20 @@ absl::Status MkdirAll(const std::string& dir) {
 
 UploadStaging::Upload::~Upload() {
   if (fd_ >= 0) ::close(fd_);
-  staging_->Release(stem_);
+  staging_->Release(stem_, claim_);
+}
+
+absl::Status UploadStaging::Upload::Superseded() const {
+  return absl::AbortedError(
+      absl::StrCat("upload ", id_, " was taken over by a newer stream (a resume)"));
 }
 
 absl::Status UploadStaging::Upload::Append(absl::string_view data) {
+  absl::MutexLock l(&claim_->mu);
+  if (claim_->superseded) return Superseded();
   if (fd_ < 0) return absl::FailedPreconditionError("upload is complete or discarded");
   if (state_.size >= 0 && state_.committed + static_cast<int64_t>(data.size()) > state_.size) {
-    Discard();
+    DiscardLocked();
     return absl::InvalidArgumentError(absl::StrCat("upload ", id_, ": more than the declared ",
                                                    state_.size, " bytes; upload discarded"));
   }
@@ -61,6 +68,9 @@ absl::Status UploadStaging::Upload::Append(absl::string_view data) {
 }
 
 absl::StatusOr<oci::Descriptor> UploadStaging::Upload::Commit(cache::BlobStore& store) {
+  // Held throughout: a resume that comes meanwhile finds the upload complete.
+  absl::MutexLock l(&claim_->mu);
+  if (claim_->superseded) return Superseded();
   if (fd_ < 0) return absl::FailedPreconditionError("upload is complete or discarded");
   if (state_.size >= 0 && state_.committed != state_.size) {
     return absl::InvalidArgumentError(absl::StrCat("upload ", id_, ": finished at ",
@@ -73,14 +83,20 @@ absl::StatusOr<oci::Descriptor> UploadStaging::Upload::Commit(cache::BlobStore& 
   auto d = store.WriteBlob(state_.digest, state_.committed, src);
   ::close(rfd);
   if (!d.ok()) {
-    if (absl::IsInvalidArgument(d.status())) Discard();
+    if (absl::IsInvalidArgument(d.status())) DiscardLocked();
     return d.status();
   }
-  if (absl::Status s = MarkComplete(d->digest, d->size); !s.ok()) return s;
+  if (absl::Status s = MarkCompleteLocked(d->digest, d->size); !s.ok()) return s;
   return d;
 }
 
 absl::Status UploadStaging::Upload::MarkComplete(const oci::Digest& digest, int64_t size) {
+  absl::MutexLock l(&claim_->mu);
+  if (claim_->superseded) return Superseded();
+  return MarkCompleteLocked(digest, size);
+}
+
+absl::Status UploadStaging::Upload::MarkCompleteLocked(const oci::Digest& digest, int64_t size) {
   state_.digest = digest;
   state_.size = size;
   state_.committed = size;
@@ -95,6 +111,16 @@ absl::Status UploadStaging::Upload::MarkComplete(const oci::Digest& digest, int6
 }
 
 void UploadStaging::Upload::Discard() {
+  absl::MutexLock l(&claim_->mu);
+  if (claim_->superseded) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    return;
+  }
+  DiscardLocked();
+}
+
+void UploadStaging::Upload::DiscardLocked() {
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -195,9 +221,10 @@ absl::Status UploadStaging::WriteMeta(const std::string& stem, absl::string_view
   return absl::OkStatus();
 }
 
-void UploadStaging::Release(const std::string& stem) {
+void UploadStaging::Release(const std::string& stem, const std::shared_ptr<Upload::Claim>& claim) {
   absl::MutexLock l(&mu_);
-  claimed_.erase(stem);
+  auto it = claimed_.find(stem);
+  if (it != claimed_.end() && it->second == claim) claimed_.erase(it);
 }
 
 absl::StatusOr<std::unique_ptr<UploadStaging::Upload>> UploadStaging::Begin(
@@ -209,20 +236,27 @@ absl::StatusOr<std::unique_ptr<UploadStaging::Upload>> UploadStaging::Begin(
   }
   bool expire = false;
   std::string stem = Stem(id);
+  auto claim = std::make_shared<Upload::Claim>();
+  std::shared_ptr<Upload::Claim> old;
   {
     absl::MutexLock l(&mu_);
-    if (!claimed_.insert(stem).second) {
-      return absl::AbortedError(absl::StrCat("upload ", id, " is being written by another stream"));
-    }
+    std::shared_ptr<Upload::Claim>& slot = claimed_[stem];
+    old = std::move(slot);
+    slot = claim;
     absl::Time now = absl::Now();
     if (now - last_expire_ > opts_.ttl / 24) {
       last_expire_ = now;
       expire = true;
     }
   }
+  if (old != nullptr) {
+    // Waits for a write of the old stream in progress; it writes no more.
+    absl::MutexLock l(&old->mu);
+    old->superseded = true;
+  }
   // From here the claim is released by the Upload's destructor, or below.
   auto fail = [&](absl::Status s) {
-    Release(stem);
+    Release(stem, claim);
     return s;
   };
   if (expire) Expire();
@@ -246,7 +280,7 @@ absl::StatusOr<std::unique_ptr<UploadStaging::Upload>> UploadStaging::Begin(
     return fail(existing.status());
   }
   if (st.complete) {
-    return std::unique_ptr<Upload>(new Upload(this, std::string(id), stem, st, -1));
+    return std::unique_ptr<Upload>(new Upload(this, std::string(id), stem, st, -1, claim));
   }
   if (offset > st.committed) {
     return fail(absl::OutOfRangeError(absl::StrCat("write_offset ", offset,
@@ -266,7 +300,7 @@ absl::StatusOr<std::unique_ptr<UploadStaging::Upload>> UploadStaging::Begin(
   }
   // Touch the metadata too, so Expire measures from the last write.
   ::utimensat(AT_FDCWD, absl::StrCat(dir_, "/", stem, ".meta").c_str(), nullptr, 0);
-  return std::unique_ptr<Upload>(new Upload(this, std::string(id), stem, st, fd));
+  return std::unique_ptr<Upload>(new Upload(this, std::string(id), stem, st, fd, claim));
 }
 
 absl::StatusOr<UploadState> UploadStaging::Query(absl::string_view id) {

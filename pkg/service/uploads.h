@@ -10,14 +10,18 @@
 // still say so. Files not written for `ttl` are removed (Expire, run on Open
 // and at most every ttl/24 by Begin).
 //
-// One stream at a time per upload: Begin claims the id (Aborted while another
-// stream holds it) and the claim ends with the Upload object. Thread-safe.
+// One stream at a time per upload: Begin claims the id and the claim ends with
+// the Upload object. A Begin for an id another stream holds takes it over: a
+// client resumes after a broken connection, often before the server has seen
+// the old stream end, and the old one may take long to notice. The old
+// stream's writes after that (and its Commit, MarkComplete, Discard) are
+// refused with Aborted; one in progress finishes first. Thread-safe.
 #ifndef OCICACHE_PKG_SERVICE_UPLOADS_H_
 #define OCICACHE_PKG_SERVICE_UPLOADS_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
-#include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -63,18 +67,28 @@ class UploadStaging {
     absl::StatusOr<oci::Descriptor> Commit(cache::BlobStore& store);
     // Marks the upload complete without storing (the store had the blob).
     absl::Status MarkComplete(const oci::Digest& digest, int64_t size);
-    // Removes the staged files.
+    // Removes the staged files (unless a newer stream took the upload over).
     void Discard();
 
    private:
     friend class UploadStaging;
-    Upload(UploadStaging* staging, std::string id, std::string stem, UploadState state, int fd)
-        : staging_(staging), id_(std::move(id)), stem_(std::move(stem)), state_(state), fd_(fd) {}
+    struct Claim {
+      absl::Mutex mu;  // held while this stream writes the upload's files
+      bool superseded ABSL_GUARDED_BY(mu) = false;
+    };
+    Upload(UploadStaging* staging, std::string id, std::string stem, UploadState state, int fd,
+           std::shared_ptr<Claim> claim)
+        : staging_(staging), id_(std::move(id)), stem_(std::move(stem)), state_(state), fd_(fd),
+          claim_(std::move(claim)) {}
+    absl::Status Superseded() const;
+    absl::Status MarkCompleteLocked(const oci::Digest& digest, int64_t size);
+    void DiscardLocked();
     UploadStaging* staging_;
     std::string id_;
     std::string stem_;
     UploadState state_;
     int fd_;  // the .part file, -1 once complete or discarded
+    std::shared_ptr<Claim> claim_;
   };
 
   static absl::StatusOr<std::unique_ptr<UploadStaging>> Open(std::string dir, Options opts);
@@ -87,7 +101,8 @@ class UploadStaging {
   // Claims upload `id` of a blob (digest may be invalid, size -1) and positions
   // it at `offset`: a new upload starts at 0; an existing one must be of the same
   // blob (else InvalidArgument) and is rewound to offset when that is below its
-  // committed size (OutOfRange when above). Aborted while another stream writes it.
+  // committed size (OutOfRange when above). Takes the upload over from a stream
+  // that holds it.
   absl::StatusOr<std::unique_ptr<Upload>> Begin(absl::string_view id, const oci::Digest& digest,
                                                 int64_t size, int64_t offset);
   // NotFound for an unknown (or expired) upload.
@@ -102,12 +117,12 @@ class UploadStaging {
   std::string Stem(absl::string_view id) const;
   absl::StatusOr<UploadState> ReadMeta(const std::string& stem, std::string* id);
   absl::Status WriteMeta(const std::string& stem, absl::string_view id, const UploadState& st);
-  void Release(const std::string& stem);
+  void Release(const std::string& stem, const std::shared_ptr<Upload::Claim>& claim);
 
   const std::string dir_;
   const Options opts_;
   absl::Mutex mu_;
-  std::set<std::string> claimed_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<Upload::Claim>> claimed_ ABSL_GUARDED_BY(mu_);
   absl::Time last_expire_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 

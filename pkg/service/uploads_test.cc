@@ -49,11 +49,19 @@ TEST_F(UploadsTest, ResumeAcrossStreams) {
   EXPECT_TRUE(absl::IsOutOfRange(staging_->Begin("up-1", d, 300000, 200000).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(staging_->Begin("up-1", d, 299999, 0).status()));
   {
+    auto stale = staging_->Begin("up-1", d, 300000, 100000);
+    ASSERT_TRUE(stale.ok()) << stale.status();
+    EXPECT_EQ((*stale)->state().committed, 100000);
+    // One stream at a time: a resume takes the upload over from a stream the
+    // server has not yet seen break; that one can no longer write, finish or
+    // discard it.
     auto up = staging_->Begin("up-1", d, 300000, 100000);
     ASSERT_TRUE(up.ok()) << up.status();
+    EXPECT_TRUE(absl::IsAborted((*stale)->Append(data.substr(100000, 10))));
+    EXPECT_TRUE(absl::IsAborted((*stale)->MarkComplete(d, 300000)));
+    (*stale)->Discard();
+    stale->reset();  // its end does not release the new stream's claim
     EXPECT_EQ((*up)->state().committed, 100000);
-    // Only one stream at a time.
-    EXPECT_TRUE(absl::IsAborted(staging_->Begin("up-1", d, 300000, 100000).status()));
     ASSERT_TRUE((*up)->Append(data.substr(100000)).ok());
     auto desc = (*up)->Commit(*store_);
     ASSERT_TRUE(desc.ok()) << desc.status();
