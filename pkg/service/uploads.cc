@@ -236,6 +236,21 @@ absl::StatusOr<std::unique_ptr<UploadStaging::Upload>> UploadStaging::Begin(
   }
   bool expire = false;
   std::string stem = Stem(id);
+  auto other_blob = [&](const std::string& stored_id, const UploadState& existing) {
+    return stored_id != id || existing.digest != digest || existing.size != size;
+  };
+  auto other_blob_error = [&](const UploadState& existing) {
+    return absl::InvalidArgumentError(absl::StrCat("upload ", id, " was started for another blob (",
+                                                   existing.digest.str(), ", ", existing.size,
+                                                   " bytes)"));
+  };
+  {
+    // A stream for another blob must not take the upload over (checked again
+    // below, under the claim).
+    std::string stored_id;
+    auto existing = ReadMeta(stem, &stored_id);
+    if (existing.ok() && other_blob(stored_id, *existing)) return other_blob_error(*existing);
+  }
   auto claim = std::make_shared<Upload::Claim>();
   std::shared_ptr<Upload::Claim> old;
   {
@@ -265,11 +280,7 @@ absl::StatusOr<std::unique_ptr<UploadStaging::Upload>> UploadStaging::Begin(
   auto existing = ReadMeta(stem, &stored_id);
   UploadState st;
   if (existing.ok()) {
-    if (stored_id != id || existing->digest != digest || existing->size != size) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "upload ", id, " was started for another blob (", existing->digest.str(), ", ",
-          existing->size, " bytes)")));
-    }
+    if (other_blob(stored_id, *existing)) return fail(other_blob_error(*existing));
     st = *existing;
   } else if (absl::IsNotFound(existing.status()) || absl::IsDataLoss(existing.status())) {
     st.digest = digest;

@@ -55,9 +55,13 @@ TEST_F(UploadsTest, ResumeAcrossStreams) {
     // One stream at a time: a resume takes the upload over from a stream the
     // server has not yet seen break; that one can no longer write, finish or
     // discard it.
+    // A stream for another blob under the same id takes nothing over.
+    EXPECT_TRUE(absl::IsInvalidArgument(staging_->Begin("up-1", d, 299999, 100000).status()));
+    ASSERT_TRUE((*stale)->Append(data.substr(100000, 10)).ok());
     auto up = staging_->Begin("up-1", d, 300000, 100000);
     ASSERT_TRUE(up.ok()) << up.status();
-    EXPECT_TRUE(absl::IsAborted((*stale)->Append(data.substr(100000, 10))));
+    EXPECT_EQ((*up)->state().committed, 100000);  // rewound below the stale stream's writes
+    EXPECT_TRUE(absl::IsAborted((*stale)->Append(data.substr(100010, 10))));
     EXPECT_TRUE(absl::IsAborted((*stale)->MarkComplete(d, 300000)));
     (*stale)->Discard();
     stale->reset();  // its end does not release the new stream's claim
