@@ -493,8 +493,9 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteBlob(const oci::Digest& expected
       continue;
     }
     if (attempt > 0 && !upload_id.empty() && rpc.error_code() == grpc::StatusCode::ABORTED) {
-      // The server still runs the broken stream it has not yet seen end, which
-      // holds the upload: wait for it (with the backoff above, up to
+      // A server that refuses a resume while it still runs the broken stream it
+      // has not yet seen end (ocicached takes the upload over instead; older
+      // servers said ABORTED): wait for it (with the backoff above, up to
       // reconnect_timeout in a row), without counting attempts.
       if (aborted_since == absl::InfiniteFuture()) aborted_since = absl::Now();
       if (absl::Now() - aborted_since >= opts_.reconnect_timeout) return d.status();
