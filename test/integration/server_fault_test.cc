@@ -54,18 +54,14 @@ std::string Pattern(size_t n, uint32_t seed) {
   return s;
 }
 
-// A rewindable source over `data` that calls `fn` once, when the reader has
-// taken `at` bytes (before handing out more).
-class TriggerSource : public oci::ByteSource {
+// A rewindable source over `data` that calls `fn(position)` before every read;
+// a read then hands out at most what `fn` returns.
+class WatchSource : public oci::ByteSource {
  public:
-  TriggerSource(absl::string_view data, size_t at, std::function<void()> fn)
-      : data_(data), at_(at), fn_(std::move(fn)) {}
+  WatchSource(absl::string_view data, std::function<size_t(size_t)> fn)
+      : data_(data), fn_(std::move(fn)) {}
   absl::StatusOr<size_t> Read(char* buf, size_t n) override {
-    if (!fired_ && pos_ >= at_) {
-      fired_ = true;
-      fn_();
-    }
-    if (!fired_) n = std::min(n, at_ - pos_);
+    n = std::min(n, fn_(pos_));
     size_t k = std::min(n, data_.size() - pos_);
     memcpy(buf, data_.data() + pos_, k);
     pos_ += k;
@@ -76,42 +72,31 @@ class TriggerSource : public oci::ByteSource {
     pos_ = 0;
     return absl::OkStatus();
   }
-  bool fired() const { return fired_; }
   int rewinds() const { return rewinds_; }
 
  private:
   absl::string_view data_;
-  size_t at_;
-  std::function<void()> fn_;
+  std::function<size_t(size_t)> fn_;
   size_t pos_ = 0;
-  bool fired_ = false;
   int rewinds_ = 0;
 };
 
-// A rewindable source over `data` that calls `fn(position)` before every read.
-class WatchSource : public oci::ByteSource {
+// A WatchSource that calls `fn` once, when the reader has taken `at` bytes
+// (before handing out more).
+class TriggerSource : public WatchSource {
  public:
-  WatchSource(absl::string_view data, std::function<void(size_t)> fn)
-      : data_(data), fn_(std::move(fn)) {}
-  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
-    fn_(pos_);
-    size_t k = std::min(n, data_.size() - pos_);
-    memcpy(buf, data_.data() + pos_, k);
-    pos_ += k;
-    return k;
-  }
-  absl::Status Rewind() override {
-    ++rewinds_;
-    pos_ = 0;
-    return absl::OkStatus();
-  }
-  int rewinds() const { return rewinds_; }
+  TriggerSource(absl::string_view data, size_t at, std::function<void()> fn)
+      : WatchSource(data, [this, at, fn = std::move(fn)](size_t pos) {
+          if (!fired_ && pos >= at) {
+            fired_ = true;
+            fn();
+          }
+          return fired_ ? SIZE_MAX : at - pos;
+        }) {}
+  bool fired() const { return fired_; }
 
  private:
-  absl::string_view data_;
-  std::function<void(size_t)> fn_;
-  size_t pos_ = 0;
-  int rewinds_ = 0;
+  bool fired_ = false;
 };
 
 // The same, without Rewind (a pipe).
@@ -685,6 +670,7 @@ TEST_F(DisconnectTest, ResumableWriteContinuesAfterABreak) {
       armed = true;
       proxy_->CutAfter(2 << 20);
     }
+    return SIZE_MAX;
   });
   proxy_->CutAfter(3 << 20);
   before = Stats(server);
