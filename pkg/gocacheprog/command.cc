@@ -52,7 +52,9 @@ reads it at start and prefetches those outputs, so a fresh machine rarely
 waits for the registry one lookup at a time. With the list goes a pack (the
 outputs back to back, up to 2 GiB): a fresh directory reads it in one GET
 instead of one per output (costs one more copy of the outputs in the
-registry per distinct session; --no-session-pack turns it off). A registry that is
+registry per distinct session; --no-session-pack turns it off), and records it
+in the directory as one entry (the local session copy), which later builds
+there read first, without the registry. A registry that is
 down or refuses turns lookups into misses and uploads into warnings on stderr:
 the build goes on. Objects whose digest does not match are refused.
 

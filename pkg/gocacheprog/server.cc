@@ -154,7 +154,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(layout::LayoutStore* loca
   ::close(fd);
   if (!ok) return absl::InternalError(absl::StrCat(s->empty_path_, " cannot be an empty file"));
   s->lookups_ = std::make_unique<Pool>(s->opts_.lookup_threads, 0);
-  if (s->remote_lookup_ != nullptr && !s->opts_.session_key.empty()) {
+  // The session: from the registry, or from the local copy alone (no registry).
+  if (!s->opts_.session_key.empty()) {
     s->prefetches_ = std::make_unique<Pool>(std::max(1, s->opts_.prefetch_threads), 0);
   }
   if (s->remote_upload_ != nullptr) {
@@ -206,7 +207,9 @@ int Server::Serve(Input& in, std::ostream& out) {
     out_ = &out;
   }
   Send(HelloLine());
-  if (prefetches_ != nullptr) prefetches_->Submit([this] { LoadSession(); });
+  if (prefetches_ != nullptr && !LoadLocalSession() && remote_lookup_ != nullptr) {
+    prefetches_->Submit([this] { LoadSession(); });
+  }
   LineReader reader(&in);
   std::string line;
   int rc = 0;
@@ -469,10 +472,14 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
   }
   if (prefetches_ != nullptr) {
     GoObject o;
-    bool fetched_here = false;
-    if (ClaimPrefetch(key, &o, &fetched_here) == PrefetchState::kOk) {
-      ++n_.remote_hits;
-      ++n_.prefetched;
+    bool fetched_here = false, from_registry = true;
+    if (ClaimPrefetch(key, &o, &fetched_here, &from_registry) == PrefetchState::kOk) {
+      if (from_registry) {
+        ++n_.remote_hits;
+        ++n_.prefetched;
+      } else {
+        ++n_.local_hits;  // the local session copy, or an object already here
+      }
       Send(HitFor(id, o, absl::Now()));
       RecordUse(key, o);
       if (fetched_here) local_->Put(EntryFor(key, o)).IgnoreError();
@@ -557,6 +564,7 @@ absl::Status Server::FetchObject(const GoObject& o) {
 
 namespace {
 constexpr char kSessionKind[] = "go-session";
+constexpr char kLocalSessionKind[] = "go-session-local";
 constexpr int64_t kMaxSessionBytes = 64 << 20;
 constexpr size_t kMaxSessionPairs = 200000;
 // Packs with a larger object are not read (object by object instead).
@@ -689,6 +697,24 @@ void Server::RecordUse(const std::string& key, const GoObject& o) {
   if (used_keys_.insert(key).second) used_.emplace_back(key, o);
 }
 
+bool Server::LoadLocalSession() {
+  // The pairs a build in this directory used, with their objects (most still
+  // here): no registry round trip, and it works while the registry is down.
+  cache::LookupOptions lo;
+  auto e = local_->Lookup(LocalSessionKey(), lo);
+  if (!e.ok()) return false;
+  auto kind = nlohmann::json::parse(e->config, nullptr, false);
+  if (!kind.is_object() || kind.value("kind", "") != kLocalSessionKind || e->blobs.empty() ||
+      e->blobs[0].size > kMaxSessionBytes) {
+    return false;
+  }
+  std::string list;
+  oci::StringSink sink(&list);
+  if (!local_->ReadBlob(e->blobs[0].digest, 0, sink).ok()) return false;
+  UseSession(list, *e, /*from_local=*/true, kind.value("remotePack", false));
+  return true;
+}
+
 void Server::LoadSession() {
   bool probe = false;
   if (!EnterRemote(&probe)) return;
@@ -711,16 +737,22 @@ void Server::LoadSession() {
     ExitRemote(false, s, "reading the session list");
     return;
   }
+  UseSession(list, *e, /*from_local=*/false, e->blobs.size() >= 2);
+}
+
+void Server::UseSession(const std::string& list, const cache::Entry& e, bool from_local,
+                        bool remote_pack) {
   // Lines "ACTIONHEX OUTPUTHEX SIZE", in the order the last session used them.
   // The pack (blobs[1], if any) holds each object of size > 0 once, in list order.
   std::vector<std::string> keys;
   std::vector<GoObject> pack;                      // the pack's objects, in order
   std::vector<std::vector<std::string>> pack_keys;  // keys answered by each
-  bool pack_usable = e->blobs.size() >= 2 && opts_.session_pack;
+  std::vector<std::string> empty;                  // keys of empty objects
+  bool pack_usable = !from_local && remote_pack && opts_.session_pack;
   {
     absl::MutexLock l(&mu_);
-    loaded_session_ = e->blobs[0].digest;
-    loaded_pack_ = e->blobs.size() >= 2;
+    loaded_session_ = e.blobs[0].digest;
+    loaded_pack_ = remote_pack;
     absl::flat_hash_map<std::string, size_t> pack_index;  // output hex -> index in pack
     for (absl::string_view line : absl::StrSplit(list, '\n', absl::SkipEmpty())) {
       std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
@@ -748,48 +780,104 @@ void Server::LoadSession() {
         at = it->second;
       }
       if (prefetch_.count(key) > 0) continue;
-      prefetch_[key] = Prefetch{GoObject{*d, size}, PrefetchState::kQueued};
+      // An empty object needs no bytes: answered now. Its pair came from the
+      // registry unless the local copy listed it.
+      Prefetch p{GoObject{*d, size}, PrefetchState::kQueued};
+      if (size == 0) {
+        p.state = PrefetchState::kOk;
+        p.downloaded = !from_local;
+        empty.push_back(key);
+      }
+      prefetch_[key] = p;
       if (size > 0) pack_keys[at].push_back(key);
       keys.push_back(std::move(key));
     }
     int64_t total = 0, missing = 0;
-    for (const auto& o : pack) {
+    for (size_t i = 0; i < pack.size(); ++i) {
+      const GoObject& o = pack[i];
       // The stream holds one object at a time in memory: not a huge one.
       if (o.size > kMaxPackObject) pack_usable = false;
       total += o.size;
       auto have = local_->StatBlob(o.output_id);
-      if (!have.ok() || *have != o.size) missing += o.size;
+      if (!have.ok() || *have != o.size) {
+        missing += o.size;
+        continue;
+      }
+      // Already here (a warm directory): the list says which key it answers.
+      for (const auto& k : pack_keys[i]) prefetch_[k].state = PrefetchState::kOk;
+    }
+    if (remote_lookup_ == nullptr) {
+      // No registry to fetch the missing ones from: those keys take the normal path.
+      for (const auto& k : keys) {
+        if (prefetch_[k].state == PrefetchState::kQueued) prefetch_[k].state = PrefetchState::kFailed;
+      }
     }
     // Worth it when most bytes are missing here (a fresh machine); a warm local
     // directory is topped up object by object.
-    pack_usable = pack_usable && !pack.empty() && total == e->blobs[1].size && 2 * missing > total;
+    pack_usable = pack_usable && !pack.empty() && total == e.blobs[1].size && 2 * missing > total;
     if (pack_usable) {
       // The pack stream brings them all: gets for them wait for it.
-      for (const auto& k : keys) prefetch_[k].state = PrefetchState::kFetching;
+      for (const auto& k : keys) {
+        if (prefetch_[k].object.size > 0) prefetch_[k].state = PrefetchState::kFetching;
+      }
     }
   }
   n_.session_listed += static_cast<int64_t>(keys.size());
   if (pack_usable) {
-    // Empty objects need no bytes, only their entries.
-    for (const auto& k : keys) {
-      GoObject o;
-      {
-        absl::MutexLock l(&mu_);
-        auto it = prefetch_.find(k);
-        if (it == prefetch_.end() || it->second.object.size != 0) continue;
-        o = it->second.object;
-      }
-      local_->Put(EntryFor(k, o)).IgnoreError();
-      SettlePrefetch(k, true);
-    }
-    ReadPack(e->blobs[1].digest, pack, pack_keys);
+    ReadPack(e.blobs[1].digest, list, pack, pack_keys, empty);
     return;
   }
-  for (const auto& k : keys) prefetches_->Submit([this, k] { PrefetchOne(k); });
+  // Pairs read from the registry whose objects were here get no entries of
+  // their own: what the list says is recorded by the local copy only when a pack
+  // fills this directory. Missing objects are fetched (and their entries stored)
+  // one by one.
+  for (const auto& k : keys) {
+    bool queued;
+    {
+      absl::MutexLock l(&mu_);
+      queued = prefetch_[k].state == PrefetchState::kQueued;
+    }
+    if (queued) prefetches_->Submit([this, k] { PrefetchOne(k); });
+  }
 }
 
-void Server::ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pack,
-                      const std::vector<std::vector<std::string>>& pack_keys) {
+void Server::StoreLocalSession(const std::string& list, const std::vector<GoObject>& objects) {
+  const oci::Digest list_digest = oci::Digest::Of(list);
+  oci::StringSource src(list);
+  if (auto w = local_->WriteBlob(list_digest, static_cast<int64_t>(list.size()), src); !w.ok()) {
+    Warn(absl::StrCat("recording the session in ", local_->Describe(), ": ", w.status().message()));
+    return;
+  }
+  cache::Entry e;
+  e.key = LocalSessionKey();
+  // Only a pack read records a copy, so the registry's list had a pack.
+  e.config = absl::StrCat(R"({"kind":")", kLocalSessionKind, R"(","pairs":)",
+                          std::count(list.begin(), list.end(), '\n'), R"(,"remotePack":true})");
+  if (!opts_.go_version.empty()) e.annotations[kToolAnnotation] = opts_.go_version;
+  oci::Descriptor ld;
+  ld.media_type = oci::media::kOctetStream;
+  ld.digest = list_digest;
+  ld.size = static_cast<int64_t>(list.size());
+  e.blobs.push_back(ld);
+  // Every object, so that GC and eviction keep them while the copy lives.
+  for (const auto& o : objects) {
+    auto have = local_->StatBlob(o.output_id);
+    if (!have.ok() || *have != o.size) continue;
+    oci::Descriptor d;
+    d.media_type = oci::media::kOctetStream;
+    d.digest = o.output_id;
+    d.size = o.size;
+    e.blobs.push_back(d);
+  }
+  if (absl::Status s = local_->Put(e); !s.ok()) {
+    Warn(absl::StrCat("recording the session in ", local_->Describe(), ": ", s.message()));
+  }
+}
+
+void Server::ReadPack(const oci::Digest& digest, const std::string& list,
+                      const std::vector<GoObject>& pack,
+                      const std::vector<std::vector<std::string>>& pack_keys,
+                      const std::vector<std::string>& empty) {
   // The pack is read as a few runs of whole objects, each by its own ranged GET,
   // so receiving, verifying and writing use more than one core; go asks for the
   // objects in about pack order and the first run comes first. Every object is
@@ -803,10 +891,13 @@ void Server::ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pa
   std::vector<int64_t> offsets{0};  // byte offset of each object
   for (int64_t n : sizes) offsets.push_back(offsets.back() + n);
 
-  // go may have an object as soon as its file is in place. Its entries, which only
-  // later builds on this machine read, are stored by one more thread off the
-  // streams' path (each is three small files and a ref); all are stored before
-  // this returns, so before close is answered.
+  // go may have an object as soon as its file is in place. What later builds in
+  // this directory read is recorded after the streams: the local session copy (one
+  // entry). A session too large for one manifest gets an entry per key instead
+  // (each three small files and a ref), stored by one more thread off the
+  // streams' path. Either is stored before this returns, so before close is
+  // answered.
+  const bool per_key = pack.size() > static_cast<size_t>(opts_.local_session_max_objects);
   struct EntryQueue {
     std::vector<size_t> objects;  // whose entries are to be stored
     bool streams_done = false;
@@ -814,6 +905,9 @@ void Server::ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pa
   } queue;
   absl::Mutex entries_mu;
   std::thread entry_writer([&] {
+    if (!per_key) return;
+    const GoObject none{oci::Digest::Of(""), 0};
+    for (const auto& key : empty) local_->Put(EntryFor(key, none)).IgnoreError();
     for (;;) {
       std::vector<size_t> batch;
       {
@@ -832,8 +926,17 @@ void Server::ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pa
     oci::StringSource src(bytes);
     // Verified against its digest on the way in: a bad byte fails this object only.
     bool ok = local_->WriteBlob(o.output_id, o.size, src).ok();
-    for (const auto& key : pack_keys[i]) SettlePrefetch(key, ok);
-    if (ok) {
+    {
+      // Keys of objects that were here already are settled (as not downloaded).
+      absl::MutexLock l(&mu_);
+      for (const auto& key : pack_keys[i]) {
+        auto it = prefetch_.find(key);
+        if (it == prefetch_.end() || it->second.state != PrefetchState::kFetching) continue;
+        it->second.state = ok ? PrefetchState::kOk : PrefetchState::kFailed;
+        it->second.downloaded = ok;
+      }
+    }
+    if (ok && per_key) {
       absl::MutexLock l(&entries_mu);
       queue.objects.push_back(i);
     }
@@ -896,6 +999,7 @@ void Server::ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pa
     queue.streams_done = true;
   }
   entry_writer.join();
+  if (!per_key) StoreLocalSession(list, pack);
 }
 
 bool Server::PrefetchSettledLocked(const std::string* key) const {
@@ -939,8 +1043,9 @@ void Server::PrefetchOne(const std::string& key) {
 }
 
 Server::PrefetchState Server::ClaimPrefetch(const std::string& key, GoObject* o,
-                                            bool* fetched_here) {
+                                            bool* fetched_here, bool* from_registry) {
   *fetched_here = false;
+  *from_registry = true;
   {
     absl::MutexLock l(&mu_);
     auto it = prefetch_.find(key);
@@ -955,9 +1060,11 @@ Server::PrefetchState Server::ClaimPrefetch(const std::string& key, GoObject* o,
           +[](Wait* w) { return w->server->PrefetchSettledLocked(w->key); }, &wait));
       it = prefetch_.find(key);
       *o = it->second.object;
+      *from_registry = it->second.downloaded;
       return it->second.state;
     }
     *o = it->second.object;
+    *from_registry = it->second.downloaded;
     if (it->second.state != PrefetchState::kQueued) return it->second.state;
     it->second.state = PrefetchState::kFetching;  // go asks for it first: fetch it now
   }
@@ -970,6 +1077,7 @@ Server::PrefetchState Server::ClaimPrefetch(const std::string& key, GoObject* o,
   ExitRemote(probe, s, "fetching an object");
   SettlePrefetch(key, s.ok());
   *fetched_here = s.ok();
+  *from_registry = true;
   return s.ok() ? PrefetchState::kOk : PrefetchState::kFailed;
 }
 

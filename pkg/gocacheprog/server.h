@@ -82,6 +82,13 @@ struct ServerOptions {
   // objects of at least pack_segment_min_bytes.
   int pack_streams = 4;
   int64_t pack_segment_min_bytes = int64_t{8} << 20;
+  // A pack read into the local directory is recorded there as one entry, the
+  // local session copy (key session_key + ".local": the list plus every object),
+  // instead of one entry per ActionID: a fresh machine then creates about four
+  // files per object fewer, and the next build in this directory reads one entry.
+  // Sessions of more objects than this (a manifest must stay small) get one entry
+  // per ActionID as before.
+  int local_session_max_objects = 1200;
   // Write the counters to stderr at the end.
   bool print_stats = false;
   // Append the counters as one JSON line to this file at the end (before the
@@ -180,15 +187,33 @@ class Server {
     PrefetchState state = PrefetchState::kQueued;
     bool downloaded = false;  // kOk because it came from the registry (not already here)
   };
+  // Reads the local session copy (at start, before any request: it is on this
+  // disk) and uses it; false when there is none.
+  bool LoadLocalSession();
+  // Reads the registry's session list and uses it (in the background).
   void LoadSession();
+  // Settles the pairs of a session list whose objects are here, and fetches the
+  // others: by reading the registry's pack into this directory when most bytes are
+  // missing, else one by one. `remote_pack`: the registry's list had a pack.
+  void UseSession(const std::string& list, const cache::Entry& e, bool from_local,
+                  bool remote_pack);
   // Streams the session pack into the local tier, settling each object's keys as
-  // it lands; what the stream does not bring is prefetched one by one.
-  void ReadPack(const oci::Digest& digest, const std::vector<GoObject>& pack,
-                const std::vector<std::vector<std::string>>& pack_keys);
+  // it lands; what the stream does not bring is prefetched one by one. Then
+  // records the session in the local directory: the local session copy, or for a
+  // very large session one entry per key (also for the empty objects, `empty`).
+  void ReadPack(const oci::Digest& digest, const std::string& list,
+                const std::vector<GoObject>& pack,
+                const std::vector<std::vector<std::string>>& pack_keys,
+                const std::vector<std::string>& empty);
+  // Stores the local session copy: `list` and those of `objects` present here.
+  void StoreLocalSession(const std::string& list, const std::vector<GoObject>& objects);
+  std::string LocalSessionKey() const { return opts_.session_key + ".local"; }
   void PrefetchOne(const std::string& key);
   // For a key in the session list: fetches its object (or waits for the
-  // prefetch doing it). kOk: *o is in place. Anything else: use the normal path.
-  PrefetchState ClaimPrefetch(const std::string& key, GoObject* o, bool* fetched_here);
+  // prefetch doing it). kOk: *o is in place, and *from_registry says whether it
+  // came from the registry in this session. Anything else: use the normal path.
+  PrefetchState ClaimPrefetch(const std::string& key, GoObject* o, bool* fetched_here,
+                              bool* from_registry);
   void SettlePrefetch(const std::string& key, bool ok, bool downloaded = true);
   bool PrefetchSettledLocked(const std::string* key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   cache::Entry EntryFor(const std::string& key, const GoObject& o) const;

@@ -596,12 +596,51 @@ TEST_F(RegistryTest, SessionPackFillsAFreshDirectoryInOneStream) {
   // Session manifest and list, three pack GETs, two stats (the runs past offset 0).
   EXPECT_GE(lookup->client().request_count() - before3, 2 + 3 + 2);
   EXPECT_LE(lookup->client().request_count() - before3, 2 + 3 + 2 + 2 * early3);
-  // Every entry was stored before close was answered: all local hits now.
+  // The directory recorded the session before close was answered: all local hits
+  // now, without a registry request.
   Fixture c3(b3.dir_);
+  const int64_t before_c3 = lookup->client().request_count();
   Result rc3 = c3.Run(again, o, lookup.get(), upload.get());
   for (int i = 0; i < 40; ++i) ExpectHit(rc3, i + 1, bodies[i]);
   EXPECT_EQ(rc3.stats.local_hits, 40);
   EXPECT_EQ(rc3.stats.packs_read, 0);
+  EXPECT_EQ(lookup->client().request_count(), before_c3);
+  // As one entry, the local session copy (the list and every object), not as one
+  // entry per ActionID.
+  const std::string key401 = oci::Digest::Of("action-401").hex();  // a non-empty object
+  const std::string key400 = oci::Digest::Of("action-400").hex();  // an empty one
+  {
+    auto copy = c3.local->Lookup(o.session_key + ".local", {});
+    ASSERT_TRUE(copy.ok()) << copy.status();
+    EXPECT_TRUE(absl::StrContains(copy->config, R"("kind":"go-session-local")")) << copy->config;
+    EXPECT_EQ(copy->blobs.size(), 1 + objects.size());
+    EXPECT_TRUE(absl::IsNotFound(c3.local->Lookup(key401, {}).status()));
+  }
+  // The copy answers while the registry is down, and with no registry at all.
+  auto down = RegistryStoreFor("127.0.0.1:1", absl::Seconds(2), 1);
+  Fixture d3(b3.dir_);
+  Result rd3 = d3.Run(again, o, down.get(), nullptr);
+  for (int i = 0; i < 40; ++i) ExpectHit(rd3, i + 1, bodies[i]);
+  EXPECT_EQ(rd3.stats.local_hits, 40);
+  Fixture n3(b3.dir_);
+  Result rn3 = n3.Run(again, o, nullptr, nullptr);
+  for (int i = 0; i < 40; ++i) ExpectHit(rn3, i + 1, bodies[i]);
+  EXPECT_EQ(rn3.stats.local_hits, 40);
+  // A session of more objects than one manifest should list is recorded as one
+  // entry per ActionID instead (the empty objects' too).
+  Fixture b5;
+  ServerOptions o5 = ob;
+  o5.local_session_max_objects = 5;
+  Result rb5 = b5.Run(again, o5, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rb5, i + 1, bodies[i]);
+  EXPECT_EQ(rb5.stats.packs_read, 1);
+  EXPECT_TRUE(b5.local->Lookup(key401, {}).ok());
+  EXPECT_TRUE(b5.local->Lookup(key400, {}).ok());
+  EXPECT_TRUE(absl::IsNotFound(b5.local->Lookup(o.session_key + ".local", {}).status()));
+  Fixture n5(b5.dir_);
+  Result rn5 = n5.Run(again, o, nullptr, nullptr);
+  for (int i = 0; i < 40; ++i) ExpectHit(rn5, i + 1, bodies[i]);
+  EXPECT_EQ(rn5.stats.local_hits, 40);
 
   // Recorded in the directory: a warm directory reads no pack.
   Fixture c(b.dir_);
