@@ -841,7 +841,8 @@ void Server::UseSession(const std::string& list, const cache::Entry& e, bool fro
   }
 }
 
-void Server::StoreLocalSession(const std::string& list, const std::vector<GoObject>& objects) {
+void Server::StoreLocalSession(const std::string& list, const std::vector<GoObject>& objects,
+                               bool remote_pack) {
   const oci::Digest list_digest = oci::Digest::Of(list);
   oci::StringSource src(list);
   if (auto w = local_->WriteBlob(list_digest, static_cast<int64_t>(list.size()), src); !w.ok()) {
@@ -850,9 +851,9 @@ void Server::StoreLocalSession(const std::string& list, const std::vector<GoObje
   }
   cache::Entry e;
   e.key = LocalSessionKey();
-  // Only a pack read records a copy, so the registry's list had a pack.
   e.config = absl::StrCat(R"({"kind":")", kLocalSessionKind, R"(","pairs":)",
-                          std::count(list.begin(), list.end(), '\n'), R"(,"remotePack":true})");
+                          std::count(list.begin(), list.end(), '\n'), R"(,"remotePack":)",
+                          remote_pack ? "true" : "false", "}");
   if (!opts_.go_version.empty()) e.annotations[kToolAnnotation] = opts_.go_version;
   oci::Descriptor ld;
   ld.media_type = oci::media::kOctetStream;
@@ -999,7 +1000,7 @@ void Server::ReadPack(const oci::Digest& digest, const std::string& list,
     queue.streams_done = true;
   }
   entry_writer.join();
-  if (!per_key) StoreLocalSession(list, pack);
+  if (!per_key) StoreLocalSession(list, pack, /*remote_pack=*/true);
 }
 
 bool Server::PrefetchSettledLocked(const std::string* key) const {
@@ -1162,6 +1163,11 @@ void Server::WriteSession() {
     e.blobs.push_back(*d);
     if (pack_desc) e.blobs.push_back(*pack_desc);
     s = remote_upload_->Put(e);
+  }
+  // The directory's copy follows the list this build wrote: the next build here
+  // compares against it, so an unchanged build does not write the list again.
+  if (s.ok() && pack.size() <= static_cast<size_t>(opts_.local_session_max_objects)) {
+    StoreLocalSession(list, pack, pack_desc.has_value());
   }
   ExitRemote(probe, s, "writing the session list");
 }

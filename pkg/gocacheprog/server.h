@@ -205,8 +205,10 @@ class Server {
                 const std::vector<GoObject>& pack,
                 const std::vector<std::vector<std::string>>& pack_keys,
                 const std::vector<std::string>& empty);
-  // Stores the local session copy: `list` and those of `objects` present here.
-  void StoreLocalSession(const std::string& list, const std::vector<GoObject>& objects);
+  // Stores the local session copy: `list` and those of `objects` present here;
+  // `remote_pack`: the registry's list has a pack.
+  void StoreLocalSession(const std::string& list, const std::vector<GoObject>& objects,
+                         bool remote_pack);
   std::string LocalSessionKey() const { return opts_.session_key + ".local"; }
   void PrefetchOne(const std::string& key);
   // For a key in the session list: fetches its object (or waits for the

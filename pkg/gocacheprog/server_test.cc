@@ -607,14 +607,16 @@ TEST_F(RegistryTest, SessionPackFillsAFreshDirectoryInOneStream) {
   EXPECT_EQ(lookup->client().request_count(), before_c3);
   // As one entry, the local session copy (the list and every object), not as one
   // entry per ActionID.
-  const std::string key401 = oci::Digest::Of("action-401").hex();  // a non-empty object
+  // The last get: not one of the few that may come before the list is read (those
+  // are looked up one by one and stored as entries of their own).
+  const std::string key439 = oci::Digest::Of("action-439").hex();  // a non-empty object
   const std::string key400 = oci::Digest::Of("action-400").hex();  // an empty one
   {
     auto copy = c3.local->Lookup(o.session_key + ".local", {});
     ASSERT_TRUE(copy.ok()) << copy.status();
     EXPECT_TRUE(absl::StrContains(copy->config, R"("kind":"go-session-local")")) << copy->config;
     EXPECT_EQ(copy->blobs.size(), 1 + objects.size());
-    EXPECT_TRUE(absl::IsNotFound(c3.local->Lookup(key401, {}).status()));
+    EXPECT_TRUE(absl::IsNotFound(c3.local->Lookup(key439, {}).status()));
   }
   // The copy answers while the registry is down, and with no registry at all.
   auto down = RegistryStoreFor("127.0.0.1:1", absl::Seconds(2), 1);
@@ -634,7 +636,7 @@ TEST_F(RegistryTest, SessionPackFillsAFreshDirectoryInOneStream) {
   Result rb5 = b5.Run(again, o5, lookup.get(), upload.get());
   for (int i = 0; i < 40; ++i) ExpectHit(rb5, i + 1, bodies[i]);
   EXPECT_EQ(rb5.stats.packs_read, 1);
-  EXPECT_TRUE(b5.local->Lookup(key401, {}).ok());
+  EXPECT_TRUE(b5.local->Lookup(key439, {}).ok());
   EXPECT_TRUE(b5.local->Lookup(key400, {}).ok());
   EXPECT_TRUE(absl::IsNotFound(b5.local->Lookup(o.session_key + ".local", {}).status()));
   Fixture n5(b5.dir_);
@@ -648,6 +650,51 @@ TEST_F(RegistryTest, SessionPackFillsAFreshDirectoryInOneStream) {
   for (int i = 0; i < 40; ++i) ExpectHit(rc, i + 1, bodies[i]);
   EXPECT_EQ(rc.stats.packs_read, 0);
   EXPECT_EQ(rc.stats.local_hits, 40);
+}
+
+// The directory's session copy follows the list a build wrote, so the next build
+// there that uses the same pairs writes neither list nor pack again.
+TEST_F(RegistryTest, LocalSessionCopyFollowsTheListWritten) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.follow1";
+  o.lookup_threads = 1;
+  std::vector<std::string> bodies;
+  std::string puts;
+  for (int i = 0; i < 20; ++i) {
+    bodies.push_back(Body(500 + i, 1500 + 100 * i));
+    puts += Put(i + 1, ActionID(500 + i), bodies.back());
+  }
+  Fixture a;
+  Result ra = a.Run(puts + Close(99), o, lookup.get(), upload.get());
+  EXPECT_EQ(ra.stats.uploaded, 20);
+  EXPECT_GT(ra.stats.pack_bytes_written, 0);
+  // A fresh directory whose build needs only half of them (from the pack, or,
+  // if the gets outrun the list, one by one) writes the shorter list and its pack
+  // at close.
+  std::string half;
+  for (int i = 0; i < 10; ++i) half += Get(i + 1, ActionID(500 + i));
+  half += Close(99);
+  Fixture b;
+  Result rb = b.Run(half, o, lookup.get(), upload.get());
+  for (int i = 0; i < 10; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.remote_hits, 10);
+  EXPECT_GT(rb.stats.pack_bytes_written, 0);
+  auto written = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(written.ok()) << written.status();
+  // The same build again in that directory: local hits, nothing written.
+  Fixture b2(b.dir_);
+  Result rb2 = b2.Run(half, o, lookup.get(), upload.get());
+  for (int i = 0; i < 10; ++i) ExpectHit(rb2, i + 1, bodies[i]);
+  EXPECT_EQ(rb2.stats.local_hits, 10);
+  EXPECT_EQ(rb2.stats.pack_bytes_written, 0);
+  auto after = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->blobs[0].digest, written->blobs[0].digest);
+  auto copy = b2.local->Lookup(o.session_key + ".local", {});
+  ASSERT_TRUE(copy.ok()) << copy.status();
+  EXPECT_TRUE(absl::StrContains(copy->config, R"("pairs":10,)")) << copy->config;
 }
 
 TEST(ServerRemote, KnownMissesAreNotAskedTwice) {
