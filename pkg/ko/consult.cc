@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <memory>
 #include <ostream>
 #include <vector>
 
@@ -140,6 +143,9 @@ LookupEvent Consult(const ConsultOptions& opts,
   return finish("hit");
 }
 
+// Go build ids are four base64 hashes joined by '/': well under this.
+constexpr size_t kMaxStdinId = 1024;
+
 int LookupMain(const cli::CommandEnv& env, const std::vector<std::string>& args) {
   static const std::vector<cli::FlagSpec> kFlags = {
       {"kocache", true, false, "DIR", "ko's cache directory (default $KOCACHE)"},
@@ -148,7 +154,7 @@ int LookupMain(const cli::CommandEnv& env, const std::vector<std::string>& args)
   auto a = cli::Args::Parse(args, 1, kFlags, /*stop_at_positional=*/false);
   if (!a.ok() || a->positional().size() != 2) {
     *env.err << "ocicache: ko lookup: usage: ocicache ko lookup [--kocache DIR] [--warn-stderr] "
-                "BINARY BUILDID (used by ocicache-go)\n";
+                "BINARY BUILDID (used by ocicache-go; BUILDID - reads it from stdin)\n";
     return a.ok() && a->GetBool("help") ? 0 : 2;
   }
   std::string kocache = a->Get("kocache");
@@ -167,7 +173,26 @@ int LookupMain(const cli::CommandEnv& env, const std::vector<std::string>& args)
   opts.build_id = a->positional()[1];
   opts.detect_ko_version = DetectKoVersion;
   cli::StoreConfig config = env.config;
-  LookupEvent ev = Consult(opts, [&] { return OpenWrapperStores(config, warn); }, warn);
+  std::function<absl::StatusOr<WrapperStores>()> open = [&] {
+    return OpenWrapperStores(config, warn);
+  };
+  if (opts.build_id == "-") {
+    // Started before go printed the build id: open the stores now, then read the
+    // id (one line) from stdin. No id (end of input): nothing to look up.
+    auto stores = std::make_shared<absl::StatusOr<WrapperStores>>(open());
+    open = [stores] { return std::move(*stores); };
+    std::string id;
+    char c;
+    while (id.size() <= kMaxStdinId && env.in->get(c) && c != '\n') id.push_back(c);
+    if (!id.empty() && id.back() == '\r') id.pop_back();
+    if (id.empty()) return 0;
+    if (id.size() > kMaxStdinId || id.find_first_of(" \t") != std::string::npos) {
+      *env.err << "ocicache: ko lookup: not a build id on stdin\n";
+      return 2;
+    }
+    opts.build_id = id;
+  }
+  LookupEvent ev = Consult(opts, open, warn);
   // The event names the directory relative to KOCACHE.
   std::string bin_real = RealPath(kocache + "/bin");
   std::string dir_real = RealPath(dir);

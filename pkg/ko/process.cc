@@ -60,6 +60,25 @@ std::string FindInPath(const std::string& name, const std::string& exclude_real)
   return "";
 }
 
+namespace {
+
+// Waits for pid; its exit status (or 128 + signal) into result.
+bool WaitFor(pid_t pid, RunResult* result, std::string* error) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      *error = std::string("waitpid: ") + strerror(errno);
+      return false;
+    }
+  }
+  result->exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
+                      : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
+                                            : 1;
+  return true;
+}
+
+}  // namespace
+
 bool RunCommand(const std::vector<std::string>& argv, const RunOptions& opts, RunResult* result,
                 std::string* error) {
   if (argv.empty()) {
@@ -105,17 +124,57 @@ bool RunCommand(const std::vector<std::string>& argv, const RunOptions& opts, Ru
     }
     close(fds[0]);
   }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      *error = std::string("waitpid: ") + strerror(errno);
-      return false;
-    }
+  return WaitFor(pid, result, error);
+}
+
+bool StartWithInput(const std::vector<std::string>& argv, const RunOptions& opts, Child* child,
+                    std::string* error) {
+  if (argv.empty()) {
+    *error = "no command";
+    return false;
   }
-  result->exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
-                      : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
-                                            : 1;
+  int fds[2] = {-1, -1};
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    *error = std::string("pipe: ") + strerror(errno);
+    return false;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[0], 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  if (opts.null_stderr) posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid;
+  int rc = posix_spawn(&pid, argv[0].c_str(), &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[0]);
+  if (rc != 0) {
+    close(fds[1]);
+    *error = "cannot run " + argv[0] + ": " + strerror(rc);
+    return false;
+  }
+  child->pid = pid;
+  child->stdin_fd = fds[1];
   return true;
+}
+
+bool FinishWithInput(Child* child, const std::string& input, RunResult* result,
+                     std::string* error) {
+  WriteAll(child->stdin_fd, input);  // a child that exits early: EPIPE, ignored
+  close(child->stdin_fd);
+  child->stdin_fd = -1;
+  result->out.clear();
+  bool ok = WaitFor(child->pid, result, error);
+  child->pid = -1;
+  return ok;
+}
+
+void Abandon(Child* child) {
+  if (child->stdin_fd >= 0) close(child->stdin_fd);
+  child->stdin_fd = -1;
+  child->pid = -1;
 }
 
 std::string FirstLineOf(const std::vector<std::string>& argv) {

@@ -5,6 +5,8 @@
 #ifndef OCICACHE_PKG_KO_PROCESS_H_
 #define OCICACHE_PKG_KO_PROCESS_H_
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -37,6 +39,23 @@ struct RunResult {
 // *error) only if it could not be started.
 bool RunCommand(const std::vector<std::string>& argv, const RunOptions& opts, RunResult* result,
                 std::string* error);
+
+// A command started with a pipe on its stdin (StartWithInput), so that it can
+// start up while the caller still works out what to send it.
+struct Child {
+  pid_t pid = -1;
+  int stdin_fd = -1;  // the pipe's write end (close-on-exec)
+};
+// Starts argv like RunCommand (stdout not captured: /dev/null) with its stdin
+// reading from a new pipe. False (and *error) if it could not be started.
+bool StartWithInput(const std::vector<std::string>& argv, const RunOptions& opts, Child* child,
+                    std::string* error);
+// Writes `input` to the child's stdin, closes it and waits for the child.
+// SIGPIPE must be ignored (the child may exit without reading).
+bool FinishWithInput(Child* child, const std::string& input, RunResult* result,
+                     std::string* error);
+// Closes the child's stdin without waiting: it ends on its own (on EOF).
+void Abandon(Child* child);
 
 // First line of a command's stdout, trimmed; "" if it fails or exits non-zero
 // (stdin and stderr are /dev/null).

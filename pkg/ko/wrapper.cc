@@ -3,11 +3,13 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <vector>
 
 #include "pkg/ko/fastpath.h"
@@ -26,7 +28,8 @@ and lets ko's KOCACHE use the ocicache store:
 
 On `go tool buildid FILE` for FILE under $KOCACHE/bin, a build id the KOCACHE
 files beside FILE do not know is looked up in the cache (`ocicache ko lookup`:
-local directory, then one registry request); a hit is written into
+local directory, then one registry request; on a fresh KOCACHE it starts while
+go reads the build id); a hit is written into
 buildid-to-diffid and diffid-to-descriptor as ko writes them, so ko skips
 building that layer. A miss or an unreachable registry changes nothing; cache
 problems never fail the build. Each lookup is a line in $KOCACHE/ocicache-go.log,
@@ -116,14 +119,49 @@ void SetUpCacheProg(const std::string& go, const std::string& self) {
   setenv("GOCACHEPROG", (quoted + " gocacheprog").c_str(), 1);
 }
 
+// Whether a store lookup is likely for the binary in DIR: ko has recorded no
+// layer beside it yet (a fresh KOCACHE) and did not just miss it.
+bool LookupLikely(const std::string& dir) {
+  struct stat st;
+  if (stat((dir + "/" + kBuildIdToDiffIdFile).c_str(), &st) == 0) return false;
+  return stat((dir + "/" + kRecentMissFile).c_str(), &st) != 0 ||
+         std::time(nullptr) - st.st_mtime >= kRecentMissSeconds;
+}
+
 // `go tool buildid FILE` under KOCACHE/bin.
 int BuildId(const std::string& go, const std::string& self, const std::vector<std::string>& args,
             const std::string& kocache, const std::string& dir, const std::string& rel) {
+  // The lookup runs in ocicache, which logs the event itself. Its stdout is
+  // /dev/null: nothing may be added to the build id. ko reads stdout and stderr
+  // through one pipe; then warnings go to the log only.
+  const bool warn_stderr = !SameOpenFile(1, 2);
+  const std::string ocicache = FindOcicache(self);
+  auto lookup_argv = [&](const std::string& id) {
+    std::vector<std::string> v = {ocicache, "ko", "lookup", "--kocache", kocache};
+    if (warn_stderr) v.push_back("--warn-stderr");
+    v.push_back("--");
+    v.push_back(args[2]);
+    v.push_back(id);
+    return v;
+  };
+  RunOptions lookup_opts;
+  lookup_opts.capture_stdout = false;
+  lookup_opts.null_stdin = true;
+  lookup_opts.null_stderr = !warn_stderr;
+  // On a fresh KOCACHE, ocicache starts (loads its libraries, opens its stores)
+  // while go reads the build id, and reads the id from its stdin: that start no
+  // longer adds to the wrapper's time.
+  Child early;
+  std::string error;
+  if (!ocicache.empty() && LookupLikely(dir) &&
+      !StartWithInput(lookup_argv("-"), lookup_opts, &early, &error)) {
+    early = Child{};
+  }
   std::vector<std::string> argv = {go};
   argv.insert(argv.end(), args.begin(), args.end());
   RunResult r;
-  std::string error;
   if (!RunCommand(argv, RunOptions{}, &r, &error)) {
+    Abandon(&early);
     std::fprintf(stderr, "ocicache-go: %s\n", error.c_str());
     return 127;
   }
@@ -142,32 +180,21 @@ int BuildId(const std::string& go, const std::string& self, const std::vector<st
       ev.result = "recent-miss";
     }
     if (!ev.result.empty()) {
+      Abandon(&early);  // it reads end of input and exits without a word
       ev.ms = NowMs() - start;
       AppendLookupLog(LookupLogPath(kocache), ev);
     } else {
-      // The store lookup runs in ocicache, which logs the event itself. Its
-      // stdout is /dev/null: nothing may be added to the build id. ko reads
-      // stdout and stderr through one pipe; then warnings go to the log only.
-      bool warn_stderr = !SameOpenFile(1, 2);
-      std::string ocicache = FindOcicache(self);
       if (ocicache.empty()) {
         ev.result = "error";
         ev.message = "no ocicache binary found (set OCICACHE_BIN): cache not used";
         AppendLookupLog(LookupLogPath(kocache), ev);
         if (warn_stderr) Warn(ev.message);
       } else {
-        std::vector<std::string> lookup = {ocicache, "ko", "lookup", "--kocache", kocache};
-        if (warn_stderr) lookup.push_back("--warn-stderr");
-        lookup.push_back("--");
-        lookup.push_back(args[2]);
-        lookup.push_back(id);
-        RunOptions o;
-        o.capture_stdout = false;
-        o.null_stdin = true;
-        o.null_stderr = !warn_stderr;
         RunResult lr;
         std::string lerr;
-        if (!RunCommand(lookup, o, &lr, &lerr) || lr.exit_code != 0) {
+        bool ran = early.pid > 0 ? FinishWithInput(&early, id + "\n", &lr, &lerr)
+                                 : RunCommand(lookup_argv(id), lookup_opts, &lr, &lerr);
+        if (!ran || lr.exit_code != 0) {
           ev.result = "error";
           ev.message = "ocicache ko lookup failed (" +
                        (lerr.empty() ? "exit " + std::to_string(lr.exit_code) : lerr) +
@@ -178,6 +205,7 @@ int BuildId(const std::string& go, const std::string& self, const std::vector<st
       }
     }
   }
+  Abandon(&early);  // go failed or printed no build id
   WriteAll(1, r.out);
   return r.exit_code;
 }

@@ -135,6 +135,18 @@ out=$("$OCICACHE_GO_BIN" tool buildid "$BIN/out" 2>&1)
 expect_rc m2-save-reports-hit 0 "$OCICACHE_BIN" ko save
 expect_contains m2-save-lookup-summary "$OUT" "ocicache-go lookups: 1 hits, 0 misses, 2 already in KOCACHE"
 
+# ocicache-go starts `ocicache ko lookup BINARY -` on a fresh KOCACHE before go prints
+# the build id, and sends the id on its stdin (m2 above went that way). End of input:
+# nothing to look up, nothing logged. A malformed id: a usage error.
+n_events=$(wc -l <"$KOCACHE/ocicache-go.log")
+expect_rc stdin-id-eof 0 "$OCICACHE_BIN" ko lookup -- "$BIN/out" - </dev/null
+[[ $(wc -l <"$KOCACHE/ocicache-go.log") == "$n_events" ]] && pass stdin-id-eof-logs-nothing ||
+  fail stdin-id-eof-logs-nothing "$(tail -1 "$KOCACHE/ocicache-go.log")"
+expect_rc stdin-id-malformed 2 "$OCICACHE_BIN" ko lookup -- "$BIN/out" - <<<"not one id"
+expect_contains stdin-id-malformed-says-why "$ERR" "not a build id on stdin"
+expect_rc stdin-id-local 0 "$OCICACHE_BIN" ko lookup -- "$BIN/out" - <<<"$id1"
+[[ $(last_lookup result) == local ]] && pass stdin-id-logged || fail stdin-id-logged "$(tail -1 "$KOCACHE/ocicache-go.log")"
+
 # ---- ko restore into an empty KOCACHE ------------------------------------------
 machine m3
 expect_rc m3-restore 0 "$OCICACHE_BIN" ko restore --import-path "$IP"
