@@ -46,7 +46,8 @@ blob, tagged with org.ocicache.tool.go = $GOVERSION. A get tries the local
 directory, then the registry (one manifest GET; a hit is copied into the
 directory); a put is stored locally, answered at once and uploaded in the
 background; close waits for the uploads (--flush-timeout) and records the
-session list: the ActionID -> output pairs this build used. The next build with
+session list: the ActionID -> output pairs this build used (unless it differs
+little from the list read at start: then that one is kept). The next build with
 the same session (directory, go version, platform, GOFLAGS; or --session NAME)
 reads it at start and prefetches those outputs, so a fresh machine rarely
 waits for the registry one lookup at a time. With the list goes a pack (the

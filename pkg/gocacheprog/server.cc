@@ -1105,6 +1105,35 @@ void Server::WriteSession() {
                it->second.object.size == o.size;
       }
     }
+    // A list close to this build's is kept too: rewriting costs a hash and an
+    // upload of the whole pack while go waits for close, for every build that
+    // changed a package. Close: at most a tenth of the pairs (and of the pack's
+    // bytes) new or changed, and at most a quarter listed but unused; the next
+    // machine looks the new pairs up one by one, concurrently.
+    if (!same && loaded_session_.valid() && loaded_pack_ && !prefetch_.empty()) {
+      size_t new_pairs = 0, unused_pairs = 0;
+      int64_t listed_bytes = 0, new_bytes = 0, unused_bytes = 0;
+      absl::flat_hash_set<std::string> listed;
+      for (const auto& [key, p] : prefetch_) {
+        if (p.object.size > 0 && listed.insert(p.object.output_id.hex()).second) {
+          listed_bytes += p.object.size;
+        }
+        if (!used_keys_.contains(key)) {
+          ++unused_pairs;
+          unused_bytes += p.object.size;
+        }
+      }
+      for (const auto& [key, o] : used_) {
+        auto it = prefetch_.find(key);
+        if (it == prefetch_.end() || it->second.object.output_id != o.output_id) {
+          ++new_pairs;
+          new_bytes += o.size;
+        }
+      }
+      const size_t n = prefetch_.size();
+      same = new_pairs * 10 <= n && new_bytes * 10 <= listed_bytes && unused_pairs * 4 <= n &&
+             unused_bytes * 4 <= listed_bytes;
+    }
     // A list written without a pack (an older version, or too big then) gets one.
     bool want_pack = opts_.session_pack && total > 0 && total <= opts_.max_pack_bytes;
     if (same && (loaded_pack_ || !want_pack)) return;

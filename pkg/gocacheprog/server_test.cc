@@ -697,6 +697,50 @@ TEST_F(RegistryTest, LocalSessionCopyFollowsTheListWritten) {
   EXPECT_TRUE(absl::StrContains(copy->config, R"("pairs":10,)")) << copy->config;
 }
 
+// A build close to the listed session (one pair new, one unused) leaves the list
+// and its pack alone; one that uses half of it writes a new list and pack.
+TEST_F(RegistryTest, ASmallChangeKeepsTheSessionList) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.small1";
+  o.lookup_threads = 1;
+  std::vector<std::string> bodies;
+  std::string puts;
+  for (int i = 0; i < 20; ++i) {
+    bodies.push_back(Body(600 + i, 1500 + 100 * i));
+    puts += Put(i + 1, ActionID(600 + i), bodies.back());
+  }
+  Fixture a;
+  Result ra = a.Run(puts + Close(99), o, lookup.get(), upload.get());
+  EXPECT_GT(ra.stats.pack_bytes_written, 0);
+  auto first = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  std::string small;
+  for (int i = 0; i < 19; ++i) small += Get(i + 1, ActionID(600 + i));
+  small += Put(50, ActionID(699), Body(699, 1000)) + Close(99);
+  Fixture b;
+  Result rb = b.Run(small, o, lookup.get(), upload.get());
+  for (int i = 0; i < 19; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.uploaded, 1);
+  EXPECT_EQ(rb.stats.pack_bytes_written, 0);
+  auto kept = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->blobs[0].digest, first->blobs[0].digest);
+
+  std::string half;
+  for (int i = 0; i < 10; ++i) half += Get(i + 1, ActionID(600 + i));
+  half += Close(99);
+  Fixture c;
+  Result rc = c.Run(half, o, lookup.get(), upload.get());
+  for (int i = 0; i < 10; ++i) ExpectHit(rc, i + 1, bodies[i]);
+  EXPECT_GT(rc.stats.pack_bytes_written, 0);
+  auto rewritten = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(rewritten.ok()) << rewritten.status();
+  EXPECT_NE(rewritten->blobs[0].digest, first->blobs[0].digest);
+}
+
 TEST(ServerRemote, KnownMissesAreNotAskedTwice) {
   auto fake = harness::FakeHttpServer::Start([](const harness::FakeRequest& r) {
     if (r.path() == "/v2/") return harness::FakeResponse::Json(200, "{}");
