@@ -654,28 +654,41 @@ TEST_F(RegistryTest, SessionPackFillsAFreshDirectoryInOneStream) {
 
 // The directory's session copy follows the list a build wrote, so the next build
 // there that uses the same pairs writes neither list nor pack again.
+// A first build putting 20 objects (ActionIDs base..base+19) with the session on:
+// the list and its pack go to the registry. Returns the objects.
+std::vector<std::string> PutSessionOf20(int base, const ServerOptions& o, cache::Store* lookup,
+                                        cache::Store* upload) {
+  std::vector<std::string> bodies;
+  std::string puts;
+  for (int i = 0; i < 20; ++i) {
+    bodies.push_back(Body(base + i, 1500 + 100 * i));
+    puts += Put(i + 1, ActionID(base + i), bodies.back());
+  }
+  Fixture a;
+  Result ra = a.Run(puts + Close(99), o, lookup, upload);
+  EXPECT_EQ(ra.stats.uploaded, 20);
+  EXPECT_GT(ra.stats.pack_bytes_written, 0);
+  return bodies;
+}
+
+// Gets of ActionIDs base..base+n-1, then close.
+std::string GetsOf(int base, int n) {
+  std::string in;
+  for (int i = 0; i < n; ++i) in += Get(i + 1, ActionID(base + i));
+  return in + Close(99);
+}
+
 TEST_F(RegistryTest, LocalSessionCopyFollowsTheListWritten) {
   auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
   auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
   ServerOptions o;
   o.session_key = "gocacheprog.session.follow1";
   o.lookup_threads = 1;
-  std::vector<std::string> bodies;
-  std::string puts;
-  for (int i = 0; i < 20; ++i) {
-    bodies.push_back(Body(500 + i, 1500 + 100 * i));
-    puts += Put(i + 1, ActionID(500 + i), bodies.back());
-  }
-  Fixture a;
-  Result ra = a.Run(puts + Close(99), o, lookup.get(), upload.get());
-  EXPECT_EQ(ra.stats.uploaded, 20);
-  EXPECT_GT(ra.stats.pack_bytes_written, 0);
+  const std::vector<std::string> bodies = PutSessionOf20(500, o, lookup.get(), upload.get());
   // A fresh directory whose build needs only half of them (from the pack, or,
   // if the gets outrun the list, one by one) writes the shorter list and its pack
   // at close.
-  std::string half;
-  for (int i = 0; i < 10; ++i) half += Get(i + 1, ActionID(500 + i));
-  half += Close(99);
+  const std::string half = GetsOf(500, 10);
   Fixture b;
   Result rb = b.Run(half, o, lookup.get(), upload.get());
   for (int i = 0; i < 10; ++i) ExpectHit(rb, i + 1, bodies[i]);
@@ -705,15 +718,7 @@ TEST_F(RegistryTest, ASmallChangeKeepsTheSessionList) {
   ServerOptions o;
   o.session_key = "gocacheprog.session.small1";
   o.lookup_threads = 1;
-  std::vector<std::string> bodies;
-  std::string puts;
-  for (int i = 0; i < 20; ++i) {
-    bodies.push_back(Body(600 + i, 1500 + 100 * i));
-    puts += Put(i + 1, ActionID(600 + i), bodies.back());
-  }
-  Fixture a;
-  Result ra = a.Run(puts + Close(99), o, lookup.get(), upload.get());
-  EXPECT_GT(ra.stats.pack_bytes_written, 0);
+  const std::vector<std::string> bodies = PutSessionOf20(600, o, lookup.get(), upload.get());
   auto first = upload->Lookup(o.session_key, {});
   ASSERT_TRUE(first.ok()) << first.status();
 
@@ -729,11 +734,8 @@ TEST_F(RegistryTest, ASmallChangeKeepsTheSessionList) {
   ASSERT_TRUE(kept.ok()) << kept.status();
   EXPECT_EQ(kept->blobs[0].digest, first->blobs[0].digest);
 
-  std::string half;
-  for (int i = 0; i < 10; ++i) half += Get(i + 1, ActionID(600 + i));
-  half += Close(99);
   Fixture c;
-  Result rc = c.Run(half, o, lookup.get(), upload.get());
+  Result rc = c.Run(GetsOf(600, 10), o, lookup.get(), upload.get());
   for (int i = 0; i < 10; ++i) ExpectHit(rc, i + 1, bodies[i]);
   EXPECT_GT(rc.stats.pack_bytes_written, 0);
   auto rewritten = upload->Lookup(o.session_key, {});

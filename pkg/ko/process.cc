@@ -77,6 +77,22 @@ bool WaitFor(pid_t pid, RunResult* result, std::string* error) {
   return true;
 }
 
+// Starts argv[0] with argv, the current environment and the file actions `fa`
+// (destroyed here).
+bool Spawn(const std::vector<std::string>& argv, posix_spawn_file_actions_t* fa, pid_t* pid,
+           std::string* error) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int rc = posix_spawn(pid, argv[0].c_str(), fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(fa);
+  if (rc != 0) {
+    *error = "cannot run " + argv[0] + ": " + strerror(rc);
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool RunCommand(const std::vector<std::string>& argv, const RunOptions& opts, RunResult* result,
@@ -99,16 +115,11 @@ bool RunCommand(const std::vector<std::string>& argv, const RunOptions& opts, Ru
   }
   if (opts.null_stdin) posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   if (opts.null_stderr) posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
   pid_t pid;
-  int rc = posix_spawn(&pid, argv[0].c_str(), &fa, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
+  bool started = Spawn(argv, &fa, &pid, error);
   if (opts.capture_stdout) close(fds[1]);
-  if (rc != 0) {
+  if (!started) {
     if (opts.capture_stdout) close(fds[0]);
-    *error = "cannot run " + argv[0] + ": " + strerror(rc);
     return false;
   }
   result->out.clear();
@@ -143,16 +154,11 @@ bool StartWithInput(const std::vector<std::string>& argv, const RunOptions& opts
   posix_spawn_file_actions_adddup2(&fa, fds[0], 0);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   if (opts.null_stderr) posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
   pid_t pid;
-  int rc = posix_spawn(&pid, argv[0].c_str(), &fa, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
+  bool started = Spawn(argv, &fa, &pid, error);
   close(fds[0]);
-  if (rc != 0) {
+  if (!started) {
     close(fds[1]);
-    *error = "cannot run " + argv[0] + ": " + strerror(rc);
     return false;
   }
   child->pid = pid;
