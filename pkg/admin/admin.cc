@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "pkg/cache/format.h"
 #include "pkg/oci/pipe.h"
 
 namespace ocicache::admin {
@@ -111,7 +112,8 @@ absl::StatusOr<SyncResult> LocalAdmin::Sync(const SyncRequest& req, const Progre
   std::vector<std::string> up, down;
   if (req.direction != SyncDirection::kDown) {
     for (const auto& k : in_local) {
-      if (!in_remote.count(k)) up.push_back(k);
+      // A directory's own bookkeeping (gocacheprog's local session copy) stays.
+      if (!in_remote.count(k) && !cache::IsLocalOnlyKey(k)) up.push_back(k);
     }
   }
   if (req.direction != SyncDirection::kUp) {

@@ -110,6 +110,8 @@ TEST(AdminTest, SyncBothWays) {
   PutEntry(*remote, "only-remote", absl::Minutes(1));
   PutEntry(*local, "both", absl::Minutes(1));
   PutEntry(*remote, "both", absl::Minutes(1));
+  // gocacheprog's local session copy is the directory's own: never pushed.
+  PutEntry(*local, "gocacheprog.session.0123.local", absl::Minutes(1));
   LocalAdmin admin(*local, local.get(), remote.get());
 
   SyncRequest dry;
@@ -136,7 +138,8 @@ TEST(AdminTest, SyncBothWays) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->pushed, 0);
   EXPECT_EQ(r->pulled, 1);
-  EXPECT_EQ(Keys(*local), (std::vector<std::string>{"both", "only-local", "only-remote"}));
+  EXPECT_EQ(Keys(*local), (std::vector<std::string>{"both", "gocacheprog.session.0123.local",
+                                                    "only-local", "only-remote"}));
   auto hit = local->Lookup("only-remote", {});
   ASSERT_TRUE(hit.ok()) << hit.status();
   std::string back;

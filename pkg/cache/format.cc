@@ -57,6 +57,10 @@ absl::Status Corrupt(absl::string_view why) {
 
 }  // namespace
 
+bool IsLocalOnlyKey(absl::string_view key) {
+  return absl::StartsWith(key, "gocacheprog.session.") && absl::EndsWith(key, ".local");
+}
+
 absl::Status ValidateKey(absl::string_view key) {
   if (key.empty()) return absl::InvalidArgumentError("invalid key: empty");
   if (key.size() > format::kMaxKeyBytes) {

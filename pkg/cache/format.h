@@ -47,6 +47,11 @@ inline constexpr absl::Duration kTouchInterval = absl::Hours(24);
 // Validates a key: non-empty, at most kMaxKeyBytes, no NUL or newline.
 absl::Status ValidateKey(absl::string_view key);
 
+// Whether an entry under this key describes one local directory only and is
+// never copied to a registry by sync: "gocacheprog.session.<...>.local", the
+// local session copy of `ocicache gocacheprog` (docs/FORMAT.md).
+bool IsLocalOnlyKey(absl::string_view key);
+
 // The tag for a key: "k." + escaped key when that fits in 128 characters (bytes
 // outside [A-Za-wyzA-Z0-9] become "x" + two lowercase hex digits), else
 // "h." + hex sha256(key). Valid as a registry tag and as an OCI layout ref.name.
