@@ -640,6 +640,8 @@ class PackSplitter : public oci::ByteSink {
     }
     return absl::OkStatus();
   }
+  // Each object is verified against its OutputID when it is stored.
+  bool ChecksEveryByte() const override { return true; }
   // Objects handed over so far.
   size_t completed() const { return next_; }
   bool finished() const { return next_ == sizes_.size(); }

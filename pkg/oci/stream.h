@@ -17,6 +17,10 @@ class ByteSink {
  public:
   virtual ~ByteSink() = default;
   virtual absl::Status Write(absl::string_view chunk) = 0;
+  // True for a sink that checks every byte it keeps against digests of its own
+  // (a stream of objects, each verified as it completes): a reader then need not
+  // hash the whole blob as well, which is wasted when the sink stops early.
+  virtual bool ChecksEveryByte() const { return false; }
 };
 
 // Produces a blob's bytes in order.

@@ -145,7 +145,7 @@ class BlobReceiver : public oci::ByteSink {
  public:
   BlobReceiver(oci::ByteSink& out, int64_t offset, int64_t expected_size)
       : out_(out), delivered_(offset), expected_size_(expected_size) {
-    if (offset == 0) sha_ = std::make_unique<oci::PipelinedSha256>();
+    if (offset == 0 && !out.ChecksEveryByte()) sha_ = std::make_unique<oci::PipelinedSha256>();
   }
 
   // The Range header for the next attempt, if any.
@@ -177,7 +177,9 @@ class BlobReceiver : public oci::ByteSink {
     }
     // The whole blob from byte 0 (also when a Range was ignored).
     pos_ = 0;
-    if (!sha_ && delivered_ > 0) sha_ = std::make_unique<oci::PipelinedSha256>();  // can verify after all
+    if (!sha_ && delivered_ > 0 && !out_.ChecksEveryByte()) {
+      sha_ = std::make_unique<oci::PipelinedSha256>();  // can verify after all
+    }
     std::optional<int64_t> len = ContentLength(h);
     if (len && expected_size_ >= 0 && *len != expected_size_) {
       return absl::DataLossError(

@@ -303,6 +303,27 @@ TEST_F(ClientTest, BlobDigestMismatchIsDataLoss) {
   EXPECT_EQ(Count("GET", "/v2/cache/x/blobs/"), 2);  // DataLoss is not retried
 }
 
+// A sink that checks every byte itself (gocacheprog's pack splitter) is not
+// hashed for again: the whole-blob digest is left to it.
+TEST_F(ClientTest, SelfCheckingSinkIsNotHashedAgain) {
+  const std::string blob = Blob();
+  Serve([&](const FakeRequest&) { return FakeResponse::Text(200, blob + "X"); });
+  auto c = NewClient();
+  struct SelfChecking : oci::StringSink {
+    using oci::StringSink::StringSink;
+    bool ChecksEveryByte() const override { return true; }
+  };
+  std::string got;
+  SelfChecking sink(&got);
+  absl::Status s = c->GetBlob("cache/x", oci::Digest::Of(blob), -1, sink);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(got, blob + "X");
+  // Its size is still checked.
+  got.clear();
+  s = c->GetBlob("cache/x", oci::Digest::Of(blob), static_cast<int64_t>(blob.size()), sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+}
+
 TEST_F(ClientTest, InterruptedBlobResumesWithRange) {
   const std::string blob = Blob();
   std::atomic<int> n{0};
