@@ -18,8 +18,8 @@
 // QueryWrite for the committed size and continues from there, at most
 // write_attempts times (a resume a server refuses with ABORTED because it still
 // runs the broken stream, as servers that do not take uploads over do, is retried
-// with backoff for up to reconnect_timeout, and not counted). Smaller blobs stream straight into the store and are
-// sent again from the start. The bytes to send again come from the last
+// with backoff for up to reconnect_timeout, and not counted). Smaller blobs
+// stream straight into the store and are sent again from the start. The bytes to send again come from the last
 // replay_bytes kept in memory, else from source.Rewind(); a source that can do
 // neither ends the write with the original error. A read that breaks goes on
 // from the bytes received (the digest check still covers the whole blob).

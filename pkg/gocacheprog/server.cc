@@ -750,6 +750,7 @@ void Server::UseSession(const std::string& list, const cache::Entry& e, bool fro
   std::vector<GoObject> pack;                      // the pack's objects, in order
   std::vector<std::vector<std::string>> pack_keys;  // keys answered by each
   std::vector<std::string> empty;                  // keys of empty objects
+  std::vector<std::string> queued;                 // keys to prefetch one by one
   bool pack_usable = !from_local && remote_pack && opts_.session_pack;
   {
     absl::MutexLock l(&mu_);
@@ -822,6 +823,10 @@ void Server::UseSession(const std::string& list, const cache::Entry& e, bool fro
       for (const auto& k : keys) {
         if (prefetch_[k].object.size > 0) prefetch_[k].state = PrefetchState::kFetching;
       }
+    } else {
+      for (const auto& k : keys) {
+        if (prefetch_[k].state == PrefetchState::kQueued) queued.push_back(k);
+      }
     }
   }
   n_.session_listed += static_cast<int64_t>(keys.size());
@@ -833,14 +838,7 @@ void Server::UseSession(const std::string& list, const cache::Entry& e, bool fro
   // their own: what the list says is recorded by the local copy only when a pack
   // fills this directory. Missing objects are fetched (and their entries stored)
   // one by one.
-  for (const auto& k : keys) {
-    bool queued;
-    {
-      absl::MutexLock l(&mu_);
-      queued = prefetch_[k].state == PrefetchState::kQueued;
-    }
-    if (queued) prefetches_->Submit([this, k] { PrefetchOne(k); });
-  }
+  for (const auto& k : queued) prefetches_->Submit([this, k] { PrefetchOne(k); });
 }
 
 void Server::StoreLocalSession(const std::string& list, const std::vector<GoObject>& objects,
@@ -907,8 +905,7 @@ void Server::ReadPack(const oci::Digest& digest, const std::string& list,
     static bool Ready(EntryQueue* q) { return !q->objects.empty() || q->streams_done; }
   } queue;
   absl::Mutex entries_mu;
-  std::thread entry_writer([&] {
-    if (!per_key) return;
+  auto write_entries = [&] {
     const GoObject none{oci::Digest::Of(""), 0};
     for (const auto& key : empty) local_->Put(EntryFor(key, none)).IgnoreError();
     for (;;) {
@@ -923,7 +920,9 @@ void Server::ReadPack(const oci::Digest& digest, const std::string& list,
         for (const auto& key : pack_keys[i]) local_->Put(EntryFor(key, pack[i])).IgnoreError();
       }
     }
-  });
+  };
+  std::thread entry_writer;
+  if (per_key) entry_writer = std::thread(write_entries);
   auto done = [&](size_t i, const std::string& bytes) {
     const GoObject& o = pack[i];
     oci::StringSource src(bytes);
@@ -1001,8 +1000,11 @@ void Server::ReadPack(const oci::Digest& digest, const std::string& list,
     absl::MutexLock l(&entries_mu);
     queue.streams_done = true;
   }
-  entry_writer.join();
-  if (!per_key) StoreLocalSession(list, pack, /*remote_pack=*/true);
+  if (per_key) {
+    entry_writer.join();
+  } else {
+    StoreLocalSession(list, pack, /*remote_pack=*/true);
+  }
 }
 
 bool Server::PrefetchSettledLocked(const std::string* key) const {
