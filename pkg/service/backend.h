@@ -32,6 +32,13 @@ struct ServiceOptions {
   size_t read_chunk_bytes = 1 << 20;
   // Blobs.Write refuses blobs declared larger (RESOURCE_EXHAUSTED).
   int64_t max_blob_bytes = int64_t{64} << 30;
+  // On a server without a local tier, a resumable upload's first stream is
+  // pushed to the registry while it is staged (StreamingPush), so the upload
+  // overlaps the receiving; false: only after the last byte (Upload::Commit).
+  // With a local tier the commit is a local write and the registry push follows
+  // it either way, so staging then committing costs little there, and no store
+  // write stays open for as long as gRPC takes to see a broken stream end.
+  bool push_while_staging = true;
   // BatchLookup and Stat: at most this many keys or blobs per request...
   int max_batch = 1000;
   // ...looked up with at most this many threads per request.

@@ -293,6 +293,25 @@ absl::Status BlobsService::WriteResumable(grpc::ServerReader<v1::WriteRequest>* 
       return respond();
     }
   }
+  // A new upload to a registry-only server is pushed while it arrives; a
+  // resumed one (its earlier bytes are only in the staged file) is stored from
+  // the file at the end (ServiceOptions::push_while_staging).
+  std::unique_ptr<StreamingPush> push;
+  if (b_.options.push_while_staging && b_.local == nullptr && u.state().committed == 0) {
+    push = std::make_unique<StreamingPush>(*b_.store, digest, first.size());
+    // A resume that takes the upload over stops this push at once, so the store
+    // does not hold a half-written blob until this stream is seen to end.
+    StreamingPush* p = push.get();
+    u.OnSuperseded([p] { p->Abandon(); });
+  }
+  // Runs before `push` is destroyed (declared after it).
+  struct Unhook {
+    UploadStaging::Upload& u;
+    bool hooked;
+    ~Unhook() {
+      if (hooked) u.OnSuperseded(nullptr);
+    }
+  } unhook{u, push != nullptr};
   v1::WriteRequest msg = first;
   for (;;) {
     if (msg.write_offset() != u.state().committed) {
@@ -306,11 +325,31 @@ absl::Status BlobsService::WriteResumable(grpc::ServerReader<v1::WriteRequest>* 
           "more than the server's limit of ", b_.options.max_blob_bytes, " bytes per blob"));
     }
     if (absl::Status s = u.Append(msg.data()); !s.ok()) return s;
-    call.AddBytes(static_cast<int64_t>(msg.data().size()));
-    b_.counters->bytes_in.fetch_add(static_cast<int64_t>(msg.data().size()),
-                                    std::memory_order_relaxed);
+    const auto n = static_cast<int64_t>(msg.data().size());
+    call.AddBytes(n);
+    b_.counters->bytes_in.fetch_add(n, std::memory_order_relaxed);
+    if (push != nullptr) push->Feed(msg.mutable_data());  // after staging: takes the bytes
     if (msg.finish_write()) break;
     if (!reader->Read(&msg)) return respond();  // paused: the bytes stay staged
+  }
+  // Finished short of the declared size: Commit says so (and keeps the upload).
+  if (first.size() >= 0 && u.state().committed != first.size() && push != nullptr) {
+    unhook.hooked = false;
+    u.OnSuperseded(nullptr);
+    push.reset();
+  }
+  if (push != nullptr) {
+    auto d = push->Finish();
+    if (d.ok()) {
+      if (absl::Status s = u.MarkComplete(d->digest, d->size); !s.ok()) return s;
+      return respond();
+    }
+    // Wrong digest or size: the staged bytes would fail the same way.
+    if (absl::IsInvalidArgument(d.status())) {
+      u.Discard();
+      return d.status();
+    }
+    // Anything else (the registry went away, a takeover): Commit decides, from the file.
   }
   auto d = u.Commit(*b_.store);
   if (!d.ok()) return d.status();

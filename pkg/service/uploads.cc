@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -108,6 +110,11 @@ absl::Status UploadStaging::Upload::MarkCompleteLocked(const oci::Digest& digest
   absl::Status s = staging_->WriteMeta(stem_, id_, state_);
   ::unlink(absl::StrCat(staging_->dir_, "/", stem_, ".part").c_str());
   return s;
+}
+
+void UploadStaging::Upload::OnSuperseded(std::function<void()> fn) {
+  absl::MutexLock l(&claim_->mu);
+  claim_->on_superseded = claim_->superseded ? nullptr : std::move(fn);
 }
 
 void UploadStaging::Upload::Discard() {
@@ -268,6 +275,10 @@ absl::StatusOr<std::unique_ptr<UploadStaging::Upload>> UploadStaging::Begin(
     // Waits for a write of the old stream in progress; it writes no more.
     absl::MutexLock l(&old->mu);
     old->superseded = true;
+    if (old->on_superseded) {
+      old->on_superseded();
+      old->on_superseded = nullptr;
+    }
   }
   // From here the claim is released by the Upload's destructor, or below.
   auto fail = [&](absl::Status s) {
@@ -345,6 +356,89 @@ void UploadStaging::Expire() {
     if (::lstat(path.c_str(), &sb) != 0) continue;
     if (absl::FromTimeT(sb.st_mtime) < cutoff) ::unlink(path.c_str());
   }
+}
+
+// ---------------------------------------------------------------------------
+// StreamingPush.
+
+class StreamingPush::Source : public oci::ByteSource {
+ public:
+  explicit Source(StreamingPush* p) : p_(p) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    absl::MutexLock l(&p_->mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(p_->mu_) {
+      return !p_->queue_.empty() || p_->closed_ || p_->abandoned_;
+    };
+    p_->mu_.Await(absl::Condition(&ready));
+    if (p_->abandoned_) return absl::CancelledError("the upload stream broke or was taken over");
+    if (p_->queue_.empty()) return size_t{0};  // closed: the end
+    std::string& front = p_->queue_.front();
+    size_t take = std::min(n, front.size() - p_->front_used_);
+    std::memcpy(buf, front.data() + p_->front_used_, take);
+    p_->front_used_ += take;
+    if (p_->front_used_ == front.size()) {
+      p_->queued_bytes_ -= front.size();
+      front.clear();  // keeps the capacity for Feed
+      if (p_->spare_.size() < 4) p_->spare_.push_back(std::move(front));
+      p_->queue_.pop_front();
+      p_->front_used_ = 0;
+    }
+    return take;
+  }
+
+ private:
+  StreamingPush* p_;
+};
+
+StreamingPush::StreamingPush(cache::BlobStore& store, oci::Digest digest, int64_t size,
+                             size_t max_buffered)
+    : max_buffered_(max_buffered),
+      result_(absl::UnknownError("push not finished")),
+      thread_(&StreamingPush::Run, this, &store, std::move(digest), size) {}
+
+void StreamingPush::Run(cache::BlobStore* store, oci::Digest digest, int64_t size) {
+  Source src(this);
+  absl::StatusOr<oci::Descriptor> d = store->WriteBlob(digest, size, src);
+  absl::MutexLock l(&mu_);
+  result_ = std::move(d);
+  done_ = true;
+  queue_.clear();
+  queued_bytes_ = 0;
+}
+
+StreamingPush::~StreamingPush() {
+  Abandon();
+  thread_.join();
+}
+
+void StreamingPush::Abandon() {
+  absl::MutexLock l(&mu_);
+  if (!done_) abandoned_ = true;
+}
+
+bool StreamingPush::Feed(std::string* data) {
+  if (data->empty()) return true;
+  absl::MutexLock l(&mu_);
+  auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return done_ || abandoned_ || queued_bytes_ < max_buffered_;
+  };
+  mu_.Await(absl::Condition(&room));
+  if (done_ || abandoned_) return false;
+  queued_bytes_ += data->size();
+  queue_.emplace_back();
+  queue_.back().swap(*data);
+  if (!spare_.empty()) {
+    data->swap(spare_.back());
+    spare_.pop_back();
+  }
+  return true;
+}
+
+absl::StatusOr<oci::Descriptor> StreamingPush::Finish() {
+  absl::MutexLock l(&mu_);
+  closed_ = true;
+  mu_.Await(absl::Condition(&done_));
+  return result_;
 }
 
 }  // namespace ocicache::service

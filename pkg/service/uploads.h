@@ -20,9 +20,13 @@
 #define OCICACHE_PKG_SERVICE_UPLOADS_H_
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -69,12 +73,18 @@ class UploadStaging {
     absl::Status MarkComplete(const oci::Digest& digest, int64_t size);
     // Removes the staged files (unless a newer stream took the upload over).
     void Discard();
+    // `fn` runs (once, under the claim) when a newer stream takes the upload
+    // over, so work tied to this stream (a StreamingPush) stops at once rather
+    // than when the old stream is seen to end, which under load can take
+    // seconds. Set it to nullptr before what `fn` refers to goes away.
+    void OnSuperseded(std::function<void()> fn);
 
    private:
     friend class UploadStaging;
     struct Claim {
       absl::Mutex mu;  // held while this stream writes the upload's files
       bool superseded ABSL_GUARDED_BY(mu) = false;
+      std::function<void()> on_superseded ABSL_GUARDED_BY(mu);
     };
     Upload(UploadStaging* staging, std::string id, std::string stem, UploadState state, int fd,
            std::shared_ptr<Claim> claim)
@@ -124,6 +134,50 @@ class UploadStaging {
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Upload::Claim>> claimed_ ABSL_GUARDED_BY(mu_);
   absl::Time last_expire_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
+// Stores an upload's blob while its bytes are being staged, so the push to the
+// store (a registry upload, say) overlaps the receiving instead of following it.
+// The staging thread hands over each message's bytes after staging them; a
+// thread of this object runs store.WriteBlob over them through a bounded queue
+// (at most max_buffered bytes wait). The staged file stays the fallback: when
+// the push fails or the stream breaks, Upload::Commit pushes from it as before.
+// An abandoned push (Abandon, or destroyed unfinished) fails its source, so the
+// store keeps nothing.
+class StreamingPush {
+ public:
+  StreamingPush(cache::BlobStore& store, oci::Digest digest, int64_t size,
+                size_t max_buffered = size_t{16} << 20);
+  ~StreamingPush();
+  StreamingPush(const StreamingPush&) = delete;
+  StreamingPush& operator=(const StreamingPush&) = delete;
+
+  // Queues *data, waiting while max_buffered bytes are queued. It takes the
+  // bytes by swapping: *data comes back empty, holding a buffer the push is done
+  // with when there is one (so a stream reuses a few buffers instead of
+  // allocating one per message). False once the push has ended (failed,
+  // abandoned, or done); more feeding is harmless.
+  bool Feed(std::string* data);
+  // Every byte was fed: the store's answer.
+  absl::StatusOr<oci::Descriptor> Finish();
+  // The stream is gone: the push fails as soon as it reads. Thread-safe.
+  void Abandon();
+
+ private:
+  class Source;
+  void Run(cache::BlobStore* store, oci::Digest digest, int64_t size);
+
+  const size_t max_buffered_;
+  absl::Mutex mu_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> spare_ ABSL_GUARDED_BY(mu_);  // emptied buffers, for Feed
+  size_t front_used_ ABSL_GUARDED_BY(mu_) = 0;  // bytes of queue_.front() already read
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;     // all bytes fed
+  bool abandoned_ ABSL_GUARDED_BY(mu_) = false;  // the stream broke or was taken over
+  bool done_ ABSL_GUARDED_BY(mu_) = false;       // the store answered
+  absl::StatusOr<oci::Descriptor> result_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
 };
 
 }  // namespace ocicache::service

@@ -147,5 +147,97 @@ TEST_F(UploadsTest, OldUploadsExpire) {
   EXPECT_TRUE(absl::IsNotFound((*staging)->Query("old").status()));
 }
 
+// StreamingPush: the store gets the blob while it is fed, through a queue far
+// smaller than the blob; fed buffers come back empty for reuse.
+TEST_F(UploadsTest, StreamingPushStoresWhileFed) {
+  std::string data;
+  for (int i = 0; i < 4000; ++i) data += absl::StrCat("line ", i, " of a blob streamed in pieces\n");
+  oci::Digest d = oci::Digest::Of(data);
+  {
+    StreamingPush push(*store_, d, static_cast<int64_t>(data.size()), /*max_buffered=*/4096);
+    for (size_t at = 0; at < data.size(); at += 1000) {
+      std::string piece = data.substr(at, 1000);
+      EXPECT_TRUE(push.Feed(&piece));
+      EXPECT_TRUE(piece.empty());
+    }
+    auto desc = push.Finish();
+    ASSERT_TRUE(desc.ok()) << desc.status();
+    EXPECT_EQ(desc->digest, d);
+    EXPECT_EQ(desc->size, static_cast<int64_t>(data.size()));
+  }
+  auto size = store_->StatBlob(d);
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(*size, static_cast<int64_t>(data.size()));
+
+  // Unknown digest and size: computed by the store.
+  std::string other = data + "and one more line\n";
+  {
+    StreamingPush push(*store_, oci::Digest(), -1, 4096);
+    for (size_t at = 0; at < other.size(); at += 777) {
+      std::string piece = other.substr(at, 777);
+      EXPECT_TRUE(push.Feed(&piece));
+    }
+    auto desc = push.Finish();
+    ASSERT_TRUE(desc.ok()) << desc.status();
+    EXPECT_EQ(desc->digest, oci::Digest::Of(other));
+  }
+}
+
+TEST_F(UploadsTest, StreamingPushOfWrongBytesStoresNothing) {
+  std::string data(50000, 'w');
+  oci::Digest d = oci::Digest::Of(std::string(50000, 'v'));
+  StreamingPush push(*store_, d, 50000, 4096);
+  for (size_t at = 0; at < data.size(); at += 5000) {
+    std::string piece = data.substr(at, 5000);
+    push.Feed(&piece);
+  }
+  auto desc = push.Finish();
+  EXPECT_TRUE(absl::IsInvalidArgument(desc.status())) << desc.status();
+  EXPECT_TRUE(absl::IsNotFound(store_->StatBlob(d).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->StatBlob(oci::Digest::Of(data)).status()));
+}
+
+// A stream that breaks: the push is abandoned, the store keeps nothing, and the
+// destructor does not hang on a store waiting for bytes.
+TEST_F(UploadsTest, StreamingPushAbandonedStoresNothing) {
+  std::string data(80000, 'a');
+  oci::Digest d = oci::Digest::Of(data);
+  {
+    StreamingPush push(*store_, d, 80000, 4096);
+    std::string piece = data.substr(0, 30000);
+    EXPECT_TRUE(push.Feed(&piece));
+  }
+  EXPECT_TRUE(absl::IsNotFound(store_->StatBlob(d).status()));
+}
+
+// A resume that takes an upload over stops the old stream's push at once
+// (its hook runs), while the old stream itself has not ended.
+TEST_F(UploadsTest, TakeoverAbandonsTheOldStreamsPush) {
+  std::string data(80000, 't');
+  oci::Digest d = oci::Digest::Of(data);
+  auto old = staging_->Begin("up-t", d, 80000, 0);
+  ASSERT_TRUE(old.ok()) << old.status();
+  StreamingPush push(*store_, d, 80000, 4096);
+  (*old)->OnSuperseded([&push] { push.Abandon(); });
+  std::string piece = data.substr(0, 30000);
+  ASSERT_TRUE((*old)->Append(piece).ok());
+  EXPECT_TRUE(push.Feed(&piece));
+
+  auto resumed = staging_->Begin("up-t", d, 80000, 30000);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  auto result = push.Finish();  // returns without more bytes: the push was abandoned
+  EXPECT_TRUE(absl::IsCancelled(result.status())) << result.status();
+  piece = data.substr(30000, 100);
+  EXPECT_FALSE(push.Feed(&piece));
+  EXPECT_TRUE(absl::IsNotFound(store_->StatBlob(d).status()));
+  EXPECT_TRUE(absl::IsAborted((*old)->Append("x")));
+  // A hook set on a stream already taken over never runs.
+  bool ran = false;
+  (*old)->OnSuperseded([&ran] { ran = true; });
+  auto again = staging_->Begin("up-t", d, 80000, 30000);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(ran);
+}
+
 }  // namespace
 }  // namespace ocicache::service
