@@ -731,6 +731,7 @@ void LayoutStore::Quarantine(const std::string& hex, const struct stat& bad,
   moved_to->clear();
   std::string name = absl::StrCat("corrupt-", hex, "-", RandomHex());
   if (::renameat(blobs_fd_, hex.c_str(), tmp_fd_, name.c_str()) != 0) return;
+  Changed();
   struct stat now;
   if (StatAt(tmp_fd_, name.c_str(), &now) &&
       (now.st_ino != bad.st_ino || now.st_dev != bad.st_dev)) {
@@ -949,7 +950,10 @@ absl::StatusOr<int64_t> LayoutStore::TotalSize() {
 
 absl::Status LayoutStore::RemoveBlob(const oci::Digest& digest) {
   if (!digest.valid()) return absl::InvalidArgumentError("blob digest is empty");
-  if (::unlinkat(blobs_fd_, digest.hex().c_str(), 0) == 0) return absl::OkStatus();
+  if (::unlinkat(blobs_fd_, digest.hex().c_str(), 0) == 0) {
+    Changed();
+    return absl::OkStatus();
+  }
   if (errno == ENOENT) {
     return absl::NotFoundError(absl::StrCat("blob ", digest.str(), " not in ", Describe()));
   }
@@ -1017,6 +1021,7 @@ absl::Status LayoutStore::CommitRef(const std::string& tag, const oci::Digest& d
     }
   }
   if (absl::Status s = WriteFileAtomic(refs_fd_, tag, digest.str() + "\n"); !s.ok()) return s;
+  Changed();
   absl::MutexLock l(&mu_);
   pending_.insert(tag);
   return absl::OkStatus();
@@ -1069,12 +1074,36 @@ void LayoutStore::Remember(const std::string& key, const struct stat& ref,
   constexpr size_t kMaxMemo = 8192;
   Memo m;
   m.ref = FileVersion::Of(ref);
+  m.ref_mtime = MtimeOf(ref);
   m.manifest = manifest;
   m.manifest_size = manifest_size;
   m.entry = entry;
   absl::MutexLock l(&memo_mu_);
   if (memo_.size() >= kMaxMemo && memo_.count(key) == 0) memo_.clear();
   memo_[key] = std::move(m);
+}
+
+std::optional<std::pair<LayoutStore::FileVersion, LayoutStore::FileVersion>>
+LayoutStore::QuietDirs(absl::Time now) const {
+  struct stat r, b;
+  if (::fstat(refs_fd_, &r) != 0 || ::fstat(blobs_fd_, &b) != 0) return std::nullopt;
+  auto quiet = [&](const struct stat& st) {
+    return now - absl::TimeFromTimespec(st.st_mtim) >= absl::Seconds(1) &&
+           now - absl::TimeFromTimespec(st.st_ctim) >= absl::Seconds(1);
+  };
+  if (!quiet(r) || !quiet(b)) return std::nullopt;
+  return std::make_pair(FileVersion::Of(r), FileVersion::Of(b));
+}
+
+void LayoutStore::MarkChecked(const std::string& key, const FileVersion& ref, int64_t changes,
+                              const std::pair<FileVersion, FileVersion>& dirs) {
+  absl::MutexLock l(&memo_mu_);
+  auto it = memo_.find(key);
+  if (it == memo_.end() || !(it->second.ref == ref)) return;
+  it->second.trusted = true;
+  it->second.checked_changes = changes;
+  it->second.refs_dir = dirs.first;
+  it->second.blobs_dir = dirs.second;
 }
 
 void LayoutStore::Forget(const std::string& key) {
@@ -1087,13 +1116,32 @@ absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
   auto tag = cache::TagForKey(key);
   if (!tag.ok()) return tag.status();
   const std::string key_str(key);
+  // Both read before any check: a change made during the checks below makes
+  // the memo they mark untrusted.
+  const int64_t changes = changes_.load(std::memory_order_acquire);
+  const absl::Time started = absl::Now();
+  const auto dirs = QuietDirs(started);
   oci::Digest manifest_digest;
   absl::Time ref_mtime;
+  FileVersion ref_version;
   std::optional<cache::Entry> entry;
+  bool trusted = false;
+  if (dirs) {
+    absl::MutexLock l(&memo_mu_);
+    auto it = memo_.find(key_str);
+    if (it != memo_.end() && it->second.trusted && it->second.checked_changes == changes &&
+        it->second.refs_dir == dirs->first && it->second.blobs_dir == dirs->second) {
+      manifest_digest = it->second.manifest;
+      ref_mtime = it->second.ref_mtime;
+      ref_version = it->second.ref;
+      entry = it->second.entry;
+      trusted = true;
+    }
+  }
   struct stat ref_st;
   // A key looked up before, its ref unchanged: the entry is known, only its
   // files' presence is checked below.
-  if (StatAt(refs_fd_, tag->c_str(), &ref_st) && S_ISREG(ref_st.st_mode)) {
+  if (!trusted && StatAt(refs_fd_, tag->c_str(), &ref_st) && S_ISREG(ref_st.st_mode)) {
     int64_t manifest_size = 0;
     {
       absl::MutexLock l(&memo_mu_);
@@ -1141,6 +1189,7 @@ absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
     entry = *std::move(decoded);
     Remember(key_str, ref_st, manifest_digest, static_cast<int64_t>(manifest.size()), *entry);
   }
+  if (!trusted) ref_version = FileVersion::Of(ref_st);
   if (!cache::SatisfiesLookup(*entry, opts)) {
     std::string which;
     for (const auto& [k, v] : opts.require) {
@@ -1153,24 +1202,28 @@ absl::StatusOr<cache::Entry> LayoutStore::Lookup(absl::string_view key,
     return absl::NotFoundError(absl::StrCat("entry for key does not match: annotation ", which,
                                             " differs"));
   }
-  for (const auto& b : entry->blobs) {
-    absl::Status s = BlobPresent(b.digest, b.size);
-    if (absl::IsNotFound(s) || absl::IsDataLoss(s)) {
-      return absl::NotFoundError(absl::StrCat("entry for key is incomplete: ", s.message()));
+  if (!trusted) {
+    for (const auto& b : entry->blobs) {
+      absl::Status s = BlobPresent(b.digest, b.size);
+      if (absl::IsNotFound(s) || absl::IsDataLoss(s)) {
+        return absl::NotFoundError(absl::StrCat("entry for key is incomplete: ", s.message()));
+      }
+      if (!s.ok()) return s;
     }
-    if (!s.ok()) return s;
+    if (dirs) MarkChecked(key_str, ref_version, changes, *dirs);
   }
   // Last use for eviction: the ref's mtime (cheap, no lock; a ref replaced
   // meanwhile is newer anyway). The memo follows the file's new times.
-  if (absl::Now() - ref_mtime >= absl::Seconds(1) &&
+  if (started - ref_mtime >= absl::Seconds(1) &&
       ::utimensat(refs_fd_, tag->c_str(), nullptr, AT_SYMLINK_NOFOLLOW) == 0) {
     struct stat now_st;
     absl::MutexLock l(&memo_mu_);
     auto it = memo_.find(key_str);
-    if (it != memo_.end() && it->second.ref == FileVersion::Of(ref_st) &&
-        StatAt(refs_fd_, tag->c_str(), &now_st) && now_st.st_ino == ref_st.st_ino &&
-        now_st.st_dev == ref_st.st_dev) {
+    if (it != memo_.end() && it->second.ref == ref_version &&
+        StatAt(refs_fd_, tag->c_str(), &now_st) && now_st.st_ino == ref_version.ino &&
+        now_st.st_dev == ref_version.dev) {
       it->second.ref = FileVersion::Of(now_st);
+      it->second.ref_mtime = MtimeOf(now_st);
     }
   }
   absl::Time now = Now();
@@ -1253,6 +1306,7 @@ absl::Status LayoutStore::Delete(absl::string_view key) {
   if (::unlinkat(refs_fd_, tag->c_str(), 0) != 0 && errno != ENOENT) {
     return ErrnoError(errno, absl::StrCat("remove ", Where(kRefsDir), "/", *tag));
   }
+  Changed();
   absl::Status s = LoadIndexLocked();
   if (s.ok()) {
     UpdateTagLocked(*tag);
@@ -1597,6 +1651,7 @@ absl::StatusOr<EvictStats> LayoutStore::Evict() {
       return;
     }
     if (::unlinkat(blobs_fd_, hex.c_str(), 0) != 0) return;
+    Changed();
     ++stats.blobs_removed;
     stats.bytes_removed += it->second.size;
     total -= it->second.size;
@@ -1619,6 +1674,7 @@ absl::StatusOr<EvictStats> LayoutStore::Evict() {
     for (const auto& c : entries) {
       if (total <= target || c.used > young) break;
       if (::unlinkat(refs_fd_, c.tag.c_str(), 0) != 0) continue;
+      Changed();
       ++stats.entries_evicted;
       evicted.push_back(c.tag);
       for (const auto& b : c.blobs) --refcount[b];
@@ -1669,7 +1725,7 @@ absl::StatusOr<GcStats> LayoutStore::Gc(const GcOptions& opts) {
     if (absl::IsNotFound(manifest.status()) || absl::IsDataLoss(manifest.status())) {
       if (absl::IsNotFound(ref.status())) continue;  // deleted meanwhile
       ++stats.broken_refs_removed;
-      if (!opts.dry_run) ::unlinkat(refs_fd_, tag.c_str(), 0);
+      if (!opts.dry_run && ::unlinkat(refs_fd_, tag.c_str(), 0) == 0) Changed();
       continue;
     }
     // Any other error (EIO, EMFILE): stop rather than collect blobs still in use.
@@ -1704,6 +1760,7 @@ absl::StatusOr<GcStats> LayoutStore::Gc(const GcOptions& opts) {
       continue;
     }
     if (!opts.dry_run && ::unlinkat(blobs_fd_, name.c_str(), 0) != 0) continue;
+    if (!opts.dry_run) Changed();
     ++stats.blobs_removed;
     stats.bytes_removed += size;
   }

@@ -91,8 +91,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -334,15 +336,37 @@ class LayoutStore : public cache::Store {
   // instead of reading and decoding the ref and the manifest. Bounded: cleared
   // when full. (A ref edited in place, which only a person would do, at the same
   // size within one file-timestamp tick could go unseen until the next change.)
+  //
+  // Quiet directories skip even those stats: a memo checked (the stats all fine)
+  // while the refs and blobs directories had not changed for a second is
+  // trusted while both directories keep that version (one fstat of each open
+  // directory) and this process changed nothing (changes_). Creating, renaming
+  // or removing a ref or blob file, by any process, changes its directory's
+  // version; the second keeps a later change from sharing a timestamp tick with
+  // the version seen. What no directory shows, a blob truncated in place, is
+  // still caught when the blob is read (ReadBlob checks size and digest).
   struct Memo {
     FileVersion ref;
+    absl::Time ref_mtime;
     oci::Digest manifest;
     int64_t manifest_size = 0;
     cache::Entry entry;
+    bool trusted = false;  // the three fields below are set
+    int64_t checked_changes = 0;
+    FileVersion refs_dir, blobs_dir;
   };
   void Remember(const std::string& key, const struct stat& ref, const oci::Digest& manifest,
                 int64_t manifest_size, const cache::Entry& entry);
+  // The versions of the refs and blobs directories, when both last changed a
+  // second or more before `now`.
+  std::optional<std::pair<FileVersion, FileVersion>> QuietDirs(absl::Time now) const;
+  void MarkChecked(const std::string& key, const FileVersion& ref, int64_t changes,
+                   const std::pair<FileVersion, FileVersion>& dirs);
   void Forget(const std::string& key);
+  // Called after this process changed a ref or removed a blob: memos are
+  // checked again before they are trusted.
+  void Changed() { changes_.fetch_add(1, std::memory_order_acq_rel); }
+  std::atomic<int64_t> changes_{0};
   absl::Mutex memo_mu_;
   std::map<std::string, Memo> memo_ ABSL_GUARDED_BY(memo_mu_);
 

@@ -614,6 +614,54 @@ TEST(LayoutStoreTest, CorruptManifestIsReportedThenHealedByPut) {
   EXPECT_TRUE(absl::IsNotFound(s->RemoveBlob(blob->digest)));
 }
 
+// Once the refs and blobs directories have been quiet for a second, a warm
+// lookup trusts its memo without a stat of each file; a ref or blob another
+// store (another process) adds or removes still shows at once, through the
+// directories. A blob truncated in place shows when it is read.
+TEST(LayoutStoreTest, QuietDirectoriesStillShowOtherProcessesChanges) {
+  std::string dir = NewDir("quiet");
+  auto a = OpenOrDie(dir);
+  auto b = OpenOrDie(dir);
+  ASSERT_TRUE(a && b);
+  auto kb = PutBlob(*a, Pattern(3000, 21));
+  auto jb = PutBlob(*a, Pattern(4000, 22));
+  ASSERT_TRUE(kb.ok() && jb.ok());
+  ASSERT_TRUE(a->Put(MakeEntry("k", *kb, "go1")).ok());
+  ASSERT_TRUE(a->Put(MakeEntry("j", *jb, "go1")).ok());
+  LookupOptions lo;
+  lo.touch = false;
+  absl::SleepFor(absl::Milliseconds(1100));
+  for (int i = 0; i < 2; ++i) {  // checked, then trusted
+    ASSERT_TRUE(a->Lookup("k", lo).ok());
+    ASSERT_TRUE(a->Lookup("j", lo).ok());
+  }
+
+  // Truncated in place (no directory changes): the trusted memo still answers,
+  // which shows the stats were skipped; reading the blob finds it out, moves
+  // it aside (a change), and from then on the entry is a miss.
+  ASSERT_EQ(::truncate(BlobPath(dir, kb->digest).c_str(), 100), 0);
+  ASSERT_TRUE(a->Lookup("k", lo).ok());
+  std::string got;
+  oci::StringSink sink(&got);
+  EXPECT_TRUE(absl::IsDataLoss(a->ReadBlob(kb->digest, 0, sink)));
+  EXPECT_TRUE(absl::IsNotFound(a->Lookup("k", lo).status()));
+
+  // Quiet again; then the other store removes j's blob: a miss at once.
+  absl::SleepFor(absl::Milliseconds(1100));
+  ASSERT_TRUE(a->Lookup("j", lo).ok());
+  ASSERT_TRUE(a->Lookup("j", lo).ok());
+  ASSERT_TRUE(b->RemoveBlob(jb->digest).ok());
+  EXPECT_TRUE(absl::IsNotFound(a->Lookup("j", lo).status()));
+
+  // Quiet again; then the other store deletes the entry: a miss at once.
+  ASSERT_TRUE(PutBlob(*b, Pattern(4000, 22)).ok());
+  absl::SleepFor(absl::Milliseconds(1100));
+  ASSERT_TRUE(a->Lookup("j", lo).ok());
+  ASSERT_TRUE(a->Lookup("j", lo).ok());
+  ASSERT_TRUE(b->Delete("j").ok());
+  EXPECT_TRUE(absl::IsNotFound(a->Lookup("j", lo).status()));
+}
+
 // Warm lookups answer from a memo of decoded entries while the ref file is
 // unchanged; every change another store (another process) makes is still seen.
 TEST(LayoutStoreTest, WarmLookupsSeeChangesFromOtherProcesses) {
