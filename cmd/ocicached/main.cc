@@ -35,6 +35,8 @@ ABSL_FLAG(int, max_message_size, 16 << 20, "largest gRPC message, in bytes");
 ABSL_FLAG(int, max_concurrent_streams, 100, "HTTP/2 streams per connection");
 ABSL_FLAG(int, max_threads, 64, "threads serving calls (calls beyond get RESOURCE_EXHAUSTED)");
 ABSL_FLAG(int64_t, max_blob_size, int64_t{64} << 30, "largest blob accepted, in bytes");
+ABSL_FLAG(int, batch_parallelism, 16,
+          "keys of one BatchLookup (or blobs of one Blobs.Stat) looked up at once (1-256)");
 ABSL_FLAG(absl::Duration, health_interval, absl::Seconds(5), "how often the backend is probed");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "after SIGTERM/SIGINT, how long calls in flight may take");
@@ -152,6 +154,12 @@ int main(int argc, char** argv) {
   o.server.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   o.server.max_threads = absl::GetFlag(FLAGS_max_threads);
   o.server.service.max_blob_bytes = absl::GetFlag(FLAGS_max_blob_size);
+  o.server.service.batch_parallelism = absl::GetFlag(FLAGS_batch_parallelism);
+  if (o.server.service.batch_parallelism < 1 || o.server.service.batch_parallelism > 256) {
+    std::cerr << "ocicached: --batch_parallelism takes 1 to 256, not "
+              << o.server.service.batch_parallelism << "\n";
+    return 2;
+  }
   o.server.health_interval = absl::GetFlag(FLAGS_health_interval);
   o.port_file = absl::GetFlag(FLAGS_port_file);
   o.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);

@@ -34,6 +34,8 @@ expect_rc help-mentions-server 0 oc --help && expect_contains help-server-flag "
 "$OCICACHED_BIN" --help >"$WORK/daemon-help" 2>&1
 expect_contains daemon-help "$(cat "$WORK/daemon-help")" "--listen"
 expect_rc daemon-bad-arg 2 "$OCICACHED_BIN" stray-argument
+expect_rc daemon-bad-batch-parallelism 2 "$OCICACHED_BIN" --dir "$WORK/bp" --batch_parallelism=0 \
+  && expect_contains daemon-bad-batch-parallelism-says "$ERR" "--batch_parallelism takes 1 to 256"
 
 # --- the CLI through --server: same exit codes and output as direct -----------
 head -c 300000 /dev/urandom >"$WORK/blob1"
