@@ -126,7 +126,8 @@ Security SecurityOf(const DialOptions& opts) {
   return opts.cert_pem.empty() ? Security::kTls : Security::kMutualTls;
 }
 
-absl::Status FromServer(const grpc::Status& s, absl::string_view target, Security security) {
+absl::Status FromServer(const grpc::Status& s, absl::string_view target, Security security,
+                        bool server_spoke) {
   absl::Status out = service::FromGrpc(s);
   // Errors made by gRPC itself (no connection, deadline) do not say where.
   if ((out.code() == absl::StatusCode::kUnavailable ||
@@ -138,8 +139,9 @@ absl::Status FromServer(const grpc::Status& s, absl::string_view target, Securit
       return absl::FailedPreconditionError(absl::StrCat("ocicached ", target, ": ", tls));
     }
     // A server that drops the connection right after (or instead of) the
-    // handshake: gRPC only says "Socket closed".
-    if (absl::StrContains(out.message(), "Socket closed")) {
+    // handshake: gRPC only says "Socket closed". (So does a connection that
+    // breaks later, in the middle of a stream.)
+    if (!server_spoke && absl::StrContains(out.message(), "Socket closed")) {
       switch (security) {
         case Security::kPlaintext:
           return absl::FailedPreconditionError(absl::StrCat(
@@ -241,8 +243,8 @@ void GrpcStore::Prepare(grpc::ClientContext* ctx, bool deadline) const {
   if (!opts_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + opts_.token);
 }
 
-absl::Status GrpcStore::Convert(const grpc::Status& s) const {
-  return FromServer(s, target_, opts_.security);
+absl::Status GrpcStore::Convert(const grpc::Status& s, bool server_spoke) const {
+  return FromServer(s, target_, opts_.security, server_spoke);
 }
 
 absl::StatusOr<int64_t> GrpcStore::StatBlob(const oci::Digest& digest) {
@@ -293,7 +295,7 @@ absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci:
     grpc::Status rpc = reader->Finish();
     if (!sink_status.ok()) return sink_status;
     if (rpc.ok()) return verify.Check(digest, target_);
-    last = Convert(rpc);
+    last = Convert(rpc, /*server_spoke=*/progressed);
     // Only a broken connection is worth another stream (gRPC itself retries
     // one that broke before the first chunk).
     if (!progressed || rpc.error_code() != grpc::StatusCode::UNAVAILABLE ||
@@ -524,6 +526,9 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteOnce(const oci::Digest& expected
   std::string buf(opts_.chunk_bytes, '\0');
   bool first = true;
   absl::Status source_status;
+  // Bytes the transport took: past HTTP/2's initial 64 KiB window only once
+  // the server granted more, so the server spoke HTTP/2.
+  int64_t sent = 0;
   for (;;) {
     // Fill a whole chunk (sources such as pipes return less at a time).
     size_t n = 0;
@@ -555,6 +560,7 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteOnce(const oci::Digest& expected
     // or the connection broke.
     if (!writer->Write(msg)) break;
     *progressed = true;
+    sent += static_cast<int64_t>(n);
     offset += static_cast<int64_t>(n);
     if (last) break;
   }
@@ -564,7 +570,7 @@ absl::StatusOr<oci::Descriptor> GrpcStore::WriteOnce(const oci::Digest& expected
     *source_failed = true;
     return source_status;
   }
-  if (absl::Status s = Convert(*rpc); !s.ok()) return s;
+  if (absl::Status s = Convert(*rpc, /*server_spoke=*/sent > 65535); !s.ok()) return s;
   if (!resp.complete()) {
     // A resumable upload the server kept but did not finish: treat as a break.
     *rpc = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the upload stream ended early");

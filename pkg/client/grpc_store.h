@@ -129,7 +129,7 @@ class GrpcStore : public cache::Store {
  private:
   // Adds the token, and with a deadline the unary timeout.
   void Prepare(grpc::ClientContext* ctx, bool deadline) const;
-  absl::Status Convert(const grpc::Status& s) const;
+  absl::Status Convert(const grpc::Status& s, bool server_spoke = false) const;
   class Replay;
   // One Write stream from `offset`; upload_id empty: not resumable.
   absl::StatusOr<oci::Descriptor> WriteOnce(const oci::Digest& expected, int64_t size,
@@ -169,9 +169,12 @@ class GrpcAdmin : public admin::Admin {
 // A client status for `s` from the server at `target` (service::FromGrpc, with
 // the target named when the server could not be reached, and TLS handshake
 // failures said plainly: an untrusted server certificate, a missing or refused
-// client certificate, plaintext against a TLS port).
+// client certificate, plaintext against a TLS port). `server_spoke`: the call
+// already got past the handshake (the server sent data or granted flow-control
+// window), so a connection closed now is a break (UNAVAILABLE), never a TLS
+// mismatch.
 absl::Status FromServer(const grpc::Status& s, absl::string_view target,
-                        Security security = Security::kPlaintext);
+                        Security security = Security::kPlaintext, bool server_spoke = false);
 
 }  // namespace ocicache::client
 
