@@ -299,6 +299,7 @@ absl::Status BlobsService::WriteResumable(grpc::ServerReader<v1::WriteRequest>* 
   std::unique_ptr<StreamingPush> push;
   if (b_.options.push_while_staging && b_.local == nullptr && u.state().committed == 0) {
     push = std::make_unique<StreamingPush>(*b_.store, digest, first.size());
+    u.StageDirect();  // the staged copy is the fallback now: keep it out of the page cache
     // A resume that takes the upload over stops this push at once, so the store
     // does not hold a half-written blob until this stream is seen to end.
     StreamingPush* p = push.get();

@@ -78,6 +78,14 @@ class UploadStaging {
     // than when the old stream is seen to end, which under load can take
     // seconds. Set it to nullptr before what `fn` refers to goes away.
     void OnSuperseded(std::function<void()> fn);
+    // From here on stage with O_DIRECT where the file system allows it: for an
+    // upload whose staged copy is only the fallback of a StreamingPush, so its
+    // bytes do not also pass through the page cache (copying them there was a
+    // third of the server's CPU for a 1 GiB upload). Bytes wait in a 1 MiB
+    // aligned buffer until it is full; the rest reaches the file when the
+    // stream ends or before Commit. Only at offset 0; otherwise a no-op.
+    void StageDirect();
+    bool staging_direct() const { return direct_fd_ >= 0; }
 
    private:
     friend class UploadStaging;
@@ -91,6 +99,8 @@ class UploadStaging {
         : staging_(staging), id_(std::move(id)), stem_(std::move(stem)), state_(state), fd_(fd),
           claim_(std::move(claim)) {}
     absl::Status Superseded() const;
+    absl::Status WriteLocked(absl::string_view data);  // appends at file_size_
+    absl::Status FlushLocked();                        // the direct buffer, with fd_
     absl::Status MarkCompleteLocked(const oci::Digest& digest, int64_t size);
     void DiscardLocked();
     UploadStaging* staging_;
@@ -99,6 +109,12 @@ class UploadStaging {
     UploadState state_;
     int fd_;  // the .part file, -1 once complete or discarded
     std::shared_ptr<Claim> claim_;
+    // StageDirect: the file opened with O_DIRECT, and the aligned buffer of
+    // bytes received (counted in state_.committed) but not yet in the file.
+    int direct_fd_ = -1;
+    char* direct_buf_ = nullptr;
+    size_t direct_len_ = 0;
+    int64_t file_size_ = 0;  // bytes in the .part file
   };
 
   static absl::StatusOr<std::unique_ptr<UploadStaging>> Open(std::string dir, Options opts);

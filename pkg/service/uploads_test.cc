@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "pkg/layout/layout_store.h"
+#include "pkg/oci/stream.h"
 
 namespace ocicache::service {
 namespace {
@@ -145,6 +146,90 @@ TEST_F(UploadsTest, OldUploadsExpire) {
   }
   (*staging)->Expire();
   EXPECT_TRUE(absl::IsNotFound((*staging)->Query("old").status()));
+}
+
+// StageDirect: bytes wait in an aligned buffer and whole blocks bypass the
+// page cache; a stream that pauses still leaves every byte it received staged,
+// and one taken over leaves its buffered bytes to the new stream.
+TEST_F(UploadsTest, DirectStagingKeepsEveryByte) {
+  std::string data;
+  for (int i = 0; data.size() < (5u << 20) + 12345; ++i) data += absl::StrCat("block ", i, ";");
+  data.resize((5u << 20) + 12345);
+  const int64_t n = static_cast<int64_t>(data.size());
+  oci::Digest d = oci::Digest::Of(data);
+  size_t at = 0;
+  {
+    auto up = staging_->Begin("direct", d, n, 0);
+    ASSERT_TRUE(up.ok()) << up.status();
+    (*up)->StageDirect();
+    ASSERT_TRUE((*up)->staging_direct()) << "O_DIRECT refused in " << staging_->dir();
+    for (size_t piece : {size_t{700000}, size_t{1} << 20, size_t{999}, size_t{1500000}}) {
+      ASSERT_TRUE((*up)->Append(absl::string_view(data).substr(at, piece)).ok());
+      at += piece;
+    }
+  }  // paused: buffered bytes are written out
+  auto q = staging_->Query("direct");
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->committed, static_cast<int64_t>(at));
+
+  // A new stream (direct again from its offset is not allowed: only at 0) that
+  // is taken over while it holds buffered bytes: they are not written.
+  {
+    auto second = staging_->Begin("direct", d, n, q->committed);
+    ASSERT_TRUE(second.ok()) << second.status();
+    (*second)->StageDirect();
+    EXPECT_FALSE((*second)->staging_direct());
+    ASSERT_TRUE((*second)->Append(absl::string_view(data).substr(at, 1000000)).ok());
+    at += 1000000;
+    auto third = staging_->Begin("direct", d, n, static_cast<int64_t>(at));
+    ASSERT_TRUE(third.ok()) << third.status();
+    ASSERT_TRUE((*third)->Append(absl::string_view(data).substr(at)).ok());
+    auto desc = (*third)->Commit(*store_);
+    ASSERT_TRUE(desc.ok()) << desc.status();
+    EXPECT_EQ(desc->digest, d);
+  }
+  std::string back;
+  oci::StringSink sink(&back);
+  ASSERT_TRUE(store_->ReadBlob(d, 0, sink).ok());
+  EXPECT_TRUE(back == data);
+
+  // Taken over while it holds buffered bytes: the new stream starts where the
+  // file ends, and the old stream's buffer is never written after it.
+  {
+    std::string blob = data.substr(0, (2u << 20) + 5);
+    oci::Digest bd = oci::Digest::Of(blob);
+    const int64_t bn = static_cast<int64_t>(blob.size());
+    auto old = staging_->Begin("direct-3", bd, bn, 0);
+    ASSERT_TRUE(old.ok()) << old.status();
+    (*old)->StageDirect();
+    ASSERT_TRUE((*old)->staging_direct());
+    ASSERT_TRUE((*old)->Append(absl::string_view(blob).substr(0, 1500000)).ok());
+    auto mid = staging_->Query("direct-3");
+    ASSERT_TRUE(mid.ok()) << mid.status();
+    EXPECT_EQ(mid->committed, int64_t{1} << 20);  // one whole block in the file
+    auto resumed = staging_->Begin("direct-3", bd, bn, mid->committed);
+    ASSERT_TRUE(resumed.ok()) << resumed.status();
+    old->reset();  // the old stream ends after the takeover
+    auto after = staging_->Query("direct-3");
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_EQ(after->committed, int64_t{1} << 20);
+    ASSERT_TRUE((*resumed)->Append(absl::string_view(blob).substr(1u << 20)).ok());
+    auto bdesc = (*resumed)->Commit(*store_);
+    ASSERT_TRUE(bdesc.ok()) << bdesc.status();
+    EXPECT_EQ(bdesc->digest, bd);
+  }
+
+  // Direct from the first byte to Commit, the last bytes still buffered.
+  std::string other = data.substr(0, (3u << 20) + 77);
+  oci::Digest od = oci::Digest::Of(other);
+  auto up = staging_->Begin("direct-2", od, static_cast<int64_t>(other.size()), 0);
+  ASSERT_TRUE(up.ok()) << up.status();
+  (*up)->StageDirect();
+  ASSERT_TRUE((*up)->staging_direct());
+  ASSERT_TRUE((*up)->Append(other).ok());
+  auto desc = (*up)->Commit(*store_);
+  ASSERT_TRUE(desc.ok()) << desc.status();
+  EXPECT_EQ(desc->digest, od);
 }
 
 // StreamingPush: the store gets the blob while it is fed, through a queue far
