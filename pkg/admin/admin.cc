@@ -55,8 +55,11 @@ absl::StatusOr<GcResult> LocalAdmin::CollectGarbage(const GcRequest& req,
   }
   auto all = ListAll(store_);
   if (!all.ok()) return all.status();
+  // Most recently used first; entries used in the same second in key order, so
+  // every store (and the CLI through a server) picks the same ones.
   std::sort(all->begin(), all->end(), [](const cache::EntryInfo& x, const cache::EntryInfo& y) {
-    return x.last_used > y.last_used;
+    if (x.last_used != y.last_used) return x.last_used > y.last_used;
+    return x.key < y.key;
   });
   absl::Time cutoff = absl::Now() - req.older_than.value_or(absl::ZeroDuration());
   std::vector<const cache::EntryInfo*> victims;

@@ -147,6 +147,13 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   // Clients ping every minute while calls are open (client::Dial); allow it.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(s->opts_.keepalive)));
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(s->opts_.keepalive_timeout)));
+  // Pings are sent on connections that are idle of data too.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   grpc::ResourceQuota quota("ocicached");
   quota.SetMaxThreads(s->opts_.max_threads);
   // A fixed 4 MiB receive window per stream. With gRPC's default BDP probing

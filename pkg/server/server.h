@@ -48,6 +48,12 @@ struct ServerOptions {
   // Threads serving calls (each call in flight holds one).
   int max_threads = 64;
   absl::Duration health_interval = absl::Seconds(5);
+  // The server sends a keepalive ping on each connection this often and drops
+  // one whose ping gets no answer within keepalive_timeout: a call whose
+  // client vanished (or whose connection reset went unseen) ends, and frees
+  // its thread and any upload it held open.
+  absl::Duration keepalive = absl::Seconds(60);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
   // Where resumable uploads are staged; empty: no resumable uploads.
   std::string upload_dir;
   service::ServiceOptions service;
