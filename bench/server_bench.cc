@@ -946,14 +946,17 @@ void LargeBlob(int64_t size, int rounds, const std::string& ocicached, const std
                cs = median(curl_sha_pull), orr = median(our_pull);
   // The ratio is the median of the rounds' ratios: each pairs two transfers
   // made one after the other, so it is less moved by the VM's drift.
-  auto ratio = [&](const std::vector<double>& base, const std::vector<double>& ours) {
+  auto per_round = [](const std::vector<double>& base, const std::vector<double>& ours) {
     std::vector<double> r;
     for (size_t i = 0; i < ours.size(); ++i) r.push_back(base[i] / ours[i]);
-    return Ratio(median(r));
+    return r;
   };
-  auto each = [](const std::vector<double>& base, const std::vector<double>& ours) {
+  auto ratio = [&](const std::vector<double>& base, const std::vector<double>& ours) {
+    return Ratio(median(per_round(base, ours)));
+  };
+  auto each = [&](const std::vector<double>& base, const std::vector<double>& ours) {
     std::string out = "ratio per round:";
-    for (size_t i = 0; i < ours.size(); ++i) absl::StrAppend(&out, absl::StrFormat(" %.2f", base[i] / ours[i]));
+    for (double r : per_round(base, ours)) absl::StrAppend(&out, absl::StrFormat(" %.2f", r));
     return out;
   };
   rows.push_back({absl::StrFormat("Blobs.Write %d MiB, to registry (median)", size >> 20),

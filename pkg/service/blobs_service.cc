@@ -296,23 +296,26 @@ absl::Status BlobsService::WriteResumable(grpc::ServerReader<v1::WriteRequest>* 
   // A new upload to a registry-only server is pushed while it arrives; a
   // resumed one (its earlier bytes are only in the staged file) is stored from
   // the file at the end (ServiceOptions::push_while_staging).
-  std::unique_ptr<StreamingPush> push;
+  // The push, hooked to the upload so that a resume taking it over stops the
+  // push at once (the store then does not hold a half-written blob until this
+  // stream is seen to end); unhooked before the push goes away.
+  struct HookedPush {
+    UploadStaging::Upload& u;
+    std::unique_ptr<StreamingPush> push;
+    void Reset() {
+      if (push == nullptr) return;
+      u.OnSuperseded(nullptr);
+      push.reset();
+    }
+    ~HookedPush() { Reset(); }
+  } hooked{u, nullptr};
   if (b_.options.push_while_staging && b_.local == nullptr && u.state().committed == 0) {
-    push = std::make_unique<StreamingPush>(*b_.store, digest, first.size());
+    hooked.push = std::make_unique<StreamingPush>(*b_.store, digest, first.size());
     u.StageDirect();  // the staged copy is the fallback now: keep it out of the page cache
-    // A resume that takes the upload over stops this push at once, so the store
-    // does not hold a half-written blob until this stream is seen to end.
-    StreamingPush* p = push.get();
+    StreamingPush* p = hooked.push.get();
     u.OnSuperseded([p] { p->Abandon(); });
   }
-  // Runs before `push` is destroyed (declared after it).
-  struct Unhook {
-    UploadStaging::Upload& u;
-    bool hooked;
-    ~Unhook() {
-      if (hooked) u.OnSuperseded(nullptr);
-    }
-  } unhook{u, push != nullptr};
+  StreamingPush* const push = hooked.push.get();
   v1::WriteRequest msg = first;
   for (;;) {
     if (msg.write_offset() != u.state().committed) {
@@ -334,13 +337,9 @@ absl::Status BlobsService::WriteResumable(grpc::ServerReader<v1::WriteRequest>* 
     if (!reader->Read(&msg)) return respond();  // paused: the bytes stay staged
   }
   // Finished short of the declared size: Commit says so (and keeps the upload).
-  if (first.size() >= 0 && u.state().committed != first.size() && push != nullptr) {
-    unhook.hooked = false;
-    u.OnSuperseded(nullptr);
-    push.reset();
-  }
-  if (push != nullptr) {
-    auto d = push->Finish();
+  if (first.size() >= 0 && u.state().committed != first.size()) hooked.Reset();
+  if (hooked.push != nullptr) {
+    auto d = hooked.push->Finish();
     if (d.ok()) {
       if (absl::Status s = u.MarkComplete(d->digest, d->size); !s.ok()) return s;
       return respond();

@@ -83,6 +83,13 @@ absl::Status UploadStaging::Upload::WriteLocked(absl::string_view data) {
   return absl::OkStatus();
 }
 
+absl::Status UploadStaging::Upload::AppendPlainLocked(absl::string_view data) {
+  file_size_ = state_.committed;  // no bytes wait in a buffer on this path
+  absl::Status s = WriteLocked(data);
+  state_.committed = file_size_;
+  return s;
+}
+
 absl::Status UploadStaging::Upload::FlushLocked() {
   if (direct_len_ == 0) return absl::OkStatus();
   absl::Status s = WriteLocked(absl::string_view(direct_buf_, direct_len_));
@@ -104,12 +111,7 @@ absl::Status UploadStaging::Upload::Append(absl::string_view data) {
     return absl::InvalidArgumentError(absl::StrCat("upload ", id_, ": more than the declared ",
                                                    state_.size, " bytes; upload discarded"));
   }
-  if (direct_fd_ < 0) {
-    file_size_ = state_.committed;
-    absl::Status s = WriteLocked(data);
-    state_.committed = file_size_;
-    return s;
-  }
+  if (direct_fd_ < 0) return AppendPlainLocked(data);
   while (!data.empty()) {
     size_t take = std::min(kDirectBuffer - direct_len_, data.size());
     std::memcpy(direct_buf_ + direct_len_, data.data(), take);
@@ -136,10 +138,7 @@ absl::Status UploadStaging::Upload::Append(absl::string_view data) {
       if (::ftruncate(fd_, file_size_) != 0) return Errno(absl::StrCat("truncate upload ", id_));
     }
     if (absl::Status s = FlushLocked(); !s.ok()) return s;
-    file_size_ = state_.committed;  // what follows is written as before
-    if (absl::Status s = WriteLocked(data); !s.ok()) return s;
-    state_.committed = file_size_;
-    return absl::OkStatus();
+    return AppendPlainLocked(data);  // what follows is written as before
   }
   return absl::OkStatus();
 }

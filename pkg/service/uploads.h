@@ -100,6 +100,7 @@ class UploadStaging {
           claim_(std::move(claim)) {}
     absl::Status Superseded() const;
     absl::Status WriteLocked(absl::string_view data);  // appends at file_size_
+    absl::Status AppendPlainLocked(absl::string_view data);  // through the page cache
     absl::Status FlushLocked();                        // the direct buffer, with fd_
     absl::Status MarkCompleteLocked(const oci::Digest& digest, int64_t size);
     void DiscardLocked();
