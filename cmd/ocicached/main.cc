@@ -37,6 +37,11 @@ ABSL_FLAG(int, max_threads, 64, "threads serving calls (calls beyond get RESOURC
 ABSL_FLAG(int64_t, max_blob_size, int64_t{64} << 30, "largest blob accepted, in bytes");
 ABSL_FLAG(int, batch_parallelism, 16,
           "keys of one BatchLookup (or blobs of one Blobs.Stat) looked up at once (1-256)");
+ABSL_FLAG(absl::Duration, registry_timeout, absl::Seconds(30),
+          "the longest a call that moves no blob stream (lookup, put, stat, GetActionResult) "
+          "waits on the registry; past it the registry counts as unavailable (a lookup misses). "
+          "Every call also stops waiting when its caller cancels or its deadline passes, and "
+          "when the registry fails a health probe. 0: no cap");
 ABSL_FLAG(absl::Duration, health_interval, absl::Seconds(5), "how often the backend is probed");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "after SIGTERM/SIGINT, how long calls in flight may take");
@@ -155,6 +160,11 @@ int main(int argc, char** argv) {
   o.server.max_threads = absl::GetFlag(FLAGS_max_threads);
   o.server.service.max_blob_bytes = absl::GetFlag(FLAGS_max_blob_size);
   o.server.service.batch_parallelism = absl::GetFlag(FLAGS_batch_parallelism);
+  o.server.service.backend_timeout = absl::GetFlag(FLAGS_registry_timeout);
+  if (o.server.service.backend_timeout < absl::ZeroDuration()) {
+    std::cerr << "ocicached: --registry_timeout must not be negative\n";
+    return 2;
+  }
   if (o.server.service.batch_parallelism < 1 || o.server.service.batch_parallelism > 256) {
     std::cerr << "ocicached: --batch_parallelism takes 1 to 256, not "
               << o.server.service.batch_parallelism << "\n";

@@ -4,24 +4,21 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "pkg/oci/pipe.h"
 #include "pkg/registry/client.h"
 
 namespace ocicache::cache {
-
-bool IsOutage(const absl::Status& s) {
-  // Temporary failures (connection refused, timeouts, 5xx and 429 after retries)
-  // are outages; a rejected certificate, bad credentials or a refused request
-  // are configuration errors that must not be hidden behind the local tier.
-  return registry::IsTemporary(s);
-}
 
 TieredStore::TieredStore(std::unique_ptr<Store> local, std::unique_ptr<Store> remote,
                          TieredStoreOptions opts)
     : local_(std::move(local)), remote_(std::move(remote)), opts_(std::move(opts)) {
   if (!opts_.warn) {
     opts_.warn = [](absl::string_view msg) { std::cerr << "ocicache: warning: " << msg << "\n"; };
+  }
+  breaker_ = opts_.breaker;
+  if (breaker_ == nullptr) {
+    breaker_ = std::make_shared<Breaker>(remote_->Describe(),
+                                         BreakerOptions{opts_.retry_after, opts_.warn});
   }
 }
 
@@ -31,25 +28,9 @@ std::string TieredStore::Describe() const {
 
 bool TieredStore::degraded() { return !RemoteUsable(); }
 
-bool TieredStore::RemoteUsable() {
-  absl::MutexLock l(&mu_);
-  return absl::Now() >= down_until_;
-}
+bool TieredStore::RemoteUsable() { return breaker_->Usable(); }
 
-bool TieredStore::NoteRemote(const absl::Status& s) {
-  if (!IsOutage(s)) return false;
-  bool first;
-  {
-    absl::MutexLock l(&mu_);
-    first = absl::Now() >= down_until_;
-    down_until_ = absl::Now() + opts_.retry_after;
-  }
-  if (first) {
-    opts_.warn(absl::StrCat(remote_->Describe(), " is unavailable, using the local tier only: ",
-                            s.message()));
-  }
-  return true;
-}
+bool TieredStore::NoteRemote(const absl::Status& s) { return breaker_->Note(s); }
 
 absl::Status TieredStore::FillBlob(const oci::Digest& digest, int64_t size) {
   return oci::Transfer(

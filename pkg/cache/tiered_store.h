@@ -2,9 +2,10 @@
 // registry). Reads try local first; a remote hit fills the local tier. Writes go
 // to both. When the remote is unavailable (connection refused, 5xx after retries)
 // the store degrades to local-only: lookups that would have gone remote are
-// misses, writes stay local, and a warning is reported once per outage. The
-// remote is tried again after `retry_after`. StatBlob answers for both tiers,
-// so Put first fills the local tier with blobs only the remote has.
+// misses, writes stay local, and a warning is reported once per outage. Whether
+// the remote is down is a Breaker's call (breaker.h), which a health prober may
+// share. StatBlob answers for both tiers, so Put first fills the local tier with
+// blobs only the remote has.
 #ifndef OCICACHE_PKG_CACHE_TIERED_STORE_H_
 #define OCICACHE_PKG_CACHE_TIERED_STORE_H_
 
@@ -12,13 +13,16 @@
 #include <memory>
 #include <string>
 
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "pkg/cache/breaker.h"
 #include "pkg/cache/store.h"
 
 namespace ocicache::cache {
 
 struct TieredStoreOptions {
+  // Whether the remote is reachable, shared with whoever else watches it; null:
+  // the store makes its own from retry_after and warn.
+  std::shared_ptr<Breaker> breaker;
   // After an outage, how long to answer from the local tier only.
   absl::Duration retry_after = absl::Seconds(30);
   // Where warnings go; default: one line on stderr.
@@ -61,13 +65,8 @@ class TieredStore : public Store {
   std::unique_ptr<Store> local_;
   std::unique_ptr<Store> remote_;
   TieredStoreOptions opts_;
-  absl::Mutex mu_;
-  absl::Time down_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::shared_ptr<Breaker> breaker_;
 };
-
-// Whether a status means "the backend is not reachable now" (as opposed to a
-// miss, a bad request or a configuration error such as an untrusted certificate).
-bool IsOutage(const absl::Status& s);
 
 }  // namespace ocicache::cache
 

@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "pkg/cache/format.h"
+#include "pkg/cache/guarded_store.h"
 #include "pkg/cache/tiered_store.h"
 #include "pkg/client/grpc_store.h"
 #include "pkg/registry/client.h"
@@ -69,6 +70,13 @@ registry::ClientOptions RegistryClientOptions(const StoreConfig& config) {
 
 absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
                                     layout::LayoutStore::Options local_opts) {
+  OpenOptions open;
+  open.local = std::move(local_opts);
+  return OpenStores(config, std::move(open));
+}
+
+absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open) {
+  layout::LayoutStore::Options& local_opts = open.local;
   if (!config.server.empty()) {
     StoreSet set;
     auto endpoint = client::ResolveServer(
@@ -124,10 +132,19 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
   }
   set.local = local.get();
   set.remote = remote.get();
+  if (remote) {
+    set.breaker = open.breaker != nullptr
+                      ? open.breaker
+                      : std::make_shared<cache::Breaker>(remote->Describe());
+  }
   if (local && remote) {
-    set.store = std::make_unique<cache::TieredStore>(std::move(local), std::move(remote));
+    cache::TieredStoreOptions topts;
+    topts.breaker = set.breaker;
+    set.store = std::make_unique<cache::TieredStore>(std::move(local), std::move(remote), topts);
   } else if (local) {
     set.store = std::move(local);
+  } else if (open.guard_registry_only) {
+    set.store = std::make_unique<cache::GuardedStore>(std::move(remote), set.breaker);
   } else {
     set.store = std::move(remote);
   }

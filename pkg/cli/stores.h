@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "pkg/admin/admin.h"
+#include "pkg/cache/breaker.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store.h"
 #include "pkg/layout/layout_store.h"
@@ -51,6 +52,9 @@ struct StoreSet {
   layout::LayoutStore* local = nullptr;    // owned by store; null with a server
   cache::RegistryStore* remote = nullptr;  // owned by store; null with a server
   std::shared_ptr<cache::ClientPool> pool; // registry clients by host, if a repo is set
+  // Whether the registry can be reached now, if a repo is set: the tiered (or
+  // guarded) store consults it; a health prober may feed it.
+  std::shared_ptr<cache::Breaker> breaker;
   // gc and sync: on these stores, or run by the server. Declared after `store`,
   // which it refers to, so it is destroyed first.
   std::unique_ptr<admin::Admin> admin;
@@ -59,10 +63,22 @@ struct StoreSet {
 // The registry client settings `config` gives (TLS, CA, credentials).
 registry::ClientOptions RegistryClientOptions(const StoreConfig& config);
 
+// How OpenStores builds the set, beyond what StoreConfig says.
+struct OpenOptions {
+  // Tunes the layout store (its fetcher is set here when a registry is configured).
+  layout::LayoutStore::Options local;
+  // The registry's breaker, shared with other sets over the same registry (a
+  // server's REAPI instances); null: a new one.
+  std::shared_ptr<cache::Breaker> breaker;
+  // A registry without a local tier is put behind the breaker (cache::GuardedStore):
+  // while it is open, lookups miss and other calls fail at once. For servers,
+  // whose prober feeds the breaker; a CLI call should see the registry's own error.
+  bool guard_registry_only = false;
+};
+
 // Opens what `config` names: with config.server, a client of that ocicached
 // (client::GrpcStore, client::GrpcAdmin); else the directory and/or registry.
-// `local_opts` tunes the layout store (its fetcher is set here when a registry
-// is configured).
+absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open);
 absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
                                     layout::LayoutStore::Options local_opts = {});
 

@@ -366,7 +366,7 @@ grpc::Status CasService::BatchReadBlobs(grpc::ServerContext* ctx,
 
 grpc::Status CasService::GetTree(grpc::ServerContext* ctx, const v2::GetTreeRequest* req,
                                  grpc::ServerWriter<v2::GetTreeResponse>* writer) {
-  Call call(*b_.base, ctx, "CAS/GetTree", Access::kRead);
+  Call call(*b_.base, ctx, "CAS/GetTree", Access::kRead, service::Span::kLong);
   if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(req->root_digest().hash());
   auto root = FromProto(req->root_digest(), "root_digest");
@@ -413,7 +413,7 @@ grpc::Status CasService::GetTree(grpc::ServerContext* ctx, const v2::GetTreeRequ
 
 grpc::Status ByteStreamService::Read(grpc::ServerContext* ctx, const bs::ReadRequest* req,
                                      grpc::ServerWriter<bs::ReadResponse>* writer) {
-  Call call(*b_.base, ctx, "ByteStream/Read", Access::kRead);
+  Call call(*b_.base, ctx, "ByteStream/Read", Access::kRead, service::Span::kLong);
   if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(req->resource_name());
   auto r = ParseReadResource(req->resource_name());
@@ -434,7 +434,7 @@ grpc::Status ByteStreamService::Read(grpc::ServerContext* ctx, const bs::ReadReq
 grpc::Status ByteStreamService::Write(grpc::ServerContext* ctx,
                                       grpc::ServerReader<bs::WriteRequest>* reader,
                                       bs::WriteResponse* resp) {
-  Call call(*b_.base, ctx, "ByteStream/Write", Access::kWrite);
+  Call call(*b_.base, ctx, "ByteStream/Write", Access::kWrite, service::Span::kLong);
   if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   bs::WriteRequest first;
   if (!reader->Read(&first)) return call.Done(absl::InvalidArgumentError("an empty write stream"));

@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
+#include "pkg/base/call_scope.h"
 #include "pkg/registry/auth.h"
 #include "pkg/registry/errors.h"
 #include "pkg/registry/retry.h"
@@ -229,6 +230,17 @@ class BlobReceiver : public oci::ByteSink {
   std::unique_ptr<oci::PipelinedSha256> sha_;  // over [0, sha_->size())
 };
 
+// Waits `delay` before a retry, unless the call this works for
+// (base::CallScope) would be over by then or is already: then false, at once.
+bool SleepBeforeRetry(absl::Duration delay) {
+  const base::CallScope* scope = base::CallScope::Current();
+  if (scope != nullptr && (absl::Now() + delay >= scope->end() || !scope->Check().ok())) {
+    return false;
+  }
+  absl::SleepFor(delay);
+  return true;
+}
+
 }  // namespace
 
 struct Client::Impl {
@@ -408,9 +420,10 @@ absl::StatusOr<HttpResponse> Client::Impl::Send(absl::string_view op, HttpReques
     const bool temporary =
         r.ok() ? internal::IsRetryableHttpStatus(r->status) : IsTemporary(r.status());
     if (so.retry && temporary && attempt < max_attempts) {
-      absl::SleepFor(RetryDelay(attempt, r));
-      ++attempt;
-      continue;
+      if (SleepBeforeRetry(RetryDelay(attempt, r))) {
+        ++attempt;
+        continue;
+      }
     }
     const std::string after =
         attempt > 1 ? absl::StrCat(" (after ", attempt, " attempts)") : std::string();
@@ -848,8 +861,10 @@ absl::StatusOr<oci::Descriptor> Client::PutBlob(absl::string_view repo,
     if (d.ok() || !started || !IsTemporary(d.status()) || attempt >= max_attempts) return d;
     // Start a new session from the first byte, if the source allows.
     if (!source.Rewind().ok()) return d;
-    absl::SleepFor(internal::FullJitterBackoff(impl_->opts.retry.initial_backoff,
-                                               impl_->opts.retry.max_backoff, attempt));
+    if (!SleepBeforeRetry(internal::FullJitterBackoff(impl_->opts.retry.initial_backoff,
+                                                      impl_->opts.retry.max_backoff, attempt))) {
+      return d;
+    }
   }
 }
 

@@ -11,6 +11,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "pkg/base/call_scope.h"
 #include "pkg/registry/errors.h"
 
 namespace ocicache::registry::internal {
@@ -41,7 +43,28 @@ struct Exchange {
   int64_t body_size = 0;     // request body length
   int64_t sent = 0;          // request body bytes handed to curl
   absl::Status error;        // from the source, sink or on_headers
+  // The call this request works for (base::CallScope), if any; and why it ended it.
+  const base::CallScope* scope = nullptr;
+  absl::Status abort;
 };
+
+// Called by curl about once a second even while nothing moves: ends the
+// request as soon as the call it works for is cancelled or out of time.
+int ProgressCallback(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* ex = static_cast<Exchange*>(user);
+  absl::Status s = ex->scope->Check();
+  if (s.ok()) return 0;
+  ex->abort = std::move(s);
+  return 1;  // CURLE_ABORTED_BY_CALLBACK
+}
+
+// A call's end as a registry error: the caller's deadline and cancellation are
+// its own business (never retried); the server's cap, or a check saying the
+// backend is unavailable, is an outage like a timeout (temporary).
+absl::Status CallEnded(const absl::Status& why, absl::string_view url) {
+  bool outage = absl::IsUnavailable(why);
+  return MakeError(why.code(), absl::StrCat(why.message(), " (", url, ")"), "", outage);
+}
 
 bool Is2xx(long s) { return s >= 200 && s < 300; }
 
@@ -288,6 +311,10 @@ absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
 
   HttpResponse resp;
   Exchange ex{&req, &resp};
+  ex.scope = base::CallScope::Current();
+  if (ex.scope != nullptr) {
+    if (absl::Status s = ex.scope->Check(); !s.ok()) return CallEnded(s, req.url);
+  }
   char errbuf[CURL_ERROR_SIZE] = {0};
 
   curl_easy_setopt(c, CURLOPT_SHARE, share_->sh);
@@ -302,6 +329,16 @@ absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
                    std::max(1L, static_cast<long>(absl::ToInt64Seconds(opts_.stall_timeout))));
   curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  if (ex.scope != nullptr) {
+    // The call's limits: its end as a total timeout, its checks once a second.
+    if (ex.scope->end() != absl::InfiniteFuture()) {
+      int64_t ms = absl::ToInt64Milliseconds(ex.scope->end() - absl::Now());
+      curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<int64_t>(ms, 1)));
+    }
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &ProgressCallback);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &ex);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  }
   curl_easy_setopt(c, CURLOPT_HTTP_VERSION,
                    opts_.http2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
   if (!opts_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, opts_.ca_file.c_str());
@@ -362,6 +399,10 @@ absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
   requests_.fetch_add(1 + redirects);
 
   if (!ex.error.ok()) return ex.error;
+  if (rc == CURLE_ABORTED_BY_CALLBACK && !ex.abort.ok()) return CallEnded(ex.abort, req.url);
+  if (rc == CURLE_OPERATION_TIMEDOUT && ex.scope != nullptr && absl::Now() >= ex.scope->end()) {
+    return CallEnded(ex.scope->TimeUp(), req.url);
+  }
   if (rc != CURLE_OK) return CurlError(rc, errbuf, opts_.ca_file);
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp.status);
   return resp;

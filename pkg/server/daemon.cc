@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "pkg/cache/breaker.h"
 #include "pkg/service/backend.h"
 
 namespace ocicache::server {
@@ -107,7 +108,23 @@ int RunDaemon(DaemonOptions opts) {
   layout::LayoutStore::Options local_opts;
   local_opts.max_bytes = opts.max_local_bytes;
   local_opts.evict_grace = opts.local_evict_grace;
-  auto stores = cli::OpenStores(opts.store, local_opts);
+  cli::OpenOptions open;
+  open.local = local_opts;
+  open.guard_registry_only = true;
+  if (!opts.store.repo.empty()) {
+    // While the registry is out, one call a second may check with a quick
+    // ping whether it is back (cache::Breaker), besides the health prober.
+    auto recheck = RegistryProbe(opts.store, absl::Seconds(1), /*attempts=*/1);
+    if (!recheck.ok()) {
+      Say(absl::StrCat("error: ", recheck.status().message()));
+      return 1;
+    }
+    cache::BreakerOptions bopts;
+    bopts.recheck = *std::move(recheck);
+    open.breaker =
+        std::make_shared<cache::Breaker>(absl::StrCat("registry ", opts.store.repo), bopts);
+  }
+  auto stores = cli::OpenStores(opts.store, open);
   if (!stores.ok()) {
     Say(absl::StrCat("error: ", stores.status().message()));
     return 1;
@@ -145,7 +162,7 @@ int RunDaemon(DaemonOptions opts) {
     opts.server.probe = *std::move(probe);
   }
   if (!opts.server.open_instance) {
-    opts.server.open_instance = InstanceOpener(opts.store, local_opts);
+    opts.server.open_instance = InstanceOpener(opts.store, local_opts, stores->breaker);
   }
   if (opts.access_log && !opts.server.service.access_log) {
     opts.server.service.access_log = service::LogToStderr;

@@ -35,8 +35,9 @@ std::string HostPart(const std::string& listen) {
 }  // namespace
 
 reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config,
-                                  layout::LayoutStore::Options local_opts) {
-  return [config, local_opts](
+                                  layout::LayoutStore::Options local_opts,
+                                  std::shared_ptr<cache::Breaker> breaker) {
+  return [config, local_opts, breaker](
              absl::string_view instance) -> absl::StatusOr<std::shared_ptr<cache::Store>> {
     cli::StoreConfig c = config;
     c.server.clear();
@@ -44,7 +45,11 @@ reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config,
     // The layout sits in a "_layout" subdirectory ('_' cannot start a
     // segment), so instance "a" and instance "a/b" never nest in each other.
     if (!c.dir.empty()) c.dir = absl::StrCat(c.dir, "/instances/", instance, "/_layout");
-    auto set = cli::OpenStores(c, local_opts);
+    cli::OpenOptions open;
+    open.local = local_opts;
+    open.breaker = breaker;
+    open.guard_registry_only = breaker != nullptr;
+    auto set = cli::OpenStores(c, open);
     if (!set.ok()) return set.status();
     // The store keeps the whole set (admin, client pool) alive.
     auto holder = std::make_shared<cli::StoreSet>(*std::move(set));
@@ -70,11 +75,12 @@ std::function<absl::Status()> DefaultProbe(const cli::StoreSet& stores) {
 }
 
 absl::StatusOr<std::function<absl::Status()>> RegistryProbe(const cli::StoreConfig& config,
-                                                            absl::Duration timeout) {
+                                                            absl::Duration timeout,
+                                                            int attempts) {
   auto ref = registry::ParseRepoRef(config.repo);
   if (!ref.ok()) return ref.status();
   registry::ClientOptions opts = cli::RegistryClientOptions(config);
-  opts.retry.max_attempts = 2;
+  opts.retry.max_attempts = attempts;
   opts.connect_timeout = timeout;
   opts.stall_timeout = timeout;
   opts.user_agent = "ocicached-health/0.1";
@@ -107,6 +113,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   b.local = s->stores_.local;
   b.remote = s->stores_.remote;
   b.pool = s->stores_.pool;
+  b.breaker = s->stores_.breaker;
   b.uploads = s->uploads_.get();
   b.auth = s->opts_.auth ? &*s->opts_.auth : nullptr;
   b.counters = &s->counters_;
@@ -240,6 +247,9 @@ void CacheServer::Probe() {
     serving_ = ok;
   }
   if (!ok) counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
+  // Calls stop waiting on a registry that fails its probe, and skip it until
+  // it passes again.
+  if (stores_.breaker != nullptr) stores_.breaker->NoteProbe(s);
   for (grpc::Server* srv : {server_.get(), health_server_.get()}) {
     auto* health = srv != nullptr ? srv->GetHealthCheckService() : nullptr;
     if (health == nullptr) continue;

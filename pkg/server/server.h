@@ -139,19 +139,23 @@ class CacheServer {
 // repository REPO/a/b and directory DIR/instances/a/b/_layout (each only if the
 // server has a repository or a directory), opened as cli::OpenStores does. The
 // instance's layout gets `local_opts` too: --max_local_size bounds each layout
-// (the default one and each instance's) on its own.
+// (the default one and each instance's) on its own. With `breaker` (the
+// server's, fed by its health probe) every instance's registry shares it, and
+// a registry-only instance sits behind it (cache::GuardedStore).
 reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config,
-                                  layout::LayoutStore::Options local_opts = {});
+                                  layout::LayoutStore::Options local_opts = {},
+                                  std::shared_ptr<cache::Breaker> breaker = nullptr);
 
 // The default health probe for a set of stores: the registry's Ping (with the
 // store's own client and its retries), else the local directory.
 std::function<absl::Status()> DefaultProbe(const cli::StoreSet& stores);
 
 // A probe for the registry `config` names with its own client, bounded in
-// time: two attempts, each abandoned after `timeout` without an answer, so a
+// time: `attempts` tries, each abandoned after `timeout` without an answer, so a
 // registry that hangs turns the server NOT_SERVING instead of stalling the probe.
 absl::StatusOr<std::function<absl::Status()>> RegistryProbe(const cli::StoreConfig& config,
-                                                            absl::Duration timeout);
+                                                            absl::Duration timeout,
+                                                            int attempts = 2);
 
 }  // namespace ocicache::server
 

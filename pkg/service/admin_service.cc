@@ -23,7 +23,7 @@ v1::Progress ProgressToProto(const admin::ProgressEvent& ev) {
 grpc::Status AdminService::GarbageCollect(grpc::ServerContext* ctx,
                                           const v1::GarbageCollectRequest* req,
                                           grpc::ServerWriter<v1::Progress>* writer) {
-  Call call(b_, ctx, "Admin/GarbageCollect", Access::kWrite);
+  Call call(b_, ctx, "Admin/GarbageCollect", Access::kWrite, Span::kLong);
   if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
   admin::GcRequest gc;
   if (req->has_older_than_seconds()) {
@@ -62,7 +62,7 @@ grpc::Status AdminService::GarbageCollect(grpc::ServerContext* ctx,
 
 grpc::Status AdminService::Sync(grpc::ServerContext* ctx, const v1::SyncRequest* req,
                                 grpc::ServerWriter<v1::Progress>* writer) {
-  Call call(b_, ctx, "Admin/Sync", Access::kWrite);
+  Call call(b_, ctx, "Admin/Sync", Access::kWrite, Span::kLong);
   if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
   admin::SyncRequest sync;
   switch (req->direction()) {

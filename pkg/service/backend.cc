@@ -60,6 +60,29 @@ std::map<std::pair<std::string, std::string>, Counters::CallStats> Counters::Cal
   return calls_;
 }
 
+Call::Call(const Backend& b, grpc::ServerContext* ctx, absl::string_view method, Access access,
+           Span span)
+    : b_(b), ctx_(ctx), method_(method), access_(access), start_(absl::Now()) {
+  if (b_.breaker != nullptr) probe_epoch_ = b_.breaker->probe_epoch();
+  base::CallLimits limits;
+  if (ctx_ != nullptr) {
+    absl::Time deadline = absl::FromChrono(ctx_->deadline());
+    // gRPC's "no deadline" is the clock's maximum, some centuries away.
+    if (deadline - start_ < absl::Hours(24 * 365)) limits.deadline = deadline;
+  }
+  if (span == Span::kShort && b_.options.backend_timeout > absl::ZeroDuration()) {
+    limits.cap = start_ + b_.options.backend_timeout;
+  }
+  limits.check = [this] { return Alive(); };
+  scope_.emplace(std::move(limits));
+}
+
+absl::Status Call::Alive() const {
+  if (ctx_ != nullptr && ctx_->IsCancelled()) return absl::CancelledError("the caller cancelled");
+  if (b_.breaker != nullptr) return b_.breaker->ProbeEpochChanged(probe_epoch_);
+  return absl::OkStatus();
+}
+
 void Call::Subject(absl::string_view s) {
   constexpr size_t kMax = 200;
   std::string shown(s.substr(0, kMax));

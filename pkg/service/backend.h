@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,6 +20,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "pkg/admin/admin.h"
+#include "pkg/base/call_scope.h"
+#include "pkg/cache/breaker.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store.h"
 #include "pkg/layout/layout_store.h"
@@ -39,6 +42,13 @@ struct ServiceOptions {
   // it either way, so staging then committing costs little there, and no store
   // write stays open for as long as gRPC takes to see a broken stream end.
   bool push_while_staging = true;
+  // The longest a call that moves no blob stream (Lookup, Put, Stat, REAPI's
+  // GetActionResult, ...) waits on the registry: past it the registry counts as
+  // unavailable (a miss, or UNAVAILABLE). Blob streams, Mount, List, gc and sync
+  // are bounded by the caller's deadline and the client's stall timeout instead.
+  // Every call also ends its registry requests when the caller cancels, when
+  // its deadline passes, and when the health probe fails (Backend::breaker).
+  absl::Duration backend_timeout = absl::Seconds(30);
   // BatchLookup and Stat: at most this many keys or blobs per request...
   int max_batch = 1000;
   // ...looked up with at most this many threads per request.
@@ -94,18 +104,29 @@ struct Backend {
   UploadStaging* uploads = nullptr;  // null: Write with upload_id is FAILED_PRECONDITION
   const TokenAuth* auth = nullptr;   // null: no authentication
   Counters* counters = nullptr;      // required
+  // The registry's breaker, fed by the health probe; null: no registry.
+  std::shared_ptr<cache::Breaker> breaker;
   ServiceOptions options;
   absl::Time started = absl::Now();
 };
 
-// One request: checks, counts and logs it. Every handler makes one, calls
-// Authorize() first, and returns Done(status), which converts the status
-// (status.h) and writes the access-log line:
+// How long a call may wait on the registry (ServiceOptions::backend_timeout).
+enum class Span {
+  kShort,  // capped by backend_timeout
+  kLong,   // blob streams and walks: only the caller's deadline and cancellation
+};
+
+// One request: checks, counts and logs it, and bounds the registry work done for
+// it (a base::CallScope for the handler's thread: the caller's deadline, the
+// server's cap for kShort calls, and an end when the caller cancels or the
+// registry fails its health check). Every handler makes one, calls Authorize()
+// first, and returns Done(status), which converts the status (status.h) and
+// writes the access-log line:
 // "<peer> <Service/Method> <subject> <CODE> <ms>ms <bytes>B[ notes]".
 class Call {
  public:
-  Call(const Backend& b, grpc::ServerContext* ctx, absl::string_view method, Access access)
-      : b_(b), ctx_(ctx), method_(method), access_(access), start_(absl::Now()) {}
+  Call(const Backend& b, grpc::ServerContext* ctx, absl::string_view method, Access access,
+       Span span = Span::kShort);
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
 
@@ -122,14 +143,18 @@ class Call {
 
  private:
   static std::string AuthorizationHeader(grpc::ServerContext* ctx);
+  // CallLimits::check: whether the call should go on.
+  absl::Status Alive() const;
   const Backend& b_;
   grpc::ServerContext* ctx_;
+  int64_t probe_epoch_ = 0;
   std::string method_;
   Access access_;
   std::string subject_ = "-";
   int64_t bytes_ = 0;
   std::string note_;
   absl::Time start_;
+  std::optional<base::CallScope> scope_;  // last: installed after the fields it reads
 };
 
 // The access-log sink ocicached uses: one write(2) per line on stderr.

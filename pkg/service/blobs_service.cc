@@ -194,7 +194,7 @@ grpc::Status BlobsService::Stat(grpc::ServerContext* ctx, const v1::StatRequest*
 
 grpc::Status BlobsService::Read(grpc::ServerContext* ctx, const v1::ReadRequest* req,
                                 grpc::ServerWriter<v1::ReadResponse>* writer) {
-  Call call(b_, ctx, "Blobs/Read", Access::kRead);
+  Call call(b_, ctx, "Blobs/Read", Access::kRead, Span::kLong);
   if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
   call.Subject(req->digest());
   auto digest = DigestFromProto(req->digest(), "digest");
@@ -224,7 +224,7 @@ grpc::Status BlobsService::Read(grpc::ServerContext* ctx, const v1::ReadRequest*
 grpc::Status BlobsService::Write(grpc::ServerContext* ctx,
                                  grpc::ServerReader<v1::WriteRequest>* reader,
                                  v1::WriteResponse* resp) {
-  Call call(b_, ctx, "Blobs/Write", Access::kWrite);
+  Call call(b_, ctx, "Blobs/Write", Access::kWrite, Span::kLong);
   if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
   v1::WriteRequest first;
   if (!reader->Read(&first)) {
@@ -373,7 +373,7 @@ grpc::Status BlobsService::QueryWrite(grpc::ServerContext* ctx, const v1::QueryW
 
 grpc::Status BlobsService::Mount(grpc::ServerContext* ctx, const v1::MountRequest* req,
                                  v1::MountResponse* resp) {
-  Call call(b_, ctx, "Blobs/Mount", Access::kWrite);
+  Call call(b_, ctx, "Blobs/Mount", Access::kWrite, Span::kLong);
   if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
   call.Subject(req->from().digest());
   if (!req->has_from()) return call.Done(absl::InvalidArgumentError("from: missing"));

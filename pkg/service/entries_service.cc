@@ -104,7 +104,7 @@ grpc::Status EntriesService::Delete(grpc::ServerContext* ctx, const v1::DeleteRe
 
 grpc::Status EntriesService::List(grpc::ServerContext* ctx, const v1::ListRequest* req,
                                   grpc::ServerWriter<v1::ListResponse>* writer) {
-  Call call(b_, ctx, "Entries/List", Access::kRead);
+  Call call(b_, ctx, "Entries/List", Access::kRead, Span::kLong);
   if (absl::Status s = call.Authorize(); !s.ok()) return call.Done(s);
   if (req->page_size() < 0) {
     return call.Done(absl::InvalidArgumentError(

@@ -1,0 +1,86 @@
+#include "pkg/cache/breaker.h"
+
+#include <iostream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "pkg/base/call_scope.h"
+#include "pkg/registry/client.h"
+
+namespace ocicache::cache {
+
+bool IsOutage(const absl::Status& s) { return registry::IsTemporary(s); }
+
+Breaker::Breaker(std::string name, BreakerOptions opts)
+    : name_(std::move(name)), opts_(std::move(opts)) {
+  if (!opts_.warn) {
+    opts_.warn = [](absl::string_view msg) { std::cerr << "ocicache: warning: " << msg << "\n"; };
+  }
+}
+
+bool Breaker::OpenLocked() const { return probe_down_ || absl::Now() < down_until_; }
+
+bool Breaker::Usable() {
+  {
+    absl::MutexLock l(&mu_);
+    if (!OpenLocked()) return true;
+    if (!opts_.recheck || rechecking_ || absl::Now() < next_recheck_) return false;
+    rechecking_ = true;
+  }
+  absl::Status s;
+  {
+    base::CallScope scope({.cap = absl::Now() + opts_.recheck_timeout});
+    s = opts_.recheck();
+  }
+  absl::MutexLock l(&mu_);
+  rechecking_ = false;
+  next_recheck_ = absl::Now() + opts_.recheck_interval;
+  if (!s.ok()) return false;
+  // Answered: closed until a call or the next probe says otherwise.
+  probe_down_ = false;
+  down_until_ = absl::InfinitePast();
+  return true;
+}
+
+void Breaker::WarnOnce(bool was_usable, const absl::Status& why) {
+  if (!was_usable) return;
+  opts_.warn(absl::StrCat(name_.empty() ? "the registry" : name_,
+                          " is unavailable, using the local tier only: ", why.message()));
+}
+
+bool Breaker::Note(const absl::Status& s) {
+  if (!IsOutage(s)) return false;
+  bool was_usable;
+  {
+    absl::MutexLock l(&mu_);
+    was_usable = !OpenLocked();
+    down_until_ = absl::Now() + opts_.retry_after;
+  }
+  WarnOnce(was_usable, s);
+  return true;
+}
+
+void Breaker::NoteProbe(const absl::Status& s) {
+  bool was_usable;
+  {
+    absl::MutexLock l(&mu_);
+    was_usable = !OpenLocked();
+    if (s.ok()) {
+      probe_down_ = false;
+      down_until_ = absl::InfinitePast();
+      return;
+    }
+    if (!probe_down_) probe_epoch_.fetch_add(1, std::memory_order_acq_rel);
+    probe_down_ = true;
+  }
+  WarnOnce(was_usable, s);
+}
+
+absl::Status Breaker::ProbeEpochChanged(int64_t epoch) const {
+  if (probe_epoch() == epoch) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(
+      name_.empty() ? "the registry" : name_, " failed its health check meanwhile"));
+}
+
+}  // namespace ocicache::cache
