@@ -4,6 +4,7 @@
 #include <csignal>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -30,6 +31,11 @@ ABSL_FLAG(std::string, ca_file, "", "extra CA certificates (PEM) for the registr
 ABSL_FLAG(std::string, username, "", "registry user ($OCICACHE_USERNAME)");
 ABSL_FLAG(bool, password_stdin, false, "read the registry password from stdin");
 ABSL_FLAG(std::string, docker_config, "", "directory of docker's config.json");
+ABSL_FLAG(std::vector<std::string>, allowed_registries, {},
+          "registries (HOST[:PORT], comma-separated; * for any) this server may contact on a "
+          "caller's behalf besides --repo's: Blobs.Mount targets and sources, recorded "
+          "locations. Default: none. --username/--password_stdin credentials go to --repo's "
+          "registry only; others get docker's config.json entry for their host, if any");
 ABSL_FLAG(std::string, upload_dir, "", "where resumable uploads are staged (default DIR/uploads)");
 ABSL_FLAG(int, max_message_size, 16 << 20, "largest gRPC message, in bytes");
 ABSL_FLAG(int, max_concurrent_streams, 100, "HTTP/2 streams per connection");
@@ -153,6 +159,8 @@ int main(int argc, char** argv) {
     o.store.docker_config = absl::GetFlag(FLAGS_docker_config);
   }
   if (absl::GetFlag(FLAGS_password_stdin)) std::getline(std::cin, o.store.password);
+  o.store.restrict_registries = true;
+  o.store.allowed_registries = absl::GetFlag(FLAGS_allowed_registries);
   o.server.listen = absl::GetFlag(FLAGS_listen);
   o.server.upload_dir = absl::GetFlag(FLAGS_upload_dir);
   o.server.max_message_bytes = absl::GetFlag(FLAGS_max_message_size);

@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -24,14 +25,33 @@ std::string HostOf(absl::string_view base_url) {
 
 }  // namespace
 
+ClientPool::ClientPool(registry::ClientOptions opts, ClientPoolOptions pool)
+    : opts_(std::move(opts)), pool_(std::move(pool)) {
+  pool_.home = absl::AsciiStrToLower(pool_.home);
+  std::set<std::string> allowed;
+  for (const std::string& h : pool_.allowed) allowed.insert(absl::AsciiStrToLower(h));
+  pool_.allowed = std::move(allowed);
+}
+
 absl::StatusOr<std::shared_ptr<registry::Client>> ClientPool::Get(const std::string& registry) {
+  const std::string host = absl::AsciiStrToLower(registry);
+  const bool home = host == pool_.home;
+  if (!home && pool_.restrict_hosts && pool_.allowed.count(host) == 0 &&
+      pool_.allowed.count("*") == 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "registry ", registry, " is not allowed: this server contacts ",
+        pool_.home.empty() ? "no registry" : absl::StrCat("its own registry (", pool_.home, ")"),
+        " and those named by ocicached --allowed_registries only"));
+  }
   absl::MutexLock l(&mu_);
-  auto it = clients_.find(registry);
+  auto it = clients_.find(host);
   if (it != clients_.end()) return it->second;
-  auto c = registry::Client::Create(registry, opts_);
+  registry::ClientOptions opts = opts_;
+  if (!home) opts.credentials = {};  // given for the home registry only
+  auto c = registry::Client::Create(registry, opts);
   if (!c.ok()) return c.status();
   std::shared_ptr<registry::Client> shared(std::move(*c));
-  clients_[registry] = shared;
+  clients_[host] = shared;
   return shared;
 }
 

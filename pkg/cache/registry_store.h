@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/container/flat_hash_set.h"
@@ -20,15 +21,33 @@
 
 namespace ocicache::cache {
 
-// Registry clients by host, created on demand with shared options; used to copy
-// blobs from locations on other registries.
+// Which registries a ClientPool may reach, and where explicit credentials go.
+struct ClientPoolOptions {
+  // The registry that ClientOptions::credentials (flags, environment) were given
+  // for: clients for every other host are made without them, so a password never
+  // reaches a host a caller or a recorded location names. Docker's config.json,
+  // which keys its credentials by host, still applies to every host. Empty:
+  // explicit credentials go nowhere.
+  std::string home;
+  // Servers set this: Get then refuses (PERMISSION_DENIED) every host but `home`
+  // and those in `allowed` ("*" allows any), so a caller cannot make the server
+  // send requests to an address of its choosing. Unset (the CLI), the user names
+  // the hosts and any may be reached.
+  bool restrict_hosts = false;
+  std::set<std::string> allowed;
+};
+
+// Registry clients by host ("host[:port]", compared case-insensitively), created
+// on demand: the cache's own registry, and others for mounts and copies from
+// recorded locations.
 class ClientPool {
  public:
-  explicit ClientPool(registry::ClientOptions opts) : opts_(std::move(opts)) {}
+  explicit ClientPool(registry::ClientOptions opts, ClientPoolOptions pool = {});
   absl::StatusOr<std::shared_ptr<registry::Client>> Get(const std::string& registry);
 
  private:
   registry::ClientOptions opts_;
+  ClientPoolOptions pool_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<registry::Client>> clients_ ABSL_GUARDED_BY(mu_);
 };

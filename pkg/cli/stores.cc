@@ -1,6 +1,7 @@
 #include "pkg/cli/stores.h"
 
 #include <cstdlib>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -99,10 +100,19 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open)
   }
   StoreSet set;
   std::unique_ptr<cache::RegistryStore> remote;
+  cache::ClientPoolOptions pool_opts;
+  pool_opts.restrict_hosts = config.restrict_registries;
+  pool_opts.allowed.insert(config.allowed_registries.begin(), config.allowed_registries.end());
+  std::optional<registry::RepoRef> ref;
   if (!config.repo.empty()) {
-    auto ref = registry::ParseRepoRef(config.repo);
-    if (!ref.ok()) return ref.status();
-    set.pool = std::make_shared<cache::ClientPool>(RegistryClientOptions(config));
+    auto r = registry::ParseRepoRef(config.repo);
+    if (!r.ok()) return r.status();
+    ref = *std::move(r);
+    pool_opts.home = ref->registry;
+  }
+  // Made without a repository too: a server mounts into allowed registries.
+  set.pool = std::make_shared<cache::ClientPool>(RegistryClientOptions(config), pool_opts);
+  if (ref) {
     auto client = set.pool->Get(ref->registry);
     if (!client.ok()) return client.status();
     cache::RegistryStoreOptions ropts;
@@ -114,7 +124,7 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open)
   }
   std::unique_ptr<layout::LayoutStore> local;
   if (!config.dir.empty()) {
-    if (set.pool != nullptr && !local_opts.fetcher) {
+    if (ref && !local_opts.fetcher) {
       std::shared_ptr<cache::ClientPool> pool = set.pool;
       local_opts.fetcher = [pool](const cache::Location& loc, oci::ByteSink& sink) -> absl::Status {
         std::string base, from_repo;

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "pkg/admin/admin.h"
@@ -33,9 +34,13 @@ struct StoreConfig {
   bool insecure = false;
   bool force_tls = false;
   std::string ca_file;
-  std::string username;
+  std::string username;   // explicit credentials: sent to the registry of `repo` only
   std::string password;
   std::string docker_config;
+  // Servers: contact no registry but repo's and these hosts ("*": any) on a
+  // caller's behalf (cache::ClientPoolOptions). The CLI leaves it off.
+  bool restrict_registries = false;
+  std::vector<std::string> allowed_registries;
 };
 
 // OCICACHE_SERVER, OCICACHE_SERVER_TOKEN, OCICACHE_SERVER_CA, OCICACHE_SERVER_CERT,

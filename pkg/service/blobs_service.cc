@@ -416,7 +416,12 @@ grpc::Status BlobsService::Mount(grpc::ServerContext* ctx, const v1::MountReques
         absl::StrCat("target_repository: ", ref.status().message())));
   }
   std::shared_ptr<cache::ClientPool> pool = b_.pool;
-  if (pool == nullptr) pool = std::make_shared<cache::ClientPool>(registry::ClientOptions());
+  if (pool == nullptr) {
+    // Stores opened without a pool: no credentials, and no host but those allowed (none).
+    cache::ClientPoolOptions none;
+    none.restrict_hosts = true;
+    pool = std::make_shared<cache::ClientPool>(registry::ClientOptions(), none);
+  }
   auto client = pool->Get(ref->registry);
   if (!client.ok()) return call.Done(client.status());
   cache::RegistryStoreOptions ropts;
