@@ -22,10 +22,15 @@ absl::StatusOr<std::unique_ptr<server::CacheServer>> StartServer(cli::StoreSet s
   return server::CacheServer::Start(std::move(stores), std::move(opts));
 }
 
-absl::StatusOr<std::unique_ptr<ServedStore>> ServeLayout(server::ServerOptions opts) {
+absl::StatusOr<std::unique_ptr<ServedStore>> ServeLayout(
+    server::ServerOptions opts, std::vector<std::string> allowed_registries) {
   auto local = layout::LayoutStore::Open(TempDir("layout"));
   if (!local.ok()) return local.status();
   cli::StoreSet set;
+  cache::ClientPoolOptions pool;
+  pool.restrict_hosts = true;
+  pool.allowed.insert(allowed_registries.begin(), allowed_registries.end());
+  set.pool = std::make_shared<cache::ClientPool>(registry::ClientOptions(), pool);
   set.local = local->get();
   set.store = *std::move(local);
   set.admin = std::make_unique<admin::LocalAdmin>(*set.store, set.local, nullptr);

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "pkg/cli/stores.h"
@@ -36,8 +37,10 @@ class ServedStore : public client::GrpcStore {
   std::unique_ptr<server::CacheServer> server_;
 };
 
-// A server over a fresh LayoutStore, and the client store for it.
-absl::StatusOr<std::unique_ptr<ServedStore>> ServeLayout(server::ServerOptions opts = {});
+// A server over a fresh LayoutStore, and the client store for it. Like
+// ocicached, it contacts no registry on a caller's behalf but `allowed_registries`.
+absl::StatusOr<std::unique_ptr<ServedStore>> ServeLayout(
+    server::ServerOptions opts = {}, std::vector<std::string> allowed_registries = {});
 // A server over the stores `config` names (cli::OpenStores).
 absl::StatusOr<std::unique_ptr<ServedStore>> ServeConfig(const cli::StoreConfig& config,
                                                         server::ServerOptions opts = {});

@@ -35,7 +35,8 @@ using grpc::StatusCode;
 class BadInputTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto s = testing::ServeLayout();
+    // 127.0.0.1:1 (nothing listens there) may be named as a Mount target.
+    auto s = testing::ServeLayout({}, {"127.0.0.1:1"});
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = *std::move(s);
     channel_ = client::Dial(store_->server().address());
@@ -948,6 +949,9 @@ TEST_F(BadInputTest, BlobsBoundaries) {
   EXPECT_TRUE(c == StatusCode::INVALID_ARGUMENT || c == StatusCode::UNAVAILABLE) << c;
   m.mutable_from()->set_url("http://127.0.0.1:1/v2/a/blobs/" + d.str());
   EXPECT_EQ(mount(m), StatusCode::UNAVAILABLE);  // nothing listens on port 1
+  m.set_target_repository("127.0.0.2:1/some/repo");  // not allowed
+  EXPECT_EQ(mount(m), StatusCode::PERMISSION_DENIED);
+  m.set_target_repository("127.0.0.1:1/some/repo");
   m.clear_target_repository();
   m.mutable_from()->set_size(kMax64);
   EXPECT_EQ(mount(m), StatusCode::INVALID_ARGUMENT);  // present, but not with that size
