@@ -25,8 +25,8 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "pkg/oci/hasher.h"
-#include "pkg/service/convert.h"
-#include "pkg/service/status.h"
+#include "pkg/wire/convert.h"
+#include "pkg/wire/status.h"
 
 namespace ocicache::client {
 namespace {
@@ -128,7 +128,7 @@ Security SecurityOf(const DialOptions& opts) {
 
 absl::Status FromServer(const grpc::Status& s, absl::string_view target, Security security,
                         bool server_spoke) {
-  absl::Status out = service::FromGrpc(s);
+  absl::Status out = wire::FromGrpc(s);
   // Errors made by gRPC itself (no connection, deadline) do not say where.
   if ((out.code() == absl::StatusCode::kUnavailable ||
        out.code() == absl::StatusCode::kDeadlineExceeded) &&
@@ -593,27 +593,27 @@ absl::Status GrpcStore::MountBlob(const cache::Location& from) {
   grpc::ClientContext ctx;
   Prepare(&ctx, /*deadline=*/true);
   v1::MountRequest req;
-  service::LocationToProto(from, req.mutable_from());
+  wire::LocationToProto(from, req.mutable_from());
   v1::MountResponse resp;
   return Convert(blobs_->Mount(&ctx, req, &resp));
 }
 
 absl::StatusOr<cache::Entry> GrpcStore::Lookup(absl::string_view key,
                                                const cache::LookupOptions& opts) {
-  if (absl::Status s = service::CheckUtf8(key, "key"); !s.ok()) return s;
+  if (absl::Status s = wire::CheckUtf8(key, "key"); !s.ok()) return s;
   grpc::ClientContext ctx;
   Prepare(&ctx, /*deadline=*/true);
   v1::LookupRequest req;
   req.set_key(std::string(key));
   for (const auto& [k, v] : opts.require) {
-    if (absl::Status s = service::CheckUtf8(k, "a required annotation"); !s.ok()) return s;
-    if (absl::Status s = service::CheckUtf8(v, "a required annotation value"); !s.ok()) return s;
+    if (absl::Status s = wire::CheckUtf8(k, "a required annotation"); !s.ok()) return s;
+    if (absl::Status s = wire::CheckUtf8(v, "a required annotation value"); !s.ok()) return s;
     (*req.mutable_require())[k] = v;
   }
   req.set_no_touch(!opts.touch);
   v1::Entry resp;
   if (absl::Status s = Convert(entries_->Lookup(&ctx, req, &resp)); !s.ok()) return s;
-  auto e = service::EntryFromProto(resp);
+  auto e = wire::EntryFromProto(resp);
   if (!e.ok()) {
     return absl::DataLossError(
         absl::StrCat("ocicached ", target_, " sent a malformed entry: ", e.status().message()));
@@ -622,17 +622,17 @@ absl::StatusOr<cache::Entry> GrpcStore::Lookup(absl::string_view key,
 }
 
 absl::Status GrpcStore::Put(const cache::Entry& entry) {
-  if (absl::Status s = service::CheckEntryUtf8(entry); !s.ok()) return s;
+  if (absl::Status s = wire::CheckEntryUtf8(entry); !s.ok()) return s;
   grpc::ClientContext ctx;
   Prepare(&ctx, /*deadline=*/true);
   v1::PutRequest req;
-  service::EntryToProto(entry, req.mutable_entry());
+  wire::EntryToProto(entry, req.mutable_entry());
   v1::PutResponse resp;
   return Convert(entries_->Put(&ctx, req, &resp));
 }
 
 absl::Status GrpcStore::Delete(absl::string_view key) {
-  if (absl::Status s = service::CheckUtf8(key, "key"); !s.ok()) return s;
+  if (absl::Status s = wire::CheckUtf8(key, "key"); !s.ok()) return s;
   grpc::ClientContext ctx;
   Prepare(&ctx, /*deadline=*/true);
   v1::DeleteRequest req;
@@ -651,7 +651,7 @@ absl::Status GrpcStore::List(const std::function<bool(const cache::EntryInfo&)>&
   absl::Status bad;
   while (!stopped && reader->Read(&page)) {
     for (const auto& p : page.entries()) {
-      auto info = service::EntryInfoFromProto(p);
+      auto info = wire::EntryInfoFromProto(p);
       if (!info.ok()) {
         bad = absl::DataLossError(absl::StrCat("ocicached ", target_,
                                                " sent a malformed listing: ", info.status().message()));

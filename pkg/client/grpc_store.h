@@ -3,7 +3,7 @@
 // GOCACHEPROG helper, ko) use a server exactly like a local directory or a
 // registry; the Store conformance suite runs through it. GrpcAdmin is the
 // admin::Admin (gc, sync) of a server. Statuses come back through the one
-// converter (pkg/service/status.h), payloads included.
+// converter (pkg/wire/status.h), payloads included.
 //
 // Blobs stream in chunks (1 MiB): WriteBlob reads the ByteSource as it sends,
 // ReadBlob hands each chunk to the sink as it arrives and, from offset 0,
@@ -166,7 +166,7 @@ class GrpcAdmin : public admin::Admin {
   std::unique_ptr<v1::Admin::Stub> stub_;
 };
 
-// A client status for `s` from the server at `target` (service::FromGrpc, with
+// A client status for `s` from the server at `target` (wire::FromGrpc, with
 // the target named when the server could not be reached, and TLS handshake
 // failures said plainly: an untrusted server certificate, a missing or refused
 // client certificate, plaintext against a TLS port). `server_spoke`: the call

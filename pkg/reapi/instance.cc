@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "pkg/service/parallel.h"
+#include "pkg/rpc/parallel.h"
 
 namespace ocicache::reapi {
 namespace {
@@ -65,7 +65,7 @@ absl::StatusOr<std::vector<BlobId>> Instance::FindMissing(const std::vector<Blob
     if (seen.insert(b).second) unique.push_back(b);
   }
   std::vector<absl::StatusOr<bool>> found(unique.size(), false);
-  service::ParallelFor(unique.size(), opts_.parallelism,
+  rpc::ParallelFor(unique.size(), opts_.parallelism,
                        [&](size_t i) { found[i] = Exists(unique[i]); });
   std::vector<BlobId> missing;
   for (size_t i = 0; i < unique.size(); ++i) {

@@ -8,14 +8,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "pkg/oci/digest.h"
-#include "pkg/service/parallel.h"
-#include "pkg/service/uploads.h"
+#include "pkg/rpc/parallel.h"
+#include "pkg/rpc/uploads.h"
 
 namespace ocicache::reapi {
 namespace {
 
-using service::Access;
-using service::Call;
+using rpc::Access;
+using rpc::Call;
 
 constexpr char kRequestMetadataKey[] = "build.bazel.remote.execution.v2.requestmetadata-bin";
 
@@ -105,7 +105,7 @@ class ReadSink : public oci::ByteSink {
 class WriteSource : public oci::ByteSource {
  public:
   WriteSource(grpc::ServerReader<bs::WriteRequest>* reader, const bs::WriteRequest& first,
-              service::UploadStaging::Upload* upload, int64_t size)
+              rpc::UploadStaging::Upload* upload, int64_t size)
       : reader_(reader), upload_(upload), size_(size) {
     Take(first);
   }
@@ -159,7 +159,7 @@ class WriteSource : public oci::ByteSource {
   }
 
   grpc::ServerReader<bs::WriteRequest>* reader_;
-  service::UploadStaging::Upload* upload_;
+  rpc::UploadStaging::Upload* upload_;
   const int64_t size_;
   std::string pending_;
   size_t pos_ = 0;
@@ -229,7 +229,7 @@ grpc::Status ActionCacheService::GetActionResult(grpc::ServerContext* ctx,
   if (!action.ok()) return call.Done(action.status());
   auto inst = b_.instances->Get(req->instance_name());
   if (!inst.ok()) return call.Done(inst.status());
-  service::Counters* c = b_.base->counters;
+  rpc::Counters* c = b_.base->counters;
   c->lookups.fetch_add(1, std::memory_order_relaxed);
   auto result = (*inst)->GetActionResult(*action);
   if (result.ok()) {
@@ -296,7 +296,7 @@ grpc::Status CasService::BatchUpdateBlobs(grpc::ServerContext* ctx,
   auto inst = b_.instances->Get(req->instance_name());
   if (!inst.ok()) return call.Done(inst.status());
   std::vector<absl::Status> results(req->requests_size());
-  service::ParallelFor(results.size(), b_.base->options.batch_parallelism, [&](size_t i) {
+  rpc::ParallelFor(results.size(), b_.base->options.batch_parallelism, [&](size_t i) {
     const auto& r = req->requests(static_cast<int>(i));
     auto id = FromProto(r.digest(), absl::StrCat("requests[", i, "].digest"));
     if (!id.ok()) {
@@ -339,7 +339,7 @@ grpc::Status CasService::BatchReadBlobs(grpc::ServerContext* ctx,
   auto inst = b_.instances->Get(req->instance_name());
   if (!inst.ok()) return call.Done(inst.status());
   std::vector<absl::StatusOr<std::string>> data(req->digests_size(), std::string());
-  service::ParallelFor(data.size(), b_.base->options.batch_parallelism, [&](size_t i) {
+  rpc::ParallelFor(data.size(), b_.base->options.batch_parallelism, [&](size_t i) {
     auto id = FromProto(req->digests(static_cast<int>(i)), absl::StrCat("digests[", i, "]"));
     if (!id.ok()) {
       data[i] = id.status();
@@ -366,7 +366,7 @@ grpc::Status CasService::BatchReadBlobs(grpc::ServerContext* ctx,
 
 grpc::Status CasService::GetTree(grpc::ServerContext* ctx, const v2::GetTreeRequest* req,
                                  grpc::ServerWriter<v2::GetTreeResponse>* writer) {
-  Call call(*b_.base, ctx, "CAS/GetTree", Access::kRead, service::Span::kLong);
+  Call call(*b_.base, ctx, "CAS/GetTree", Access::kRead, rpc::Span::kLong);
   if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(req->root_digest().hash());
   auto root = FromProto(req->root_digest(), "root_digest");
@@ -413,7 +413,7 @@ grpc::Status CasService::GetTree(grpc::ServerContext* ctx, const v2::GetTreeRequ
 
 grpc::Status ByteStreamService::Read(grpc::ServerContext* ctx, const bs::ReadRequest* req,
                                      grpc::ServerWriter<bs::ReadResponse>* writer) {
-  Call call(*b_.base, ctx, "ByteStream/Read", Access::kRead, service::Span::kLong);
+  Call call(*b_.base, ctx, "ByteStream/Read", Access::kRead, rpc::Span::kLong);
   if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   call.Subject(req->resource_name());
   auto r = ParseReadResource(req->resource_name());
@@ -434,7 +434,7 @@ grpc::Status ByteStreamService::Read(grpc::ServerContext* ctx, const bs::ReadReq
 grpc::Status ByteStreamService::Write(grpc::ServerContext* ctx,
                                       grpc::ServerReader<bs::WriteRequest>* reader,
                                       bs::WriteResponse* resp) {
-  Call call(*b_.base, ctx, "ByteStream/Write", Access::kWrite, service::Span::kLong);
+  Call call(*b_.base, ctx, "ByteStream/Write", Access::kWrite, rpc::Span::kLong);
   if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
   bs::WriteRequest first;
   if (!reader->Read(&first)) return call.Done(absl::InvalidArgumentError("an empty write stream"));
@@ -459,7 +459,7 @@ absl::Status ByteStreamService::DoWrite(grpc::ServerReader<bs::WriteRequest>* re
   }
   auto inst = b_.instances->Get(w->instance);
   if (!inst.ok()) return inst.status();
-  service::Counters* counters = b_.base->counters;
+  rpc::Counters* counters = b_.base->counters;
   auto count_in = [&](int64_t n) {
     call.AddBytes(n);
     counters->bytes_in.fetch_add(n, std::memory_order_relaxed);
@@ -481,8 +481,8 @@ absl::Status ByteStreamService::DoWrite(grpc::ServerReader<bs::WriteRequest>* re
     return absl::OkStatus();
   }
 
-  service::UploadStaging* staging = b_.base->uploads;
-  std::unique_ptr<service::UploadStaging::Upload> up;
+  rpc::UploadStaging* staging = b_.base->uploads;
+  std::unique_ptr<rpc::UploadStaging::Upload> up;
   if (staging != nullptr) {
     auto u = staging->Begin(UploadId(w->instance, w->uuid, blob), blob.digest, blob.size,
                             first.write_offset());

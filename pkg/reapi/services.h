@@ -1,8 +1,8 @@
 // The REAPI v2 cache servicers: Capabilities, ActionCache,
 // ContentAddressableStorage and google.bytestream.ByteStream. Thin adapters:
 // each handler parses and checks the wire fields, picks the Instance,
-// calls it, and converts the result and status (pkg/service/status.h). They
-// share service::Backend with the ocicache.v1 services: the same tokens
+// calls it, and converts the result and status (pkg/wire/status.h). They
+// share rpc::Backend with the ocicache.v1 services: the same tokens
 // (reads need a read token, writes a write token), counters and access log
 // (with the client's requestmetadata-bin fields appended).
 #ifndef OCICACHE_PKG_REAPI_SERVICES_H_
@@ -13,7 +13,7 @@
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
 #include "pkg/reapi/instance.h"
-#include "pkg/service/backend.h"
+#include "pkg/rpc/backend.h"
 
 namespace ocicache::reapi {
 
@@ -28,7 +28,7 @@ struct ReapiOptions {
 
 // Everything the four servicers share; not owned.
 struct ReapiBackend {
-  const service::Backend* base = nullptr;
+  const rpc::Backend* base = nullptr;
   Instances* instances = nullptr;
   ReapiOptions options;
 };
@@ -84,11 +84,11 @@ class ByteStreamService final : public bs::ByteStream::Service {
 
  private:
   absl::Status DoWrite(grpc::ServerReader<bs::WriteRequest>* reader, const bs::WriteRequest& first,
-                       bs::WriteResponse* resp, service::Call& call);
+                       bs::WriteResponse* resp, rpc::Call& call);
   const ReapiBackend& b_;
 };
 
-// The staging id of a ByteStream upload (pkg/service/uploads.h): a hash of
+// The staging id of a ByteStream upload (pkg/rpc/uploads.h): a hash of
 // instance, uuid and blob, so ids stay short and uploads of different
 // instances never meet.
 std::string UploadId(absl::string_view instance, absl::string_view uuid, const BlobId& blob);

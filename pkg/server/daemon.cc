@@ -17,12 +17,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "pkg/cache/breaker.h"
-#include "pkg/service/backend.h"
+#include "pkg/rpc/backend.h"
 
 namespace ocicache::server {
 namespace {
 
-void Say(absl::string_view line) { service::LogToStderr(line); }
+void Say(absl::string_view line) { rpc::LogToStderr(line); }
 
 absl::Status WritePortFile(const std::string& path, int port) {
   std::string tmp = absl::StrCat(path, ".tmp-", getpid());
@@ -146,7 +146,7 @@ int RunDaemon(DaemonOptions opts) {
     }
   }
   if (!opts.tokens_file.empty()) {
-    auto auth = service::TokenAuth::FromFile(opts.tokens_file);
+    auto auth = rpc::TokenAuth::FromFile(opts.tokens_file);
     if (!auth.ok()) {
       Say(absl::StrCat("error: ", auth.status().message()));
       return 1;
@@ -165,7 +165,7 @@ int RunDaemon(DaemonOptions opts) {
     opts.server.open_instance = InstanceOpener(opts.store, local_opts, stores->breaker);
   }
   if (opts.access_log && !opts.server.service.access_log) {
-    opts.server.service.access_log = service::LogToStderr;
+    opts.server.service.access_log = rpc::LogToStderr;
   }
   auto server = CacheServer::Start(*std::move(stores), opts.server);
   if (!server.ok()) {

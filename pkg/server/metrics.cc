@@ -38,7 +38,7 @@ bool SendAll(int fd, absl::string_view data) {
 
 }  // namespace
 
-std::string RenderMetrics(const service::Counters& c, const MetricsSnapshot& snap) {
+std::string RenderMetrics(const rpc::Counters& c, const MetricsSnapshot& snap) {
   std::string out;
   auto load = [](const std::atomic<int64_t>& a) { return a.load(std::memory_order_relaxed); };
   Metric(&out, "ocicached_serving", "gauge", "1 while the health probe succeeds.",
@@ -130,7 +130,7 @@ std::string RenderMetrics(const service::Counters& c, const MetricsSnapshot& sna
   absl::StrAppend(&out,
                   "# HELP ocicached_call_duration_seconds Call latency by method, every status code.\n"
                   "# TYPE ocicached_call_duration_seconds histogram\n");
-  const std::vector<double>& bounds = service::Counters::LatencyBuckets();
+  const std::vector<double>& bounds = rpc::Counters::LatencyBuckets();
   for (const auto& [method, h] : c.Latencies()) {
     int64_t cumulative = 0;
     for (size_t i = 0; i < bounds.size() && i < h.buckets.size(); ++i) {

@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "pkg/service/backend.h"
+#include "pkg/rpc/backend.h"
 
 namespace ocicache::server {
 
@@ -36,7 +36,7 @@ struct MetricsSnapshot {
 };
 
 // The exposition text.
-std::string RenderMetrics(const service::Counters& counters, const MetricsSnapshot& snap);
+std::string RenderMetrics(const rpc::Counters& counters, const MetricsSnapshot& snap);
 
 class MetricsHttpServer {
  public:

@@ -102,12 +102,12 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
                                                            s->stores_.remote);
   }
   if (!s->opts_.upload_dir.empty()) {
-    auto u = service::UploadStaging::Open(s->opts_.upload_dir);
+    auto u = rpc::UploadStaging::Open(s->opts_.upload_dir);
     if (!u.ok()) return u.status();
     s->uploads_ = *std::move(u);
   }
 
-  service::Backend& b = s->backend_;
+  rpc::Backend& b = s->backend_;
   b.store = s->stores_.store.get();
   b.admin = s->stores_.admin.get();
   b.local = s->stores_.local;

@@ -29,9 +29,9 @@
 #include "pkg/reapi/services.h"
 #include "pkg/server/metrics.h"
 #include "pkg/server/tls.h"
-#include "pkg/service/backend.h"
+#include "pkg/rpc/backend.h"
 #include "pkg/service/services.h"
-#include "pkg/service/uploads.h"
+#include "pkg/rpc/uploads.h"
 
 namespace ocicache::server {
 
@@ -56,11 +56,11 @@ struct ServerOptions {
   absl::Duration keepalive_timeout = absl::Seconds(20);
   // Where resumable uploads are staged; empty: no resumable uploads.
   std::string upload_dir;
-  service::ServiceOptions service;
+  rpc::ServiceOptions service;
   // Health probe; default: Ping the registry, or check the local directory.
   std::function<absl::Status()> probe;
   // Bearer tokens (service/auth.h); unset: no authentication.
-  std::optional<service::TokenAuth> auth;
+  std::optional<rpc::TokenAuth> auth;
   // HOST:PORT for the Prometheus endpoint (metrics.h); empty: none.
   std::string metrics_listen;
   // REAPI: existence and completeness caches, batch limits.
@@ -93,7 +93,7 @@ class CacheServer {
   // The health-only port; 0 without one.
   int health_port() const { return health_port_; }
   cache::Store& store() { return *stores_.store; }
-  const service::Counters& counters() const { return counters_; }
+  const rpc::Counters& counters() const { return counters_; }
   // The last probe's result.
   bool serving();
 
@@ -108,9 +108,9 @@ class CacheServer {
 
   cli::StoreSet stores_;
   ServerOptions opts_;
-  std::unique_ptr<service::UploadStaging> uploads_;
-  service::Counters counters_;
-  service::Backend backend_;
+  std::unique_ptr<rpc::UploadStaging> uploads_;
+  rpc::Counters counters_;
+  rpc::Backend backend_;
   std::unique_ptr<service::EntriesService> entries_;
   std::unique_ptr<service::BlobsService> blobs_;
   std::unique_ptr<service::AdminService> admin_;

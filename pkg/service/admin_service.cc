@@ -3,9 +3,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "pkg/service/services.h"
-#include "pkg/service/status.h"
+#include "pkg/wire/convert.h"
+#include "pkg/wire/status.h"
 
 namespace ocicache::service {
+
+using rpc::Counters;
+using rpc::Span;
+using rpc::Call;
+using rpc::Access;
 namespace {
 
 v1::Progress ProgressToProto(const admin::ProgressEvent& ev) {

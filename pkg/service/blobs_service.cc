@@ -9,12 +9,23 @@
 #include "pkg/cache/place.h"
 #include "pkg/oci/stream.h"
 #include "pkg/registry/client.h"
-#include "pkg/service/convert.h"
-#include "pkg/service/parallel.h"
+#include "pkg/wire/convert.h"
+#include "pkg/rpc/parallel.h"
 #include "pkg/service/services.h"
-#include "pkg/service/status.h"
+#include "pkg/wire/status.h"
 
 namespace ocicache::service {
+
+using rpc::ServiceOptions;
+using rpc::Span;
+using rpc::Call;
+using rpc::Access;
+using rpc::UploadStaging;
+using rpc::StreamingPush;
+using rpc::ParallelFor;
+using wire::DigestFromProto;
+using wire::LocationToProto;
+using wire::LocationFromProto;
 namespace {
 
 // Sends what the store streams as ReadResponse chunks of at most chunk_bytes,

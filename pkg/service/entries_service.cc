@@ -3,12 +3,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "pkg/cache/format.h"
-#include "pkg/service/convert.h"
-#include "pkg/service/parallel.h"
+#include "pkg/wire/convert.h"
+#include "pkg/rpc/parallel.h"
 #include "pkg/service/services.h"
-#include "pkg/service/status.h"
+#include "pkg/wire/status.h"
 
 namespace ocicache::service {
+
+using rpc::Span;
+using rpc::Call;
+using rpc::Access;
+using rpc::ParallelFor;
+using wire::EntryToProto;
+using wire::EntryFromProto;
+using wire::EntryInfoToProto;
 namespace {
 
 cache::LookupOptions LookupOpts(const google::protobuf::Map<std::string, std::string>& require,

@@ -7,13 +7,13 @@
 #define OCICACHE_PKG_SERVICE_SERVICES_H_
 
 #include "api/ocicache/v1/cache.grpc.pb.h"
-#include "pkg/service/backend.h"
+#include "pkg/rpc/backend.h"
 
 namespace ocicache::service {
 
 class EntriesService final : public v1::Entries::Service {
  public:
-  explicit EntriesService(const Backend& b) : b_(b) {}
+  explicit EntriesService(const rpc::Backend& b) : b_(b) {}
 
   grpc::Status Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
                       v1::Entry* resp) override;
@@ -27,12 +27,12 @@ class EntriesService final : public v1::Entries::Service {
                     grpc::ServerWriter<v1::ListResponse>* writer) override;
 
  private:
-  const Backend& b_;
+  const rpc::Backend& b_;
 };
 
 class BlobsService final : public v1::Blobs::Service {
  public:
-  explicit BlobsService(const Backend& b) : b_(b) {}
+  explicit BlobsService(const rpc::Backend& b) : b_(b) {}
 
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::StatRequest* req,
                     v1::StatResponse* resp) override;
@@ -48,13 +48,13 @@ class BlobsService final : public v1::Blobs::Service {
  private:
   absl::Status WriteResumable(grpc::ServerReader<v1::WriteRequest>* reader,
                               const v1::WriteRequest& first, const oci::Digest& digest,
-                              v1::WriteResponse* resp, Call& call);
-  const Backend& b_;
+                              v1::WriteResponse* resp, rpc::Call& call);
+  const rpc::Backend& b_;
 };
 
 class AdminService final : public v1::Admin::Service {
  public:
-  explicit AdminService(const Backend& b) : b_(b) {}
+  explicit AdminService(const rpc::Backend& b) : b_(b) {}
 
   grpc::Status GarbageCollect(grpc::ServerContext* ctx, const v1::GarbageCollectRequest* req,
                               grpc::ServerWriter<v1::Progress>* writer) override;
@@ -64,7 +64,7 @@ class AdminService final : public v1::Admin::Service {
                      v1::StatsResponse* resp) override;
 
  private:
-  const Backend& b_;
+  const rpc::Backend& b_;
 };
 
 }  // namespace ocicache::service

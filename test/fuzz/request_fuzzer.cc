@@ -22,11 +22,11 @@
 #include "pkg/oci/digest.h"
 #include "pkg/oci/stream.h"
 #include "pkg/registry/client.h"
-#include "pkg/service/backend.h"
-#include "pkg/service/convert.h"
+#include "pkg/rpc/backend.h"
+#include "pkg/wire/convert.h"
 #include "pkg/service/services.h"
-#include "pkg/service/status.h"
-#include "pkg/service/uploads.h"
+#include "pkg/wire/status.h"
+#include "pkg/rpc/uploads.h"
 
 namespace ocicache::fuzz {
 namespace {
@@ -52,9 +52,9 @@ struct Harness {
   std::string dir;
   std::unique_ptr<layout::LayoutStore> store;
   std::unique_ptr<admin::LocalAdmin> admin;
-  std::unique_ptr<service::UploadStaging> uploads;
-  service::Counters counters;
-  service::Backend backend;
+  std::unique_ptr<rpc::UploadStaging> uploads;
+  rpc::Counters counters;
+  rpc::Backend backend;
   std::unique_ptr<service::EntriesService> entries_svc;
   std::unique_ptr<service::BlobsService> blobs_svc;
   std::unique_ptr<service::AdminService> admin_svc;
@@ -76,7 +76,7 @@ Harness* MakeHarness() {
   auto store = layout::LayoutStore::Open(h->dir + "/layout");
   if (!store.ok()) Broken(store.status().ToString());
   h->store = *std::move(store);
-  auto uploads = service::UploadStaging::Open(h->dir + "/uploads");
+  auto uploads = rpc::UploadStaging::Open(h->dir + "/uploads");
   if (!uploads.ok()) Broken(uploads.status().ToString());
   h->uploads = *std::move(uploads);
   h->admin = std::make_unique<admin::LocalAdmin>(*h->store, h->store.get(), nullptr);
@@ -93,7 +93,7 @@ Harness* MakeHarness() {
   e.annotations["org.ocicache.tool"] = "v1";
   if (absl::Status s = h->store->Put(e); !s.ok()) Broken(s.ToString());
 
-  service::Backend& b = h->backend;
+  rpc::Backend& b = h->backend;
   b.store = h->store.get();
   b.admin = h->admin.get();
   b.local = h->store.get();
@@ -154,26 +154,26 @@ bool Parse(M* m, const uint8_t* data, size_t size) {
 
 // A converted entry converts back to a message that converts to the same entry.
 void EntryRoundTrip(const v1::Entry& in) {
-  auto e = service::EntryFromProto(in);
+  auto e = wire::EntryFromProto(in);
   if (!e.ok()) return;
   v1::Entry once, twice;
-  service::EntryToProto(*e, &once);
-  auto again = service::EntryFromProto(once);
+  wire::EntryToProto(*e, &once);
+  auto again = wire::EntryFromProto(once);
   if (!again.ok()) Broken("an entry converted to a message the converter rejects: " +
                           again.status().ToString());
-  service::EntryToProto(*again, &twice);
+  wire::EntryToProto(*again, &twice);
   if (!MessageDifferencer::Equals(once, twice)) Broken("an entry changed on a round trip");
-  if (absl::Status s = service::CheckEntryUtf8(*e); !s.ok()) {
+  if (absl::Status s = wire::CheckEntryUtf8(*e); !s.ok()) {
     Broken("a decoded entry is not UTF-8: " + s.ToString());
   }
 }
 
 void DescriptorRoundTrip(const v1::Descriptor& in) {
-  auto d = service::DescriptorFromProto(in, "d");
+  auto d = wire::DescriptorFromProto(in, "d");
   if (!d.ok()) return;
   v1::Descriptor once;
-  service::DescriptorToProto(*d, &once);
-  auto again = service::DescriptorFromProto(once, "d");
+  wire::DescriptorToProto(*d, &once);
+  auto again = wire::DescriptorFromProto(once, "d");
   if (!again.ok() || again->digest != d->digest || again->size != d->size) {
     Broken("a descriptor changed on a round trip");
   }
@@ -191,7 +191,7 @@ void DoLookup(const uint8_t* data, size_t size) {
   if (!cache::ValidateKey(req.key()).ok()) ExpectInvalid(kLookup, s, "the key is malformed");
   if (s.ok()) {
     if (resp.key() != req.key()) Broken("Lookup answered another key");
-    if (!service::EntryFromProto(resp).ok()) Broken("Lookup answered a malformed entry");
+    if (!wire::EntryFromProto(resp).ok()) Broken("Lookup answered a malformed entry");
   }
 }
 
@@ -210,7 +210,7 @@ void DoBatchLookup(const uint8_t* data, size_t size) {
   for (int i = 0; i < resp.results_size(); ++i) {
     const auto& r = resp.results(i);
     if (r.key() != req.keys(i)) Broken("BatchLookup answered out of order");
-    if (r.code() == 0 && !service::EntryFromProto(r.entry()).ok()) {
+    if (r.code() == 0 && !wire::EntryFromProto(r.entry()).ok()) {
       Broken("BatchLookup answered a malformed entry");
     }
     if (r.code() == 0 && r.entry().key() != r.key()) Broken("BatchLookup answered another key");
@@ -228,7 +228,7 @@ void DoPut(const uint8_t* data, size_t size) {
   v1::PutResponse resp;
   grpc::Status s = H().entries->Put(&ctx, req, &resp);
   Answered(kPut, s);
-  if (s.ok() && (!req.has_entry() || !service::EntryFromProto(req.entry()).ok())) {
+  if (s.ok() && (!req.has_entry() || !wire::EntryFromProto(req.entry()).ok())) {
     Broken("Put accepted an entry the converter rejects");
   }
 }
@@ -260,7 +260,7 @@ void DoList(const uint8_t* data, size_t size) {
     int limit = req.page_size() == 0 ? 500 : std::min(req.page_size(), 1000);
     if (page.entries_size() > limit) Broken("List sent a page over page_size");
     for (const auto& e : page.entries()) {
-      if (!service::EntryInfoFromProto(e).ok()) Broken("List sent a malformed entry");
+      if (!wire::EntryInfoFromProto(e).ok()) Broken("List sent a malformed entry");
     }
   }
   grpc::Status s = r->Finish();
@@ -300,7 +300,7 @@ void DoRead(const uint8_t* data, size_t size) {
   grpc::Status s = r->Finish();
   Answered(kRead, s);
   if (req.read_offset() < 0 || req.read_limit() < 0) ExpectInvalid(kRead, s, "negative offset or limit");
-  if (!service::DigestFromProto(req.digest(), "digest").ok()) {
+  if (!wire::DigestFromProto(req.digest(), "digest").ok()) {
     ExpectInvalid(kRead, s, "the digest is malformed");
   }
   if (s.ok() && req.read_limit() > 0 && static_cast<int64_t>(got.size()) > req.read_limit()) {
@@ -358,11 +358,11 @@ void DoMount(const uint8_t* data, size_t size) {
   v1::MountRequest req;
   if (!Parse(&req, data, size)) return;
   ++g_stats.parsed[kMount];
-  auto from = service::LocationFromProto(req.from(), "from", /*allow_unknown_size=*/true);
+  auto from = wire::LocationFromProto(req.from(), "from", /*allow_unknown_size=*/true);
   if (from.ok()) {
     v1::Location back;
-    service::LocationToProto(*from, &back);
-    auto again = service::LocationFromProto(back, "from", true);
+    wire::LocationToProto(*from, &back);
+    auto again = wire::LocationFromProto(back, "from", true);
     if (!again.ok() || again->digest != from->digest || again->url != from->url) {
       Broken("a location changed on a round trip");
     }
@@ -431,7 +431,7 @@ void DoEntry(const uint8_t* data, size_t size) {
   ++g_stats.parsed[kEntry];
   EntryRoundTrip(e);
   for (const auto& b : e.blobs()) DescriptorRoundTrip(b);
-  auto converted = service::EntryFromProto(e);
+  auto converted = wire::EntryFromProto(e);
   if (converted.ok()) ++g_stats.ok[kEntry];
 }
 
@@ -439,12 +439,12 @@ void DoEntryInfo(const uint8_t* data, size_t size) {
   v1::EntryInfo i;
   if (!Parse(&i, data, size)) return;
   ++g_stats.parsed[kEntryInfo];
-  auto info = service::EntryInfoFromProto(i);
+  auto info = wire::EntryInfoFromProto(i);
   if (!info.ok()) return;
   ++g_stats.ok[kEntryInfo];
   v1::EntryInfo once;
-  service::EntryInfoToProto(*info, &once);
-  auto again = service::EntryInfoFromProto(once);
+  wire::EntryInfoToProto(*info, &once);
+  auto again = wire::EntryInfoFromProto(once);
   if (!again.ok() || again->key != info->key || again->size != info->size) {
     Broken("an entry info changed on a round trip");
   }
@@ -460,9 +460,9 @@ void DoRpcStatus(const uint8_t* data, size_t size) {
   v1::RpcStatus probe;
   if (probe.ParseFromString(details)) ++g_stats.parsed[kRpcStatus];
   grpc::Status in(static_cast<grpc::StatusCode>(code), "from the wire", details);
-  absl::Status s = service::FromGrpc(in);
+  absl::Status s = wire::FromGrpc(in);
   if (s.ok() != in.ok()) Broken("FromGrpc changed whether a status is OK");
-  grpc::Status back = service::ToGrpc(s);
+  grpc::Status back = wire::ToGrpc(s);
   if (back.ok() != s.ok()) Broken("ToGrpc changed whether a status is OK");
   if (!s.ok() && static_cast<int>(back.error_code()) > 16) Broken("ToGrpc made an unknown code");
   if (!s.ok() && code <= 16 && static_cast<int>(s.code()) != code) {

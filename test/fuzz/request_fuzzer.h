@@ -1,6 +1,6 @@
 // A fuzz target for the decoding of ocicache.v1 requests: the first byte picks
 // a message type, the rest is parsed as that message; what parses goes through
-// the conversions of pkg/service/convert.h and through the real servicers
+// the conversions of pkg/wire/convert.h and through the real servicers
 // (pkg/service) over gRPC's in-process channel (no socket, no network; Mount
 // into other repositories is converted but not called, since it would dial),
 // backed by a LayoutStore and upload staging in a temporary directory.

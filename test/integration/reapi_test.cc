@@ -30,7 +30,7 @@
 #include "pkg/layout/layout_store.h"
 #include "pkg/oci/digest.h"
 #include "pkg/server/server.h"
-#include "pkg/service/auth.h"
+#include "pkg/rpc/auth.h"
 #include "test/harness/http_client.h"
 #include "test/harness/registry.h"
 #include "test/integration/served_store.h"
@@ -236,7 +236,7 @@ class ReapiTest : public ::testing::Test {
     std::string repo;       // REPO below the registry host; empty: a new one
     bool dir = true;        // with a local tier
     absl::Duration ttl = absl::Minutes(10);
-    std::optional<service::TokenAuth> auth;
+    std::optional<rpc::TokenAuth> auth;
     std::function<void(absl::string_view)> log;
     bool metrics = false;
     int64_t max_local_bytes = 0;  // --max_local_size (with no eviction grace)
@@ -829,7 +829,7 @@ TEST_F(ReapiTest, ExistenceCacheKeepsRepeatedChecksAwayFromTheRegistry) {
 
 TEST_F(ReapiTest, ReadOnlyTokensCannotWrite) {
   Setup setup;
-  auto auth = service::TokenAuth::Parse(
+  auto auth = rpc::TokenAuth::Parse(
       absl::StrCat(kReadToken, " read\n", kWriteToken, " write\n"));
   ASSERT_TRUE(auth.ok()) << auth.status();
   setup.auth = *auth;

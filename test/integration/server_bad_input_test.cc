@@ -24,7 +24,7 @@
 #include "gtest/gtest.h"
 #include "pkg/cache/format.h"
 #include "pkg/client/grpc_store.h"
-#include "pkg/service/auth.h"
+#include "pkg/rpc/auth.h"
 #include "test/integration/served_store.h"
 
 namespace ocicache {
@@ -628,7 +628,7 @@ class AuthTest : public ::testing::Test {
  protected:
   void SetUp() override {
     server::ServerOptions opts;
-    auto auth = service::TokenAuth::Parse(absl::StrCat(kReader, " read\n", kWriter, " write\n"));
+    auto auth = rpc::TokenAuth::Parse(absl::StrCat(kReader, " read\n", kWriter, " write\n"));
     ASSERT_TRUE(auth.ok()) << auth.status();
     opts.auth = *std::move(auth);
     auto s = testing::ServeLayout(std::move(opts));

@@ -6,18 +6,18 @@
 // "ocicache.registry/temporary") travel in the error details as an
 // ocicache.v1.RpcStatus (google.rpc.Status on the wire), so a client can still
 // tell a registry's temporary failure from a permanent one.
-#ifndef OCICACHE_PKG_SERVICE_STATUS_H_
-#define OCICACHE_PKG_SERVICE_STATUS_H_
+#ifndef OCICACHE_PKG_WIRE_STATUS_H_
+#define OCICACHE_PKG_WIRE_STATUS_H_
 
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
 
-namespace ocicache::service {
+namespace ocicache::wire {
 
 grpc::Status ToGrpc(const absl::Status& s);
 absl::Status FromGrpc(const grpc::Status& s);
 
-}  // namespace ocicache::service
+}  // namespace ocicache::wire
 
-#endif  // OCICACHE_PKG_SERVICE_STATUS_H_
+#endif  // OCICACHE_PKG_WIRE_STATUS_H_

@@ -1,8 +1,8 @@
-#include "pkg/service/auth.h"
+#include "pkg/rpc/auth.h"
 
 #include "gtest/gtest.h"
 
-namespace ocicache::service {
+namespace ocicache::rpc {
 namespace {
 
 TEST(TokenAuthTest, ParseAndCheck) {
@@ -33,4 +33,4 @@ TEST(TokenAuthTest, BadFiles) {
 }
 
 }  // namespace
-}  // namespace ocicache::service
+}  // namespace ocicache::rpc

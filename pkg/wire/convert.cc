@@ -1,11 +1,11 @@
-#include "pkg/service/convert.h"
+#include "pkg/wire/convert.h"
 
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "pkg/cache/format.h"
 
-namespace ocicache::service {
+namespace ocicache::wire {
 namespace {
 
 // google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
@@ -228,4 +228,4 @@ absl::Status CheckEntryUtf8(const cache::Entry& e) {
   return absl::OkStatus();
 }
 
-}  // namespace ocicache::service
+}  // namespace ocicache::wire

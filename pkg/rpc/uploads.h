@@ -16,8 +16,8 @@
 // the old stream end, and the old one may take long to notice. The old
 // stream's writes after that (and its Commit, MarkComplete, Discard) are
 // refused with Aborted; one in progress finishes first. Thread-safe.
-#ifndef OCICACHE_PKG_SERVICE_UPLOADS_H_
-#define OCICACHE_PKG_SERVICE_UPLOADS_H_
+#ifndef OCICACHE_PKG_RPC_UPLOADS_H_
+#define OCICACHE_PKG_RPC_UPLOADS_H_
 
 #include <cstdint>
 #include <deque>
@@ -38,7 +38,7 @@
 #include "pkg/oci/digest.h"
 #include "pkg/oci/types.h"
 
-namespace ocicache::service {
+namespace ocicache::rpc {
 
 struct UploadState {
   oci::Digest digest;    // invalid: computed at commit
@@ -197,6 +197,6 @@ class StreamingPush {
   std::thread thread_;
 };
 
-}  // namespace ocicache::service
+}  // namespace ocicache::rpc
 
-#endif  // OCICACHE_PKG_SERVICE_UPLOADS_H_
+#endif  // OCICACHE_PKG_RPC_UPLOADS_H_

@@ -1,4 +1,4 @@
-#include "pkg/service/uploads.h"
+#include "pkg/rpc/uploads.h"
 
 #include <sys/stat.h>
 #include <utime.h>
@@ -11,7 +11,7 @@
 #include "pkg/layout/layout_store.h"
 #include "pkg/oci/stream.h"
 
-namespace ocicache::service {
+namespace ocicache::rpc {
 namespace {
 
 std::string TempDir() {
@@ -325,4 +325,4 @@ TEST_F(UploadsTest, TakeoverAbandonsTheOldStreamsPush) {
 }
 
 }  // namespace
-}  // namespace ocicache::service
+}  // namespace ocicache::rpc

@@ -2,8 +2,8 @@
 // the ocicache.v1 messages, shared by the servicers and the client. *FromProto
 // validate what comes off the wire (keys, digests, sizes, timestamps) and say
 // which field is wrong; *ToProto cannot fail.
-#ifndef OCICACHE_PKG_SERVICE_CONVERT_H_
-#define OCICACHE_PKG_SERVICE_CONVERT_H_
+#ifndef OCICACHE_PKG_WIRE_CONVERT_H_
+#define OCICACHE_PKG_WIRE_CONVERT_H_
 
 #include <string>
 
@@ -18,7 +18,7 @@
 #include "pkg/oci/digest.h"
 #include "pkg/oci/types.h"
 
-namespace ocicache::service {
+namespace ocicache::wire {
 
 // absl::InfinitePast() (unset) clears the timestamp.
 void TimeToProto(absl::Time t, google::protobuf::Timestamp* out);
@@ -55,6 +55,6 @@ absl::Status CheckUtf8(absl::string_view s, absl::string_view what);
 // Every string field of an entry that goes into a proto3 string.
 absl::Status CheckEntryUtf8(const cache::Entry& e);
 
-}  // namespace ocicache::service
+}  // namespace ocicache::wire
 
-#endif  // OCICACHE_PKG_SERVICE_CONVERT_H_
+#endif  // OCICACHE_PKG_WIRE_CONVERT_H_

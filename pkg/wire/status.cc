@@ -1,11 +1,11 @@
-#include "pkg/service/status.h"
+#include "pkg/wire/status.h"
 
 #include <string>
 
 #include "absl/strings/cord.h"
 #include "api/ocicache/v1/cache.pb.h"
 
-namespace ocicache::service {
+namespace ocicache::wire {
 namespace {
 
 // gRPC carries the message in a header: keep it one reasonable line.
@@ -49,4 +49,4 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return out;
 }
 
-}  // namespace ocicache::service
+}  // namespace ocicache::wire

@@ -1,6 +1,6 @@
 // A bounded parallel loop for batch requests (BatchLookup, Stat).
-#ifndef OCICACHE_PKG_SERVICE_PARALLEL_H_
-#define OCICACHE_PKG_SERVICE_PARALLEL_H_
+#ifndef OCICACHE_PKG_RPC_PARALLEL_H_
+#define OCICACHE_PKG_RPC_PARALLEL_H_
 
 #include <algorithm>
 #include <atomic>
@@ -11,7 +11,7 @@
 
 #include "pkg/base/call_scope.h"
 
-namespace ocicache::service {
+namespace ocicache::rpc {
 
 // Calls fn(i) for i in [0, n) on at most max_threads threads (this one included).
 // The other threads work under this thread's call limits (base::CallScope).
@@ -27,6 +27,6 @@ inline void ParallelFor(size_t n, size_t max_threads, const std::function<void(s
   for (auto& t : threads) t.join();
 }
 
-}  // namespace ocicache::service
+}  // namespace ocicache::rpc
 
-#endif  // OCICACHE_PKG_SERVICE_PARALLEL_H_
+#endif  // OCICACHE_PKG_RPC_PARALLEL_H_

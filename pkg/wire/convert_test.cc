@@ -1,8 +1,8 @@
-#include "pkg/service/convert.h"
+#include "pkg/wire/convert.h"
 
 #include "gtest/gtest.h"
 
-namespace ocicache::service {
+namespace ocicache::wire {
 namespace {
 
 cache::Entry Sample() {
@@ -138,4 +138,4 @@ TEST(ConvertTest, Utf8) {
 }
 
 }  // namespace
-}  // namespace ocicache::service
+}  // namespace ocicache::wire

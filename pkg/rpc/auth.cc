@@ -1,4 +1,4 @@
-#include "pkg/service/auth.h"
+#include "pkg/rpc/auth.h"
 
 #include <fstream>
 #include <sstream>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "pkg/oci/digest.h"
 
-namespace ocicache::service {
+namespace ocicache::rpc {
 namespace {
 
 constexpr size_t kMinTokenBytes = 16;
@@ -74,4 +74,4 @@ absl::Status TokenAuth::Check(absl::string_view authorization, Access need) cons
   return absl::OkStatus();
 }
 
-}  // namespace ocicache::service
+}  // namespace ocicache::rpc

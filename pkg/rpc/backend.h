@@ -1,7 +1,7 @@
 // What the ocicache.v1 servicers share: the stores they adapt, their limits, the
 // request counters and the access log. The servicers own none of it.
-#ifndef OCICACHE_PKG_SERVICE_BACKEND_H_
-#define OCICACHE_PKG_SERVICE_BACKEND_H_
+#ifndef OCICACHE_PKG_RPC_BACKEND_H_
+#define OCICACHE_PKG_RPC_BACKEND_H_
 
 #include <atomic>
 #include <cstdint>
@@ -25,10 +25,10 @@
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store.h"
 #include "pkg/layout/layout_store.h"
-#include "pkg/service/auth.h"
-#include "pkg/service/uploads.h"
+#include "pkg/rpc/auth.h"
+#include "pkg/rpc/uploads.h"
 
-namespace ocicache::service {
+namespace ocicache::rpc {
 
 struct ServiceOptions {
   // Blobs.Read sends chunks of this many bytes.
@@ -160,6 +160,6 @@ class Call {
 // The access-log sink ocicached uses: one write(2) per line on stderr.
 void LogToStderr(absl::string_view line);
 
-}  // namespace ocicache::service
+}  // namespace ocicache::rpc
 
-#endif  // OCICACHE_PKG_SERVICE_BACKEND_H_
+#endif  // OCICACHE_PKG_RPC_BACKEND_H_

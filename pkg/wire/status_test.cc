@@ -1,10 +1,10 @@
-#include "pkg/service/status.h"
+#include "pkg/wire/status.h"
 
 #include "absl/strings/cord.h"
 #include "gtest/gtest.h"
 #include "pkg/registry/client.h"
 
-namespace ocicache::service {
+namespace ocicache::wire {
 namespace {
 
 TEST(StatusTest, OkIsOk) {
@@ -58,4 +58,4 @@ TEST(StatusTest, LongMessagesAreCut) {
 }
 
 }  // namespace
-}  // namespace ocicache::service
+}  // namespace ocicache::wire

@@ -1,4 +1,4 @@
-#include "pkg/service/uploads.h"
+#include "pkg/rpc/uploads.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -18,7 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "pkg/oci/stream.h"
 
-namespace ocicache::service {
+namespace ocicache::rpc {
 namespace {
 
 absl::Status Errno(absl::string_view what) {
@@ -516,4 +516,4 @@ absl::StatusOr<oci::Descriptor> StreamingPush::Finish() {
   return result_;
 }
 
-}  // namespace ocicache::service
+}  // namespace ocicache::rpc

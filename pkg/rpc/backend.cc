@@ -1,4 +1,4 @@
-#include "pkg/service/backend.h"
+#include "pkg/rpc/backend.h"
 
 #include <unistd.h>
 
@@ -9,9 +9,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "pkg/service/status.h"
+#include "pkg/wire/status.h"
 
-namespace ocicache::service {
+namespace ocicache::rpc {
 namespace {
 
 const char* CodeName(grpc::StatusCode c) {
@@ -112,7 +112,7 @@ grpc::Status Call::Done(const absl::Status& s) {
   if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
     b_.counters->backend_errors.fetch_add(1, std::memory_order_relaxed);
   }
-  grpc::Status out = ToGrpc(s);
+  grpc::Status out = wire::ToGrpc(s);
   absl::Duration took = absl::Now() - start_;
   b_.counters->CountCall(method_, CodeName(out.error_code()), took);
   if (b_.options.access_log) {
@@ -140,4 +140,4 @@ void LogToStderr(absl::string_view line) {
   }
 }
 
-}  // namespace ocicache::service
+}  // namespace ocicache::rpc

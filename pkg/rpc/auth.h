@@ -9,8 +9,8 @@
 // least 16 characters. Only SHA-256 hashes of the tokens are kept in memory and
 // compared. gRPC on the port is plaintext: tokens protect against mistakes and
 // casual access on a trusted network, not against an eavesdropper.
-#ifndef OCICACHE_PKG_SERVICE_AUTH_H_
-#define OCICACHE_PKG_SERVICE_AUTH_H_
+#ifndef OCICACHE_PKG_RPC_AUTH_H_
+#define OCICACHE_PKG_RPC_AUTH_H_
 
 #include <map>
 #include <string>
@@ -19,7 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace ocicache::service {
+namespace ocicache::rpc {
 
 enum class Access { kRead, kWrite };
 
@@ -37,6 +37,6 @@ class TokenAuth {
   std::map<std::string, Access> by_hash_;  // hex sha256(token) -> scope
 };
 
-}  // namespace ocicache::service
+}  // namespace ocicache::rpc
 
-#endif  // OCICACHE_PKG_SERVICE_AUTH_H_
+#endif  // OCICACHE_PKG_RPC_AUTH_H_
