@@ -1,6 +1,6 @@
 // LayoutStore: a cache::Store over a local directory that is a valid OCI image
-// layout (image-spec image-layout.md), so `skopeo inspect --raw oci:DIR:TAG` and
-// `skopeo copy oci:DIR:TAG ...` read every entry.
+// layout (as the OCI image spec defines it), so `skopeo inspect --raw oci:DIR:TAG`
+// and `skopeo copy oci:DIR:TAG ...` read every entry.
 //
 // On disk
 //   DIR/oci-layout          {"imageLayoutVersion":"1.0.0"}
@@ -52,8 +52,7 @@
 //   so an update costs one read and one write of index.json, not a parse; an
 //   index.json another process wrote is split by a small scanner (its format is
 //   fixed by WriteIndexLocked), and only one another tool wrote goes through a
-//   JSON parser. Measured (-c opt, loaded 2-core box): ~2.3 ms per Put at 2000
-//   entries, one or two processes; ~0.3 ms with index_interval = 100ms.
+//   JSON parser.
 //   A touch (last-used refresh) replaces the ref only if it still names the manifest
 //   that was read (compare-and-swap under the lock), so it never undoes a Put.
 //   Delete removes the ref and the index row in one lock hold (never batched), so
@@ -124,8 +123,8 @@ struct LayoutStoreOptions {
   // How often index.json is rewritten. Zero: after every Put/Delete/touch. Larger:
   // a ref change within this interval of the last rewrite only queues the tag; the
   // next change after the interval, Flush() or destruction writes them all (each
-  // rewrite costs O(entries), ~1 ms per 1000 entries). InfiniteDuration(): only
-  // on Flush() and destruction. Lookups never need index.json, only other tools do.
+  // rewrite costs O(entries)). InfiniteDuration(): only on Flush() and
+  // destruction. Lookups never need index.json, only other tools do.
   absl::Duration index_interval = absl::ZeroDuration();
   // The time used for created/last-used; absl::Now when unset (tests set it).
   std::function<absl::Time()> clock;
@@ -231,6 +230,11 @@ class LayoutStore : public cache::Store {
   absl::Status RebuildIndex();
 
  private:
+  // The private members are defined by concern: opening, the file lock, Put,
+  // Delete and List in layout_store.cc; temp files and blobs in layout_blobs.cc;
+  // refs, Lookup and its memo in layout_refs.cc; index.json in layout_index.cc;
+  // gc, eviction and usage totals in layout_gc.cc. What they share (FileLock's
+  // definition among it) is in layout_internal.h.
   class FileLock;
   struct IndexCache {
     bool loaded = false;
