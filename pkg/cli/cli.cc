@@ -25,6 +25,7 @@
 #include "pkg/cache/format.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/tiered_store.h"
+#include "pkg/base/files.h"
 #include "pkg/cli/args.h"
 #include "pkg/cli/command.h"
 #include "pkg/gocacheprog/command.h"
@@ -211,17 +212,12 @@ absl::Status ReadBlobToPath(Store& store, const oci::Digest& d, const std::strin
     if (::close(fd) != 0 && s.ok()) s = absl::InternalError(absl::StrCat("close ", path, ": ", strerror(errno)));
     return s;
   }
-  std::string tmp = absl::StrCat(path, ".tmp-", getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("cannot create ", tmp, ": ", strerror(errno)));
-  oci::FdSink sink(fd);
-  absl::Status s = store.ReadBlob(d, 0, sink);
-  if (::close(fd) != 0 && s.ok()) s = absl::InternalError(absl::StrCat("close ", tmp, ": ", strerror(errno)));
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    s = absl::InternalError(absl::StrCat("rename to ", path, ": ", strerror(errno)));
-  }
-  if (!s.ok()) ::unlink(tmp.c_str());
-  return s;
+  auto file = base::AtomicFile::Create(path);
+  if (!file.ok()) return absl::InvalidArgumentError(absl::StrCat("cannot ", file.status().message()));
+  oci::FdSink sink(file->fd());
+  if (absl::Status s = store.ReadBlob(d, 0, sink); !s.ok()) return s;
+  absl::Status s = file->Commit();
+  return s.ok() ? s : absl::InternalError(s.message());
 }
 
 absl::StatusOr<oci::Descriptor> WriteBlobFromPath(Store& store, const std::string& path,

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "pkg/base/files.h"
 #include "pkg/ko/gojson.h"
 #include "pkg/oci/digest.h"
 
@@ -260,36 +261,9 @@ std::vector<Record> CompleteRecords(const KoFiles& files, int* incomplete) {
 
 absl::Status WriteFileAtomic(const std::string& dir, const std::string& name,
                              absl::string_view bytes, int mode) {
-  static std::atomic<int> counter{0};
-  std::string final_path = absl::StrCat(dir, "/", name);
-  std::string temp = absl::StrCat(dir, "/.", name, ".tmp.", getpid(), ".", counter++);
-  int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) return absl::UnavailableError(Errno(absl::StrCat("create ", temp)));
-  struct stat st;
-  if (stat(final_path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) fchmod(fd, st.st_mode & 07777);
-  size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t n = write(fd, bytes.data() + off, bytes.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      std::string e = Errno(absl::StrCat("write ", temp));
-      close(fd);
-      unlink(temp.c_str());
-      return absl::UnavailableError(e);
-    }
-    off += n;
-  }
-  if (close(fd) != 0) {
-    std::string e = Errno(absl::StrCat("close ", temp));
-    unlink(temp.c_str());
-    return absl::UnavailableError(e);
-  }
-  if (rename(temp.c_str(), final_path.c_str()) != 0) {
-    std::string e = Errno(absl::StrCat("rename to ", final_path));
-    unlink(temp.c_str());
-    return absl::UnavailableError(e);
-  }
-  return absl::OkStatus();
+  absl::Status s = base::WriteFileAtomically(absl::StrCat(dir, "/", name), bytes,
+                                             {.mode = static_cast<mode_t>(mode), .keep_mode = true});
+  return s.ok() ? s : absl::UnavailableError(s.message());
 }
 
 absl::StatusOr<MergeStats> MergeIntoDir(const std::string& dir, const std::vector<Record>& records,

@@ -52,20 +52,7 @@ class TempGuard {
   bool armed_ = true;
 };
 
-absl::Status WriteAll(int fd, absl::string_view data, absl::string_view what) {
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    ssize_t w = ::write(fd, p, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError(errno, absl::StrCat("write ", what));
-    }
-    p += w;
-    left -= static_cast<size_t>(w);
-  }
-  return absl::OkStatus();
-}
+using base::WriteAll;
 
 std::string RandomHex() {
   unsigned char raw[8];

@@ -12,21 +12,6 @@
 
 namespace ocicache::layout::internal {
 
-absl::Status ErrnoError(int err, absl::string_view what) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::PermissionDeniedError(msg);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
 absl::Status ReadAll(int fd, int64_t max, std::string* out, absl::string_view what) {
   out->clear();
   char buf[64 * 1024];

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "pkg/base/files.h"
 #include "pkg/layout/layout_store.h"
 
 namespace ocicache::layout {
@@ -27,35 +28,13 @@ inline constexpr char kTmpDir[] = "tmp";
 
 inline constexpr int64_t kMaxIndexBytes = int64_t{1} << 30;
 
-// Owns a file descriptor.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    reset(o.release());
-    return *this;
-  }
-  ~UniqueFd() { reset(); }
-  int get() const { return fd_; }
-  int release() {
-    int f = fd_;
-    fd_ = -1;
-    return f;
-  }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
+using base::UniqueFd;
 
- private:
-  int fd_ = -1;
-};
-
-// I/O errors. ENOENT is not mapped to NotFound here: callers that mean "a miss"
-// check for it themselves, so a vanished directory is never mistaken for one.
-absl::Status ErrnoError(int err, absl::string_view what);
+// I/O errors (base::ErrnoStatus). ENOENT is not mapped to NotFound: callers
+// that mean "a miss" check for it themselves.
+inline absl::Status ErrnoError(int err, absl::string_view what) {
+  return base::ErrnoStatus(err, what);
+}
 
 absl::Status ReadAll(int fd, int64_t max, std::string* out, absl::string_view what);
 

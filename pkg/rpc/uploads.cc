@@ -16,17 +16,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
+#include "pkg/base/files.h"
 #include "pkg/oci/stream.h"
 
 namespace ocicache::rpc {
 namespace {
 
-absl::Status Errno(absl::string_view what) {
-  int e = errno;
-  std::string msg = absl::StrCat(what, ": ", std::strerror(e));
-  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
+absl::Status Errno(absl::string_view what) { return base::ErrnoStatus(errno, what); }
 
 absl::Status MkdirAll(const std::string& dir) {
   std::string cur;
@@ -278,29 +274,8 @@ absl::Status UploadStaging::WriteMeta(const std::string& stem, absl::string_view
                       {"size", st.size},
                       {"complete", st.complete}};
   std::string data = j.dump();
-  std::string tmp = absl::StrCat(dir_, "/", stem, ".meta.tmp");
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return Errno("create " + tmp);
-  absl::string_view rest = data;
-  while (!rest.empty()) {
-    ssize_t n = ::write(fd, rest.data(), rest.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      absl::Status s = Errno("write " + tmp);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return s;
-    }
-    rest.remove_prefix(n);
-  }
-  ::close(fd);
-  std::string final_path = absl::StrCat(dir_, "/", stem, ".meta");
-  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
-    absl::Status s = Errno("rename " + tmp);
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  return absl::OkStatus();
+  return base::WriteFileAtomically(absl::StrCat(dir_, "/", stem, ".meta"), data,
+                                   {.mode = 0600, .keep_mode = false});
 }
 
 void UploadStaging::Release(const std::string& stem, const std::shared_ptr<Upload::Claim>& claim) {

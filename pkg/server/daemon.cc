@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "pkg/base/files.h"
 #include "pkg/cache/breaker.h"
 #include "pkg/rpc/backend.h"
 
@@ -25,17 +26,7 @@ namespace {
 void Say(absl::string_view line) { rpc::LogToStderr(line); }
 
 absl::Status WritePortFile(const std::string& path, int port) {
-  std::string tmp = absl::StrCat(path, ".tmp-", getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::InternalError(absl::StrCat("create ", tmp, ": ", std::strerror(errno)));
-  std::string data = absl::StrCat(port, "\n");
-  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
-  ok = ::close(fd) == 0 && ok;
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("write ", path, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
+  return base::WriteFileAtomically(path, absl::StrCat(port, "\n"));
 }
 
 // Removes a directory of plain files (a temporary upload staging directory).
