@@ -84,7 +84,7 @@ absl::StatusOr<GcResult> LocalAdmin::CollectGarbage(const GcRequest& req,
     if (progress && !progress(ev)) return Stopped();
   }
   if (local_ != nullptr && !req.dry_run) {
-    auto gc = local_->Gc();
+    auto gc = local_->CollectUnreferenced();
     if (!gc.ok()) return gc.status();
     r.local_tier = true;
     r.local_blobs_removed = gc->blobs_removed;

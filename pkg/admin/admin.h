@@ -16,7 +16,7 @@
 #include "absl/time/time.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store.h"
-#include "pkg/layout/layout_store.h"
+#include "pkg/cache/local_tier.h"
 
 namespace ocicache::admin {
 
@@ -82,7 +82,7 @@ class Admin {
 // `remote` may be null. None are owned.
 class LocalAdmin : public Admin {
  public:
-  LocalAdmin(cache::Store& store, layout::LayoutStore* local, cache::Store* remote)
+  LocalAdmin(cache::Store& store, cache::LocalTier* local, cache::Store* remote)
       : store_(store), local_(local), remote_(remote) {}
 
   absl::StatusOr<GcResult> CollectGarbage(const GcRequest& req,
@@ -91,7 +91,7 @@ class LocalAdmin : public Admin {
 
  private:
   cache::Store& store_;
-  layout::LayoutStore* local_;
+  cache::LocalTier* local_;
   cache::Store* remote_;
 };
 

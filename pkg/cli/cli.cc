@@ -108,7 +108,7 @@ struct Ctx {
   bool json = false;
   bool quiet = false;
   std::unique_ptr<Store> store;        // what commands use
-  layout::LayoutStore* local = nullptr;  // the local tier, if any (owned by store)
+  cache::LocalTier* local = nullptr;     // the local tier, if any (owned by store)
   cache::RegistryStore* remote = nullptr;  // the registry, if any (owned by store)
   std::unique_ptr<admin::Admin> admin;  // gc and sync (refers to store: declared after it)
   bool via_server = false;              // --server: store and admin are ocicached's
@@ -324,8 +324,8 @@ absl::Status OpenStores(Ctx& c) {
   if (!cfg.ok()) return cfg.status();
   auto set = cli::OpenStores(*cfg);
   if (!set.ok()) return set.status();
-  c.local = set->local;
-  c.remote = set->remote;
+  c.local = set->tiers.local;
+  c.remote = set->tiers.remote;
   c.store = std::move(set->store);
   c.admin = std::move(set->admin);
   c.via_server = !cfg->server.empty();

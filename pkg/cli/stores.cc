@@ -140,8 +140,8 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open)
     if (!l.ok()) return l.status();
     local = *std::move(l);
   }
-  set.local = local.get();
-  set.remote = remote.get();
+  set.tiers.local = local.get();
+  set.tiers.remote = remote.get();
   if (remote) {
     set.breaker = open.breaker != nullptr
                       ? open.breaker
@@ -158,7 +158,7 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open)
   } else {
     set.store = std::move(remote);
   }
-  set.admin = std::make_unique<admin::LocalAdmin>(*set.store, set.local, set.remote);
+  set.admin = std::make_unique<admin::LocalAdmin>(*set.store, set.tiers.local, set.tiers.remote);
   return set;
 }
 

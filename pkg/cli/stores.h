@@ -13,6 +13,7 @@
 #include "pkg/cache/breaker.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store.h"
+#include "pkg/cache/tiers.h"
 #include "pkg/layout/layout_store.h"
 #include "pkg/registry/client.h"
 
@@ -54,8 +55,7 @@ std::string DefaultDir();
 
 struct StoreSet {
   std::unique_ptr<cache::Store> store;    // what to use: tiered, local, registry or server
-  layout::LayoutStore* local = nullptr;    // owned by store; null with a server
-  cache::RegistryStore* remote = nullptr;  // owned by store; null with a server
+  cache::Tiers tiers;  // owned by store; both null with a server
   std::shared_ptr<cache::ClientPool> pool; // registry clients by host, if a repo is set
   // Whether the registry can be reached now, if a repo is set: the tiered (or
   // guarded) store consults it; a health prober may feed it.

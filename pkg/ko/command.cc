@@ -122,8 +122,8 @@ int RunSave(const cli::CommandEnv& env, const Args& a, bool as_json) {
   }
   opts.tools.go = DetectGoVersion(go);
   opts.warn = Warner(env);
-  cache::Store* local = set.local;
-  cache::Store* remote = set.remote;
+  cache::Store* local = set.tiers.local;
+  cache::Store* remote = set.tiers.remote;
   // An ocicached server (or any single store the set does not split into tiers).
   if (local == nullptr && remote == nullptr) remote = set.store.get();
   auto st = Save(local, remote, opts);

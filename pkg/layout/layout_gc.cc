@@ -294,4 +294,10 @@ absl::StatusOr<GcStats> LayoutStore::Gc(const GcOptions& opts) {
   return stats;
 }
 
+absl::StatusOr<cache::LocalGcResult> LayoutStore::CollectUnreferenced() {
+  auto gc = Gc();
+  if (!gc.ok()) return gc.status();
+  return cache::LocalGcResult{gc->blobs_removed, gc->bytes_removed};
+}
+
 }  // namespace ocicache::layout

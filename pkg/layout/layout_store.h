@@ -104,6 +104,7 @@
 #include "absl/time/time.h"
 #include "pkg/cache/entry.h"
 #include "pkg/cache/store.h"
+#include "pkg/cache/local_tier.h"
 #include "pkg/oci/digest.h"
 #include "pkg/oci/stream.h"
 #include "pkg/oci/types.h"
@@ -165,7 +166,7 @@ struct GcStats {
   int64_t temp_bytes_removed = 0;
 };
 
-class LayoutStore : public cache::Store {
+class LayoutStore : public cache::LocalTier {
  public:
   using Options = LayoutStoreOptions;
 
@@ -202,28 +203,32 @@ class LayoutStore : public cache::Store {
   // "dir:<path>".
   std::string Describe() const override;
 
-  const std::string& dir() const { return dir_; }
+  const std::string& dir() const override { return dir_; }
   // DIR/blobs/sha256/<hex>: where a blob's file is (whether or not it is present).
   // For readers that need a path (Go's GOCACHEPROG DiskPath); the file is replaced
   // only by an atomic rename of identical content, or moved aside when corrupt.
   std::string BlobPath(const oci::Digest& digest) const;
 
   // Sum of the sizes of all files in blobs/sha256 (referenced or not).
-  absl::StatusOr<int64_t> TotalSize();
+  absl::StatusOr<int64_t> TotalSize() override;
   // With Options::max_bytes: if blobs/sha256 holds more, evicts least recently
   // used entries until under 90% of it (see "Bounded size"). Runs by itself
   // after writes; public for tests and tools.
   absl::StatusOr<EvictStats> Evict();
   // Options::max_bytes, and what this process's Evict() calls removed so far.
-  int64_t max_bytes() const { return options_.max_bytes; }
-  int64_t entries_evicted() const { return entries_evicted_.load(std::memory_order_relaxed); }
-  int64_t bytes_evicted() const { return bytes_evicted_.load(std::memory_order_relaxed); }
+  int64_t max_bytes() const override { return options_.max_bytes; }
+  int64_t entries_evicted() const override {
+    return entries_evicted_.load(std::memory_order_relaxed);
+  }
+  int64_t bytes_evicted() const override { return bytes_evicted_.load(std::memory_order_relaxed); }
   // Removes one blob whether or not an entry references it; NotFound if absent.
   absl::Status RemoveBlob(const oci::Digest& digest);
   // Imports entries other tools added to index.json; removes refs whose manifest
   // is gone, blobs no entry (nor a foreign image in index.json) references, and
   // old temp files; rewrites index.json from refs.
   absl::StatusOr<GcStats> Gc(const GcOptions& opts = GcOptions());
+  // cache::LocalTier: Gc() with the default options.
+  absl::StatusOr<cache::LocalGcResult> CollectUnreferenced() override;
   // Writes queued index.json changes now.
   absl::Status Flush();
   // Rewrites index.json from refs (plus the foreign entries it already had).

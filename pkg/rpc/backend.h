@@ -24,7 +24,7 @@
 #include "pkg/cache/breaker.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store.h"
-#include "pkg/layout/layout_store.h"
+#include "pkg/cache/tiers.h"
 #include "pkg/rpc/auth.h"
 #include "pkg/rpc/uploads.h"
 
@@ -96,8 +96,7 @@ struct Counters {
 struct Backend {
   cache::Store* store = nullptr;           // required
   admin::Admin* admin = nullptr;           // required for Admin.GarbageCollect / Sync
-  layout::LayoutStore* local = nullptr;    // for Stats; may be null
-  cache::RegistryStore* remote = nullptr;  // for Stats and Mount; may be null
+  cache::Tiers tiers;  // for Stats and Mount; either may be null
   // Registry clients for Mount into other repositories; may be null (then made
   // on first use with default options).
   std::shared_ptr<cache::ClientPool> pool;

@@ -58,12 +58,12 @@ reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config,
 }
 
 std::function<absl::Status()> DefaultProbe(const cli::StoreSet& stores) {
-  if (stores.remote != nullptr) {
-    cache::RegistryStore* remote = stores.remote;
+  if (stores.tiers.remote != nullptr) {
+    cache::RegistryStore* remote = stores.tiers.remote;
     return [remote] { return remote->client().Ping(); };
   }
-  if (stores.local != nullptr) {
-    std::string dir = stores.local->dir();
+  if (stores.tiers.local != nullptr) {
+    std::string dir = stores.tiers.local->dir();
     return [dir]() -> absl::Status {
       if (::access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
         return absl::UnavailableError(absl::StrCat(dir, ": ", std::strerror(errno)));
@@ -98,8 +98,8 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   s->opts_ = std::move(opts);
   if (!s->opts_.probe) s->opts_.probe = DefaultProbe(s->stores_);
   if (s->stores_.admin == nullptr) {
-    s->stores_.admin = std::make_unique<admin::LocalAdmin>(*s->stores_.store, s->stores_.local,
-                                                           s->stores_.remote);
+    s->stores_.admin = std::make_unique<admin::LocalAdmin>(*s->stores_.store, s->stores_.tiers.local,
+                                                           s->stores_.tiers.remote);
   }
   if (!s->opts_.upload_dir.empty()) {
     auto u = rpc::UploadStaging::Open(s->opts_.upload_dir);
@@ -110,8 +110,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
   rpc::Backend& b = s->backend_;
   b.store = s->stores_.store.get();
   b.admin = s->stores_.admin.get();
-  b.local = s->stores_.local;
-  b.remote = s->stores_.remote;
+  b.tiers = s->stores_.tiers;
   b.pool = s->stores_.pool;
   b.breaker = s->stores_.breaker;
   b.uploads = s->uploads_.get();
@@ -202,15 +201,15 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet st
       MetricsSnapshot snap;
       snap.serving = srv->serving();
       snap.uptime = absl::Now() - srv->backend_.started;
-      if (srv->stores_.remote != nullptr) {
-        snap.registry_requests = srv->stores_.remote->client().request_count();
+      if (srv->stores_.tiers.remote != nullptr) {
+        snap.registry_requests = srv->stores_.tiers.remote->client().request_count();
       }
-      if (srv->stores_.local != nullptr) {
-        auto size = srv->stores_.local->TotalSize();
+      if (srv->stores_.tiers.local != nullptr) {
+        auto size = srv->stores_.tiers.local->TotalSize();
         if (size.ok()) snap.local_tier_bytes = *size;
-        snap.local_tier_limit_bytes = srv->stores_.local->max_bytes();
-        snap.local_evicted_entries = srv->stores_.local->entries_evicted();
-        snap.local_evicted_bytes = srv->stores_.local->bytes_evicted();
+        snap.local_tier_limit_bytes = srv->stores_.tiers.local->max_bytes();
+        snap.local_evicted_entries = srv->stores_.tiers.local->entries_evicted();
+        snap.local_evicted_bytes = srv->stores_.tiers.local->bytes_evicted();
       }
       for (const auto& st : srv->reapi_instances_->AllStats()) {
         snap.reapi.push_back({st.instance, st.hits, st.misses});

@@ -114,9 +114,9 @@ grpc::Status AdminService::Stats(grpc::ServerContext* ctx, const v1::StatsReques
   resp->set_bytes_in(c.bytes_in.load(std::memory_order_relaxed));
   resp->set_bytes_out(c.bytes_out.load(std::memory_order_relaxed));
   resp->set_registry_errors(c.backend_errors.load(std::memory_order_relaxed));
-  if (b_.remote != nullptr) resp->set_registry_requests(b_.remote->client().request_count());
-  if (b_.local != nullptr) {
-    auto size = b_.local->TotalSize();
+  if (b_.tiers.remote != nullptr) resp->set_registry_requests(b_.tiers.remote->client().request_count());
+  if (b_.tiers.local != nullptr) {
+    auto size = b_.tiers.local->TotalSize();
     if (size.ok()) resp->set_local_tier_bytes(*size);
   }
   resp->set_store(b_.store->Describe());

@@ -320,7 +320,7 @@ absl::Status BlobsService::WriteResumable(grpc::ServerReader<v1::WriteRequest>* 
     }
     ~HookedPush() { Reset(); }
   } hooked{u, nullptr};
-  if (b_.options.push_while_staging && b_.local == nullptr && u.state().committed == 0) {
+  if (b_.options.push_while_staging && b_.tiers.local == nullptr && u.state().committed == 0) {
     hooked.push = std::make_unique<StreamingPush>(*b_.store, digest, first.size());
     u.StageDirect();  // the staged copy is the fallback now: keep it out of the page cache
     StreamingPush* p = hooked.push.get();
@@ -413,11 +413,11 @@ grpc::Status BlobsService::Mount(grpc::ServerContext* ctx, const v1::MountReques
     auto size = b_.store->StatBlob(from->digest);
     if (size.ok()) desc.size = *size;
     cache::Location here{desc.media_type, desc.digest, desc.size, ""};
-    if (b_.remote != nullptr) here = b_.remote->LocationOf(desc);
+    if (b_.tiers.remote != nullptr) here = b_.tiers.remote->LocationOf(desc);
     LocationToProto(here, resp->mutable_location());
     resp->set_placed_by(had ? v1::MountResponse::ALREADY_PRESENT : v1::MountResponse::LOCATION);
-    resp->set_mounted(had || (b_.remote != nullptr &&
-                              HostOfUrl(from->url) == b_.remote->client().registry()));
+    resp->set_mounted(had || (b_.tiers.remote != nullptr &&
+                              HostOfUrl(from->url) == b_.tiers.remote->client().registry()));
     return call.Done(absl::OkStatus());
   }
 

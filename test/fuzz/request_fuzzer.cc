@@ -96,7 +96,7 @@ Harness* MakeHarness() {
   rpc::Backend& b = h->backend;
   b.store = h->store.get();
   b.admin = h->admin.get();
-  b.local = h->store.get();
+  b.tiers.local = h->store.get();
   b.uploads = h->uploads.get();
   b.counters = &h->counters;
   b.options.read_chunk_bytes = 4096;  // several chunks per read

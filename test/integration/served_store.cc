@@ -31,9 +31,9 @@ absl::StatusOr<std::unique_ptr<ServedStore>> ServeLayout(
   pool.restrict_hosts = true;
   pool.allowed.insert(allowed_registries.begin(), allowed_registries.end());
   set.pool = std::make_shared<cache::ClientPool>(registry::ClientOptions(), pool);
-  set.local = local->get();
+  set.tiers.local = local->get();
   set.store = *std::move(local);
-  set.admin = std::make_unique<admin::LocalAdmin>(*set.store, set.local, nullptr);
+  set.admin = std::make_unique<admin::LocalAdmin>(*set.store, set.tiers.local, nullptr);
   auto server = StartServer(std::move(set), std::move(opts));
   if (!server.ok()) return server.status();
   return std::make_unique<ServedStore>(*std::move(server));
