@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "pkg/cli/args.h"
 #include "pkg/cli/stores.h"
 #include "pkg/server/daemon.h"
 
@@ -122,6 +123,8 @@ int main(int argc, char** argv) {
       "Also a Bazel remote cache (REAPI v2: --remote_cache=grpc://HOST:PORT; instance name "
       "a/b is repository REPO/a/b).\n"
       "Default: 127.0.0.1:9092 serving ~/.cache/ocicache. Stops on SIGTERM or SIGINT.");
+  // One spelling of a setting across binaries: --ca-file works as --ca_file.
+  ocicache::cli::UnderscoreFlagNames(argc, argv);
   auto positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     std::cerr << "ocicached: unexpected argument \"" << positional[1] << "\" (see --help)\n";

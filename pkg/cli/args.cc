@@ -1,5 +1,7 @@
 #include "pkg/cli/args.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -42,6 +44,7 @@ absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv, size_t be
         name = name.substr(0, eq);
         has_value = true;
       }
+      std::replace(name.begin(), name.end(), '_', '-');
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", arg, " (flags start with --)"));
     }
@@ -80,6 +83,17 @@ std::vector<std::string> Args::GetAll(const std::string& name) const {
 }
 
 bool Args::GetBool(const std::string& name) const { return Get(name, "false") == "true"; }
+
+void UnderscoreFlagNames(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    char* a = argv[i];
+    if (a[0] != '-' || a[1] != '-') continue;
+    if (a[2] == '\0') return;  // "--": what follows is not flags
+    for (char* p = a + 2; *p != '\0' && *p != '='; ++p) {
+      if (*p == '-') *p = '_';
+    }
+  }
+}
 
 std::string FlagHelp(const std::vector<FlagSpec>& specs) {
   std::string out;

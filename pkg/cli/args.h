@@ -1,6 +1,8 @@
 // A small command-line parser for "ocicache [global flags] COMMAND [flags] ARGS".
 // Flags are "--name=value", "--name value" or "--name" (booleans); "-h" is --help;
 // "--" ends flags. Each command declares its flags so typos are usage errors.
+// A flag name may be spelled with '-' or '_' between words (--ca-file and
+// --ca_file are one flag), in ocicache and ocicached alike.
 #ifndef OCICACHE_PKG_CLI_ARGS_H_
 #define OCICACHE_PKG_CLI_ARGS_H_
 
@@ -41,6 +43,11 @@ class Args {
   std::vector<std::string> positional_;
   size_t next_ = 0;
 };
+
+// Rewrites "--a-b[=v]" to "--a_b[=v]" in argv[1..] (up to a bare "--"), so a
+// program whose flag library spells names with '_' (ocicached's Abseil flags)
+// accepts the CLI's dashed spelling too. Values are left alone.
+void UnderscoreFlagNames(int argc, char** argv);
 
 // "  --name VALUE   help" lines for a help text.
 std::string FlagHelp(const std::vector<FlagSpec>& specs);
