@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "pkg/oci/digest.h"
 #include "pkg/rpc/parallel.h"
+#include "pkg/rpc/streams.h"
 #include "pkg/rpc/uploads.h"
 
 namespace ocicache::reapi {
@@ -44,129 +45,6 @@ void SetRpcStatus(const absl::Status& s, ::google::rpc::Status* out) {
   out->set_code(static_cast<int>(s.code()));
   out->set_message(std::string(s.message()));
 }
-
-// Sends what the store streams as ReadResponse chunks of at most chunk_bytes,
-// stopping after `limit` bytes (0: no limit) or when the client is gone.
-class ReadSink : public oci::ByteSink {
- public:
-  ReadSink(grpc::ServerWriter<bs::ReadResponse>* writer, size_t chunk_bytes, int64_t limit)
-      : writer_(writer), chunk_(chunk_bytes), left_(limit > 0 ? limit : -1) {}
-
-  absl::Status Write(absl::string_view data) override {
-    if (left_ >= 0 && static_cast<int64_t>(data.size()) >= left_) {
-      data = data.substr(0, static_cast<size_t>(left_));
-      limit_reached_ = true;
-    }
-    if (left_ >= 0) left_ -= static_cast<int64_t>(data.size());
-    while (!data.empty()) {
-      size_t take = std::min(chunk_ - buf_.size(), data.size());
-      buf_.append(data.data(), take);
-      data.remove_prefix(take);
-      if (buf_.size() == chunk_) {
-        if (absl::Status s = Send(); !s.ok()) return s;
-      }
-    }
-    if (limit_reached_) return absl::CancelledError("read limit reached");
-    return absl::OkStatus();
-  }
-  absl::Status Flush() { return buf_.empty() ? absl::OkStatus() : Send(); }
-  bool limit_reached() const { return limit_reached_; }
-  bool client_gone() const { return client_gone_; }
-  int64_t sent() const { return sent_; }
-
- private:
-  absl::Status Send() {
-    if (client_gone_) return absl::CancelledError("the client went away");
-    bs::ReadResponse msg;
-    msg.set_data(std::move(buf_));
-    buf_.clear();
-    if (!writer_->Write(msg)) {
-      client_gone_ = true;
-      return absl::CancelledError("the client went away");
-    }
-    sent_ += static_cast<int64_t>(msg.data().size());
-    return absl::OkStatus();
-  }
-
-  grpc::ServerWriter<bs::ReadResponse>* writer_;
-  const size_t chunk_;
-  int64_t left_;
-  std::string buf_;
-  bool limit_reached_ = false;
-  bool client_gone_ = false;
-  int64_t sent_ = 0;
-};
-
-// The data of a Write stream from offset 0 as a ByteSource for the store,
-// also staged in `upload` (when there is one) so a broken stream can resume.
-// Checks that write_offsets follow the data and that it stays within the
-// declared size; ends at finish_write and fails (the store then commits
-// nothing) when the stream ends without it.
-class WriteSource : public oci::ByteSource {
- public:
-  WriteSource(grpc::ServerReader<bs::WriteRequest>* reader, const bs::WriteRequest& first,
-              rpc::UploadStaging::Upload* upload, int64_t size)
-      : reader_(reader), upload_(upload), size_(size) {
-    Take(first);
-  }
-
-  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
-    while (pos_ == pending_.size()) {
-      if (!error_.ok()) return error_;
-      if (finished_) return size_t{0};
-      bs::WriteRequest msg;
-      if (!reader_->Read(&msg)) {
-        error_ = absl::CancelledError("the write stream ended without finish_write");
-        return error_;
-      }
-      Take(msg);
-    }
-    size_t k = std::min(n, pending_.size() - pos_);
-    memcpy(buf, pending_.data() + pos_, k);
-    pos_ += k;
-    return k;
-  }
-
-  const absl::Status& error() const { return error_; }
-  int64_t received() const { return received_; }
-
- private:
-  void Take(const bs::WriteRequest& msg) {
-    pending_ = msg.data();
-    pos_ = 0;
-    finished_ = msg.finish_write();
-    if (msg.write_offset() != received_) {
-      error_ = absl::InvalidArgumentError(absl::StrCat("write_offset ", msg.write_offset(),
-                                                       " does not follow the ", received_,
-                                                       " bytes sent before"));
-      pending_.clear();
-      return;
-    }
-    if (received_ + static_cast<int64_t>(pending_.size()) > size_) {
-      error_ = absl::InvalidArgumentError(
-          absl::StrCat("more data than the ", size_, " bytes the resource name declares"));
-      pending_.clear();
-      return;
-    }
-    if (upload_ != nullptr) {
-      if (absl::Status s = upload_->Append(pending_); !s.ok()) {
-        error_ = s;
-        pending_.clear();
-        return;
-      }
-    }
-    received_ += static_cast<int64_t>(pending_.size());
-  }
-
-  grpc::ServerReader<bs::WriteRequest>* reader_;
-  rpc::UploadStaging::Upload* upload_;
-  const int64_t size_;
-  std::string pending_;
-  size_t pos_ = 0;
-  bool finished_ = false;
-  int64_t received_ = 0;
-  absl::Status error_;
-};
 
 absl::StatusOr<std::vector<BlobId>> ParseDigests(
     const google::protobuf::RepeatedPtrField<v2::Digest>& digests, absl::string_view field) {
@@ -421,7 +299,8 @@ grpc::Status ByteStreamService::Read(grpc::ServerContext* ctx, const bs::ReadReq
   if (req->read_limit() < 0) return call.Done(absl::InvalidArgumentError("read_limit: negative"));
   auto inst = b_.instances->Get(r->instance);
   if (!inst.ok()) return call.Done(inst.status());
-  ReadSink sink(writer, b_.base->options.read_chunk_bytes, req->read_limit());
+  rpc::ChunkSink<bs::ReadResponse> sink(writer, b_.base->options.read_chunk_bytes,
+                                        req->read_limit());
   absl::Status s = (*inst)->Read(r->blob, req->read_offset(), sink);
   if (sink.limit_reached() && absl::IsCancelled(s)) s = absl::OkStatus();
   if (s.ok()) s = sink.Flush();
@@ -498,7 +377,14 @@ absl::Status ByteStreamService::DoWrite(grpc::ServerReader<bs::WriteRequest>* re
 
   if (first.write_offset() == 0) {
     // Stream straight into the store, staging a copy for a resume.
-    WriteSource src(reader, first, up.get(), blob.size);
+    rpc::UploadSource<bs::WriteRequest>::Options uopts;
+    uopts.size = blob.size;
+    uopts.size_source = "the size in the resource name";
+    if (up != nullptr) {
+      rpc::UploadStaging::Upload* staged = up.get();
+      uopts.on_data = [staged](absl::string_view data) { return staged->Append(data); };
+    }
+    rpc::UploadSource<bs::WriteRequest> src(reader, first, uopts);
     absl::Status s = (*inst)->Write(blob, src);
     count_in(src.received());
     if (s.ok()) {

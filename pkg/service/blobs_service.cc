@@ -11,6 +11,7 @@
 #include "pkg/registry/client.h"
 #include "pkg/wire/convert.h"
 #include "pkg/rpc/parallel.h"
+#include "pkg/rpc/streams.h"
 #include "pkg/service/services.h"
 #include "pkg/wire/status.h"
 
@@ -27,135 +28,6 @@ using wire::DigestFromProto;
 using wire::LocationToProto;
 using wire::LocationFromProto;
 namespace {
-
-// Sends what the store streams as ReadResponse chunks of at most chunk_bytes,
-// stopping after `limit` bytes (0: no limit) or when the client is gone.
-class ChunkSink : public oci::ByteSink {
- public:
-  ChunkSink(grpc::ServerWriter<v1::ReadResponse>* writer, size_t chunk_bytes, int64_t limit)
-      : writer_(writer), chunk_(chunk_bytes), left_(limit > 0 ? limit : -1),
-        buf_(msg_.mutable_data()) {
-    // One buffer for the whole stream: growing a fresh 1 MiB string for every
-    // chunk cost copies and page faults (glibc maps allocations this large).
-    buf_->reserve(chunk_);
-  }
-
-  absl::Status Write(absl::string_view data) override {
-    if (left_ >= 0 && static_cast<int64_t>(data.size()) >= left_) {
-      data = data.substr(0, static_cast<size_t>(left_));
-      limit_reached_ = true;
-    }
-    if (left_ >= 0) left_ -= static_cast<int64_t>(data.size());
-    while (!data.empty()) {
-      size_t take = std::min(chunk_ - buf_->size(), data.size());
-      buf_->append(data.data(), take);
-      data.remove_prefix(take);
-      if (buf_->size() == chunk_) {
-        if (absl::Status s = Send(); !s.ok()) return s;
-      }
-    }
-    if (limit_reached_) return absl::CancelledError("read limit reached");
-    return absl::OkStatus();
-  }
-
-  // Sends what is buffered.
-  absl::Status Flush() { return buf_->empty() ? absl::OkStatus() : Send(); }
-
-  bool limit_reached() const { return limit_reached_; }
-  bool client_gone() const { return client_gone_; }
-  int64_t sent() const { return sent_; }
-
- private:
-  absl::Status Send() {
-    if (client_gone_) return absl::CancelledError("the client went away");
-    if (!writer_->Write(msg_)) {
-      client_gone_ = true;
-      return absl::CancelledError("the client went away");
-    }
-    sent_ += static_cast<int64_t>(buf_->size());
-    buf_->clear();  // keeps the capacity
-    return absl::OkStatus();
-  }
-
-  grpc::ServerWriter<v1::ReadResponse>* writer_;
-  const size_t chunk_;
-  int64_t left_;  // -1: no limit
-  v1::ReadResponse msg_;
-  std::string* buf_;  // msg_'s data
-  bool limit_reached_ = false;
-  bool client_gone_ = false;
-  int64_t sent_ = 0;
-};
-
-// The data of a Write stream as a ByteSource: checks that every message's
-// write_offset follows the previous data and that the data stays within the
-// declared size and the server's limit, stops at finish_write, and fails (so
-// the store commits nothing) when the stream ends without it.
-class WriteStreamSource : public oci::ByteSource {
- public:
-  WriteStreamSource(grpc::ServerReader<v1::WriteRequest>* reader, const v1::WriteRequest& first,
-                    int64_t size, int64_t max_bytes)
-      : reader_(reader), size_(size), max_bytes_(max_bytes) {
-    msg_ = first;
-    Take();
-  }
-
-  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
-    while (pos_ == pending_.size()) {
-      if (!error_.ok()) return error_;
-      if (finished_) return size_t{0};
-      if (!reader_->Read(&msg_)) {
-        error_ = absl::CancelledError("the upload stream ended without finish_write");
-        return error_;
-      }
-      Take();
-    }
-    size_t k = std::min(n, pending_.size() - pos_);
-    memcpy(buf, pending_.data() + pos_, k);
-    pos_ += k;
-    return k;
-  }
-
-  const absl::Status& error() const { return error_; }
-  int64_t received() const { return offset_; }
-
- private:
-  // Takes msg_'s data without copying it (the strings trade buffers, so both
-  // keep their capacity for the next message).
-  void Take() {
-    const v1::WriteRequest& msg = msg_;
-    pending_.swap(*msg_.mutable_data());
-    pos_ = 0;
-    finished_ = msg.finish_write();
-    if (msg.write_offset() != offset_) {
-      error_ = absl::InvalidArgumentError(absl::StrCat(
-          "write_offset ", msg.write_offset(), " does not follow the data sent so far (", offset_,
-          " bytes)"));
-      pending_.clear();
-      return;
-    }
-    offset_ += static_cast<int64_t>(pending_.size());
-    if (size_ >= 0 && offset_ > size_) {
-      error_ = absl::InvalidArgumentError(
-          absl::StrCat("more data than the declared size of ", size_, " bytes"));
-      pending_.clear();
-    } else if (offset_ > max_bytes_) {
-      error_ = absl::ResourceExhaustedError(
-          absl::StrCat("more than the server's limit of ", max_bytes_, " bytes per blob"));
-      pending_.clear();
-    }
-  }
-
-  grpc::ServerReader<v1::WriteRequest>* reader_;
-  const int64_t size_;
-  const int64_t max_bytes_;
-  v1::WriteRequest msg_;  // the last message read
-  std::string pending_;
-  size_t pos_ = 0;
-  bool finished_ = false;
-  int64_t offset_ = 0;
-  absl::Status error_;
-};
 
 std::string HostOfUrl(absl::string_view url) {
   size_t p = url.find("://");
@@ -222,7 +94,7 @@ grpc::Status BlobsService::Read(grpc::ServerContext* ctx, const v1::ReadRequest*
         " bytes)")));
   }
   if (req->read_offset() == *size) return call.Done(absl::OkStatus());
-  ChunkSink sink(writer, b_.options.read_chunk_bytes, req->read_limit());
+  rpc::ChunkSink<v1::ReadResponse> sink(writer, b_.options.read_chunk_bytes, req->read_limit());
   absl::Status s = b_.store->ReadBlob(*digest, req->read_offset(), sink);
   if (sink.limit_reached() && absl::IsCancelled(s)) s = absl::OkStatus();
   if (s.ok()) s = sink.Flush();
@@ -268,7 +140,10 @@ grpc::Status BlobsService::Write(grpc::ServerContext* ctx,
       return call.Done(absl::OkStatus());
     }
   }
-  WriteStreamSource src(reader, first, first.size(), b_.options.max_blob_bytes);
+  rpc::UploadSource<v1::WriteRequest>::Options uopts;
+  uopts.size = first.size();
+  uopts.max_bytes = b_.options.max_blob_bytes;
+  rpc::UploadSource<v1::WriteRequest> src(reader, first, uopts);
   auto d = b_.store->WriteBlob(*digest, first.size(), src);
   call.AddBytes(src.received());
   b_.counters->bytes_in.fetch_add(src.received(), std::memory_order_relaxed);
