@@ -1,4 +1,4 @@
-// Go's GOCACHEPROG wire protocol (cmd/go/internal/cache/prog.go, Go 1.21+): JSON
+// Go's GOCACHEPROG wire protocol (as the go command speaks it, Go 1.21+): JSON
 // objects, one per line, on the helper's stdin (requests) and stdout (responses).
 //
 //   helper -> go   {"ID":0,"KnownCommands":["get","put","close"]}       first, unasked

@@ -14,18 +14,28 @@
 //   - A pool of `upload_threads` uploads queued puts to the registry (blob, then
 //     entry). The queue is bounded; a put that finds it full is not uploaded
 //     (counted as an upload failure), the build never waits for the registry.
-//   Responses are written whole, one line each, under a mutex, and flushed.
+//   - With a session key, a pool of `prefetch_threads` reads the session list and
+//     fetches its objects ahead of go's gets (session.h).
+//   Responses are written whole, one line each, under a mutex, and flushed. Each
+//   request gets exactly one response; a get's response is sent only once its
+//   DiskPath holds the object.
 //
-// Outages: any remote error other than a miss is never an error for go. Lookups
-// become misses and uploads failures, and after an outage (connection refused,
-// timeouts, 5xx, auth refused) the registry is skipped for `remote_retry_after`,
-// so a dead registry costs one timeout per period, not one per request. One
-// warning line per outage goes to stderr (go shows it).
+// Outages: a remote error other than a miss is never an error for go. Lookups
+// become misses and uploads failures. Whether to call the registry at all is a
+// cache::Breaker's decision: after an outage (cache::IsOutage) the registry is
+// skipped for `remote_retry_after`, and one warning line per outage goes to the
+// warning sink (stderr: go shows it). gocacheprog also skips it after a refusal
+// (bad credentials, access denied, an operation it does not implement), which is
+// not an outage for cache::IsOutage; registry_gate.h says why. While the registry's
+// state is in doubt (first contact, or the first call after a pause) one call at a
+// time tests it, so a dead registry costs one timeout per period, not one per
+// request.
 //
 // Entries: key = the ActionID in lowercase hex; config
 // {"kind":"go-action","outputID":"sha256:..","size":N}; blobs[0] = the object
 // (its digest is the OutputID) unless the object is empty: entries never hold
 // zero-size blobs, and go gets the path of an empty file (DIR/gocacheprog/empty).
+// docs/FORMAT.md describes these entries and the session's.
 #ifndef OCICACHE_PKG_GOCACHEPROG_SERVER_H_
 #define OCICACHE_PKG_GOCACHEPROG_SERVER_H_
 
@@ -35,16 +45,15 @@
 #include <memory>
 #include <ostream>
 #include <string>
-#include <utility>
-#include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "pkg/cache/store.h"
+#include "pkg/gocacheprog/protocol.h"
 #include "pkg/gocacheprog/stream.h"
 #include "pkg/layout/layout_store.h"
 
@@ -57,7 +66,8 @@ struct ServerOptions {
   size_t upload_queue = 10000;
   // How long close (or the end of input) waits for queued uploads.
   absl::Duration flush_timeout = absl::Minutes(5);
-  // After a registry outage, how long to work without it.
+  // After a registry outage (or refusal), how long to work without it: the
+  // retry_after of the server's cache::Breaker.
   absl::Duration remote_retry_after = absl::Seconds(30);
   // The org.ocicache.tool.go annotation of stored entries (go's GOVERSION); empty: none.
   std::string go_version;
@@ -84,10 +94,9 @@ struct ServerOptions {
   int64_t pack_segment_min_bytes = int64_t{8} << 20;
   // A pack read into the local directory is recorded there as one entry, the
   // local session copy (key session_key + ".local": the list plus every object),
-  // instead of one entry per ActionID: a fresh machine then creates about four
-  // files per object fewer, and the next build in this directory reads one entry.
-  // Sessions of more objects than this (a manifest must stay small) get one entry
-  // per ActionID as before.
+  // instead of one entry per ActionID, so the next build in this directory reads
+  // one entry. Sessions of more objects than this (a manifest must stay small) get
+  // one entry per ActionID instead.
   int local_session_max_objects = 1200;
   // Write the counters to stderr at the end.
   bool print_stats = false;
@@ -98,27 +107,41 @@ struct ServerOptions {
   std::function<void(absl::string_view)> warn;
 };
 
+// The counters, each named once, here: X(name). ServerStats has one field per
+// counter, the server one atomic per counter, and StatsJson() one key per counter,
+// in this order.
+#define OCICACHE_GOCACHEPROG_COUNTERS(X)                                                   \
+  X(gets)                                                                                  \
+  X(local_hits)         /* found in the local directory */                                 \
+  X(remote_hits)        /* objects that came from the registry in this session */          \
+  X(misses)                                                                                \
+  X(puts)                                                                                  \
+  X(uploaded)                                                                              \
+  X(upload_failures)    /* failed, skipped during an outage, dropped, abandoned */         \
+  X(errors)             /* Err responses */                                                \
+  X(remote_errors)      /* lookups that failed for another reason than a miss */           \
+  X(local_us)           /* where gets spend time (microseconds, summed): local lookups, */ \
+  X(remote_lookup_us)   /* registry lookups, */                                            \
+  X(fetch_us)           /* object downloads, */                                            \
+  X(fill_us)            /* storing fetched entries */                                      \
+  X(max_in_flight)      /* the most gets in flight at once */                              \
+  X(prefetched)         /* remote hits answered from the session list */                   \
+  X(session_listed)     /* pairs in the session list read at start */                      \
+  X(packs_read)         /* session packs read whole at start (0 or 1) */                   \
+  X(pack_bytes_written) /* size of the session pack written at close */
+
 struct ServerStats {
-  int64_t gets = 0;
-  int64_t local_hits = 0;   // found in the local directory
-  int64_t remote_hits = 0;  // objects that came from the registry in this session
-  int64_t misses = 0;
-  int64_t puts = 0;
-  int64_t uploaded = 0;
-  int64_t upload_failures = 0;  // failed, skipped during an outage, dropped, abandoned
-  int64_t errors = 0;           // Err responses
-  int64_t remote_errors = 0;    // lookups that failed for another reason than a miss
-  int64_t prefetched = 0;       // remote hits answered from the session list
-  int64_t session_listed = 0;   // pairs in the session list read at start
-  int64_t packs_read = 0;       // session packs read whole at start (0 or 1)
-  int64_t pack_bytes_written = 0;  // size of the session pack written at close
-  // Where get time goes (microseconds, summed over gets), and the most gets in flight.
-  int64_t local_us = 0;
-  int64_t remote_lookup_us = 0;
-  int64_t fetch_us = 0;
-  int64_t fill_us = 0;
-  int64_t max_in_flight = 0;
+#define OCICACHE_GOCACHEPROG_STATS_FIELD(name) int64_t name = 0;
+  OCICACHE_GOCACHEPROG_COUNTERS(OCICACHE_GOCACHEPROG_STATS_FIELD)
+#undef OCICACHE_GOCACHEPROG_STATS_FIELD
 };
+
+// Private to this package: pool.h, registry_gate.h, session.h, internal.h.
+class Pool;
+class RegistryGate;
+class Session;
+struct Counters;
+struct GoObject;
 
 class Server {
  public:
@@ -140,7 +163,7 @@ class Server {
   int Serve(Input& in, std::ostream& out);
 
   ServerStats stats() const;
-  // One line: "gocacheprog: N gets (...), N puts (...)".
+  // One line: "N gets (...), N puts (...), N errors".
   std::string StatsLine() const;
   // The counters as a JSON object.
   std::string StatsJson() const;
@@ -151,17 +174,7 @@ class Server {
   const std::string& empty_path() const { return empty_path_; }
 
  private:
-  class Pool;
-  struct Upload {
-    cache::Entry entry;
-    oci::Digest digest;
-    int64_t size = 0;
-  };
-  // What an entry says about the Go object it maps to.
-  struct GoObject {
-    oci::Digest output_id;
-    int64_t size = 0;
-  };
+  struct Upload;
 
   Server(layout::LayoutStore* local, cache::Store* remote_lookup, cache::Store* remote_upload,
          ServerOptions opts);
@@ -174,65 +187,12 @@ class Server {
   bool HandlePut(const Request& r, LineReader& reader);
   bool SkipBody(LineReader& reader);
   void HandleGet(int64_t id, const std::string& action_id);
-  // A local or remote hit -> the answer line, or an error if the entry is unusable.
-  absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e) const;
+  // The answer line for a local or remote hit whose object is in place.
   std::string HitFor(int64_t id, const GoObject& o, absl::Time created) const;
-  // Makes a remote entry's object present in the local tier.
-  absl::Status FetchObject(const GoObject& o);
   void RunUpload(const Upload& u);
-  // The session list and prefetching.
-  enum class PrefetchState { kQueued, kFetching, kOk, kFailed };
-  struct Prefetch {
-    GoObject object;
-    PrefetchState state = PrefetchState::kQueued;
-    bool downloaded = false;  // kOk because it came from the registry (not already here)
-  };
-  // Reads the local session copy (at start, before any request: it is on this
-  // disk) and uses it; false when there is none.
-  bool LoadLocalSession();
-  // Reads the registry's session list and uses it (in the background).
-  void LoadSession();
-  // Settles the pairs of a session list whose objects are here, and fetches the
-  // others: by reading the registry's pack into this directory when most bytes are
-  // missing, else one by one. `remote_pack`: the registry's list had a pack.
-  void UseSession(const std::string& list, const cache::Entry& e, bool from_local,
-                  bool remote_pack);
-  // Streams the session pack into the local tier, settling each object's keys as
-  // it lands; what the stream does not bring is prefetched one by one. Then
-  // records the session in the local directory: the local session copy, or for a
-  // very large session one entry per key (also for the empty objects, `empty`).
-  void ReadPack(const oci::Digest& digest, const std::string& list,
-                const std::vector<GoObject>& pack,
-                const std::vector<std::vector<std::string>>& pack_keys,
-                const std::vector<std::string>& empty);
-  // Stores the local session copy: `list` and those of `objects` present here;
-  // `remote_pack`: the registry's list has a pack.
-  void StoreLocalSession(const std::string& list, const std::vector<GoObject>& objects,
-                         bool remote_pack);
-  std::string LocalSessionKey() const { return opts_.session_key + ".local"; }
-  void PrefetchOne(const std::string& key);
-  // For a key in the session list: fetches its object (or waits for the
-  // prefetch doing it). kOk: *o is in place, and *from_registry says whether it
-  // came from the registry in this session. Anything else: use the normal path.
-  PrefetchState ClaimPrefetch(const std::string& key, GoObject* o, bool* fetched_here,
-                              bool* from_registry);
-  void SettlePrefetch(const std::string& key, bool ok, bool downloaded = true);
-  bool PrefetchSettledLocked(const std::string* key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  cache::Entry EntryFor(const std::string& key, const GoObject& o) const;
-  void RecordUse(const std::string& key, const GoObject& o);
-  void WriteSession();
-  // Finishes: waits for gets and (bounded) uploads, flushes the local index.
+  // Finishes: waits for gets and (bounded) uploads, writes the session list,
+  // flushes the local index, reports the counters.
   void Drain();
-
-  // The registry's health, shared by lookups and uploads. Before a remote call,
-  // EnterRemote says whether to make it: not while paused after an outage; and
-  // while nothing is known yet (first contact, or the pause is over) one caller
-  // probes (*probe set) and the others wait for its result at first contact or
-  // skip the registry after an outage. Every entered call reports its outcome
-  // with ExitRemote (an outage pauses the remote and is warned once).
-  bool EnterRemote(bool* probe);
-  void ExitRemote(bool probe, const absl::Status& s, absl::string_view what);
-  bool ProbeDoneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !probing_; }
 
   layout::LayoutStore* local_;
   cache::Store* remote_lookup_;
@@ -240,36 +200,23 @@ class Server {
   ServerOptions opts_;
   std::string empty_path_;
 
+  std::unique_ptr<Counters> n_;
+  // Shared by lookups, uploads and the session: whether to call the registry now.
+  std::unique_ptr<RegistryGate> registry_;
+  // Null without a session key.
+  std::unique_ptr<Session> session_;
   std::unique_ptr<Pool> lookups_;
-  std::unique_ptr<Pool> prefetches_;
-  std::unique_ptr<Pool> uploads_;
+  std::unique_ptr<Pool> uploads_;  // null without remote_upload
 
   absl::Mutex out_mu_;
   std::ostream* out_ ABSL_GUARDED_BY(out_mu_) = nullptr;
   bool out_broken_ ABSL_GUARDED_BY(out_mu_) = false;
 
   absl::Mutex mu_;
+  // ActionIDs the registry answered "not found" in this session: not asked again.
   absl::flat_hash_set<std::string> known_misses_ ABSL_GUARDED_BY(mu_);
-  bool remote_known_ ABSL_GUARDED_BY(mu_) = false;  // some call got an answer or failed
-  bool remote_down_ ABSL_GUARDED_BY(mu_) = false;
-  bool probing_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Time remote_down_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  int upload_warnings_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_map<std::string, Prefetch> prefetch_ ABSL_GUARDED_BY(mu_);
-  oci::Digest loaded_session_ ABSL_GUARDED_BY(mu_);  // the list read at start
-  bool loaded_pack_ ABSL_GUARDED_BY(mu_) = false;    // it came with a pack
-  // Pairs used by this session, in order of first use.
-  std::vector<std::pair<std::string, GoObject>> used_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> used_keys_ ABSL_GUARDED_BY(mu_);
 
   std::atomic<bool> abandoned_{false};
-  std::atomic<bool> draining_{false};
-  struct Counters {
-    std::atomic<int64_t> gets{0}, local_hits{0}, remote_hits{0}, misses{0}, puts{0},
-        uploaded{0}, upload_failures{0}, errors{0}, remote_errors{0}, local_us{0},
-        remote_lookup_us{0}, fetch_us{0}, fill_us{0}, in_flight{0}, max_in_flight{0},
-        prefetched{0}, session_listed{0}, packs_read{0}, pack_bytes_written{0};
-  } n_;
 };
 
 }  // namespace ocicache::gocacheprog

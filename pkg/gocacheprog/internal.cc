@@ -1,0 +1,101 @@
+#include "pkg/gocacheprog/internal.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "nlohmann/json.hpp"
+#include "pkg/oci/pipe.h"
+
+namespace ocicache::gocacheprog {
+namespace {
+
+// Objects up to this size are downloaded into memory, larger ones streamed.
+constexpr int64_t kInMemoryFetch = 8 << 20;
+
+}  // namespace
+
+ServerStats Counters::Snapshot() const {
+  ServerStats s;
+#define OCICACHE_GOCACHEPROG_LOAD(name) s.name = name.load();
+  OCICACHE_GOCACHEPROG_COUNTERS(OCICACHE_GOCACHEPROG_LOAD)
+#undef OCICACHE_GOCACHEPROG_LOAD
+  return s;
+}
+
+std::string ConfigFor(const oci::Digest& output_id, int64_t size) {
+  return absl::StrCat(R"({"kind":")", kKind, R"(","outputID":")", output_id.str(),
+                      R"(","size":)", size, "}");
+}
+
+cache::Entry EntryFor(const std::string& key, const GoObject& o, const std::string& go_version) {
+  cache::Entry e;
+  e.key = key;
+  e.config = ConfigFor(o.output_id, o.size);
+  if (!go_version.empty()) e.annotations[kToolAnnotation] = go_version;
+  if (o.size > 0) {
+    oci::Descriptor d;
+    d.media_type = oci::media::kOctetStream;
+    d.digest = o.output_id;
+    d.size = o.size;
+    e.blobs.push_back(d);
+  }
+  return e;
+}
+
+absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e) {
+  auto j = nlohmann::json::parse(e.config, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::DataLossError("entry config is not a JSON object");
+  }
+  auto kind = j.find("kind");
+  auto out = j.find("outputID");
+  auto size = j.find("size");
+  if (kind == j.end() || !kind->is_string() || kind->get<std::string>() != kKind) {
+    return absl::DataLossError("entry is not a go-action entry");
+  }
+  if (out == j.end() || !out->is_string() || size == j.end() || !size->is_number_integer()) {
+    return absl::DataLossError("entry config lacks outputID or size");
+  }
+  auto digest = oci::Digest::Parse(out->get<std::string>());
+  if (!digest.ok()) return absl::DataLossError("entry config has a bad outputID");
+  GoObject o{*digest, size->get<int64_t>()};
+  if (o.size < 0) return absl::DataLossError("entry config has a negative size");
+  if (o.size == 0) {
+    if (o.output_id != oci::Digest::Of("")) {
+      return absl::DataLossError("entry of size 0 names a non-empty object");
+    }
+    return o;
+  }
+  if (e.blobs.empty() || e.blobs[0].digest != o.output_id || e.blobs[0].size != o.size) {
+    return absl::DataLossError("entry blob does not match its outputID and size");
+  }
+  return o;
+}
+
+absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const GoObject& o,
+                         Counters* n) {
+  if (o.size == 0) return absl::OkStatus();
+  auto have = local->StatBlob(o.output_id);
+  if (have.ok() && *have == o.size) return absl::OkStatus();
+  absl::Time t0 = absl::Now();
+  absl::Status s;
+  if (o.size <= kInMemoryFetch) {
+    std::string data;
+    data.reserve(static_cast<size_t>(o.size));
+    oci::StringSink sink(&data);
+    s = remote->ReadBlob(o.output_id, 0, sink);
+    if (s.ok()) {
+      oci::StringSource src(data);
+      s = local->WriteBlob(o.output_id, o.size, src).status();
+    }
+  } else {
+    s = oci::Transfer(
+        [&](oci::ByteSink& sink) { return remote->ReadBlob(o.output_id, 0, sink); },
+        [&](oci::ByteSource& src) { return local->WriteBlob(o.output_id, o.size, src).status(); });
+  }
+  n->fetch_us += Micros(t0);
+  return s;
+}
+
+int64_t Micros(absl::Time since) { return absl::ToInt64Microseconds(absl::Now() - since); }
+
+}  // namespace ocicache::gocacheprog

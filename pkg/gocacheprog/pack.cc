@@ -1,0 +1,306 @@
+// The session pack: reading it into the local directory at start, writing it at
+// close.
+#include "pkg/gocacheprog/session.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "pkg/oci/digest.h"
+#include "pkg/oci/stream.h"
+
+namespace ocicache::gocacheprog {
+namespace {
+
+// Reads files one after the other: the session pack's upload.
+class ConcatFiles : public oci::ByteSource {
+ public:
+  explicit ConcatFiles(std::vector<std::string> paths) : paths_(std::move(paths)) {}
+  ~ConcatFiles() override { CloseCurrent(); }
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    while (next_ < paths_.size()) {
+      if (fd_ < 0) {
+        fd_ = ::open(paths_[next_].c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd_ < 0) {
+          return absl::NotFoundError(
+              absl::StrCat("open ", paths_[next_], ": ", std::strerror(errno)));
+        }
+      }
+      ssize_t r = ::read(fd_, buf, n);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        return absl::InternalError(
+            absl::StrCat("read ", paths_[next_], ": ", std::strerror(errno)));
+      }
+      if (r > 0) return static_cast<size_t>(r);
+      CloseCurrent();
+      ++next_;
+    }
+    return size_t{0};
+  }
+  absl::Status Rewind() override {
+    CloseCurrent();
+    next_ = 0;
+    return absl::OkStatus();
+  }
+
+ private:
+  void CloseCurrent() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  std::vector<std::string> paths_;
+  size_t next_ = 0;
+  int fd_ = -1;
+};
+
+// Cuts a run of the session pack's byte stream into its objects, handing each
+// complete one to `done` (index in the run, bytes). Bytes past the run's last
+// object stop the stream (SegmentDone, Cancelled); so does `stop`.
+class PackSplitter : public oci::ByteSink {
+ public:
+  // Returned by Write once the last object is complete and more bytes come: the
+  // reader of a segment stops the stream there.
+  static absl::Status SegmentDone() { return absl::CancelledError("pack segment complete"); }
+
+  PackSplitter(std::vector<int64_t> sizes,
+               std::function<void(size_t, const std::string&)> done,
+               std::function<bool()> stop)
+      : sizes_(std::move(sizes)), done_(std::move(done)), stop_(std::move(stop)) {}
+  absl::Status Write(absl::string_view chunk) override {
+    if (stop_()) return absl::CancelledError("the session is closing");
+    while (!chunk.empty()) {
+      if (next_ >= sizes_.size()) return SegmentDone();
+      size_t want = static_cast<size_t>(sizes_[next_]) - buf_.size();
+      size_t take = std::min(want, chunk.size());
+      buf_.append(chunk.data(), take);
+      chunk.remove_prefix(take);
+      if (buf_.size() == static_cast<size_t>(sizes_[next_])) {
+        done_(next_, buf_);
+        buf_.clear();
+        ++next_;
+      }
+    }
+    return absl::OkStatus();
+  }
+  // Each object is verified against its OutputID when it is stored.
+  bool ChecksEveryByte() const override { return true; }
+  // Objects handed over so far.
+  size_t completed() const { return next_; }
+  bool finished() const { return next_ == sizes_.size(); }
+
+ private:
+  std::vector<int64_t> sizes_;
+  std::function<void(size_t, const std::string&)> done_;
+  std::function<bool()> stop_;
+  std::string buf_;
+  size_t next_ = 0;
+};
+
+// Splits a pack's objects into at most `streams` runs of whole objects with about
+// equal bytes each; returns the index of each run's first object, plus pack.size().
+std::vector<size_t> PackSegments(const std::vector<int64_t>& sizes, int streams,
+                                 int64_t min_segment_bytes) {
+  int64_t total = 0;
+  for (int64_t n : sizes) total += n;
+  const int64_t want = std::max<int64_t>(
+      1, std::min<int64_t>(streams, total / std::max<int64_t>(1, min_segment_bytes)));
+  std::vector<size_t> starts{0};
+  int64_t run = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    // Cut before object i once the runs so far hold their share.
+    if (run > 0 && static_cast<int64_t>(starts.size()) < want &&
+        run * want >= total * static_cast<int64_t>(starts.size())) {
+      starts.push_back(i);
+    }
+    run += sizes[i];
+  }
+  starts.push_back(sizes.size());
+  return starts;
+}
+
+}  // namespace
+
+void Session::ReadPack(const oci::Digest& digest, const std::string& list,
+                       const std::vector<GoObject>& pack,
+                       const std::vector<std::vector<std::string>>& pack_keys,
+                       const std::vector<std::string>& empty) {
+  const ServerOptions& opts = *env_.opts;
+  layout::LayoutStore* local = env_.local;
+  // The pack is read as a few runs of whole objects, each by its own ranged GET,
+  // so receiving, verifying and writing use more than one core; go asks for the
+  // objects in about pack order and the first run comes first. Every object is
+  // verified against its digest as it lands, so no run needs the pack's digest:
+  // a run stops its stream at its last object.
+  std::vector<int64_t> sizes;
+  sizes.reserve(pack.size());
+  for (const auto& o : pack) sizes.push_back(o.size);
+  const std::vector<size_t> starts =
+      PackSegments(sizes, opts.pack_streams, opts.pack_segment_min_bytes);
+  std::vector<int64_t> offsets{0};  // byte offset of each object
+  for (int64_t n : sizes) offsets.push_back(offsets.back() + n);
+
+  // go may have an object as soon as its file is in place. What later builds in
+  // this directory read is recorded after the streams: the local session copy (one
+  // entry). A session too large for one manifest gets an entry per key instead,
+  // stored by one more thread off the streams' path. Either is stored before this
+  // returns, so before close is answered.
+  const bool per_key = pack.size() > static_cast<size_t>(opts.local_session_max_objects);
+  struct EntryQueue {
+    std::vector<size_t> objects;  // whose entries are to be stored
+    bool streams_done = false;
+    static bool Ready(EntryQueue* q) { return !q->objects.empty() || q->streams_done; }
+  } queue;
+  absl::Mutex entries_mu;
+  auto write_entries = [&] {
+    const GoObject none{oci::Digest::Of(""), 0};
+    for (const auto& key : empty) local->Put(EntryFor(key, none, opts.go_version)).IgnoreError();
+    for (;;) {
+      std::vector<size_t> batch;
+      {
+        absl::MutexLock l(&entries_mu);
+        entries_mu.Await(absl::Condition(&EntryQueue::Ready, &queue));
+        batch.swap(queue.objects);
+        if (batch.empty()) return;  // streams done, queue empty
+      }
+      for (size_t i : batch) {
+        for (const auto& key : pack_keys[i]) {
+          local->Put(EntryFor(key, pack[i], opts.go_version)).IgnoreError();
+        }
+      }
+    }
+  };
+  std::thread entry_writer;
+  if (per_key) entry_writer = std::thread(write_entries);
+  auto done = [&](size_t i, const std::string& bytes) {
+    const GoObject& o = pack[i];
+    oci::StringSource src(bytes);
+    // Verified against its digest on the way in: a bad byte fails this object only.
+    bool ok = local->WriteBlob(o.output_id, o.size, src).ok();
+    {
+      // Keys of objects that were here already are settled (as not downloaded).
+      absl::MutexLock l(&mu_);
+      for (const auto& key : pack_keys[i]) {
+        auto it = prefetch_.find(key);
+        if (it == prefetch_.end() || it->second.state != State::kFetching) continue;
+        it->second.state = ok ? State::kOk : State::kFailed;
+        it->second.downloaded = ok;
+      }
+    }
+    if (ok && per_key) {
+      absl::MutexLock l(&entries_mu);
+      queue.objects.push_back(i);
+    }
+  };
+  const size_t runs = starts.size() - 1;
+  std::vector<size_t> completed(runs, 0);
+  std::vector<absl::Status> status(runs);
+  auto read_run = [&](size_t r) {
+    const size_t first = starts[r];
+    std::vector<int64_t> run_sizes(sizes.begin() + first, sizes.begin() + starts[r + 1]);
+    PackSplitter splitter(
+        std::move(run_sizes), [&](size_t i, const std::string& b) { done(first + i, b); },
+        [this] { return draining_.load(); });
+    absl::Status s = env_.remote_lookup->ReadBlob(digest, offsets[first], splitter);
+    completed[r] = splitter.completed();
+    if (splitter.finished()) s = absl::OkStatus();  // stopped on purpose, or read to the end
+    status[r] = s;
+  };
+
+  bool probe = false;
+  absl::Status s = absl::UnavailableError("registry paused");
+  absl::Time t0 = absl::Now();
+  if (env_.registry->Enter(&probe)) {
+    std::vector<std::thread> others;
+    for (size_t r = 1; r < runs; ++r) others.emplace_back(read_run, r);
+    read_run(0);
+    for (auto& t : others) t.join();
+    s = absl::OkStatus();
+    for (const absl::Status& st : status) {
+      if (!st.ok()) {
+        s = st;
+        break;
+      }
+    }
+    env_.registry->Exit(probe, absl::IsCancelled(s) ? absl::OkStatus() : s,
+                        "reading the session pack");
+  }
+  env_.n->fetch_us += Micros(t0);
+  if (s.ok()) ++env_.n->packs_read;
+  // What the streams did not bring is fetched one by one (unless closing).
+  std::vector<std::string> rest;
+  {
+    absl::MutexLock l(&mu_);
+    for (size_t r = 0; r < runs; ++r) {
+      for (size_t i = starts[r] + completed[r]; i < starts[r + 1]; ++i) {
+        for (const auto& key : pack_keys[i]) {
+          auto it = prefetch_.find(key);
+          if (it != prefetch_.end() && it->second.state == State::kFetching) {
+            it->second.state = State::kQueued;
+            rest.push_back(key);
+          }
+        }
+      }
+    }
+  }
+  for (const auto& k : rest) {
+    if (!prefetches_->Submit([this, k] { PrefetchOne(k); })) Settle(k, false);
+  }
+  {
+    absl::MutexLock l(&entries_mu);
+    queue.streams_done = true;
+  }
+  if (per_key) {
+    entry_writer.join();
+  } else {
+    StoreLocal(list, pack, /*remote_pack=*/true);
+  }
+}
+
+std::optional<oci::Descriptor> Session::UploadPack(const std::vector<GoObject>& pack) {
+  layout::LayoutStore* local = env_.local;
+  int64_t total = 0;
+  std::vector<std::string> paths;
+  bool complete = true;
+  for (const auto& o : pack) {
+    total += o.size;
+    auto have = local->StatBlob(o.output_id);
+    complete = complete && have.ok() && *have == o.size;
+    paths.push_back(local->BlobPath(o.output_id));
+  }
+  if (!complete || total <= 0 || total > env_.opts->max_pack_bytes) return std::nullopt;
+  ConcatFiles files(std::move(paths));
+  oci::Sha256 sha;
+  std::string buf(1 << 20, '\0');
+  absl::Status rs;
+  for (;;) {
+    auto n = files.Read(buf.data(), buf.size());
+    if (!n.ok()) {
+      rs = n.status();
+      break;
+    }
+    if (*n == 0) break;
+    sha.Update(buf.data(), *n);
+  }
+  if (!rs.ok() || sha.size() != total || !files.Rewind().ok()) return std::nullopt;
+  auto pd = env_.remote_upload->WriteBlob(sha.Finish(), total, files);
+  if (!pd.ok()) {
+    env_.warn(absl::StrCat("uploading the session pack: ", pd.status().message()));
+    return std::nullopt;
+  }
+  env_.n->pack_bytes_written += total;
+  return *pd;
+}
+
+}  // namespace ocicache::gocacheprog

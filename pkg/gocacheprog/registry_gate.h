@@ -1,0 +1,98 @@
+// RegistryGate: the registry as gocacheprog's lookups, uploads and session see it
+// (private to this package). Every remote call is bracketed:
+//
+//   bool probe;
+//   if (gate.Enter(&probe)) {
+//     absl::Status s = <the call>;
+//     gate.Exit(probe, s, "lookup");
+//   }
+//
+// Whether the registry is skipped is the decision of one cache::Breaker: an
+// outage (cache::IsOutage) opens it for `retry_after`, and it warns as it opens.
+// The gate adds two things:
+//
+//   - One call at a time tests the registry while its state is in doubt: at first
+//     contact the others wait for that call's outcome, and once the breaker lets
+//     calls through again after an outage, the others skip the registry until that
+//     call has an answer. So a registry that never answers costs one timeout per
+//     retry_after, not one per thread.
+//   - A refusal (Unauthenticated, PermissionDenied, Unimplemented) also skips the
+//     registry for retry_after, although cache::IsOutage does not count it as an
+//     outage (for a store whose errors reach the user, a configuration error must
+//     not hide behind the local tier). For go, no registry error can be more than
+//     a warning line, and every request would be refused the same way, each at the
+//     cost of a round trip; so gocacheprog records a refusal with the breaker as an
+//     outage (NoteRefusalAsOutage).
+//
+// Warnings: the breaker's line when it opens, once per outage (it opens again at
+// each failed retry; the gate passes the line on only if the registry answered
+// since the last outage), and for failures that are neither a miss, an outage nor
+// a refusal, one line each up to kMaxWarnings in all (a budget shared with
+// TakeWarning); later ones are dropped.
+#ifndef OCICACHE_PKG_GOCACHEPROG_REGISTRY_GATE_H_
+#define OCICACHE_PKG_GOCACHEPROG_REGISTRY_GATE_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pkg/cache/breaker.h"
+
+namespace ocicache::gocacheprog {
+
+class RegistryGate {
+ public:
+  // Warnings of failures that are neither misses nor outages, at most.
+  static constexpr int kMaxWarnings = 3;
+
+  // `where` names the registry in warnings; `warn` receives each warning line.
+  RegistryGate(std::string where, absl::Duration retry_after,
+               std::function<void(absl::string_view)> warn);
+  RegistryGate(const RegistryGate&) = delete;
+  RegistryGate& operator=(const RegistryGate&) = delete;
+
+  // Whether to make a remote call now. When true, *probe says whether this call
+  // is the one testing the registry; pass it to Exit. When false, the caller goes
+  // on without the registry (a lookup is a miss, an upload a failure).
+  bool Enter(bool* probe);
+  // Records the outcome of a call Enter allowed; `what` names it in warnings.
+  // Returns true when the registry is now skipped (an outage or a refusal). Any
+  // other outcome, a miss included, shows that the registry answers.
+  bool Exit(bool probe, const absl::Status& s, absl::string_view what);
+
+  // Takes one warning of the kMaxWarnings budget; false once it is spent.
+  bool TakeWarning();
+
+  // Whether `s` is a refusal: the registry answers, but will not serve us.
+  static bool IsRefusal(const absl::Status& s);
+
+ private:
+  // gocacheprog's own rule (see above): a refusal opens the breaker as an outage
+  // would, noted as a plain UNAVAILABLE status (an outage for cache::IsOutage).
+  // Returns Breaker::Note's answer: true, the breaker is open.
+  bool NoteRefusalAsOutage(const absl::Status& s);
+  // The breaker's warning sink: forwards the first warning of an outage.
+  void BreakerOpened(absl::string_view message);
+  bool ProbeDoneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !probing_; }
+
+  const std::string where_;
+  const absl::Duration retry_after_;
+  const std::function<void(absl::string_view)> warn_;
+
+  absl::Mutex mu_;
+  bool known_ ABSL_GUARDED_BY(mu_) = false;    // some call has an outcome
+  bool down_ ABSL_GUARDED_BY(mu_) = false;     // the last outcome skipped the registry
+  bool probing_ ABSL_GUARDED_BY(mu_) = false;  // a call is testing the registry
+  int warnings_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Last: its warning sink uses the members above.
+  cache::Breaker breaker_;
+};
+
+}  // namespace ocicache::gocacheprog
+
+#endif  // OCICACHE_PKG_GOCACHEPROG_REGISTRY_GATE_H_

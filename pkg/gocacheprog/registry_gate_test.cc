@@ -1,0 +1,168 @@
+#include "pkg/gocacheprog/registry_gate.h"
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+
+namespace ocicache::gocacheprog {
+namespace {
+
+class Gate {
+ public:
+  explicit Gate(absl::Duration retry_after = absl::Minutes(1))
+      : gate_("registry r", retry_after, [this](absl::string_view w) {
+          absl::MutexLock l(&mu_);
+          warnings_.emplace_back(w);
+        }) {}
+
+  RegistryGate& operator*() { return gate_; }
+  RegistryGate* operator->() { return &gate_; }
+  std::vector<std::string> warnings() {
+    absl::MutexLock l(&mu_);
+    return warnings_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> warnings_;
+  RegistryGate gate_;
+};
+
+// One call through the gate; returns whether it was made.
+bool Call(RegistryGate& gate, const absl::Status& outcome) {
+  bool probe = false;
+  if (!gate.Enter(&probe)) return false;
+  gate.Exit(probe, outcome, "lookup");
+  return true;
+}
+
+TEST(RegistryGate, FirstCallProbesAndAnswersOpenTheWay) {
+  Gate g;
+  bool probe = false;
+  ASSERT_TRUE(g->Enter(&probe));
+  EXPECT_TRUE(probe);
+  EXPECT_FALSE(g->Exit(probe, absl::NotFoundError("manifest unknown"), "lookup"));
+  ASSERT_TRUE(g->Enter(&probe));
+  EXPECT_FALSE(probe);
+  EXPECT_FALSE(g->Exit(probe, absl::OkStatus(), "lookup"));
+  EXPECT_TRUE(g.warnings().empty());
+}
+
+TEST(RegistryGate, AnOutageSkipsTheRegistryWithOneWarning) {
+  Gate g;
+  ASSERT_TRUE(Call(*g, absl::UnavailableError("connection refused")));
+  EXPECT_FALSE(Call(*g, absl::OkStatus()));
+  EXPECT_FALSE(Call(*g, absl::OkStatus()));
+  std::vector<std::string> w = g.warnings();
+  ASSERT_EQ(w.size(), 1u) << absl::StrJoin(w, "\n");
+  EXPECT_TRUE(absl::StrContains(w[0], "registry r is unavailable")) << w[0];
+  EXPECT_TRUE(absl::StrContains(w[0], "lookup: connection refused")) << w[0];
+  EXPECT_TRUE(absl::StrContains(w[0], "trying again every 1m")) << w[0];
+}
+
+// Not an outage for cache::IsOutage, but gocacheprog skips the registry all the same.
+TEST(RegistryGate, ARefusalSkipsTheRegistryToo) {
+  for (const absl::Status& refusal :
+       {absl::UnauthenticatedError("401"), absl::PermissionDeniedError("403"),
+        absl::UnimplementedError("405")}) {
+    Gate g;
+    bool probe = false;
+    ASSERT_TRUE(g->Enter(&probe));
+    EXPECT_TRUE(RegistryGate::IsRefusal(refusal));
+    EXPECT_TRUE(g->Exit(probe, refusal, "lookup")) << refusal;
+    EXPECT_FALSE(g->Enter(&probe)) << refusal;
+    std::vector<std::string> w = g.warnings();
+    ASSERT_EQ(w.size(), 1u) << absl::StrJoin(w, "\n");
+    EXPECT_TRUE(absl::StrContains(w[0], "unavailable")) << w[0];
+    EXPECT_TRUE(absl::StrContains(w[0], refusal.message())) << w[0];
+  }
+}
+
+TEST(RegistryGate, OtherFailuresAreWarnedUpToTheLimit) {
+  Gate g;
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_TRUE(Call(*g, absl::InvalidArgumentError("manifest invalid")));
+  }
+  std::vector<std::string> w = g.warnings();
+  ASSERT_EQ(w.size(), static_cast<size_t>(RegistryGate::kMaxWarnings));
+  EXPECT_EQ(w[0], "registry r: lookup: manifest invalid");
+  EXPECT_FALSE(g->TakeWarning());
+}
+
+TEST(RegistryGate, OneWarningPerOutageAcrossRetries) {
+  Gate g(absl::Milliseconds(20));
+  ASSERT_TRUE(Call(*g, absl::UnavailableError("down")));
+  EXPECT_FALSE(Call(*g, absl::OkStatus()));
+  absl::SleepFor(absl::Milliseconds(40));
+  // Past the pause: one call tests the registry again; still down, no new warning.
+  ASSERT_TRUE(Call(*g, absl::DeadlineExceededError("timeout")));
+  EXPECT_FALSE(Call(*g, absl::OkStatus()));
+  EXPECT_EQ(g.warnings().size(), 1u);
+  absl::SleepFor(absl::Milliseconds(40));
+  // Back, then down again: a new outage, a new warning.
+  ASSERT_TRUE(Call(*g, absl::OkStatus()));
+  ASSERT_TRUE(Call(*g, absl::UnavailableError("down again")));
+  EXPECT_EQ(g.warnings().size(), 2u) << absl::StrJoin(g.warnings(), "\n");
+}
+
+TEST(RegistryGate, AtFirstContactOthersWaitForTheProbe) {
+  Gate g;
+  bool probe = false;
+  ASSERT_TRUE(g->Enter(&probe));
+  ASSERT_TRUE(probe);
+  absl::Notification entered;
+  bool other_entered = false, other_probe = true;
+  std::thread other([&] {
+    other_entered = g->Enter(&other_probe);
+    entered.Notify();
+  });
+  EXPECT_FALSE(entered.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
+  g->Exit(probe, absl::OkStatus(), "lookup");
+  other.join();
+  EXPECT_TRUE(other_entered);
+  EXPECT_FALSE(other_probe);
+}
+
+TEST(RegistryGate, AtFirstContactAnOutageSkipsTheWaitingCalls) {
+  Gate g;
+  bool probe = false;
+  ASSERT_TRUE(g->Enter(&probe));
+  absl::Notification entered;
+  bool other_entered = true;
+  std::thread other([&] {
+    bool p = false;
+    other_entered = g->Enter(&p);
+    entered.Notify();
+  });
+  EXPECT_FALSE(entered.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
+  g->Exit(probe, absl::UnavailableError("timeout"), "lookup");
+  other.join();
+  EXPECT_FALSE(other_entered);
+}
+
+TEST(RegistryGate, AfterAPauseOthersSkipWhileOneProbes) {
+  Gate g(absl::Milliseconds(20));
+  ASSERT_TRUE(Call(*g, absl::UnavailableError("down")));
+  absl::SleepFor(absl::Milliseconds(40));
+  bool probe = false;
+  ASSERT_TRUE(g->Enter(&probe));
+  EXPECT_TRUE(probe);
+  bool other = false;
+  EXPECT_FALSE(g->Enter(&other));  // at once, not after the probe
+  g->Exit(probe, absl::OkStatus(), "lookup");
+  EXPECT_TRUE(g->Enter(&other));
+  EXPECT_FALSE(other);
+  g->Exit(other, absl::OkStatus(), "lookup");
+}
+
+}  // namespace
+}  // namespace ocicache::gocacheprog

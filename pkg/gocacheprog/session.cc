@@ -1,0 +1,315 @@
+// The session list: reading it at start, recording the pairs used, writing it at
+// close, and the local session copy.
+#include "pkg/gocacheprog/session.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "pkg/gocacheprog/protocol.h"
+
+namespace ocicache::gocacheprog {
+namespace {
+
+constexpr char kSessionKind[] = "go-session";
+constexpr char kLocalSessionKind[] = "go-session-local";
+constexpr int64_t kMaxSessionBytes = 64 << 20;
+constexpr size_t kMaxSessionPairs = 200000;
+// Packs with a larger object are not read (object by object instead): the stream
+// holds one object at a time in memory.
+constexpr int64_t kMaxPackObject = int64_t{512} << 20;
+
+}  // namespace
+
+Session::Session(Env env)
+    : env_(std::move(env)),
+      prefetches_(std::make_unique<Pool>(std::max(1, env_.opts->prefetch_threads), 0)) {}
+
+Session::~Session() { prefetches_.reset(); }
+
+void Session::Start() {
+  if (!LoadLocal() && env_.remote_lookup != nullptr) {
+    prefetches_->Submit([this] { LoadRemote(); });
+  }
+}
+
+void Session::StopPrefetching() {
+  draining_ = true;
+  // Prefetches go would not ask for any more: drop what is queued.
+  prefetches_->Abort();
+  prefetches_->WaitIdle(absl::InfiniteFuture());
+}
+
+void Session::RecordUse(const std::string& key, const GoObject& o) {
+  absl::MutexLock l(&mu_);
+  if (used_.size() >= kMaxSessionPairs) return;
+  if (used_keys_.insert(key).second) used_.emplace_back(key, o);
+}
+
+bool Session::LoadLocal() {
+  // The pairs a build in this directory used, with their objects (most still
+  // here): no registry round trip, and it works while the registry is down.
+  cache::LookupOptions lo;
+  auto e = env_.local->Lookup(LocalKey(), lo);
+  if (!e.ok()) return false;
+  auto kind = nlohmann::json::parse(e->config, nullptr, false);
+  if (!kind.is_object() || kind.value("kind", "") != kLocalSessionKind || e->blobs.empty() ||
+      e->blobs[0].size > kMaxSessionBytes) {
+    return false;
+  }
+  std::string list;
+  oci::StringSink sink(&list);
+  if (!env_.local->ReadBlob(e->blobs[0].digest, 0, sink).ok()) return false;
+  Use(list, *e, /*from_local=*/true, kind.value("remotePack", false));
+  return true;
+}
+
+void Session::LoadRemote() {
+  bool probe = false;
+  if (!env_.registry->Enter(&probe)) return;
+  cache::LookupOptions lo;
+  auto e = env_.remote_lookup->Lookup(env_.opts->session_key, lo);
+  // The lookup settles the probe: gets waiting for it need not wait for the list.
+  env_.registry->Exit(probe, e.status(), "reading the session list");
+  if (!e.ok()) return;
+  std::string list;
+  absl::Status s;
+  auto kind = nlohmann::json::parse(e->config, nullptr, false);
+  if (!kind.is_object() || kind.value("kind", "") != kSessionKind || e->blobs.empty() ||
+      e->blobs[0].size > kMaxSessionBytes) {
+    s = absl::DataLossError("not a session list");
+  } else {
+    oci::StringSink sink(&list);
+    s = env_.remote_lookup->ReadBlob(e->blobs[0].digest, 0, sink);
+  }
+  if (!s.ok()) {
+    env_.registry->Exit(false, s, "reading the session list");
+    return;
+  }
+  Use(list, *e, /*from_local=*/false, e->blobs.size() >= 2);
+}
+
+void Session::Use(const std::string& list, const cache::Entry& e, bool from_local,
+                  bool remote_pack) {
+  // Lines "ACTIONHEX OUTPUTHEX SIZE", in the order the last session used them.
+  // The pack (blobs[1], if any) holds each object of size > 0 once, in list order.
+  std::vector<std::string> keys;
+  std::vector<GoObject> pack;                       // the pack's objects, in order
+  std::vector<std::vector<std::string>> pack_keys;  // keys answered by each
+  std::vector<std::string> empty;                   // keys of empty objects
+  std::vector<std::string> queued;                  // keys to prefetch one by one
+  bool pack_usable = !from_local && remote_pack && env_.opts->session_pack;
+  {
+    absl::MutexLock l(&mu_);
+    loaded_session_ = e.blobs[0].digest;
+    loaded_pack_ = remote_pack;
+    absl::flat_hash_map<std::string, size_t> pack_index;  // output hex -> index in pack
+    for (absl::string_view line : absl::StrSplit(list, '\n', absl::SkipEmpty())) {
+      std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
+      int64_t size = 0;
+      if (f.size() != 3 || f[0].size() != 2 * kIdBytes || !absl::SimpleAtoi(f[2], &size) ||
+          size < 0 || size > env_.opts->max_object_bytes) {
+        pack_usable = false;  // the layout can no longer be followed
+        continue;
+      }
+      auto d = oci::Digest::FromHex(f[1]);
+      if (!d.ok() || (size == 0 && *d != oci::Digest::Of(""))) {
+        pack_usable = false;
+        continue;
+      }
+      std::string key(f[0]);
+      size_t at = pack.size();
+      if (size > 0) {
+        auto [it, added] = pack_index.emplace(d->hex(), pack.size());
+        if (added) {
+          pack.push_back(GoObject{*d, size});
+          pack_keys.emplace_back();
+        } else if (pack[it->second].size != size) {
+          pack_usable = false;
+        }
+        at = it->second;
+      }
+      if (prefetch_.count(key) > 0) continue;
+      // An empty object needs no bytes: answered now. Its pair came from the
+      // registry unless the local copy listed it.
+      Prefetch p{GoObject{*d, size}, State::kQueued};
+      if (size == 0) {
+        p.state = State::kOk;
+        p.downloaded = !from_local;
+        empty.push_back(key);
+      }
+      prefetch_[key] = p;
+      if (size > 0) pack_keys[at].push_back(key);
+      keys.push_back(std::move(key));
+    }
+    int64_t total = 0, missing = 0;
+    for (size_t i = 0; i < pack.size(); ++i) {
+      const GoObject& o = pack[i];
+      if (o.size > kMaxPackObject) pack_usable = false;
+      total += o.size;
+      auto have = env_.local->StatBlob(o.output_id);
+      if (!have.ok() || *have != o.size) {
+        missing += o.size;
+        continue;
+      }
+      // Already here (a warm directory): the list says which key it answers.
+      for (const auto& k : pack_keys[i]) prefetch_[k].state = State::kOk;
+    }
+    if (env_.remote_lookup == nullptr) {
+      // No registry to fetch the missing ones from: those keys take the normal path.
+      for (const auto& k : keys) {
+        if (prefetch_[k].state == State::kQueued) prefetch_[k].state = State::kFailed;
+      }
+    }
+    // Worth it when most bytes are missing here (a fresh machine); a warm local
+    // directory is topped up object by object.
+    pack_usable = pack_usable && !pack.empty() && total == e.blobs[1].size && 2 * missing > total;
+    if (pack_usable) {
+      // The pack stream brings them all: gets for them wait for it.
+      for (const auto& k : keys) {
+        if (prefetch_[k].object.size > 0) prefetch_[k].state = State::kFetching;
+      }
+    } else {
+      for (const auto& k : keys) {
+        if (prefetch_[k].state == State::kQueued) queued.push_back(k);
+      }
+    }
+  }
+  env_.n->session_listed += static_cast<int64_t>(keys.size());
+  if (pack_usable) {
+    ReadPack(e.blobs[1].digest, list, pack, pack_keys, empty);
+    return;
+  }
+  // Pairs read from the registry whose objects were here get no entries of
+  // their own: what the list says is recorded by the local copy only when a pack
+  // fills this directory. Missing objects are fetched (and their entries stored)
+  // one by one.
+  for (const auto& k : queued) prefetches_->Submit([this, k] { PrefetchOne(k); });
+}
+
+void Session::StoreLocal(const std::string& list, const std::vector<GoObject>& objects,
+                         bool remote_pack) {
+  layout::LayoutStore* local = env_.local;
+  const oci::Digest list_digest = oci::Digest::Of(list);
+  oci::StringSource src(list);
+  if (auto w = local->WriteBlob(list_digest, static_cast<int64_t>(list.size()), src); !w.ok()) {
+    env_.warn(absl::StrCat("recording the session in ", local->Describe(), ": ",
+                           w.status().message()));
+    return;
+  }
+  cache::Entry e;
+  e.key = LocalKey();
+  e.config = absl::StrCat(R"({"kind":")", kLocalSessionKind, R"(","pairs":)",
+                          std::count(list.begin(), list.end(), '\n'), R"(,"remotePack":)",
+                          remote_pack ? "true" : "false", "}");
+  if (!env_.opts->go_version.empty()) e.annotations[kToolAnnotation] = env_.opts->go_version;
+  oci::Descriptor ld;
+  ld.media_type = oci::media::kOctetStream;
+  ld.digest = list_digest;
+  ld.size = static_cast<int64_t>(list.size());
+  e.blobs.push_back(ld);
+  // Every object, so that GC and eviction keep them while the copy lives.
+  for (const auto& o : objects) {
+    auto have = local->StatBlob(o.output_id);
+    if (!have.ok() || *have != o.size) continue;
+    oci::Descriptor d;
+    d.media_type = oci::media::kOctetStream;
+    d.digest = o.output_id;
+    d.size = o.size;
+    e.blobs.push_back(d);
+  }
+  if (absl::Status s = local->Put(e); !s.ok()) {
+    env_.warn(absl::StrCat("recording the session in ", local->Describe(), ": ", s.message()));
+  }
+}
+
+void Session::Write() {
+  const ServerOptions& opts = *env_.opts;
+  if (env_.remote_upload == nullptr) return;
+  std::string list;
+  std::vector<GoObject> pack;  // each object of size > 0 once, in list order
+  {
+    absl::MutexLock l(&mu_);
+    if (used_.empty()) return;
+    // The same pairs as the list read at start (in whatever order): keep that one.
+    bool same = loaded_session_.valid() && used_.size() == prefetch_.size();
+    absl::flat_hash_set<std::string> packed;
+    int64_t total = 0;
+    for (const auto& [key, o] : used_) {
+      absl::StrAppend(&list, key, " ", o.output_id.hex(), " ", o.size, "\n");
+      if (o.size > 0 && packed.insert(o.output_id.hex()).second) {
+        pack.push_back(o);
+        total += o.size;
+      }
+      if (same) {
+        auto it = prefetch_.find(key);
+        same = it != prefetch_.end() && it->second.object.output_id == o.output_id &&
+               it->second.object.size == o.size;
+      }
+    }
+    // A list close to this build's is kept too: rewriting costs a hash and an
+    // upload of the whole pack while go waits for close, for every build that
+    // changed a package. Close: at most a tenth of the pairs (and of the pack's
+    // bytes) new or changed, and at most a quarter listed but unused; the next
+    // machine looks the new pairs up one by one, concurrently.
+    if (!same && loaded_session_.valid() && loaded_pack_ && !prefetch_.empty()) {
+      size_t new_pairs = 0, unused_pairs = 0;
+      int64_t listed_bytes = 0, new_bytes = 0, unused_bytes = 0;
+      absl::flat_hash_set<std::string> listed;
+      for (const auto& [key, p] : prefetch_) {
+        if (p.object.size > 0 && listed.insert(p.object.output_id.hex()).second) {
+          listed_bytes += p.object.size;
+        }
+        if (!used_keys_.contains(key)) {
+          ++unused_pairs;
+          unused_bytes += p.object.size;
+        }
+      }
+      for (const auto& [key, o] : used_) {
+        auto it = prefetch_.find(key);
+        if (it == prefetch_.end() || it->second.object.output_id != o.output_id) {
+          ++new_pairs;
+          new_bytes += o.size;
+        }
+      }
+      const size_t n = prefetch_.size();
+      same = new_pairs * 10 <= n && new_bytes * 10 <= listed_bytes && unused_pairs * 4 <= n &&
+             unused_bytes * 4 <= listed_bytes;
+    }
+    // A list written without a pack (an older version, or too big then) gets one.
+    bool want_pack = opts.session_pack && total > 0 && total <= opts.max_pack_bytes;
+    if (same && (loaded_pack_ || !want_pack)) return;
+  }
+  oci::Digest digest = oci::Digest::Of(list);
+  bool probe = false;
+  if (!env_.registry->Enter(&probe)) return;
+  oci::StringSource src(list);
+  auto d = env_.remote_upload->WriteBlob(digest, static_cast<int64_t>(list.size()), src);
+  absl::Status s = d.status();
+  std::optional<oci::Descriptor> pack_desc;
+  // The objects' bytes back to back: a fresh machine reads them in one stream.
+  if (s.ok() && opts.session_pack) pack_desc = UploadPack(pack);
+  if (s.ok()) {
+    cache::Entry e;
+    e.key = opts.session_key;
+    e.config = absl::StrCat(R"({"kind":")", kSessionKind, R"(","pairs":)",
+                            std::count(list.begin(), list.end(), '\n'),
+                            pack_desc ? absl::StrCat(R"(,"packedObjects":)", pack.size()) : "",
+                            "}");
+    if (!opts.go_version.empty()) e.annotations[kToolAnnotation] = opts.go_version;
+    e.blobs.push_back(*d);
+    if (pack_desc) e.blobs.push_back(*pack_desc);
+    s = env_.remote_upload->Put(e);
+  }
+  // The directory's copy follows the list this build wrote: the next build here
+  // compares against it, so an unchanged build does not write the list again.
+  if (s.ok() && pack.size() <= static_cast<size_t>(opts.local_session_max_objects)) {
+    StoreLocal(list, pack, pack_desc.has_value());
+  }
+  env_.registry->Exit(probe, s, "writing the session list");
+}
+
+}  // namespace ocicache::gocacheprog

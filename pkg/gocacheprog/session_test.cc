@@ -1,0 +1,287 @@
+// The session list, its pack and the local session copy, through the server
+// (server_test_util.h) and a real docker-registry.
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "pkg/gocacheprog/protocol.h"
+#include "pkg/gocacheprog/server.h"
+#include "pkg/gocacheprog/server_test_util.h"
+#include "pkg/oci/digest.h"
+
+namespace ocicache::gocacheprog {
+namespace {
+
+TEST_F(RegistryTest, SessionListPrefetchesTheNextBuild) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.test1";
+  o.session_pack = false;  // the object-by-object path (the pack: next test)
+  std::vector<std::string> bodies;
+  std::string in;
+  for (int i = 0; i < 30; ++i) {
+    bodies.push_back(i % 7 == 0 ? std::string() : Body(300 + i, 1000 + 300 * i));
+    in += Get(i + 100, ActionID(300 + i)) + Put(i + 1, ActionID(300 + i), bodies.back());
+  }
+  in += Close(99);
+  Fixture a;
+  Result ra = a.Run(in, o, lookup.get(), upload.get());
+  EXPECT_EQ(ra.stats.uploaded, 30);
+  auto list = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->blobs.size(), 1u);
+
+  // A fresh directory: the list is read at start and its objects prefetched; gets
+  // are answered from the prefetch (or, if they come first, fetch it themselves).
+  Fixture b;
+  std::string gets;
+  for (int i = 0; i < 30; ++i) gets += Get(i + 1, ActionID(300 + i));
+  gets += Close(99);
+  // One lookup thread: with many, gets racing the list read could all fetch their
+  // objects themselves first on a loaded machine, leaving nothing to prefetch.
+  ServerOptions ob = o;
+  ob.lookup_threads = 1;
+  Result rb = b.Run(gets, ob, lookup.get(), upload.get());
+  for (int i = 0; i < 30; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.session_listed, 30);
+  EXPECT_EQ(rb.stats.remote_hits + rb.stats.local_hits, 30);
+  EXPECT_GT(rb.stats.prefetched + rb.stats.local_hits, 0);
+  EXPECT_EQ(rb.stats.misses, 0);
+  // The same build again does not rewrite the list.
+  auto again = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->blobs[0].digest, list->blobs[0].digest);
+  // Every prefetched object is recorded in the directory too.
+  Fixture c(b.dir_);
+  Result rc = c.Run(Get(1, ActionID(301)) + Close(2));
+  ExpectHit(rc, 1, bodies[1]);
+}
+
+// The session pack: written at close beside the list (also for a list that had
+// none), read in one stream by a fresh directory, skipped by a warm one.
+TEST_F(RegistryTest, SessionPackFillsAFreshDirectoryInOneStream) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.pack1";
+  o.session_pack = false;
+  std::vector<std::string> bodies;
+  std::string in;
+  std::set<std::string> objects;
+  for (int i = 0; i < 40; ++i) {
+    // Empty objects, and pairs sharing an object (packed once).
+    bodies.push_back(i % 9 == 0 ? std::string() : Body(400 + i % 30, 2000 + 100 * (i % 30)));
+    if (!bodies.back().empty()) objects.insert(bodies.back());
+    in += Put(i + 1, ActionID(400 + i), bodies.back());
+  }
+  int64_t distinct = 0;
+  for (const auto& b : objects) distinct += static_cast<int64_t>(b.size());
+  in += Close(99);
+  Fixture a;
+  Result ra = a.Run(in, o, lookup.get(), upload.get());
+  EXPECT_EQ(ra.stats.uploaded, 40);
+  EXPECT_EQ(ra.stats.pack_bytes_written, 0);
+  auto list = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->blobs.size(), 1u);
+
+  // The same build with packs on: the unchanged list gets its pack.
+  o.session_pack = true;
+  Fixture a2(a.dir_);
+  std::string again;
+  for (int i = 0; i < 40; ++i) again += Get(i + 1, ActionID(400 + i));
+  again += Close(99);
+  Result ra2 = a2.Run(again, o, lookup.get(), upload.get());
+  EXPECT_EQ(ra2.stats.local_hits, 40);
+  EXPECT_EQ(ra2.stats.pack_bytes_written, distinct);
+  list = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->blobs.size(), 2u);
+  EXPECT_EQ(list->blobs[1].size, distinct);
+
+  // A fresh directory: one stream brings every object; gets wait for it. Gets
+  // that come before the list is read are looked up one by one, and the pack is
+  // read only while most objects are still missing: one lookup thread keeps those
+  // early lookups few even on a loaded machine (with 16 they could win the race).
+  Fixture b;
+  const int64_t before = lookup->client().request_count();
+  ServerOptions ob = o;
+  ob.lookup_threads = 1;
+  Result rb = b.Run(again, ob, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.packs_read, 1);
+  EXPECT_EQ(rb.stats.misses, 0);
+  EXPECT_EQ(rb.stats.remote_hits, 40);
+  EXPECT_EQ(rb.stats.pack_bytes_written, 0);  // unchanged: not written again
+  // Session manifest + list + pack, plus lookups of gets that came before the list
+  // was read (each a manifest GET and a blob GET): far fewer than one per object.
+  const int64_t early = rb.stats.remote_hits - rb.stats.prefetched;
+  EXPECT_LE(lookup->client().request_count() - before, 3 + 2 * early);
+  // The pack read as three runs of whole objects, each a ranged GET of its own:
+  // the same answers, and one more stat and GET per extra run.
+  Fixture b3;
+  ServerOptions o3 = ob;
+  o3.pack_streams = 3;
+  o3.pack_segment_min_bytes = 1;
+  const int64_t before3 = lookup->client().request_count();
+  Result rb3 = b3.Run(again, o3, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rb3, i + 1, bodies[i]);
+  EXPECT_EQ(rb3.stats.packs_read, 1);
+  EXPECT_EQ(rb3.stats.remote_hits, 40);
+  const int64_t early3 = rb3.stats.remote_hits - rb3.stats.prefetched;
+  // Session manifest and list, three pack GETs, two stats (the runs past offset 0).
+  EXPECT_GE(lookup->client().request_count() - before3, 2 + 3 + 2);
+  EXPECT_LE(lookup->client().request_count() - before3, 2 + 3 + 2 + 2 * early3);
+  // The directory recorded the session before close was answered: all local hits
+  // now, without a registry request.
+  Fixture c3(b3.dir_);
+  const int64_t before_c3 = lookup->client().request_count();
+  Result rc3 = c3.Run(again, o, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rc3, i + 1, bodies[i]);
+  EXPECT_EQ(rc3.stats.local_hits, 40);
+  EXPECT_EQ(rc3.stats.packs_read, 0);
+  EXPECT_EQ(lookup->client().request_count(), before_c3);
+  // As one entry, the local session copy (the list and every object), not as one
+  // entry per ActionID.
+  // The last get: not one of the few that may come before the list is read (those
+  // are looked up one by one and stored as entries of their own).
+  const std::string key439 = oci::Digest::Of("action-439").hex();  // a non-empty object
+  const std::string key400 = oci::Digest::Of("action-400").hex();  // an empty one
+  {
+    auto copy = c3.local->Lookup(o.session_key + ".local", {});
+    ASSERT_TRUE(copy.ok()) << copy.status();
+    EXPECT_TRUE(absl::StrContains(copy->config, R"("kind":"go-session-local")")) << copy->config;
+    EXPECT_EQ(copy->blobs.size(), 1 + objects.size());
+    EXPECT_TRUE(absl::IsNotFound(c3.local->Lookup(key439, {}).status()));
+  }
+  // The copy answers while the registry is down, and with no registry at all.
+  auto down = RegistryStoreFor("127.0.0.1:1", absl::Seconds(2), 1);
+  Fixture d3(b3.dir_);
+  Result rd3 = d3.Run(again, o, down.get(), nullptr);
+  for (int i = 0; i < 40; ++i) ExpectHit(rd3, i + 1, bodies[i]);
+  EXPECT_EQ(rd3.stats.local_hits, 40);
+  Fixture n3(b3.dir_);
+  Result rn3 = n3.Run(again, o, nullptr, nullptr);
+  for (int i = 0; i < 40; ++i) ExpectHit(rn3, i + 1, bodies[i]);
+  EXPECT_EQ(rn3.stats.local_hits, 40);
+  // A session of more objects than one manifest should list is recorded as one
+  // entry per ActionID instead (the empty objects' too).
+  Fixture b5;
+  ServerOptions o5 = ob;
+  o5.local_session_max_objects = 5;
+  Result rb5 = b5.Run(again, o5, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rb5, i + 1, bodies[i]);
+  EXPECT_EQ(rb5.stats.packs_read, 1);
+  EXPECT_TRUE(b5.local->Lookup(key439, {}).ok());
+  EXPECT_TRUE(b5.local->Lookup(key400, {}).ok());
+  EXPECT_TRUE(absl::IsNotFound(b5.local->Lookup(o.session_key + ".local", {}).status()));
+  Fixture n5(b5.dir_);
+  Result rn5 = n5.Run(again, o, nullptr, nullptr);
+  for (int i = 0; i < 40; ++i) ExpectHit(rn5, i + 1, bodies[i]);
+  EXPECT_EQ(rn5.stats.local_hits, 40);
+
+  // Recorded in the directory: a warm directory reads no pack.
+  Fixture c(b.dir_);
+  Result rc = c.Run(again, o, lookup.get(), upload.get());
+  for (int i = 0; i < 40; ++i) ExpectHit(rc, i + 1, bodies[i]);
+  EXPECT_EQ(rc.stats.packs_read, 0);
+  EXPECT_EQ(rc.stats.local_hits, 40);
+}
+
+// The directory's session copy follows the list a build wrote, so the next build
+// there that uses the same pairs writes neither list nor pack again.
+// A first build putting 20 objects (ActionIDs base..base+19) with the session on:
+// the list and its pack go to the registry. Returns the objects.
+std::vector<std::string> PutSessionOf20(int base, const ServerOptions& o, cache::Store* lookup,
+                                        cache::Store* upload) {
+  std::vector<std::string> bodies;
+  std::string puts;
+  for (int i = 0; i < 20; ++i) {
+    bodies.push_back(Body(base + i, 1500 + 100 * i));
+    puts += Put(i + 1, ActionID(base + i), bodies.back());
+  }
+  Fixture a;
+  Result ra = a.Run(puts + Close(99), o, lookup, upload);
+  EXPECT_EQ(ra.stats.uploaded, 20);
+  EXPECT_GT(ra.stats.pack_bytes_written, 0);
+  return bodies;
+}
+
+// Gets of ActionIDs base..base+n-1, then close.
+std::string GetsOf(int base, int n) {
+  std::string in;
+  for (int i = 0; i < n; ++i) in += Get(i + 1, ActionID(base + i));
+  return in + Close(99);
+}
+
+TEST_F(RegistryTest, LocalSessionCopyFollowsTheListWritten) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.follow1";
+  o.lookup_threads = 1;
+  const std::vector<std::string> bodies = PutSessionOf20(500, o, lookup.get(), upload.get());
+  // A fresh directory whose build needs only half of them (from the pack, or,
+  // if the gets outrun the list, one by one) writes the shorter list and its pack
+  // at close.
+  const std::string half = GetsOf(500, 10);
+  Fixture b;
+  Result rb = b.Run(half, o, lookup.get(), upload.get());
+  for (int i = 0; i < 10; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.remote_hits, 10);
+  EXPECT_GT(rb.stats.pack_bytes_written, 0);
+  auto written = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(written.ok()) << written.status();
+  // The same build again in that directory: local hits, nothing written.
+  Fixture b2(b.dir_);
+  Result rb2 = b2.Run(half, o, lookup.get(), upload.get());
+  for (int i = 0; i < 10; ++i) ExpectHit(rb2, i + 1, bodies[i]);
+  EXPECT_EQ(rb2.stats.local_hits, 10);
+  EXPECT_EQ(rb2.stats.pack_bytes_written, 0);
+  auto after = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->blobs[0].digest, written->blobs[0].digest);
+  auto copy = b2.local->Lookup(o.session_key + ".local", {});
+  ASSERT_TRUE(copy.ok()) << copy.status();
+  EXPECT_TRUE(absl::StrContains(copy->config, R"("pairs":10,)")) << copy->config;
+}
+
+// A build close to the listed session (one pair new, one unused) leaves the list
+// and its pack alone; one that uses half of it writes a new list and pack.
+TEST_F(RegistryTest, ASmallChangeKeepsTheSessionList) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.small1";
+  o.lookup_threads = 1;
+  const std::vector<std::string> bodies = PutSessionOf20(600, o, lookup.get(), upload.get());
+  auto first = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  std::string small;
+  for (int i = 0; i < 19; ++i) small += Get(i + 1, ActionID(600 + i));
+  small += Put(50, ActionID(699), Body(699, 1000)) + Close(99);
+  Fixture b;
+  Result rb = b.Run(small, o, lookup.get(), upload.get());
+  for (int i = 0; i < 19; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.uploaded, 1);
+  EXPECT_EQ(rb.stats.pack_bytes_written, 0);
+  auto kept = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->blobs[0].digest, first->blobs[0].digest);
+
+  Fixture c;
+  Result rc = c.Run(GetsOf(600, 10), o, lookup.get(), upload.get());
+  for (int i = 0; i < 10; ++i) ExpectHit(rc, i + 1, bodies[i]);
+  EXPECT_GT(rc.stats.pack_bytes_written, 0);
+  auto rewritten = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(rewritten.ok()) << rewritten.status();
+  EXPECT_NE(rewritten->blobs[0].digest, first->blobs[0].digest);
+}
+
+}  // namespace
+}  // namespace ocicache::gocacheprog
