@@ -27,7 +27,7 @@
 #include "absl/time/clock.h"
 #include "api/ocicache/v1/cache.grpc.pb.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
-#include "pkg/cli/stores.h"
+#include "pkg/stores/stores.h"
 #include "pkg/oci/digest.h"
 #include "pkg/server/server.h"
 #include "test/harness/registry.h"
@@ -186,10 +186,10 @@ int Main() {
   }
   char tmpl[] = "/tmp/bytestream-bench-XXXXXX";
   std::string tmp = mkdtemp(tmpl);
-  cli::StoreConfig config;
+  stores::StoreConfig config;
   config.repo = (*reg)->host() + "/bench/bytestream";
   if (!absl::GetFlag(FLAGS_no_dir)) config.dir = tmp + "/dir";
-  auto stores = cli::OpenStores(config);
+  auto stores = stores::OpenStores(config);
   if (!stores.ok()) {
     std::cerr << "stores: " << stores.status() << "\n";
     return 1;

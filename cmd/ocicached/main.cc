@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -14,8 +15,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "pkg/cli/args.h"
-#include "pkg/cli/stores.h"
+#include "pkg/cmdline/args.h"
+#include "pkg/stores/settings.h"
+#include "pkg/stores/stores.h"
 #include "pkg/server/daemon.h"
 
 ABSL_FLAG(std::string, listen, ocicache::server::kDefaultListen,
@@ -124,42 +126,35 @@ int main(int argc, char** argv) {
       "a/b is repository REPO/a/b).\n"
       "Default: 127.0.0.1:9092 serving ~/.cache/ocicache. Stops on SIGTERM or SIGINT.");
   // One spelling of a setting across binaries: --ca-file works as --ca_file.
-  ocicache::cli::UnderscoreFlagNames(argc, argv);
+  ocicache::cmdline::UnderscoreFlagNames(argc, argv);
   auto positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     std::cerr << "ocicached: unexpected argument \"" << positional[1] << "\" (see --help)\n";
     return 2;
   }
-  auto cfg = ocicache::cli::ConfigFromEnv();
+  auto cfg = ocicache::stores::ConfigFromEnv();
   if (!cfg.ok()) {
     std::cerr << "ocicached: " << cfg.status().message() << "\n";
     return 2;
   }
   ocicache::server::DaemonOptions o;
   o.store = *cfg;
-  if (!absl::GetFlag(FLAGS_repo).empty()) o.store.repo = absl::GetFlag(FLAGS_repo);
-  if (!absl::GetFlag(FLAGS_dir).empty()) o.store.dir = absl::GetFlag(FLAGS_dir);
-  if (absl::GetFlag(FLAGS_no_dir)) {
-    if (o.store.repo.empty()) {
-      std::cerr << "ocicached: --no_dir needs --repo: there would be no store at all\n";
+  // The store flags (declared above for Abseil's parser and --help) map to the
+  // configuration as the CLI's do (stores::StoreFlags): one mapping.
+  for (const ocicache::stores::StoreFlag& f : ocicache::stores::StoreFlags()) {
+    std::string name = f.name;
+    std::replace(name.begin(), name.end(), '-', '_');
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr || flag->CurrentValue() == flag->DefaultValue()) continue;
+    if (absl::Status s = ocicache::stores::ApplyStoreFlag(&o.store, name, flag->CurrentValue());
+        !s.ok()) {
+      std::cerr << "ocicached: " << s.message() << "\n";
       return 2;
     }
-    o.store.dir.clear();
   }
-  int shards = absl::GetFlag(FLAGS_shards);
-  if (shards != 0) {
-    if (shards < 1 || shards > 256) {
-      std::cerr << "ocicached: --shards takes a number from 1 to 256\n";
-      return 2;
-    }
-    o.store.shards = shards;
-  }
-  if (absl::GetFlag(FLAGS_insecure)) o.store.insecure = true;
-  if (absl::GetFlag(FLAGS_tls)) o.store.force_tls = true;
-  if (!absl::GetFlag(FLAGS_ca_file).empty()) o.store.ca_file = absl::GetFlag(FLAGS_ca_file);
-  if (!absl::GetFlag(FLAGS_username).empty()) o.store.username = absl::GetFlag(FLAGS_username);
-  if (!absl::GetFlag(FLAGS_docker_config).empty()) {
-    o.store.docker_config = absl::GetFlag(FLAGS_docker_config);
+  if (absl::Status s = ocicache::stores::FinishStoreConfig(&o.store); !s.ok()) {
+    std::cerr << "ocicached: " << s.message() << "\n";
+    return 2;
   }
   if (absl::GetFlag(FLAGS_password_stdin)) std::getline(std::cin, o.store.password);
   o.store.restrict_registries = true;
@@ -192,8 +187,8 @@ int main(int argc, char** argv) {
   o.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   if (std::string size = absl::GetFlag(FLAGS_max_local_size); !size.empty()) {
-    o.max_local_bytes = ParseSize(size);
-    if (o.max_local_bytes < 1 << 20) {
+    o.store.max_local_bytes = ParseSize(size);
+    if (o.store.max_local_bytes < 1 << 20) {
       std::cerr << "ocicached: --max_local_size takes a size of at least 1M, such as 512M or 20G, "
                    "not \"" << size << "\"\n";
       return 2;
@@ -203,8 +198,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  o.local_evict_grace = absl::GetFlag(FLAGS_local_evict_grace);
-  if (o.local_evict_grace < absl::ZeroDuration()) {
+  o.store.local_evict_grace = absl::GetFlag(FLAGS_local_evict_grace);
+  if (o.store.local_evict_grace < absl::ZeroDuration()) {
     std::cerr << "ocicached: --local_evict_grace must not be negative\n";
     return 2;
   }

@@ -26,16 +26,24 @@
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/tiered_store.h"
 #include "pkg/base/files.h"
-#include "pkg/cli/args.h"
-#include "pkg/cli/command.h"
+#include "pkg/cmdline/args.h"
+#include "pkg/cmdline/command.h"
 #include "pkg/gocacheprog/command.h"
 #include "pkg/ko/command.h"
-#include "pkg/cli/stores.h"
+#include "pkg/stores/settings.h"
+#include "pkg/stores/stores.h"
 #include "pkg/layout/layout_store.h"
 #include "pkg/oci/pipe.h"
 #include "pkg/registry/client.h"
 
 namespace ocicache::cli {
+
+using stores::StoreConfig;
+using stores::ConfigFromEnv;
+using cmdline::Args;
+using cmdline::FlagSpec;
+using cmdline::FlagHelp;
+using cmdline::CommandEnv;
 namespace {
 
 using cache::Entry;
@@ -79,25 +87,23 @@ Run 'ocicache COMMAND --help' for a command's flags.
 )";
 
 const std::vector<FlagSpec>& GlobalFlags() {
-  static const auto* specs = new std::vector<FlagSpec>{
+  static const auto* specs = [] {
+    auto* v = new std::vector<FlagSpec>{
       {"server", true, false, "HOST:PORT", "run every command through this ocicached ($OCICACHE_SERVER); grpcs://HOST:PORT for TLS"},
       {"server-ca-file", true, false, "FILE", "CA certificates (PEM) the server's TLS certificate must chain to ($OCICACHE_SERVER_CA; implies TLS)"},
       {"server-cert-file", true, false, "FILE", "client certificate (PEM) for a server that requires one ($OCICACHE_SERVER_CERT)"},
       {"server-key-file", true, false, "FILE", "private key (PEM) of --server-cert-file ($OCICACHE_SERVER_KEY)"},
-      {"repo", true, false, "REGISTRY/REPO", "registry repository holding the cache ($OCICACHE_REPO)"},
-      {"dir", true, false, "DIR", "local tier directory ($OCICACHE_DIR, default ~/.cache/ocicache)"},
-      {"no-dir", false, false, "", "no local tier: use the registry only"},
-      {"shards", true, false, "N", "split the repository into N shard repositories (2-256)"},
-      {"insecure", false, false, "", "plain HTTP to the registry (automatic for loopback)"},
-      {"tls", false, false, "", "HTTPS even for loopback registries"},
-      {"ca-file", true, false, "FILE", "extra CA certificates (PEM) for the registry"},
-      {"username", true, false, "USER", "registry user ($OCICACHE_USERNAME)"},
-      {"password-stdin", false, false, "", "read the registry password from stdin"},
-      {"docker-config", true, false, "DIR", "directory of docker's config.json"},
-      {"json", false, false, "", "machine-readable output"},
-      {"quiet", false, false, "", "no progress or miss messages"},
-      {"help", false, false, "", "show help"},
-  };
+    };
+    // The store flags, shared with ocicached (stores::StoreFlags).
+    for (const stores::StoreFlag& f : stores::StoreFlags()) {
+      v->push_back({f.name, !f.value_name.empty(), false, f.value_name, f.help});
+    }
+    v->push_back({"password-stdin", false, false, "", "read the registry password from stdin"});
+    v->push_back({"json", false, false, "", "machine-readable output"});
+    v->push_back({"quiet", false, false, "", "no progress or miss messages"});
+    v->push_back({"help", false, false, "", "show help"});
+    return v;
+  }();
   return *specs;
 }
 
@@ -294,27 +300,12 @@ absl::StatusOr<StoreConfig> ConfigFromFlags(Ctx& c) {
   cfg->server_ca_file = c.global.Get("server-ca-file", cfg->server_ca_file);
   cfg->server_cert_file = c.global.Get("server-cert-file", cfg->server_cert_file);
   cfg->server_key_file = c.global.Get("server-key-file", cfg->server_key_file);
-  cfg->repo = c.global.Get("repo", cfg->repo);
-  cfg->dir = c.global.Get("dir", cfg->dir);
-  if (c.global.GetBool("no-dir")) {
-    if (cfg->repo.empty()) {
-      return absl::InvalidArgumentError("--no-dir needs --repo: there would be no store at all");
-    }
-    cfg->dir.clear();
+  for (const stores::StoreFlag& f : stores::StoreFlags()) {
+    if (!c.global.Has(f.name)) continue;
+    if (absl::Status s = f.apply(&*cfg, c.global.Get(f.name)); !s.ok()) return s;
   }
-  if (c.global.Has("shards")) {
-    int n = 0;
-    if (!absl::SimpleAtoi(c.global.Get("shards"), &n) || n < 1 || n > 256) {
-      return absl::InvalidArgumentError("--shards takes a number from 1 to 256");
-    }
-    cfg->shards = n;
-  }
-  if (c.global.GetBool("insecure")) cfg->insecure = true;
-  if (c.global.GetBool("tls")) cfg->force_tls = true;
-  cfg->ca_file = c.global.Get("ca-file", cfg->ca_file);
-  cfg->docker_config = c.global.Get("docker-config", cfg->docker_config);
-  cfg->username = c.global.Get("username", cfg->username);
   if (!c.password.empty()) cfg->password = c.password;
+  if (absl::Status s = stores::FinishStoreConfig(&*cfg); !s.ok()) return s;
   return cfg;
 }
 
@@ -322,7 +313,7 @@ absl::StatusOr<StoreConfig> ConfigFromFlags(Ctx& c) {
 absl::Status OpenStores(Ctx& c) {
   auto cfg = ConfigFromFlags(c);
   if (!cfg.ok()) return cfg.status();
-  auto set = cli::OpenStores(*cfg);
+  auto set = stores::OpenStores(*cfg);
   if (!set.ok()) return set.status();
   c.local = set->tiers.local;
   c.remote = set->tiers.remote;

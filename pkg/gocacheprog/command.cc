@@ -13,7 +13,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "pkg/cache/registry_store.h"
-#include "pkg/cli/args.h"
+#include "pkg/cmdline/args.h"
 #include "pkg/client/grpc_store.h"
 #include "pkg/gocacheprog/server.h"
 #include "pkg/gocacheprog/stream.h"
@@ -75,8 +75,8 @@ Flags:
 
 namespace {
 
-const std::vector<cli::FlagSpec>& Flags() {
-  static const auto* specs = new std::vector<cli::FlagSpec>{
+const std::vector<cmdline::FlagSpec>& Flags() {
+  static const auto* specs = new std::vector<cmdline::FlagSpec>{
       {"stats", false, false, "", "print the counters on stderr at close"},
       {"stats-file", true, false, "FILE", "append the counters to FILE as one JSON line at close"},
       {"flush-timeout", true, false, "DURATION", "how long close waits for uploads (default 5m)"},
@@ -102,17 +102,17 @@ bool EnvTrue(const char* name) {
   return !s.empty() && s != "0" && s != "false" && s != "no";
 }
 
-int UsageError(const cli::CommandEnv& env, absl::string_view message) {
+int UsageError(const cmdline::CommandEnv& env, absl::string_view message) {
   *env.err << "ocicache gocacheprog: " << message << "\n";
   return 2;
 }
 
-bool ParseDurationFlag(const cli::Args& a, const char* name, absl::Duration* d) {
+bool ParseDurationFlag(const cmdline::Args& a, const char* name, absl::Duration* d) {
   if (!a.Has(name)) return true;
   return absl::ParseDuration(a.Get(name), d) && *d >= absl::ZeroDuration();
 }
 
-bool ParseIntFlag(const cli::Args& a, const char* name, int* v) {
+bool ParseIntFlag(const cmdline::Args& a, const char* name, int* v) {
   if (!a.Has(name)) return true;
   return absl::SimpleAtoi(a.Get(name), v) && *v >= 1 && *v <= 256;
 }
@@ -144,13 +144,13 @@ std::string SessionKey(const std::string& name) {
 
 }  // namespace
 
-int Main(const cli::CommandEnv& env) {
+int Main(const cmdline::CommandEnv& env) {
   std::vector<std::string> argv = {"gocacheprog"};
   argv.insert(argv.end(), env.args.begin(), env.args.end());
-  auto a = cli::Args::Parse(argv, 1, Flags(), /*stop_at_positional=*/false);
+  auto a = cmdline::Args::Parse(argv, 1, Flags(), /*stop_at_positional=*/false);
   if (!a.ok()) return UsageError(env, a.status().message());
   if (a->GetBool("help")) {
-    *env.out << kUsage << cli::FlagHelp(Flags())
+    *env.out << kUsage << cmdline::FlagHelp(Flags())
              << "\nGlobal flags are listed by 'ocicache --help'.\n";
     return 0;
   }
@@ -181,7 +181,7 @@ int Main(const cli::CommandEnv& env) {
   std::ostream* err = env.err;
   opts.warn = [err](absl::string_view line) { *err << line << "\n" << std::flush; };
 
-  const cli::StoreConfig& config = env.config;
+  const stores::StoreConfig& config = env.config;
   if (config.dir.empty()) {
     return UsageError(env, "needs a local directory (--dir or $OCICACHE_DIR; not --no-dir): "
                            "go reads outputs from files");
@@ -192,54 +192,32 @@ int Main(const cli::CommandEnv& env) {
   std::unique_ptr<cache::Store> lookup_store, upload_store;
   if (!config.server.empty()) {
     // Through ocicached: its tiers are its business; ours is the DiskPath directory.
-    auto endpoint = client::ResolveServer(
-        config.server, {config.server_ca_file, config.server_cert_file, config.server_key_file});
-    if (!endpoint.ok()) return UsageError(env, endpoint.status().message());
-    auto channel = client::Dial(endpoint->address, endpoint->dial);
-    client::GrpcStoreOptions fast;
-    fast.token = config.server_token;
-    fast.security = client::SecurityOf(endpoint->dial);
+    auto server = stores::ConnectServer(config);
+    if (!server.ok()) return UsageError(env, server.status().message());
+    client::GrpcStoreOptions fast = server->options;
     fast.timeout = lookup_timeout;
     fast.read_attempts = 2;
     client::GrpcStoreOptions patient = fast;
     patient.timeout = absl::Minutes(2);
     patient.read_attempts = 5;
-    lookup_store = std::make_unique<client::GrpcStore>(channel, config.server, fast);
-    upload_store = std::make_unique<client::GrpcStore>(channel, config.server, patient);
+    lookup_store = std::make_unique<client::GrpcStore>(server->channel, config.server, fast);
+    upload_store = std::make_unique<client::GrpcStore>(server->channel, config.server, patient);
   } else if (!config.repo.empty()) {
-    auto ref = registry::ParseRepoRef(config.repo);
-    if (!ref.ok()) return UsageError(env, ref.status().message());
-    registry::ClientOptions base;
-    base.insecure_http = config.insecure;
-    base.force_tls = config.force_tls;
-    base.ca_file = config.ca_file;
-    base.docker_config_dir = config.docker_config;
-    base.credentials.username = config.username;
-    base.credentials.password = config.password;
-    base.user_agent = "ocicache-gocacheprog/0.1";
-
-    registry::ClientOptions fast = base;
-    fast.retry.max_attempts = 2;
-    fast.retry.initial_backoff = absl::Milliseconds(50);
-    fast.retry.max_backoff = absl::Milliseconds(500);
-    fast.retry.max_retry_after = absl::Seconds(1);
-    fast.connect_timeout = std::min(lookup_timeout, absl::Seconds(3));
+    // Lookups on go's critical path give up quickly (--lookup-timeout);
+    // uploads run behind the build and are patient.
+    registry::ClientOptions fast = stores::RegistryClientOptions(config, stores::Profile::kLookup);
+    fast.connect_timeout = std::min(lookup_timeout, fast.connect_timeout);
     fast.stall_timeout = lookup_timeout;
-    registry::ClientOptions patient = base;
-    patient.stall_timeout = absl::Seconds(30);
-
+    registry::ClientOptions patient =
+        stores::RegistryClientOptions(config, stores::Profile::kBackground);
     for (auto [opt, out] : {std::make_pair(&fast, &lookup_store),
                             std::make_pair(&patient, &upload_store)}) {
-      auto client = registry::Client::Create(ref->registry, *opt);
-      if (!client.ok()) {
-        *env.err << "ocicache gocacheprog: " << client.status().message() << "\n";
+      opt->user_agent = "ocicache-gocacheprog/0.1";
+      auto store = stores::OpenRegistry(config, *opt);
+      if (!store.ok()) {
+        *env.err << "ocicache gocacheprog: " << store.status().message() << "\n";
         return 2;
       }
-      cache::RegistryStoreOptions ropts;
-      ropts.shards = config.shards;
-      auto store = cache::RegistryStore::Create(std::shared_ptr<registry::Client>(std::move(*client)),
-                                                ref->repository, ropts);
-      if (!store.ok()) return UsageError(env, store.status().message());
       *out = *std::move(store);
     }
   }

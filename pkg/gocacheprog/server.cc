@@ -16,7 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "pkg/cache/registry_store.h"
 #include "pkg/gocacheprog/internal.h"
-#include "pkg/gocacheprog/pool.h"
+#include "pkg/base/thread_pool.h"
 #include "pkg/gocacheprog/protocol.h"
 #include "pkg/gocacheprog/registry_gate.h"
 #include "pkg/gocacheprog/session.h"
@@ -61,7 +61,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(layout::LayoutStore* loca
             (st.st_size == 0 || ::ftruncate(fd, 0) == 0);
   ::close(fd);
   if (!ok) return absl::InternalError(absl::StrCat(s->empty_path_, " cannot be an empty file"));
-  s->lookups_ = std::make_unique<Pool>(s->opts_.lookup_threads, 0);
+  s->lookups_ = std::make_unique<base::ThreadPool>(s->opts_.lookup_threads, 0);
   // The session: from the registry, or from the local copy alone (no registry).
   if (!s->opts_.session_key.empty()) {
     Session::Env env;
@@ -75,7 +75,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(layout::LayoutStore* loca
     s->session_ = std::make_unique<Session>(std::move(env));
   }
   if (s->remote_upload_ != nullptr) {
-    s->uploads_ = std::make_unique<Pool>(s->opts_.upload_threads, s->opts_.upload_queue);
+    s->uploads_ =
+        std::make_unique<base::ThreadPool>(s->opts_.upload_threads, s->opts_.upload_queue);
   }
   return s;
 }

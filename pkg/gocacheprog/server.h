@@ -52,6 +52,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "pkg/base/thread_pool.h"
 #include "pkg/cache/store.h"
 #include "pkg/gocacheprog/protocol.h"
 #include "pkg/gocacheprog/stream.h"
@@ -137,7 +138,6 @@ struct ServerStats {
 };
 
 // Private to this package: pool.h, registry_gate.h, session.h, internal.h.
-class Pool;
 class RegistryGate;
 class Session;
 struct Counters;
@@ -205,8 +205,8 @@ class Server {
   std::unique_ptr<RegistryGate> registry_;
   // Null without a session key.
   std::unique_ptr<Session> session_;
-  std::unique_ptr<Pool> lookups_;
-  std::unique_ptr<Pool> uploads_;  // null without remote_upload
+  std::unique_ptr<base::ThreadPool> lookups_;
+  std::unique_ptr<base::ThreadPool> uploads_;  // null without remote_upload
 
   absl::Mutex out_mu_;
   std::ostream* out_ ABSL_GUARDED_BY(out_mu_) = nullptr;

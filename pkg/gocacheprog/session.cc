@@ -26,7 +26,8 @@ constexpr int64_t kMaxPackObject = int64_t{512} << 20;
 
 Session::Session(Env env)
     : env_(std::move(env)),
-      prefetches_(std::make_unique<Pool>(std::max(1, env_.opts->prefetch_threads), 0)) {}
+      prefetches_(
+          std::make_unique<base::ThreadPool>(std::max(1, env_.opts->prefetch_threads), 0)) {}
 
 Session::~Session() { prefetches_.reset(); }
 

@@ -41,7 +41,7 @@
 #include "absl/synchronization/mutex.h"
 #include "pkg/cache/store.h"
 #include "pkg/gocacheprog/internal.h"
-#include "pkg/gocacheprog/pool.h"
+#include "pkg/base/thread_pool.h"
 #include "pkg/gocacheprog/registry_gate.h"
 #include "pkg/gocacheprog/server.h"
 #include "pkg/layout/layout_store.h"
@@ -141,7 +141,7 @@ class Session {
   absl::flat_hash_set<std::string> used_keys_ ABSL_GUARDED_BY(mu_);
 
   // Last: its threads run tasks that use the members above.
-  std::unique_ptr<Pool> prefetches_;
+  std::unique_ptr<base::ThreadPool> prefetches_;
 };
 
 }  // namespace ocicache::gocacheprog

@@ -7,7 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "pkg/cli/args.h"
+#include "pkg/cmdline/args.h"
 #include "pkg/ko/consult.h"
 #include "pkg/ko/entry.h"
 #include "pkg/ko/lookup_log.h"
@@ -37,8 +37,8 @@ Exit codes: 0 done, 2 usage, 3 some entries could not be read or written.
 
 namespace {
 
-using cli::Args;
-using cli::FlagSpec;
+using cmdline::Args;
+using cmdline::FlagSpec;
 using json = nlohmann::ordered_json;
 
 const FlagSpec kKocache{"kocache", true, false, "DIR", "ko's cache directory (default $KOCACHE)"};
@@ -84,32 +84,32 @@ std::string Kocache(const Args& a) {
   return k != nullptr ? k : "";
 }
 
-int UsageError(const cli::CommandEnv& env, absl::string_view msg) {
+int UsageError(const cmdline::CommandEnv& env, absl::string_view msg) {
   *env.err << "ocicache: ko: " << msg << " (see 'ocicache ko --help')\n";
   return 2;
 }
 
-int StoreError(const cli::CommandEnv& env, const absl::Status& s) {
+int StoreError(const cmdline::CommandEnv& env, const absl::Status& s) {
   *env.err << "ocicache: error: " << s.message() << "\n";
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 3;
 }
 
 // Opens the configured stores; on failure reports it and returns the exit code.
-int OpenOrReport(const cli::CommandEnv& env, cli::StoreSet* set) {
-  auto s = cli::OpenStores(env.config);
+int OpenOrReport(const cmdline::CommandEnv& env, stores::StoreSet* set) {
+  auto s = stores::OpenStores(env.config);
   if (!s.ok()) return StoreError(env, s.status());
   *set = *std::move(s);
   return 0;
 }
 
-Warn Warner(const cli::CommandEnv& env) {
+Warn Warner(const cmdline::CommandEnv& env) {
   return [&env](absl::string_view msg) { *env.err << "ocicache: warning: " << msg << "\n"; };
 }
 
-int RunSave(const cli::CommandEnv& env, const Args& a, bool as_json) {
+int RunSave(const cmdline::CommandEnv& env, const Args& a, bool as_json) {
   std::string kocache = Kocache(a);
   if (kocache.empty()) return UsageError(env, "save needs --kocache DIR or $KOCACHE");
-  cli::StoreSet set;
+  stores::StoreSet set;
   if (int rc = OpenOrReport(env, &set); rc != 0) return rc;
   SaveOptions opts;
   opts.kocache = kocache;
@@ -177,7 +177,7 @@ int RunSave(const cli::CommandEnv& env, const Args& a, bool as_json) {
   return st->errors > 0 ? 3 : 0;
 }
 
-int RunRestore(const cli::CommandEnv& env, const Args& a, bool as_json) {
+int RunRestore(const cmdline::CommandEnv& env, const Args& a, bool as_json) {
   std::string kocache = Kocache(a);
   if (kocache.empty()) return UsageError(env, "restore needs --kocache DIR or $KOCACHE");
   RestoreOptions opts;
@@ -187,7 +187,7 @@ int RunRestore(const cli::CommandEnv& env, const Args& a, bool as_json) {
   if (a.Has("max") && (!absl::SimpleAtoi(a.Get("max"), &opts.max) || opts.max < 1)) {
     return UsageError(env, "--max takes a positive number");
   }
-  cli::StoreSet set;
+  stores::StoreSet set;
   if (int rc = OpenOrReport(env, &set); rc != 0) return rc;
   opts.ko_version = DetectKoVersion();
   opts.warn = Warner(env);
@@ -215,7 +215,7 @@ int RunRestore(const cli::CommandEnv& env, const Args& a, bool as_json) {
 
 }  // namespace
 
-int Main(const cli::CommandEnv& env) {
+int Main(const cmdline::CommandEnv& env) {
   const auto& args = env.args;
   if (args.empty()) {
     *env.err << kUsage;
@@ -241,7 +241,7 @@ int Main(const cli::CommandEnv& env) {
   auto a = Args::Parse(args, 1, *specs, /*stop_at_positional=*/false);
   if (!a.ok()) return UsageError(env, absl::StrCat(sub, ": ", a.status().message()));
   if (a->GetBool("help")) {
-    *env.out << help << cli::FlagHelp(*specs)
+    *env.out << help << cmdline::FlagHelp(*specs)
              << "\nGlobal flags (store, credentials) are listed by 'ocicache --help'.\n";
     return 0;
   }

@@ -2,14 +2,14 @@
 #ifndef OCICACHE_PKG_KO_COMMAND_H_
 #define OCICACHE_PKG_KO_COMMAND_H_
 
-#include "pkg/cli/command.h"
+#include "pkg/cmdline/command.h"
 
 namespace ocicache::ko {
 
 // Usage text for --help.
 extern const char kUsage[];
 // Runs the command; returns the process exit code.
-int Main(const cli::CommandEnv& env);
+int Main(const cmdline::CommandEnv& env);
 
 }  // namespace ocicache::ko
 

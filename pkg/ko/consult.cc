@@ -16,54 +16,43 @@
 #include "absl/time/clock.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/tiered_store.h"
-#include "pkg/cli/args.h"
+#include "pkg/cmdline/args.h"
 #include "pkg/ko/entry.h"
 #include "pkg/ko/process.h"
 #include "pkg/registry/client.h"
 
 namespace ocicache::ko {
 
-absl::StatusOr<WrapperStores> OpenWrapperStores(const cli::StoreConfig& config, const Warn& warn) {
+absl::StatusOr<WrapperStores> OpenWrapperStores(const stores::StoreConfig& config, const Warn& warn) {
   WrapperStores out;
   out.registry_requests = [] { return int64_t{0}; };
   if (!config.server.empty()) {
-    auto set = cli::OpenStores(config);
+    auto set = stores::OpenStores(config);
     if (!set.ok()) return set.status();
     // The set's admin refers to its store: keep it, destroyed before the store
     // (keep_alive is declared after store in WrapperStores).
     out.store = std::move(set->store);
-    out.keep_alive = std::make_shared<cli::StoreSet>(*std::move(set));
+    out.keep_alive = std::make_shared<stores::StoreSet>(*std::move(set));
     return out;
   }
   std::unique_ptr<cache::Store> local;
   if (!config.dir.empty()) {
-    cli::StoreConfig local_cfg = config;
+    stores::StoreConfig local_cfg = config;
     local_cfg.repo.clear();
-    auto set = cli::OpenStores(local_cfg);
+    auto set = stores::OpenStores(local_cfg);
     if (!set.ok()) return set.status();
     local = std::move(set->store);
   }
   std::unique_ptr<cache::Store> remote;
   if (!config.repo.empty()) {
-    auto ref = registry::ParseRepoRef(config.repo);
-    if (!ref.ok()) return ref.status();
-    registry::ClientOptions opts = cli::RegistryClientOptions(config);
-    // A lookup must not hold the build up: one retry, short timeouts.
-    opts.retry.max_attempts = 2;
-    opts.retry.initial_backoff = absl::Milliseconds(50);
-    opts.retry.max_backoff = absl::Milliseconds(200);
-    opts.retry.max_retry_after = absl::Seconds(1);
-    opts.connect_timeout = absl::Seconds(3);
-    opts.stall_timeout = absl::Seconds(15);
-    auto client = registry::Client::Create(ref->registry, opts);
-    if (!client.ok()) return client.status();
-    std::shared_ptr<registry::Client> shared = *std::move(client);
-    cache::RegistryStoreOptions ropts;
-    ropts.shards = config.shards;
-    auto r = cache::RegistryStore::Create(shared, ref->repository, ropts);
+    // A lookup must not hold the build up: the lookup profile's short timeouts.
+    auto r = stores::OpenRegistry(config,
+                                  stores::RegistryClientOptions(config, stores::Profile::kLookup));
     if (!r.ok()) return r.status();
+    cache::RegistryStore* registry = r->get();
     remote = *std::move(r);
-    out.registry_requests = [shared] { return shared->request_count(); };
+    // The store is owned by out.store below, as long as this function.
+    out.registry_requests = [registry] { return registry->client().request_count(); };
   }
   if (local && remote) {
     cache::TieredStoreOptions topts;
@@ -146,12 +135,12 @@ LookupEvent Consult(const ConsultOptions& opts,
 // Go build ids are four base64 hashes joined by '/': well under this.
 constexpr size_t kMaxStdinId = 1024;
 
-int LookupMain(const cli::CommandEnv& env, const std::vector<std::string>& args) {
-  static const std::vector<cli::FlagSpec> kFlags = {
+int LookupMain(const cmdline::CommandEnv& env, const std::vector<std::string>& args) {
+  static const std::vector<cmdline::FlagSpec> kFlags = {
       {"kocache", true, false, "DIR", "ko's cache directory (default $KOCACHE)"},
       {"warn-stderr", false, false, "", "print a warning line on stderr (else only to the log)"},
       {"help", false, false, "", "show help"}};
-  auto a = cli::Args::Parse(args, 1, kFlags, /*stop_at_positional=*/false);
+  auto a = cmdline::Args::Parse(args, 1, kFlags, /*stop_at_positional=*/false);
   if (!a.ok() || a->positional().size() != 2) {
     *env.err << "ocicache: ko lookup: usage: ocicache ko lookup [--kocache DIR] [--warn-stderr] "
                 "BINARY BUILDID (used by ocicache-go; BUILDID - reads it from stdin)\n";
@@ -172,7 +161,7 @@ int LookupMain(const cli::CommandEnv& env, const std::vector<std::string>& args)
   opts.dir = dir;
   opts.build_id = a->positional()[1];
   opts.detect_ko_version = DetectKoVersion;
-  cli::StoreConfig config = env.config;
+  stores::StoreConfig config = env.config;
   std::function<absl::StatusOr<WrapperStores>()> open = [&] {
     return OpenWrapperStores(config, warn);
   };

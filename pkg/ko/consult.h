@@ -13,8 +13,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "pkg/cache/store.h"
-#include "pkg/cli/command.h"
-#include "pkg/cli/stores.h"
+#include "pkg/cmdline/command.h"
+#include "pkg/stores/stores.h"
 #include "pkg/ko/kocache.h"
 #include "pkg/ko/lookup_log.h"
 
@@ -31,11 +31,11 @@ struct WrapperStores {
   std::shared_ptr<void> keep_alive;
 };
 
-// Opens what config names, as cli::OpenStores does, but with a registry client
+// Opens what config names, as stores::OpenStores does, but with a registry client
 // that gives up quickly (2 attempts, 3 s connect timeout), so an outage costs the
 // build little; warnings (e.g. an outage) go to warn. With config.server the
 // server's client is used as is.
-absl::StatusOr<WrapperStores> OpenWrapperStores(const cli::StoreConfig& config, const Warn& warn);
+absl::StatusOr<WrapperStores> OpenWrapperStores(const stores::StoreConfig& config, const Warn& warn);
 
 struct ConsultOptions {
   std::string dir;  // the bin directory holding the binary
@@ -58,7 +58,7 @@ LookupEvent Consult(const ConsultOptions& opts,
 // the bin directory of BINARY, appending the event to the lookup log. Prints
 // nothing on stdout; with --warn-stderr, at most one warning line on stderr
 // (else warnings only go to the log). Always exits 0 unless misused (2).
-int LookupMain(const cli::CommandEnv& env, const std::vector<std::string>& args);
+int LookupMain(const cmdline::CommandEnv& env, const std::vector<std::string>& args);
 
 }  // namespace ocicache::ko
 

@@ -385,7 +385,7 @@ int RunKo(const std::vector<std::string>& args, const std::string& store_dir, st
           std::string* err) {
   std::ostringstream o, e;
   std::istringstream in;
-  cli::CommandEnv env;
+  cmdline::CommandEnv env;
   env.config.dir = store_dir;
   env.args = args;
   env.in = &in;

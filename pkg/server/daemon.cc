@@ -96,11 +96,8 @@ int RunDaemon(DaemonOptions opts) {
     return 1;
   }
   opts.server.tls = *std::move(tls);
-  layout::LayoutStore::Options local_opts;
-  local_opts.max_bytes = opts.max_local_bytes;
-  local_opts.evict_grace = opts.local_evict_grace;
-  cli::OpenOptions open;
-  open.local = local_opts;
+  stores::OpenOptions open;
+  open.profile = stores::Profile::kServer;
   open.guard_registry_only = true;
   if (!opts.store.repo.empty()) {
     // While the registry is out, one call a second may check with a quick
@@ -115,7 +112,7 @@ int RunDaemon(DaemonOptions opts) {
     open.breaker =
         std::make_shared<cache::Breaker>(absl::StrCat("registry ", opts.store.repo), bopts);
   }
-  auto stores = cli::OpenStores(opts.store, open);
+  auto stores = stores::OpenStores(opts.store, open);
   if (!stores.ok()) {
     Say(absl::StrCat("error: ", stores.status().message()));
     return 1;
@@ -153,7 +150,7 @@ int RunDaemon(DaemonOptions opts) {
     opts.server.probe = *std::move(probe);
   }
   if (!opts.server.open_instance) {
-    opts.server.open_instance = InstanceOpener(opts.store, local_opts, stores->breaker);
+    opts.server.open_instance = InstanceOpener(opts.store, stores->breaker);
   }
   if (opts.access_log && !opts.server.service.access_log) {
     opts.server.service.access_log = rpc::LogToStderr;

@@ -6,13 +6,13 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "pkg/cli/stores.h"
+#include "pkg/stores/stores.h"
 #include "pkg/server/server.h"
 
 namespace ocicache::server {
 
 struct DaemonOptions {
-  cli::StoreConfig store;  // store.server is ignored: ocicached serves, it does not proxy
+  stores::StoreConfig store;  // store.server is ignored: ocicached serves, it does not proxy
   ServerOptions server;
   // Also write the bound port (one line) here, atomically.
   std::string port_file;
@@ -26,9 +26,6 @@ struct DaemonOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
-  // Bound on the local tier (layout::LayoutStoreOptions::max_bytes); 0: none.
-  int64_t max_local_bytes = 0;
-  absl::Duration local_evict_grace = absl::Minutes(2);
 };
 
 // Runs until SIGTERM or SIGINT: opens the stores, starts the server, prints

@@ -34,30 +34,29 @@ std::string HostPart(const std::string& listen) {
 
 }  // namespace
 
-reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config,
-                                  layout::LayoutStore::Options local_opts,
+reapi::StoreOpener InstanceOpener(const stores::StoreConfig& config,
                                   std::shared_ptr<cache::Breaker> breaker) {
-  return [config, local_opts, breaker](
+  return [config, breaker](
              absl::string_view instance) -> absl::StatusOr<std::shared_ptr<cache::Store>> {
-    cli::StoreConfig c = config;
+    stores::StoreConfig c = config;
     c.server.clear();
     if (!c.repo.empty()) c.repo = absl::StrCat(c.repo, "/", instance);
     // The layout sits in a "_layout" subdirectory ('_' cannot start a
     // segment), so instance "a" and instance "a/b" never nest in each other.
     if (!c.dir.empty()) c.dir = absl::StrCat(c.dir, "/instances/", instance, "/_layout");
-    cli::OpenOptions open;
-    open.local = local_opts;
+    stores::OpenOptions open;
+    open.profile = stores::Profile::kServer;
     open.breaker = breaker;
     open.guard_registry_only = breaker != nullptr;
-    auto set = cli::OpenStores(c, open);
+    auto set = stores::OpenStores(c, open);
     if (!set.ok()) return set.status();
     // The store keeps the whole set (admin, client pool) alive.
-    auto holder = std::make_shared<cli::StoreSet>(*std::move(set));
+    auto holder = std::make_shared<stores::StoreSet>(*std::move(set));
     return std::shared_ptr<cache::Store>(holder, holder->store.get());
   };
 }
 
-std::function<absl::Status()> DefaultProbe(const cli::StoreSet& stores) {
+std::function<absl::Status()> DefaultProbe(const stores::StoreSet& stores) {
   if (stores.tiers.remote != nullptr) {
     cache::RegistryStore* remote = stores.tiers.remote;
     return [remote] { return remote->client().Ping(); };
@@ -74,12 +73,12 @@ std::function<absl::Status()> DefaultProbe(const cli::StoreSet& stores) {
   return [] { return absl::OkStatus(); };
 }
 
-absl::StatusOr<std::function<absl::Status()>> RegistryProbe(const cli::StoreConfig& config,
+absl::StatusOr<std::function<absl::Status()>> RegistryProbe(const stores::StoreConfig& config,
                                                             absl::Duration timeout,
                                                             int attempts) {
   auto ref = registry::ParseRepoRef(config.repo);
   if (!ref.ok()) return ref.status();
-  registry::ClientOptions opts = cli::RegistryClientOptions(config);
+  registry::ClientOptions opts = stores::RegistryClientOptions(config);
   opts.retry.max_attempts = attempts;
   opts.connect_timeout = timeout;
   opts.stall_timeout = timeout;
@@ -90,7 +89,7 @@ absl::StatusOr<std::function<absl::Status()>> RegistryProbe(const cli::StoreConf
   return std::function<absl::Status()>([c] { return c->Ping(); });
 }
 
-absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(cli::StoreSet stores,
+absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet stores,
                                                                  ServerOptions opts) {
   if (stores.store == nullptr) return absl::InvalidArgumentError("no store to serve");
   std::unique_ptr<CacheServer> s(new CacheServer());

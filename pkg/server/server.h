@@ -24,7 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "pkg/cli/stores.h"
+#include "pkg/stores/stores.h"
 #include "pkg/reapi/instance.h"
 #include "pkg/reapi/services.h"
 #include "pkg/server/metrics.h"
@@ -79,7 +79,7 @@ struct ServerOptions {
 class CacheServer {
  public:
   // Serves `stores` (owned from now on) until Shutdown.
-  static absl::StatusOr<std::unique_ptr<CacheServer>> Start(cli::StoreSet stores,
+  static absl::StatusOr<std::unique_ptr<CacheServer>> Start(stores::StoreSet stores,
                                                             ServerOptions opts);
   ~CacheServer();  // Shutdown(zero grace) if still running.
   CacheServer(const CacheServer&) = delete;
@@ -106,7 +106,7 @@ class CacheServer {
   void ProbeLoop();
   void Probe();
 
-  cli::StoreSet stores_;
+  stores::StoreSet stores_;
   ServerOptions opts_;
   std::unique_ptr<rpc::UploadStaging> uploads_;
   rpc::Counters counters_;
@@ -137,23 +137,22 @@ class CacheServer {
 
 // The stores of REAPI instance "a/b" for a server configured with `config`:
 // repository REPO/a/b and directory DIR/instances/a/b/_layout (each only if the
-// server has a repository or a directory), opened as cli::OpenStores does. The
-// instance's layout gets `local_opts` too: --max_local_size bounds each layout
-// (the default one and each instance's) on its own. With `breaker` (the
+// server has a repository or a directory), opened as stores::OpenStores does. The
+// instance's layout gets the same bound (config.max_local_bytes) as the default
+// one, each on its own. With `breaker` (the
 // server's, fed by its health probe) every instance's registry shares it, and
 // a registry-only instance sits behind it (cache::GuardedStore).
-reapi::StoreOpener InstanceOpener(const cli::StoreConfig& config,
-                                  layout::LayoutStore::Options local_opts = {},
+reapi::StoreOpener InstanceOpener(const stores::StoreConfig& config,
                                   std::shared_ptr<cache::Breaker> breaker = nullptr);
 
 // The default health probe for a set of stores: the registry's Ping (with the
 // store's own client and its retries), else the local directory.
-std::function<absl::Status()> DefaultProbe(const cli::StoreSet& stores);
+std::function<absl::Status()> DefaultProbe(const stores::StoreSet& stores);
 
 // A probe for the registry `config` names with its own client, bounded in
 // time: `attempts` tries, each abandoned after `timeout` without an answer, so a
 // registry that hangs turns the server NOT_SERVING instead of stalling the probe.
-absl::StatusOr<std::function<absl::Status()>> RegistryProbe(const cli::StoreConfig& config,
+absl::StatusOr<std::function<absl::Status()>> RegistryProbe(const stores::StoreConfig& config,
                                                             absl::Duration timeout,
                                                             int attempts = 2);
 

@@ -66,7 +66,7 @@ class SlowStore : public cache::Store {
 
 absl::StatusOr<std::unique_ptr<CacheServer>> Serve(std::unique_ptr<cache::Store> store,
                                                    ServerOptions opts = {}) {
-  cli::StoreSet set;
+  stores::StoreSet set;
   set.store = std::move(store);
   opts.listen = "127.0.0.1:0";
   return CacheServer::Start(std::move(set), std::move(opts));
@@ -99,7 +99,7 @@ TEST(CacheServerTest, ReportsItsPortAndProbes) {
 TEST(CacheServerTest, PortInUse) {
   auto a = Serve(*layout::LayoutStore::Open(TempDir()));
   ASSERT_TRUE(a.ok());
-  cli::StoreSet set;
+  stores::StoreSet set;
   set.store = *layout::LayoutStore::Open(TempDir());
   ServerOptions opts;
   opts.listen = (*a)->address();

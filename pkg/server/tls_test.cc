@@ -88,7 +88,7 @@ TEST(TlsServerTest, StoreOverTlsAndPlaintextHealthPort) {
   auto local = layout::LayoutStore::Open(TempDir());
   ASSERT_TRUE(local.ok());
   std::atomic<bool> healthy{true};
-  cli::StoreSet set;
+  stores::StoreSet set;
   set.store = *std::move(local);
   ServerOptions opts;
   opts.listen = "127.0.0.1:0";

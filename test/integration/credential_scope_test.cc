@@ -14,7 +14,7 @@
 #include "api/ocicache/v1/cache.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "pkg/cache/format.h"
-#include "pkg/cli/stores.h"
+#include "pkg/stores/stores.h"
 #include "pkg/client/grpc_store.h"
 #include "pkg/oci/digest.h"
 #include "pkg/oci/stream.h"
@@ -70,15 +70,15 @@ class CredentialScopeTest : public ::testing::Test {
   std::unique_ptr<FakeHttpServer> other_;
 };
 
-// The CLI's path (cli::OpenStores with --username/--password): a mount from a
+// The CLI's path (stores::OpenStores with --username/--password): a mount from a
 // location on another host asks that host anonymously, and its Basic challenge
 // is not answered with the cache registry's password.
 TEST_F(CredentialScopeTest, ExplicitCredentialsStayWithTheirRegistry) {
-  cli::StoreConfig c;
+  stores::StoreConfig c;
   c.repo = reg_->host() + "/creds/cli";
   c.username = reg_->options().user;
   c.password = reg_->options().password;
-  auto set = cli::OpenStores(c);
+  auto set = stores::OpenStores(c);
   ASSERT_TRUE(set.ok()) << set.status();
   // The credentials work where they belong.
   std::string data = "blob for the cache registry";

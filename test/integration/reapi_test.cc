@@ -26,7 +26,7 @@
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
 #include "gtest/gtest.h"
-#include "pkg/cli/stores.h"
+#include "pkg/stores/stores.h"
 #include "pkg/layout/layout_store.h"
 #include "pkg/oci/digest.h"
 #include "pkg/server/server.h"
@@ -247,18 +247,17 @@ class ReapiTest : public ::testing::Test {
   std::unique_ptr<server::CacheServer> Serve(Setup s) {
     static std::atomic<int> counter{0};
     if (s.repo.empty()) s.repo = absl::StrCat("reapi/t", counter++, "-", getpid());
-    cli::StoreConfig c;
+    stores::StoreConfig c;
     c.repo = registry_->host() + "/" + s.repo;
     if (s.dir) c.dir = testing::TempDir("reapi-dir");
     last_config_ = c;
-    layout::LayoutStore::Options local_opts;
-    local_opts.max_bytes = s.max_local_bytes;
-    local_opts.evict_grace = absl::ZeroDuration();
-    auto set = cli::OpenStores(c, local_opts);
+    c.max_local_bytes = s.max_local_bytes;
+    c.local_evict_grace = absl::ZeroDuration();
+    auto set = stores::OpenStores(c);
     EXPECT_TRUE(set.ok()) << set.status();
     if (!set.ok()) return nullptr;
     server::ServerOptions o;
-    o.open_instance = server::InstanceOpener(c, local_opts);
+    o.open_instance = server::InstanceOpener(c);
     o.reapi_instances.exists_ttl = s.ttl;
     o.reapi_instances.complete_ttl = s.ttl;
     o.auth = s.auth;
@@ -270,7 +269,7 @@ class ReapiTest : public ::testing::Test {
   }
 
   static RegistryProcess* registry_;
-  cli::StoreConfig last_config_;
+  stores::StoreConfig last_config_;
 };
 
 RegistryProcess* ReapiTest::registry_ = nullptr;

@@ -15,7 +15,7 @@ std::string TempDir(const std::string& prefix) {
   return d != nullptr ? std::string(d) : std::string();
 }
 
-absl::StatusOr<std::unique_ptr<server::CacheServer>> StartServer(cli::StoreSet stores,
+absl::StatusOr<std::unique_ptr<server::CacheServer>> StartServer(stores::StoreSet stores,
                                                                  server::ServerOptions opts) {
   if (opts.listen == server::kDefaultListen) opts.listen = "127.0.0.1:0";
   if (opts.upload_dir.empty()) opts.upload_dir = TempDir("uploads");
@@ -26,7 +26,7 @@ absl::StatusOr<std::unique_ptr<ServedStore>> ServeLayout(
     server::ServerOptions opts, std::vector<std::string> allowed_registries) {
   auto local = layout::LayoutStore::Open(TempDir("layout"));
   if (!local.ok()) return local.status();
-  cli::StoreSet set;
+  stores::StoreSet set;
   cache::ClientPoolOptions pool;
   pool.restrict_hosts = true;
   pool.allowed.insert(allowed_registries.begin(), allowed_registries.end());
@@ -39,9 +39,9 @@ absl::StatusOr<std::unique_ptr<ServedStore>> ServeLayout(
   return std::make_unique<ServedStore>(*std::move(server));
 }
 
-absl::StatusOr<std::unique_ptr<ServedStore>> ServeConfig(const cli::StoreConfig& config,
+absl::StatusOr<std::unique_ptr<ServedStore>> ServeConfig(const stores::StoreConfig& config,
                                                         server::ServerOptions opts) {
-  auto set = cli::OpenStores(config);
+  auto set = stores::OpenStores(config);
   if (!set.ok()) return set.status();
   auto server = StartServer(*std::move(set), std::move(opts));
   if (!server.ok()) return server.status();

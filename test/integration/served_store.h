@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "pkg/cli/stores.h"
+#include "pkg/stores/stores.h"
 #include "pkg/client/grpc_store.h"
 #include "pkg/server/server.h"
 
@@ -20,7 +20,7 @@ std::string TempDir(const std::string& prefix = "served");
 
 // Starts a server over `stores` on 127.0.0.1:0 with uploads staged in a temp
 // directory; opts.listen and opts.upload_dir are filled in when empty.
-absl::StatusOr<std::unique_ptr<server::CacheServer>> StartServer(cli::StoreSet stores,
+absl::StatusOr<std::unique_ptr<server::CacheServer>> StartServer(stores::StoreSet stores,
                                                                  server::ServerOptions opts = {});
 
 // A GrpcStore that owns the server it talks to.
@@ -41,8 +41,8 @@ class ServedStore : public client::GrpcStore {
 // ocicached, it contacts no registry on a caller's behalf but `allowed_registries`.
 absl::StatusOr<std::unique_ptr<ServedStore>> ServeLayout(
     server::ServerOptions opts = {}, std::vector<std::string> allowed_registries = {});
-// A server over the stores `config` names (cli::OpenStores).
-absl::StatusOr<std::unique_ptr<ServedStore>> ServeConfig(const cli::StoreConfig& config,
+// A server over the stores `config` names (stores::OpenStores).
+absl::StatusOr<std::unique_ptr<ServedStore>> ServeConfig(const stores::StoreConfig& config,
                                                         server::ServerOptions opts = {});
 
 }  // namespace ocicache::testing

@@ -35,8 +35,8 @@ std::string UniqueRepo(const std::string& prefix) {
   return absl::StrCat(prefix, "/r", ++n, "-", getpid());
 }
 
-cli::StoreConfig TieredConfig() {
-  cli::StoreConfig c;
+stores::StoreConfig TieredConfig() {
+  stores::StoreConfig c;
   RegistryProcess* reg = Registry();
   c.repo = absl::StrCat(reg != nullptr ? reg->host() : "127.0.0.1:1", "/",
                         UniqueRepo("served"));
@@ -72,7 +72,7 @@ void PutEntry(cache::Store& s, const std::string& key) {
 }
 
 TEST(ServedAdminTest, GcAndSyncThroughTheServer) {
-  cli::StoreConfig cfg = TieredConfig();
+  stores::StoreConfig cfg = TieredConfig();
   auto served = testing::ServeConfig(cfg);
   ASSERT_TRUE(served.ok()) << served.status();
   ServedStore& store = **served;
@@ -95,9 +95,9 @@ TEST(ServedAdminTest, GcAndSyncThroughTheServer) {
   EXPECT_TRUE(absl::IsInvalidArgument(admin.CollectGarbage({}, nullptr).status()));
 
   // An entry only in the registry (written by another machine) comes down.
-  cli::StoreConfig other = cfg;
+  stores::StoreConfig other = cfg;
   other.dir = testing::TempDir("other");
-  auto other_set = cli::OpenStores(other);
+  auto other_set = stores::OpenStores(other);
   ASSERT_TRUE(other_set.ok()) << other_set.status();
   PutEntry(*other_set->store, "from/elsewhere");
   admin::SyncRequest down;
@@ -118,8 +118,8 @@ TEST(ServedAdminTest, GcAndSyncThroughTheServer) {
 // Two servers over one registry: the second finishes a Write early because the
 // registry has the blob, and the entry naming it must still store.
 TEST(ServedReplicasTest, SameBlobThroughTwoServers) {
-  cli::StoreConfig cfg = TieredConfig();
-  cli::StoreConfig cfg_b = cfg;
+  stores::StoreConfig cfg = TieredConfig();
+  stores::StoreConfig cfg_b = cfg;
   cfg_b.dir = testing::TempDir("replica-b");
   auto a = testing::ServeConfig(cfg);
   auto b = testing::ServeConfig(cfg_b);
@@ -152,7 +152,7 @@ TEST(ServedAdminTest, SyncNeedsTwoTiers) {
 // A registry answer that is final (not temporary) stays final through the
 // server: the status payloads travel with the status.
 TEST(ServedStatusTest, RegistryErrorsKeepTheirKind) {
-  cli::StoreConfig cfg;
+  stores::StoreConfig cfg;
   RegistryProcess* reg = Registry();
   ASSERT_NE(reg, nullptr);
   cfg.repo = absl::StrCat(reg->host(), "/", UniqueRepo("nodir"));

@@ -1,4 +1,4 @@
-#include "pkg/cli/stores.h"
+#include "pkg/stores/stores.h"
 
 #include <cstdlib>
 #include <optional>
@@ -9,9 +9,10 @@
 #include "pkg/cache/guarded_store.h"
 #include "pkg/cache/tiered_store.h"
 #include "pkg/client/grpc_store.h"
+#include "pkg/layout/layout_store.h"
 #include "pkg/registry/client.h"
 
-namespace ocicache::cli {
+namespace ocicache::stores {
 namespace {
 
 std::string Env(const char* name) {
@@ -58,7 +59,7 @@ absl::StatusOr<StoreConfig> ConfigFromEnv() {
   return c;
 }
 
-registry::ClientOptions RegistryClientOptions(const StoreConfig& config) {
+registry::ClientOptions RegistryClientOptions(const StoreConfig& config, Profile profile) {
   registry::ClientOptions opts;
   opts.insecure_http = config.insecure;
   opts.force_tls = config.force_tls;
@@ -66,33 +67,91 @@ registry::ClientOptions RegistryClientOptions(const StoreConfig& config) {
   opts.docker_config_dir = config.docker_config;
   opts.credentials.username = config.username;
   opts.credentials.password = config.password;
+  switch (profile) {
+    case Profile::kInteractive:
+    case Profile::kServer:
+      break;
+    case Profile::kLookup:
+      opts.retry.max_attempts = 2;
+      opts.retry.initial_backoff = absl::Milliseconds(50);
+      opts.retry.max_backoff = absl::Milliseconds(200);
+      opts.retry.max_retry_after = absl::Seconds(1);
+      opts.connect_timeout = absl::Seconds(3);
+      opts.stall_timeout = absl::Seconds(15);
+      break;
+    case Profile::kBackground:
+      opts.stall_timeout = absl::Seconds(30);
+      break;
+  }
   return opts;
 }
 
-absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
-                                    layout::LayoutStore::Options local_opts) {
-  OpenOptions open;
-  open.local = std::move(local_opts);
-  return OpenStores(config, std::move(open));
+namespace {
+
+// The pool of registry clients for `config`: explicit credentials for the
+// repository's registry only, other hosts as config allows.
+absl::StatusOr<std::shared_ptr<cache::ClientPool>> PoolFor(const StoreConfig& config,
+                                                           registry::ClientOptions opts,
+                                                           std::optional<registry::RepoRef>* ref) {
+  cache::ClientPoolOptions pool_opts;
+  pool_opts.restrict_hosts = config.restrict_registries;
+  pool_opts.allowed.insert(config.allowed_registries.begin(), config.allowed_registries.end());
+  if (!config.repo.empty()) {
+    auto r = registry::ParseRepoRef(config.repo);
+    if (!r.ok()) return r.status();
+    *ref = *std::move(r);
+    pool_opts.home = (*ref)->registry;
+  }
+  return std::make_shared<cache::ClientPool>(std::move(opts), pool_opts);
 }
 
-absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open) {
-  layout::LayoutStore::Options& local_opts = open.local;
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<cache::RegistryStore>> OpenRegistry(const StoreConfig& config,
+                                                                   registry::ClientOptions opts) {
+  if (config.repo.empty()) return absl::InvalidArgumentError("no registry repository configured");
+  std::optional<registry::RepoRef> ref;
+  auto pool = PoolFor(config, std::move(opts), &ref);
+  if (!pool.ok()) return pool.status();
+  auto client = (*pool)->Get(ref->registry);
+  if (!client.ok()) return client.status();
+  cache::RegistryStoreOptions ropts;
+  ropts.pool = *pool;
+  ropts.shards = config.shards;
+  return cache::RegistryStore::Create(*client, ref->repository, ropts);
+}
+
+absl::StatusOr<ServerConnection> ConnectServer(const StoreConfig& config) {
+  auto endpoint = client::ResolveServer(
+      config.server, {config.server_ca_file, config.server_cert_file, config.server_key_file});
+  if (!endpoint.ok()) return endpoint.status();
+  ServerConnection c;
+  c.channel = client::Dial(endpoint->address, endpoint->dial);
+  c.name = config.server;
+  if (endpoint->dial.tls && c.name.find("://") == std::string::npos) c.name = "grpcs://" + c.name;
+  c.options.token = config.server_token;
+  c.options.security = client::SecurityOf(endpoint->dial);
+  return c;
+}
+
+absl::StatusOr<StoreSet> OpenStores(const StoreConfig& given, OpenOptions open) {
+  StoreConfig config = given;
+  if (config.no_dir) {
+    if (config.repo.empty() && config.server.empty()) {
+      return absl::InvalidArgumentError("--no-dir needs --repo: there would be no store at all");
+    }
+    config.dir.clear();
+  }
+  layout::LayoutStore::Options local_opts;
+  local_opts.max_bytes = config.max_local_bytes;
+  local_opts.evict_grace = config.local_evict_grace;
   if (!config.server.empty()) {
     StoreSet set;
-    auto endpoint = client::ResolveServer(
-        config.server, {config.server_ca_file, config.server_cert_file, config.server_key_file});
-    if (!endpoint.ok()) return endpoint.status();
-    auto channel = client::Dial(endpoint->address, endpoint->dial);
-    // Messages name the server as given, with the scheme when TLS is implied.
-    std::string name = config.server;
-    if (endpoint->dial.tls && name.find("://") == std::string::npos) name = "grpcs://" + name;
-    client::GrpcStoreOptions opts;
-    opts.token = config.server_token;
-    opts.security = client::SecurityOf(endpoint->dial);
-    set.store = std::make_unique<client::GrpcStore>(channel, name, opts);
-    set.admin = std::make_unique<client::GrpcAdmin>(channel, name, config.server_token,
-                                                    opts.security);
+    auto server = ConnectServer(config);
+    if (!server.ok()) return server.status();
+    set.store = std::make_unique<client::GrpcStore>(server->channel, server->name, server->options);
+    set.admin = std::make_unique<client::GrpcAdmin>(server->channel, server->name,
+                                                    config.server_token, server->options.security);
     return set;
   }
   if (config.repo.empty() && config.dir.empty()) {
@@ -100,18 +159,11 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open)
   }
   StoreSet set;
   std::unique_ptr<cache::RegistryStore> remote;
-  cache::ClientPoolOptions pool_opts;
-  pool_opts.restrict_hosts = config.restrict_registries;
-  pool_opts.allowed.insert(config.allowed_registries.begin(), config.allowed_registries.end());
   std::optional<registry::RepoRef> ref;
-  if (!config.repo.empty()) {
-    auto r = registry::ParseRepoRef(config.repo);
-    if (!r.ok()) return r.status();
-    ref = *std::move(r);
-    pool_opts.home = ref->registry;
-  }
   // Made without a repository too: a server mounts into allowed registries.
-  set.pool = std::make_shared<cache::ClientPool>(RegistryClientOptions(config), pool_opts);
+  auto pool = PoolFor(config, RegistryClientOptions(config, open.profile), &ref);
+  if (!pool.ok()) return pool.status();
+  set.pool = *std::move(pool);
   if (ref) {
     auto client = set.pool->Get(ref->registry);
     if (!client.ok()) return client.status();
@@ -162,4 +214,4 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open)
   return set;
 }
 
-}  // namespace ocicache::cli
+}  // namespace ocicache::stores

@@ -1,4 +1,4 @@
-#include "pkg/cli/args.h"
+#include "pkg/cmdline/args.h"
 
 #include <algorithm>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace ocicache::cli {
+namespace ocicache::cmdline {
 
 absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv, size_t begin,
                                  const std::vector<FlagSpec>& specs, bool stop_at_positional) {
@@ -106,4 +106,4 @@ std::string FlagHelp(const std::vector<FlagSpec>& specs) {
   return out;
 }
 
-}  // namespace ocicache::cli
+}  // namespace ocicache::cmdline

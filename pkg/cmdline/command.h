@@ -1,19 +1,19 @@
 // What a front-end command implemented outside pkg/cli receives: the store
 // configuration from global flags and the environment, its own arguments (after
 // the command name), and the standard streams.
-#ifndef OCICACHE_PKG_CLI_COMMAND_H_
-#define OCICACHE_PKG_CLI_COMMAND_H_
+#ifndef OCICACHE_PKG_CMDLINE_COMMAND_H_
+#define OCICACHE_PKG_CMDLINE_COMMAND_H_
 
 #include <iosfwd>
 #include <string>
 #include <vector>
 
-#include "pkg/cli/stores.h"
+#include "pkg/stores/stores.h"
 
-namespace ocicache::cli {
+namespace ocicache::cmdline {
 
 struct CommandEnv {
-  StoreConfig config;
+  stores::StoreConfig config;
   std::vector<std::string> args;  // after the command name
   bool json = false;
   bool quiet = false;
@@ -22,6 +22,6 @@ struct CommandEnv {
   std::ostream* err;
 };
 
-}  // namespace ocicache::cli
+}  // namespace ocicache::cmdline
 
-#endif  // OCICACHE_PKG_CLI_COMMAND_H_
+#endif  // OCICACHE_PKG_CMDLINE_COMMAND_H_

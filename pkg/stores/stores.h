@@ -1,23 +1,26 @@
 // Opening the configured stores: the local directory tier, the registry, or both
 // (tiered). Shared by the CLI, the GOCACHEPROG helper and the ko wrapper, which
 // take the same settings from flags or the environment.
-#ifndef OCICACHE_PKG_CLI_STORES_H_
-#define OCICACHE_PKG_CLI_STORES_H_
+#ifndef OCICACHE_PKG_STORES_STORES_H_
+#define OCICACHE_PKG_STORES_STORES_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "pkg/admin/admin.h"
 #include "pkg/cache/breaker.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store.h"
 #include "pkg/cache/tiers.h"
-#include "pkg/layout/layout_store.h"
+#include "pkg/client/grpc_store.h"
 #include "pkg/registry/client.h"
 
-namespace ocicache::cli {
+namespace ocicache::stores {
 
 struct StoreConfig {
   // HOST:PORT of an ocicached: every store call goes there (the settings below
@@ -31,6 +34,7 @@ struct StoreConfig {
   std::string server_key_file;
   std::string repo;  // REGISTRY/REPO, empty: local only
   std::string dir;   // local tier, empty: none
+  bool no_dir = false;  // --no-dir: no local tier whatever `dir` says
   int shards = 0;
   bool insecure = false;
   bool force_tls = false;
@@ -42,6 +46,11 @@ struct StoreConfig {
   // caller's behalf (cache::ClientPoolOptions). The CLI leaves it off.
   bool restrict_registries = false;
   std::vector<std::string> allowed_registries;
+  // The local tier's bound in bytes (0: none): past it the least recently used
+  // entries are evicted; entries used and blobs written within local_evict_grace
+  // are kept (they may belong to a write in progress).
+  int64_t max_local_bytes = 0;
+  absl::Duration local_evict_grace = absl::Minutes(2);
 };
 
 // OCICACHE_SERVER, OCICACHE_SERVER_TOKEN, OCICACHE_SERVER_CA, OCICACHE_SERVER_CERT,
@@ -52,6 +61,21 @@ absl::StatusOr<StoreConfig> ConfigFromEnv();
 
 // $XDG_CACHE_HOME/ocicache or ~/.cache/ocicache.
 std::string DefaultDir();
+
+// How a front end uses the registry, which sets its client's patience. One
+// table for every front end (stores.cc), so that their retry policies cannot drift.
+enum class Profile {
+  // The CLI, gc and sync: the registry client's defaults (5 attempts, 60 s stalls).
+  kInteractive,
+  // On a build's critical path (ko's lookups, gocacheprog's gets): 2 attempts,
+  // Retry-After honoured up to 1 s, a 3 s connect timeout, 15 s stalls: an
+  // outage costs the build little.
+  kLookup,
+  // Uploads behind a running build (gocacheprog's puts): default retries, 30 s stalls.
+  kBackground,
+  // ocicached: the defaults; every call is bounded by its base::CallScope.
+  kServer,
+};
 
 struct StoreSet {
   std::unique_ptr<cache::Store> store;    // what to use: tiered, local, registry or server
@@ -65,13 +89,32 @@ struct StoreSet {
   std::unique_ptr<admin::Admin> admin;
 };
 
-// The registry client settings `config` gives (TLS, CA, credentials).
-registry::ClientOptions RegistryClientOptions(const StoreConfig& config);
+// The registry client settings `config` gives (TLS, CA, credentials), with the
+// patience of `profile`.
+registry::ClientOptions RegistryClientOptions(const StoreConfig& config,
+                                              Profile profile = Profile::kInteractive);
+
+// The registry store of config.repo (with config.shards) alone, with a client
+// made from `opts` (RegistryClientOptions of a profile, perhaps tuned: a front
+// end's own timeout flag, its user agent). For front ends that keep more than
+// one client on the same repository.
+absl::StatusOr<std::unique_ptr<cache::RegistryStore>> OpenRegistry(const StoreConfig& config,
+                                                                   registry::ClientOptions opts);
+
+// A connection to the ocicached config.server names (TLS and client
+// certificates as configured) and the GrpcStore options for it (token,
+// security); callers tune timeouts and attempts from there.
+struct ServerConnection {
+  std::shared_ptr<grpc::Channel> channel;
+  std::string name;  // as given, with grpcs:// when TLS is implied (for messages)
+  client::GrpcStoreOptions options;
+};
+absl::StatusOr<ServerConnection> ConnectServer(const StoreConfig& config);
 
 // How OpenStores builds the set, beyond what StoreConfig says.
 struct OpenOptions {
-  // Tunes the layout store (its fetcher is set here when a registry is configured).
-  layout::LayoutStore::Options local;
+  // The registry client's patience.
+  Profile profile = Profile::kInteractive;
   // The registry's breaker, shared with other sets over the same registry (a
   // server's REAPI instances); null: a new one.
   std::shared_ptr<cache::Breaker> breaker;
@@ -83,10 +126,8 @@ struct OpenOptions {
 
 // Opens what `config` names: with config.server, a client of that ocicached
 // (client::GrpcStore, client::GrpcAdmin); else the directory and/or registry.
-absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open);
-absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config,
-                                    layout::LayoutStore::Options local_opts = {});
+absl::StatusOr<StoreSet> OpenStores(const StoreConfig& config, OpenOptions open = {});
 
-}  // namespace ocicache::cli
+}  // namespace ocicache::stores
 
-#endif  // OCICACHE_PKG_CLI_STORES_H_
+#endif  // OCICACHE_PKG_STORES_STORES_H_

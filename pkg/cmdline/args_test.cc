@@ -1,11 +1,11 @@
-#include "pkg/cli/args.h"
+#include "pkg/cmdline/args.h"
 
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 
-namespace ocicache::cli {
+namespace ocicache::cmdline {
 namespace {
 
 TEST(ArgsTest, DashesAndUnderscoresNameTheSameFlag) {
@@ -33,4 +33,4 @@ TEST(ArgsTest, UnderscoreFlagNamesRewritesNamesOnly) {
 }
 
 }  // namespace
-}  // namespace ocicache::cli
+}  // namespace ocicache::cmdline

@@ -3,8 +3,8 @@
 // "--" ends flags. Each command declares its flags so typos are usage errors.
 // A flag name may be spelled with '-' or '_' between words (--ca-file and
 // --ca_file are one flag), in ocicache and ocicached alike.
-#ifndef OCICACHE_PKG_CLI_ARGS_H_
-#define OCICACHE_PKG_CLI_ARGS_H_
+#ifndef OCICACHE_PKG_CMDLINE_ARGS_H_
+#define OCICACHE_PKG_CMDLINE_ARGS_H_
 
 #include <map>
 #include <string>
@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace ocicache::cli {
+namespace ocicache::cmdline {
 
 struct FlagSpec {
   std::string name;
@@ -52,6 +52,6 @@ void UnderscoreFlagNames(int argc, char** argv);
 // "  --name VALUE   help" lines for a help text.
 std::string FlagHelp(const std::vector<FlagSpec>& specs);
 
-}  // namespace ocicache::cli
+}  // namespace ocicache::cmdline
 
-#endif  // OCICACHE_PKG_CLI_ARGS_H_
+#endif  // OCICACHE_PKG_CMDLINE_ARGS_H_

@@ -1,8 +1,10 @@
-// Pool: a fixed set of threads running queued tasks, started in order of submission
-// (private to this package). The destructor stops taking tasks, drops the queued
-// ones and joins the threads, so it waits for the tasks that are running.
-#ifndef OCICACHE_PKG_GOCACHEPROG_POOL_H_
-#define OCICACHE_PKG_GOCACHEPROG_POOL_H_
+// ThreadPool: a fixed set of threads running queued tasks, started in order of
+// submission. The destructor stops taking tasks, drops the queued ones and joins
+// the threads, so it waits for the tasks that are running. The one pool of the
+// project: gocacheprog's lookups, uploads and prefetches, and (through
+// SharedThreadPool) the server's batch calls (rpc::ParallelFor).
+#ifndef OCICACHE_PKG_BASE_THREAD_POOL_H_
+#define OCICACHE_PKG_BASE_THREAD_POOL_H_
 
 #include <cstddef>
 #include <deque>
@@ -15,20 +17,20 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
-namespace ocicache::gocacheprog {
+namespace ocicache::base {
 
-class Pool {
+class ThreadPool {
  public:
   // `max_queue`: tasks waiting at most (0: no limit).
-  Pool(int threads, size_t max_queue) : max_queue_(max_queue) {
+  ThreadPool(int threads, size_t max_queue) : max_queue_(max_queue) {
     for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
   }
-  ~Pool() {
+  ~ThreadPool() {
     Abort();
     for (auto& t : threads_) t.join();
   }
-  Pool(const Pool&) = delete;
-  Pool& operator=(const Pool&) = delete;
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
 
   // False when the queue is full or the pool is stopping (the task is not run).
   bool Submit(std::function<void()> fn) {
@@ -40,7 +42,7 @@ class Pool {
   // Waits until no task is queued or running; false at the deadline.
   bool WaitIdle(absl::Time deadline) {
     absl::MutexLock l(&mu_);
-    return mu_.AwaitWithDeadline(absl::Condition(this, &Pool::IdleLocked), deadline);
+    return mu_.AwaitWithDeadline(absl::Condition(this, &ThreadPool::IdleLocked), deadline);
   }
   // Stops taking tasks and drops the queued ones; returns how many were dropped.
   size_t Abort() {
@@ -71,7 +73,7 @@ class Pool {
       std::function<void()> fn;
       {
         absl::MutexLock l(&mu_);
-        mu_.Await(absl::Condition(this, &Pool::HasWorkLocked));
+        mu_.Await(absl::Condition(this, &ThreadPool::HasWorkLocked));
         if (queue_.empty()) return;  // stopping
         fn = std::move(queue_.front());
         queue_.pop_front();
@@ -91,6 +93,11 @@ class Pool {
   std::vector<std::thread> threads_;
 };
 
-}  // namespace ocicache::gocacheprog
+// A process-wide pool for short helper tasks that a caller also works on itself
+// (rpc::ParallelFor): created on first use with `threads` threads (the first
+// caller's value wins), never destroyed.
+ThreadPool& SharedThreadPool(int threads = 64);
 
-#endif  // OCICACHE_PKG_GOCACHEPROG_POOL_H_
+}  // namespace ocicache::base
+
+#endif  // OCICACHE_PKG_BASE_THREAD_POOL_H_
