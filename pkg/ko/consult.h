@@ -32,7 +32,7 @@ struct WrapperStores {
 };
 
 // Opens what config names, as stores::OpenStores does, but with a registry client
-// that gives up quickly (2 attempts, 3 s connect timeout), so an outage costs the
+// of the lookup profile (stores::Profile::kLookup), so an outage costs the
 // build little; warnings (e.g. an outage) go to warn. With config.server the
 // server's client is used as is.
 absl::StatusOr<WrapperStores> OpenWrapperStores(const stores::StoreConfig& config, const Warn& warn);

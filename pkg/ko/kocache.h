@@ -1,4 +1,4 @@
-// ko's KOCACHE metadata files (see /work/shared/notes/kocache.md):
+// ko's KOCACHE metadata files (docs/FORMAT.md gives the entries they map to):
 //
 //   $KOCACHE/bin/<import path>/<os>/<arch>[/<variant>]/
 //       buildid-to-diffid      {"<go build id>": "sha256:<diffid>", ...}

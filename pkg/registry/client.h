@@ -1,7 +1,7 @@
 // A client for one OCI registry host, speaking the OCI distribution spec v1.1.
 // One method per protocol step; callers never see HTTP. Thread-safe: each call
 // takes a libcurl easy handle from a small pool (connections are not shared across
-// threads, see ../shared/notes/registry.md).
+// threads: curl 7.88 cannot share them safely).
 //
 // Authentication: requests go out anonymously until a 401 names the challenge
 // (Basic or Bearer); the request is then answered and sent once more, and the
