@@ -1,7 +1,10 @@
 #include "pkg/reapi/resource.h"
 
+#include <algorithm>
+
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -45,7 +48,9 @@ bool IsPathComponent(absl::string_view s) {
 absl::StatusOr<BlobId> ParseHashSize(absl::string_view hash, absl::string_view size,
                                      absl::string_view name) {
   int64_t n = 0;
-  if (size.empty() || !absl::SimpleAtoi(size, &n) || size[0] == '+' || size[0] == '-') {
+  // Digits only: SimpleAtoi alone would take " 12" or "+12" too.
+  if (size.empty() || !std::all_of(size.begin(), size.end(), absl::ascii_isdigit) ||
+      !absl::SimpleAtoi(size, &n)) {
     return absl::InvalidArgumentError(
         absl::StrCat("resource name \"", name, "\": size \"", size, "\" is not a number"));
   }
@@ -68,6 +73,12 @@ absl::Status SplitAtKeyword(absl::string_view name, std::string* instance,
     return absl::InvalidArgumentError(absl::StrCat(
         "resource name \"", name, "\": expected {instance/}blobs/HASH/SIZE or "
         "{instance/}uploads/UUID/blobs/HASH/SIZE"));
+  }
+  for (size_t i = 0; i < k; ++i) {
+    if (segs[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "resource name \"", name, "\": an empty segment (a leading, trailing or doubled '/')"));
+    }
   }
   *instance = absl::StrJoin(segs.begin(), segs.begin() + k, "/");
   if (absl::Status s = ValidateInstanceName(*instance); !s.ok()) return s;

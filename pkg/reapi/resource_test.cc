@@ -47,7 +47,10 @@ TEST(ReadResource, RefusesMalformedNames) {
         "blobs/" + kHash + "/1/extra", "blobs/ABC/1", "blobs/" + std::string(63, 'a') + "/1",
         "Bad/blobs/" + kHash + "/1", "uploads/u/blobs/" + kHash + "/1",
         "compressed-blobs/zstd/" + kHash + "/1", "a/b/" + kHash + "/1",
-        "blobs/" + kHash + "/99999999999999999999999"}) {
+        "blobs/" + kHash + "/99999999999999999999999",
+        // Leading white space and a leading '/' (an empty instance segment).
+        "blobs/" + kHash + "/ 3145735", "blobs/" + kHash + "/\t1", "/blobs/" + kHash + "/1",
+        "a//b/blobs/" + kHash + "/1"}) {
     auto r = ParseReadResource(bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }

@@ -41,6 +41,21 @@ absl::Status Begin(grpc::ServerContext* ctx, Call& call) {
   return call.Authorize();
 }
 
+// The same, for a request naming its digest function: this cache hashes with
+// SHA-256 only (Capabilities says so), and a request for another function is
+// refused rather than answered with SHA-256 digests. Unset (UNKNOWN) means the
+// server's only one, as REAPI specifies.
+absl::Status Begin(grpc::ServerContext* ctx, Call& call, v2::DigestFunction::Value digest_function) {
+  if (absl::Status s = Begin(ctx, call); !s.ok()) return s;
+  if (digest_function == v2::DigestFunction::UNKNOWN ||
+      digest_function == v2::DigestFunction::SHA256) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "digest_function ", v2::DigestFunction::Value_Name(digest_function),
+      ": this cache supports SHA256 only"));
+}
+
 void SetRpcStatus(const absl::Status& s, ::google::rpc::Status* out) {
   out->set_code(static_cast<int>(s.code()));
   out->set_message(std::string(s.message()));
@@ -100,7 +115,9 @@ grpc::Status ActionCacheService::GetActionResult(grpc::ServerContext* ctx,
                                                  const v2::GetActionResultRequest* req,
                                                  v2::ActionResult* resp) {
   Call call(*b_.base, ctx, "ActionCache/GetActionResult", Access::kRead);
-  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call, req->digest_function()); !s.ok()) {
+    return call.Done(s);
+  }
   call.Subject(absl::StrCat(req->instance_name(), req->instance_name().empty() ? "" : "/",
                             req->action_digest().hash()));
   auto action = FromProto(req->action_digest(), "action_digest");
@@ -123,7 +140,9 @@ grpc::Status ActionCacheService::UpdateActionResult(grpc::ServerContext* ctx,
                                                     const v2::UpdateActionResultRequest* req,
                                                     v2::ActionResult* resp) {
   Call call(*b_.base, ctx, "ActionCache/UpdateActionResult", Access::kWrite);
-  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call, req->digest_function()); !s.ok()) {
+    return call.Done(s);
+  }
   call.Subject(absl::StrCat(req->instance_name(), req->instance_name().empty() ? "" : "/",
                             req->action_digest().hash()));
   auto action = FromProto(req->action_digest(), "action_digest");
@@ -145,7 +164,9 @@ grpc::Status CasService::FindMissingBlobs(grpc::ServerContext* ctx,
                                           const v2::FindMissingBlobsRequest* req,
                                           v2::FindMissingBlobsResponse* resp) {
   Call call(*b_.base, ctx, "CAS/FindMissingBlobs", Access::kRead);
-  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call, req->digest_function()); !s.ok()) {
+    return call.Done(s);
+  }
   call.Subject(absl::StrCat(req->blob_digests_size(), " blobs"));
   auto blobs = ParseDigests(req->blob_digests(), "blob_digests");
   if (!blobs.ok()) return call.Done(blobs.status());
@@ -162,7 +183,9 @@ grpc::Status CasService::BatchUpdateBlobs(grpc::ServerContext* ctx,
                                           const v2::BatchUpdateBlobsRequest* req,
                                           v2::BatchUpdateBlobsResponse* resp) {
   Call call(*b_.base, ctx, "CAS/BatchUpdateBlobs", Access::kWrite);
-  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call, req->digest_function()); !s.ok()) {
+    return call.Done(s);
+  }
   call.Subject(absl::StrCat(req->requests_size(), " blobs"));
   int64_t total = 0;
   for (const auto& r : req->requests()) total += static_cast<int64_t>(r.data().size());
@@ -205,7 +228,9 @@ grpc::Status CasService::BatchReadBlobs(grpc::ServerContext* ctx,
                                         const v2::BatchReadBlobsRequest* req,
                                         v2::BatchReadBlobsResponse* resp) {
   Call call(*b_.base, ctx, "CAS/BatchReadBlobs", Access::kRead);
-  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call, req->digest_function()); !s.ok()) {
+    return call.Done(s);
+  }
   call.Subject(absl::StrCat(req->digests_size(), " blobs"));
   int64_t total = 0;
   for (const auto& d : req->digests()) total += std::max<int64_t>(d.size_bytes(), 0);
@@ -245,7 +270,9 @@ grpc::Status CasService::BatchReadBlobs(grpc::ServerContext* ctx,
 grpc::Status CasService::GetTree(grpc::ServerContext* ctx, const v2::GetTreeRequest* req,
                                  grpc::ServerWriter<v2::GetTreeResponse>* writer) {
   Call call(*b_.base, ctx, "CAS/GetTree", Access::kRead, rpc::Span::kLong);
-  if (absl::Status s = Begin(ctx, call); !s.ok()) return call.Done(s);
+  if (absl::Status s = Begin(ctx, call, req->digest_function()); !s.ok()) {
+    return call.Done(s);
+  }
   call.Subject(req->root_digest().hash());
   auto root = FromProto(req->root_digest(), "root_digest");
   if (!root.ok()) return call.Done(root.status());

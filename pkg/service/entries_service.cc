@@ -1,11 +1,12 @@
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "pkg/cache/format.h"
-#include "pkg/wire/convert.h"
 #include "pkg/rpc/parallel.h"
 #include "pkg/service/services.h"
+#include "pkg/wire/convert.h"
 #include "pkg/wire/status.h"
 
 namespace ocicache::service {
@@ -95,6 +96,25 @@ grpc::Status EntriesService::Put(grpc::ServerContext* ctx, const v1::PutRequest*
   if (!req->has_entry()) return call.Done(absl::InvalidArgumentError("entry: missing"));
   auto e = EntryFromProto(req->entry());
   if (!e.ok()) return call.Done(e.status());
+  // A recorded location is a blob URL naming its own digest, as Mount needs it.
+  for (size_t i = 0; i < e->locations.size(); ++i) {
+    const cache::Location& l = e->locations[i];
+    std::string base, repo;
+    oci::Digest named;
+    absl::Status s = cache::ParseBlobUrl(l.url, &base, &repo, &named);
+    if (s.ok() && named != l.digest) {
+      s = absl::InvalidArgumentError(absl::StrCat("names ", named.str(), ", not ", l.digest.str()));
+    }
+    if (!s.ok()) {
+      return call.Done(absl::InvalidArgumentError(
+          absl::StrCat("entry.locations[", i, "].url: ", s.message())));
+    }
+  }
+  // Times come from the server's clock: a client's future time would keep an
+  // entry from gc and give it a negative age.
+  const absl::Time now = absl::Now();
+  e->created = std::min(e->created, now);
+  e->last_used = std::min(e->last_used, now);
   if (absl::Status s = b_.store->Put(*e); !s.ok()) return call.Done(s);
   auto tag = cache::TagForKey(e->key);
   if (tag.ok()) resp->set_tag(*tag);

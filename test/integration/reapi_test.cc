@@ -294,6 +294,43 @@ TEST_F(ReapiTest, CapabilitiesAnnounceACacheBazelAccepts) {
   EXPECT_EQ(c.Capabilities("a/blobs", &caps).error_code(), StatusCode::INVALID_ARGUMENT);
 }
 
+// A request naming a digest function other than SHA-256 is refused, not
+// answered with SHA-256 digests; unset or SHA256 is served.
+TEST_F(ReapiTest, OnlySha256DigestsAreServed) {
+  auto srv = Serve({});
+  ASSERT_NE(srv, nullptr);
+  Client c(srv->address());
+  for (auto f : {v2::DigestFunction::UNKNOWN, v2::DigestFunction::SHA256,
+                 v2::DigestFunction::SHA1, v2::DigestFunction::MD5, v2::DigestFunction::SHA512}) {
+    bool served = f == v2::DigestFunction::UNKNOWN || f == v2::DigestFunction::SHA256;
+    StatusCode want = served ? StatusCode::OK : StatusCode::INVALID_ARGUMENT;
+    {
+      grpc::ClientContext ctx;
+      v2::FindMissingBlobsRequest req;
+      req.set_digest_function(f);
+      *req.add_blob_digests() = D("absent");
+      v2::FindMissingBlobsResponse resp;
+      EXPECT_EQ(c.cas->FindMissingBlobs(&ctx, req, &resp).error_code(), want) << f;
+    }
+    {
+      grpc::ClientContext ctx;
+      v2::GetActionResultRequest req;
+      req.set_digest_function(f);
+      *req.mutable_action_digest() = D("no action");
+      v2::ActionResult resp;
+      EXPECT_EQ(c.ac->GetActionResult(&ctx, req, &resp).error_code(),
+                served ? StatusCode::NOT_FOUND : StatusCode::INVALID_ARGUMENT) << f;
+    }
+    {
+      grpc::ClientContext ctx;
+      v2::BatchReadBlobsRequest req;
+      req.set_digest_function(f);
+      v2::BatchReadBlobsResponse resp;
+      EXPECT_EQ(c.cas->BatchReadBlobs(&ctx, req, &resp).error_code(), want) << f;
+    }
+  }
+}
+
 TEST_F(ReapiTest, EmptyBlobIsAlwaysPresent) {
   auto srv = Serve({});
   ASSERT_NE(srv, nullptr);

@@ -812,6 +812,36 @@ TEST_F(BadInputTest, EntriesBoundaries) {
   bad = good;
   bad.mutable_entry()->mutable_last_used()->set_seconds(kMax64);
   EXPECT_EQ(put(bad), StatusCode::INVALID_ARGUMENT);
+  // A location Mount could not use: not a blob URL, or one naming another digest.
+  for (std::string url : {std::string("not a url"), std::string("https://r.example/a/b"),
+                          "https://r.example/v2/a/blobs/" + Blob("other").str()}) {
+    bad = good;
+    auto* l = bad.mutable_entry()->add_locations();
+    l->set_digest(d.str());
+    l->set_size(13);
+    l->set_url(url);
+    EXPECT_EQ(put(bad), StatusCode::INVALID_ARGUMENT) << url;
+  }
+  // A last-used time far in the future is the server's now: gc still sees it.
+  {
+    v1::PutRequest future = good;
+    future.mutable_entry()->set_key("from-the-future");
+    future.mutable_entry()->mutable_last_used()->set_seconds(253402300799);  // 9999-12-31
+    future.mutable_entry()->mutable_created()->set_seconds(253402300799);
+    EXPECT_EQ(put(future), StatusCode::OK);
+    grpc::ClientContext lctx;
+    v1::LookupRequest lreq;
+    lreq.set_key("from-the-future");
+    v1::Entry got;
+    ASSERT_TRUE(entries_->Lookup(&lctx, lreq, &got).ok());
+    EXPECT_LE(got.last_used().seconds(), absl::ToUnixSeconds(absl::Now()) + 1);
+    EXPECT_LE(got.created().seconds(), absl::ToUnixSeconds(absl::Now()) + 1);
+    grpc::ClientContext dctx;
+    v1::DeleteRequest dreq;
+    dreq.set_key("from-the-future");
+    v1::DeleteResponse dresp;
+    ASSERT_TRUE(entries_->Delete(&dctx, dreq, &dresp).ok());
+  }
   bad = good;
   bad.mutable_entry()->set_config("[1,2]");  // JSON, but not an object
   EXPECT_EQ(put(bad), StatusCode::INVALID_ARGUMENT);
