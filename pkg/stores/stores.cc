@@ -105,6 +105,18 @@ absl::StatusOr<std::shared_ptr<cache::ClientPool>> PoolFor(const StoreConfig& co
   return std::make_shared<cache::ClientPool>(std::move(opts), pool_opts);
 }
 
+// The registry store of `ref` (config.repo) on a client from `pool`.
+absl::StatusOr<std::unique_ptr<cache::RegistryStore>> RegistryIn(
+    const StoreConfig& config, const registry::RepoRef& ref,
+    const std::shared_ptr<cache::ClientPool>& pool) {
+  auto client = pool->Get(ref.registry);
+  if (!client.ok()) return client.status();
+  cache::RegistryStoreOptions ropts;
+  ropts.pool = pool;
+  ropts.shards = config.shards;
+  return cache::RegistryStore::Create(*client, ref.repository, ropts);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<cache::RegistryStore>> OpenRegistry(const StoreConfig& config,
@@ -113,12 +125,7 @@ absl::StatusOr<std::unique_ptr<cache::RegistryStore>> OpenRegistry(const StoreCo
   std::optional<registry::RepoRef> ref;
   auto pool = PoolFor(config, std::move(opts), &ref);
   if (!pool.ok()) return pool.status();
-  auto client = (*pool)->Get(ref->registry);
-  if (!client.ok()) return client.status();
-  cache::RegistryStoreOptions ropts;
-  ropts.pool = *pool;
-  ropts.shards = config.shards;
-  return cache::RegistryStore::Create(*client, ref->repository, ropts);
+  return RegistryIn(config, *ref, *pool);
 }
 
 absl::StatusOr<ServerConnection> ConnectServer(const StoreConfig& config) {
@@ -165,18 +172,13 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& given, OpenOptions open) 
   if (!pool.ok()) return pool.status();
   set.pool = *std::move(pool);
   if (ref) {
-    auto client = set.pool->Get(ref->registry);
-    if (!client.ok()) return client.status();
-    cache::RegistryStoreOptions ropts;
-    ropts.pool = set.pool;
-    ropts.shards = config.shards;
-    auto r = cache::RegistryStore::Create(*client, ref->repository, ropts);
+    auto r = RegistryIn(config, *ref, set.pool);
     if (!r.ok()) return r.status();
     remote = *std::move(r);
   }
   std::unique_ptr<layout::LayoutStore> local;
   if (!config.dir.empty()) {
-    if (ref && !local_opts.fetcher) {
+    if (ref) {
       std::shared_ptr<cache::ClientPool> pool = set.pool;
       local_opts.fetcher = [pool](const cache::Location& loc, oci::ByteSink& sink) -> absl::Status {
         std::string base, from_repo;
