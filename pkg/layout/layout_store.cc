@@ -208,16 +208,25 @@ absl::Status LayoutStore::Init() {
   root_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (root_fd_ < 0) return ErrnoError(errno, absl::StrCat("open ", dir_));
 
+  // A first look without the lock: a complete layout needs nothing more. What it
+  // sees may be a layout another opener is making right now (index.json before
+  // this look found oci-layout, say), so anything else, a problem included, is
+  // decided again under the lock by InitLocked, which alone may fail.
   bool has_layout = false;
-  if (absl::Status s = CheckLayoutFile(root_fd_, dir_, &has_layout); !s.ok()) return s;
-  if (!has_layout) {
-    if (absl::Status s = CheckNotForeign(root_fd_, dir_); !s.ok()) return s;
-  }
+  absl::Status first_look = CheckLayoutFile(root_fd_, dir_, &has_layout);
+  if (first_look.ok() && !has_layout) first_look = CheckNotForeign(root_fd_, dir_);
   std::string sha_rel = absl::StrCat(kBlobsDir, "/", kShaDir);
-  bool complete = has_layout && IsDirAt(root_fd_, sha_rel.c_str()) &&
+  bool complete = first_look.ok() && has_layout && IsDirAt(root_fd_, sha_rel.c_str()) &&
                   IsDirAt(root_fd_, kRefsDir) && IsDirAt(root_fd_, kTmpDir) &&
                   IsRegAt(root_fd_, kIndexFile);
-  if (!complete) {
+  if (!first_look.ok()) {
+    // Another opener may be making the layout: it created the lock file first
+    // and holds it. Wait for it, then look again; without a lock file nobody
+    // is, and what the first look found stands.
+    auto lock = LockIfPresent();
+    if (!lock.ok()) return absl::IsNotFound(lock.status()) ? first_look : lock.status();
+    if (absl::Status s = InitLocked(has_layout); !s.ok()) return s;
+  } else if (!complete) {
     if (!IsDirAt(root_fd_, kTmpDir)) {
       if (absl::Status s = MkdirAt(root_fd_, kTmpDir, Where(kTmpDir)); !s.ok()) return s;
     }
@@ -289,14 +298,36 @@ absl::Status LayoutStore::InitLocked(bool has_layout) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<LayoutStore::FileLock> LayoutStore::Lock() {
-  int fd = ::openat(root_fd_, kLockFile, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(errno, absl::StrCat("open ", Where(kLockFile)));
-  FileLock lock(fd);
+namespace {
+
+// Opens the lock file with `flags` and takes it; NotFound when it is absent and
+// not created.
+absl::StatusOr<int> OpenAndLock(int root_fd, int flags, const std::string& where) {
+  int fd = ::openat(root_fd, kLockFile, O_RDWR | O_NOFOLLOW | O_CLOEXEC | flags, 0644);
+  if (fd < 0 && errno == ENOENT && (flags & O_CREAT) == 0) return absl::NotFoundError(where);
+  if (fd < 0) return ErrnoError(errno, absl::StrCat("open ", where));
   while (::flock(fd, LOCK_EX) != 0) {
-    if (errno != EINTR) return ErrnoError(errno, absl::StrCat("flock ", Where(kLockFile)));
+    if (errno != EINTR) {
+      absl::Status s = ErrnoError(errno, absl::StrCat("flock ", where));
+      ::close(fd);
+      return s;
+    }
   }
-  return std::move(lock);
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<LayoutStore::FileLock> LayoutStore::LockIfPresent() {
+  auto fd = OpenAndLock(root_fd_, 0, Where(kLockFile));
+  if (!fd.ok()) return fd.status();
+  return FileLock(*fd);
+}
+
+absl::StatusOr<LayoutStore::FileLock> LayoutStore::Lock() {
+  auto fd = OpenAndLock(root_fd_, O_CREAT, Where(kLockFile));
+  if (!fd.ok()) return fd.status();
+  return FileLock(*fd);
 }
 
 // ---------------------------------------------------------------------------

@@ -254,6 +254,9 @@ class LayoutStore : public cache::LocalTier {
   absl::Status Init();
   absl::Status InitLocked(bool has_layout_file);
   absl::StatusOr<FileLock> Lock();
+  // Lock() without creating the lock file: NotFound when there is none (no
+  // opener has begun to make the layout).
+  absl::StatusOr<FileLock> LockIfPresent();
 
   absl::Time Now() const;
   std::string Where(absl::string_view rel) const;

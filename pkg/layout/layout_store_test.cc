@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -106,6 +107,33 @@ int PutMany(const std::string& dir, const std::string& prefix, int n) {
   t1.join();
   t2.join();
   return failures.load() == 0 ? 0 : 1;
+}
+
+// Many openers racing on fresh directories: the unlocked first look may see a
+// layout half made by another opener (index.json before it sees oci-layout, say);
+// that must send it to the locked path, never fail with a contradiction. Opens
+// from threads contend for the lock file as processes do (flock is per open file).
+TEST(LayoutStoreTest, OpenersRacingOnAFreshDirectoryAllSucceed) {
+  constexpr int kRounds = 150;
+  constexpr int kOpeners = 6;
+  std::atomic<int> failures{0};
+  std::string first_error;
+  absl::Mutex mu;
+  for (int r = 0; r < kRounds; ++r) {
+    std::string dir = NewDir(absl::StrCat("race", r));
+    std::vector<std::thread> openers;
+    for (int t = 0; t < kOpeners; ++t) {
+      openers.emplace_back([&, dir] {
+        auto s = LayoutStore::Open(dir);
+        if (s.ok()) return;
+        ++failures;
+        absl::MutexLock l(&mu);
+        if (first_error.empty()) first_error = std::string(s.status().message());
+      });
+    }
+    for (auto& t : openers) t.join();
+  }
+  EXPECT_EQ(failures.load(), 0) << first_error;
 }
 
 TEST(LayoutStoreTest, TwoProcessesPutConcurrently) {
