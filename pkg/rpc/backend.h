@@ -51,6 +51,9 @@ struct ServiceOptions {
   absl::Duration backend_timeout = absl::Seconds(30);
   // BatchLookup and Stat: at most this many keys or blobs per request...
   int max_batch = 1000;
+  // The largest reply message (the server's max message size): a BatchLookup
+  // whose entries would not fit answers the keys past it RESOURCE_EXHAUSTED.
+  size_t max_reply_bytes = 16 << 20;
   // ...looked up with at most this many threads per request.
   int batch_parallelism = 16;
   // One line per request; null: no access log.

@@ -116,6 +116,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
   b.auth = s->opts_.auth ? &*s->opts_.auth : nullptr;
   b.counters = &s->counters_;
   b.options = s->opts_.service;
+  b.options.max_reply_bytes = static_cast<size_t>(s->opts_.max_message_bytes);
   b.started = absl::Now();
   s->entries_ = std::make_unique<service::EntriesService>(b);
   s->blobs_ = std::make_unique<service::BlobsService>(b);

@@ -81,6 +81,30 @@ grpc::Status EntriesService::BatchLookup(grpc::ServerContext* ctx,
     r->set_code(static_cast<int>(s.code()));
     r->set_message(std::string(s.message()));
   });
+  // The reply must fit the message size limit, or the caller gets nothing (a
+  // transport RESOURCE_EXHAUSTED). Entries past the limit are left out, their
+  // keys answered RESOURCE_EXHAUSTED: the caller asks for them again.
+  constexpr size_t kMargin = 64 << 10;  // framing, and the status trailer
+  const size_t budget =
+      b_.options.max_reply_bytes > 2 * kMargin ? b_.options.max_reply_bytes - kMargin : kMargin;
+  size_t used = 0;
+  int cut = 0;
+  for (auto& r : *resp->mutable_results()) {
+    size_t n = r.ByteSizeLong() + 8;
+    if (used + n <= budget) {
+      used += n;
+      continue;
+    }
+    if (r.code() == static_cast<int>(absl::StatusCode::kOk)) --hits;
+    r.clear_entry();
+    r.set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
+    r.set_message(absl::StrCat("left out: the reply would exceed the server's message size "
+                               "limit of ", b_.options.max_reply_bytes,
+                               " bytes; look this key up again"));
+    used += r.ByteSizeLong() + 8;
+    ++cut;
+  }
+  if (cut > 0) call.Note(absl::StrCat(" left_out=", cut));
   b_.counters->lookups.fetch_add(req->keys_size(), std::memory_order_relaxed);
   b_.counters->hits.fetch_add(hits, std::memory_order_relaxed);
   b_.counters->misses.fetch_add(misses, std::memory_order_relaxed);

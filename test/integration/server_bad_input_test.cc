@@ -582,6 +582,47 @@ TEST_F(BadInputTest, OversizedMessage) {
   ExpectAlive();
 }
 
+// A BatchLookup whose entries would exceed the server's message size limit
+// (16 MiB) answers: the entries that fit, and RESOURCE_EXHAUSTED for the keys
+// past them, instead of failing the whole call in the transport.
+TEST_F(BadInputTest, BatchLookupReplyStaysUnderTheMessageLimit) {
+  constexpr int kKeys = 300;
+  const std::string config = "{\"pad\":\"" + std::string(60 << 10, 'x') + "\"}";
+  for (int i = 0; i < kKeys; ++i) {
+    grpc::ClientContext ctx;
+    v1::PutRequest req;
+    req.mutable_entry()->set_key(absl::StrCat("big", i));
+    req.mutable_entry()->set_config(config);
+    v1::PutResponse resp;
+    ASSERT_TRUE(entries_->Put(&ctx, req, &resp).ok()) << i;
+  }
+  client::DialOptions big;
+  big.max_message_bytes = 64 << 20;  // the client would take more: the server's limit counts
+  auto stub = v1::Entries::NewStub(client::Dial(store_->server().address(), big));
+  grpc::ClientContext ctx;
+  v1::BatchLookupRequest req;
+  for (int i = 0; i < kKeys; ++i) req.add_keys(absl::StrCat("big", i));
+  v1::BatchLookupResponse resp;
+  grpc::Status s = stub->BatchLookup(&ctx, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  ASSERT_EQ(resp.results_size(), kKeys);
+  int answered = 0, left_out = 0;
+  for (const auto& r : resp.results()) {
+    if (r.code() == 0) {
+      ++answered;
+      EXPECT_EQ(r.entry().config(), config);
+    } else {
+      EXPECT_EQ(r.code(), static_cast<int>(StatusCode::RESOURCE_EXHAUSTED)) << r.message();
+      EXPECT_FALSE(r.has_entry());
+      ++left_out;
+    }
+  }
+  EXPECT_GT(answered, 200);
+  EXPECT_GT(left_out, 0);
+  EXPECT_LE(resp.ByteSizeLong(), size_t{16} << 20);
+  ExpectAlive();
+}
+
 // Bytes that are not HTTP/2 at all, HTTP/1.1, and an HTTP/2 preface followed by
 // junk frames, each on its own connection: the server drops them and lives.
 TEST_F(BadInputTest, GarbageOnThePort) {
