@@ -63,6 +63,13 @@ ABSL_FLAG(absl::Duration, reapi_cache_ttl, absl::Minutes(10),
 ABSL_FLAG(int64_t, reapi_max_batch_size, 4 << 20,
           "REAPI: largest total of blob bytes in one BatchUpdateBlobs/BatchReadBlobs call "
           "(at most --max_message_size minus 64 KiB)");
+ABSL_FLAG(int, reapi_max_open_instances, 64,
+          "REAPI: at most this many non-empty instance names are open at once (each holds a "
+          "store: a directory lock, registry connections, about 7 fds); one more closes the "
+          "least recently used");
+ABSL_FLAG(std::vector<std::string>, reapi_instances, {},
+          "REAPI: the non-empty instance names served, comma-separated (others get "
+          "PERMISSION_DENIED); unset: any valid name");
 ABSL_FLAG(std::string, tokens_file, "",
           "bearer tokens, one \"TOKEN read|write\" per line; unset: no authentication");
 
@@ -205,6 +212,15 @@ int main(int argc, char** argv) {
   }
   o.server.reapi_instances.exists_ttl = absl::GetFlag(FLAGS_reapi_cache_ttl);
   o.server.reapi_instances.complete_ttl = absl::GetFlag(FLAGS_reapi_cache_ttl);
+  o.server.reapi_instances.max_open_instances = absl::GetFlag(FLAGS_reapi_max_open_instances);
+  if (o.server.reapi_instances.max_open_instances < 1) {
+    std::cerr << "ocicached: --reapi_max_open_instances must be at least 1\n";
+    return 2;
+  }
+  for (const std::string& name : absl::GetFlag(FLAGS_reapi_instances)) {
+    if (name.empty()) continue;
+    o.server.reapi_instances.allowed_instances.push_back(name);
+  }
   int64_t batch = absl::GetFlag(FLAGS_reapi_max_batch_size);
   if (batch < 1024) {
     std::cerr << "ocicached: --reapi_max_batch_size must be at least 1024 bytes\n";

@@ -1,5 +1,6 @@
 #include "pkg/reapi/instance.h"
 
+#include <algorithm>
 #include <deque>
 #include <set>
 #include <utility>
@@ -287,36 +288,92 @@ absl::Status Instance::WalkTree(const BlobId& root,
 }
 
 Instances::Instances(cache::Store* default_store, StoreOpener opener, InstanceOptions opts)
-    : opener_(std::move(opener)), opts_(opts) {
+    : opener_(std::move(opener)), opts_(std::move(opts)) {
   // Not owned: an aliasing pointer with no owner.
   std::shared_ptr<cache::Store> store(std::shared_ptr<cache::Store>(), default_store);
-  by_name_.emplace("", std::make_unique<Instance>("", std::move(store), opts_));
+  default_ = std::make_shared<Instance>("", std::move(store), opts_);
 }
 
-absl::StatusOr<Instance*> Instances::Get(absl::string_view name) {
+absl::StatusOr<std::shared_ptr<Instance>> Instances::Get(absl::string_view name) {
+  if (name.empty()) return default_;
   if (absl::Status s = ValidateInstanceName(name); !s.ok()) return s;
-  absl::MutexLock l(&mu_);
-  auto it = by_name_.find(name);
-  if (it != by_name_.end()) return it->second.get();
   if (!opener_) {
     return absl::InvalidArgumentError(absl::StrCat(
         "instance name \"", name, "\": this server serves only the empty instance name"));
   }
+  if (!opts_.allowed_instances.empty() &&
+      std::find(opts_.allowed_instances.begin(), opts_.allowed_instances.end(), name) ==
+          opts_.allowed_instances.end()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "instance name \"", name, "\" is not served here (ocicached --reapi_instances lists "
+        "the names it serves)"));
+  }
+  absl::MutexLock l(&mu_);
+  auto it = open_.find(name);
+  if (it != open_.end()) {
+    it->second.last_used = ++clock_;
+    return it->second.instance;
+  }
+  while (open_.size() >= static_cast<size_t>(std::max(1, opts_.max_open_instances))) {
+    CloseOneLocked();
+  }
   auto store = opener_(name);
   if (!store.ok()) return store.status();
-  auto inst = std::make_unique<Instance>(std::string(name), *std::move(store), opts_);
-  Instance* p = inst.get();
-  by_name_.emplace(std::string(name), std::move(inst));
-  return p;
+  auto inst = std::make_shared<Instance>(std::string(name), *std::move(store), opts_);
+  open_.emplace(std::string(name), Open{inst, ++clock_});
+  return inst;
+}
+
+void Instances::CloseOneLocked() {
+  // The least recently used; one a call holds only if every one is held (the
+  // call keeps it alive until it returns).
+  auto victim = open_.end();
+  bool victim_idle = false;
+  for (auto it = open_.begin(); it != open_.end(); ++it) {
+    bool idle = it->second.instance.use_count() == 1;
+    if (victim == open_.end() || (idle && !victim_idle) ||
+        (idle == victim_idle && it->second.last_used < victim->second.last_used)) {
+      victim = it;
+      victim_idle = idle;
+    }
+  }
+  FoldCountsLocked(*victim->second.instance);
+  open_.erase(victim);
+  ++closed_;
+}
+
+void Instances::FoldCountsLocked(const Instance& inst) {
+  std::string row = inst.name();
+  if (closed_counts_.size() >= kMaxCountedNames && !closed_counts_.count(row)) row = "_other";
+  auto& c = closed_counts_[row];
+  c.first += inst.hits();
+  c.second += inst.misses();
 }
 
 std::vector<Instances::Stats> Instances::AllStats() {
   absl::MutexLock l(&mu_);
-  std::vector<Stats> out;
-  for (const auto& [name, inst] : by_name_) {
-    out.push_back(Stats{name, inst->hits(), inst->misses()});
+  std::map<std::string, Stats> rows;
+  rows[""] = Stats{"", default_->hits(), default_->misses()};
+  for (const auto& [name, c] : closed_counts_) rows[name] = Stats{name, c.first, c.second};
+  for (const auto& [name, o] : open_) {
+    Stats& r = rows[name];
+    r.instance = name;
+    r.hits += o.instance->hits();
+    r.misses += o.instance->misses();
   }
+  std::vector<Stats> out;
+  for (auto& [name, r] : rows) out.push_back(std::move(r));
   return out;
+}
+
+size_t Instances::open_count() {
+  absl::MutexLock l(&mu_);
+  return open_.size();
+}
+
+int64_t Instances::closed_count() {
+  absl::MutexLock l(&mu_);
+  return closed_;
 }
 
 }  // namespace ocicache::reapi

@@ -45,6 +45,12 @@ struct InstanceOptions {
   int parallelism = 16;
   // Tree and ActionResult blobs larger than this are refused.
   int64_t max_message_blob_bytes = 64 << 20;
+  // Instances (below): at most this many non-empty instance names are open at
+  // once (each holds a store: a directory lock, registry connections); opening
+  // one more closes the least recently used one that no call is using.
+  int max_open_instances = 64;
+  // Instances: the non-empty names served; empty: any valid name.
+  std::vector<std::string> allowed_instances;
 };
 
 class Instance {
@@ -106,27 +112,50 @@ using StoreOpener =
     std::function<absl::StatusOr<std::shared_ptr<cache::Store>>(absl::string_view instance)>;
 
 // The instances of one server: "" is the server's own store, the others are
-// opened on first use with `opener` and kept.
+// opened on first use with `opener`. At most opts.max_open_instances of those
+// stay open: a name used again after its instance was closed is opened again
+// (its existence caches start empty). An instance a call holds stays usable
+// until the call lets go, even if closed meanwhile.
 class Instances {
  public:
   // `default_store` is not owned. A null opener serves only the empty instance.
   Instances(cache::Store* default_store, StoreOpener opener, InstanceOptions opts);
 
-  // InvalidArgument for an invalid name, or a non-empty one without an opener.
-  absl::StatusOr<Instance*> Get(absl::string_view name);
+  // InvalidArgument for an invalid name, or a non-empty one without an opener;
+  // PermissionDenied for a name outside opts.allowed_instances.
+  absl::StatusOr<std::shared_ptr<Instance>> Get(absl::string_view name);
 
+  // Hit and miss counts per name, closed instances' included (names beyond
+  // kMaxCountedNames share the row "_other").
   struct Stats {
     std::string instance;
     int64_t hits = 0;
     int64_t misses = 0;
   };
   std::vector<Stats> AllStats();
+  static constexpr size_t kMaxCountedNames = 1024;
+
+  // Non-empty instances open now, and closed so far.
+  size_t open_count();
+  int64_t closed_count();
 
  private:
+  struct Open {
+    std::shared_ptr<Instance> instance;
+    uint64_t last_used = 0;
+  };
+  void CloseOneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FoldCountsLocked(const Instance& inst) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   StoreOpener opener_;
   const InstanceOptions opts_;
+  std::shared_ptr<Instance> default_;
   absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<Instance>, std::less<>> by_name_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Open, std::less<>> open_ ABSL_GUARDED_BY(mu_);
+  uint64_t clock_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t closed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Counts of closed instances, by name.
+  std::map<std::string, std::pair<int64_t, int64_t>> closed_counts_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ocicache::reapi

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pkg/layout/layout_store.h"
 
@@ -238,6 +239,69 @@ TEST(Instances, OpensEachNameOnceAndRefusesBadOnes) {
   auto def_inst = insts.Get("");
   ASSERT_TRUE(def_inst.ok());
   EXPECT_EQ(&(*def_inst)->store(), def.get());
+}
+
+// Issue 11, defect 3: every name used to keep its store (about 7 fds) open
+// for ever. Now at most max_open_instances are open; the least recently used
+// idle one is closed first, and one a call holds lives until it lets go.
+TEST(Instances, KeepsAtMostMaxOpenStoresOpen) {
+  auto def = NewStore();
+  auto live = std::make_shared<int>(0);
+  InstanceOptions opts;
+  opts.max_open_instances = 3;
+  Instances insts(def.get(), [live](absl::string_view)
+                                 -> absl::StatusOr<std::shared_ptr<cache::Store>> {
+    ++*live;
+    auto inner = NewStore();
+    return std::shared_ptr<cache::Store>(inner.get(), [live, inner](cache::Store*) mutable {
+      --*live;
+      inner.reset();
+    });
+  }, opts);
+  auto held = insts.Get("held");  // a call in flight keeps it
+  ASSERT_TRUE(held.ok());
+  for (int i = 0; i < 50; ++i) {
+    auto inst = insts.Get(absl::StrCat("n", i));
+    ASSERT_TRUE(inst.ok());
+    (*inst)->GetActionResult(B("x")).IgnoreError();  // one miss each
+    EXPECT_LE(*live, 4) << "after " << i;              // 3 open + at most the held one
+  }
+  EXPECT_EQ(insts.open_count(), 3u);
+  EXPECT_EQ(insts.closed_count(), 48);
+  // The held instance was closed (not recently used) but still works.
+  EXPECT_TRUE((*held)->FindMissing({B("y")}).ok());
+  held->reset();
+  EXPECT_EQ(*live, 3);
+  // Recently used names stay open; a closed one opens again.
+  auto n49 = insts.Get("n49");
+  ASSERT_TRUE(n49.ok());
+  EXPECT_EQ(insts.closed_count(), 48);
+  ASSERT_TRUE(insts.Get("n0").ok());
+  EXPECT_EQ(insts.closed_count(), 49);
+  EXPECT_EQ(*live, 3);
+  // Closed instances' counts stay in the stats.
+  int64_t misses = 0;
+  for (const auto& st : insts.AllStats()) misses += st.misses;
+  EXPECT_EQ(misses, 50);
+}
+
+TEST(Instances, ServesOnlyAllowedNamesWhenListed) {
+  auto def = NewStore();
+  int opened = 0;
+  InstanceOptions opts;
+  opts.allowed_instances = {"ci", "team/a"};
+  Instances insts(def.get(), [&](absl::string_view)
+                                 -> absl::StatusOr<std::shared_ptr<cache::Store>> {
+    ++opened;
+    return std::shared_ptr<cache::Store>(NewStore());
+  }, opts);
+  EXPECT_TRUE(insts.Get("").ok());
+  EXPECT_TRUE(insts.Get("ci").ok());
+  EXPECT_TRUE(insts.Get("team/a").ok());
+  auto other = insts.Get("team/b");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(other.status().message()), testing::HasSubstr("--reapi_instances"));
+  EXPECT_EQ(opened, 2);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "absl/strings/strip.h"
 #include "pkg/base/files.h"
 #include "pkg/cache/breaker.h"
+#include "pkg/reapi/resource.h"
 #include "pkg/rpc/backend.h"
 
 namespace ocicache::server {
@@ -96,6 +97,12 @@ int RunDaemon(DaemonOptions opts) {
     return 1;
   }
   opts.server.tls = *std::move(tls);
+  for (const std::string& name : opts.server.reapi_instances.allowed_instances) {
+    if (absl::Status s = reapi::ValidateInstanceName(name); !s.ok()) {
+      Say(absl::StrCat("error: --reapi_instances: ", s.message()));
+      return 1;
+    }
+  }
   stores::OpenOptions open;
   open.profile = stores::Profile::kServer;
   open.guard_registry_only = true;

@@ -73,6 +73,24 @@ std::string RenderMetrics(const rpc::Counters& c, const MetricsSnapshot& snap) {
     Metric(&out, "ocicached_local_evicted_bytes_total", "counter",
            "Blob bytes removed from the local tier by eviction.", snap.local_evicted_bytes);
   }
+  if (snap.resources.open_fds >= 0) {
+    Metric(&out, "ocicached_open_fds", "gauge", "File descriptors the process has open.",
+           snap.resources.open_fds);
+  }
+  if (snap.resources.max_fds > 0) {
+    Metric(&out, "ocicached_max_fds", "gauge", "The process's fd limit (soft RLIMIT_NOFILE).",
+           snap.resources.max_fds);
+  }
+  if (snap.resources.disk_free_bytes >= 0) {
+    Metric(&out, "ocicached_local_disk_free_bytes", "gauge",
+           "Bytes free on the local tier's filesystem.", snap.resources.disk_free_bytes);
+  }
+  Metric(&out, "ocicached_reapi_open_instances", "gauge",
+         "REAPI instances (non-empty names) open now (--reapi_max_open_instances).",
+         snap.reapi_open_instances);
+  Metric(&out, "ocicached_reapi_closed_instances_total", "counter",
+         "REAPI instances closed to stay within --reapi_max_open_instances.",
+         snap.reapi_closed_instances);
   if (!snap.reapi.empty()) {
     struct Family {
       const char* name;

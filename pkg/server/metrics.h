@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "pkg/rpc/backend.h"
+#include "pkg/server/resources.h"
 
 namespace ocicache::server {
 
@@ -33,6 +34,9 @@ struct MetricsSnapshot {
     int64_t misses = 0;
   };
   std::vector<ReapiInstance> reapi;
+  int64_t reapi_open_instances = 0;
+  int64_t reapi_closed_instances = 0;
+  ResourceUsage resources;
 };
 
 // The exposition text.

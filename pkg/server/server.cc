@@ -214,6 +214,10 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
       for (const auto& st : srv->reapi_instances_->AllStats()) {
         snap.reapi.push_back({st.instance, st.hits, st.misses});
       }
+      snap.reapi_open_instances = static_cast<int64_t>(srv->reapi_instances_->open_count());
+      snap.reapi_closed_instances = srv->reapi_instances_->closed_count();
+      snap.resources = MeasureResources(
+          srv->stores_.tiers.local != nullptr ? srv->stores_.tiers.local->dir() : std::string());
       return RenderMetrics(srv->counters_, snap);
     });
     if (!m.ok()) {
@@ -234,8 +238,21 @@ bool CacheServer::serving() {
   return serving_;
 }
 
+ResourceUsage CacheServer::resources() {
+  absl::MutexLock l(&mu_);
+  return usage_;
+}
+
 void CacheServer::Probe() {
-  absl::Status s = opts_.probe();
+  absl::Status backend = opts_.probe();
+  // Calls stop waiting on a registry that fails its probe, and skip it until
+  // it passes again.
+  if (stores_.breaker != nullptr) stores_.breaker->NoteProbe(backend);
+  if (!backend.ok()) counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
+  std::string dir = stores_.tiers.local != nullptr ? stores_.tiers.local->dir() : std::string();
+  ResourceUsage usage = MeasureResources(dir);
+  absl::Status s = backend;
+  if (s.ok()) s = CheckResources(usage, opts_.resources);
   bool ok = s.ok();
   bool changed;
   {
@@ -244,11 +261,8 @@ void CacheServer::Probe() {
     changed = !probed_ || ok != serving_;
     probed_ = true;
     serving_ = ok;
+    usage_ = usage;
   }
-  if (!ok) counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
-  // Calls stop waiting on a registry that fails its probe, and skip it until
-  // it passes again.
-  if (stores_.breaker != nullptr) stores_.breaker->NoteProbe(s);
   for (grpc::Server* srv : {server_.get(), health_server_.get()}) {
     auto* health = srv != nullptr ? srv->GetHealthCheckService() : nullptr;
     if (health == nullptr) continue;

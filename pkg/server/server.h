@@ -7,8 +7,9 @@
 // health_interval: the health status (service "" and each ocicache.v1
 // service) is SERVING while the probe succeeds (the registry answers a ping,
 // or, without a registry, the local directory is usable) and NOT_SERVING
-// otherwise. Calls are still answered while NOT_SERVING: a tiered store then
-// works from its local tier.
+// otherwise, and also NOT_SERVING while the process is near its fd limit or
+// the local tier's disk is full (resources.h). Calls are still answered while
+// NOT_SERVING: a tiered store then works from its local tier.
 #ifndef OCICACHE_PKG_SERVER_SERVER_H_
 #define OCICACHE_PKG_SERVER_SERVER_H_
 
@@ -28,6 +29,7 @@
 #include "pkg/reapi/instance.h"
 #include "pkg/reapi/services.h"
 #include "pkg/server/metrics.h"
+#include "pkg/server/resources.h"
 #include "pkg/server/tls.h"
 #include "pkg/rpc/backend.h"
 #include "pkg/service/services.h"
@@ -59,6 +61,8 @@ struct ServerOptions {
   rpc::ServiceOptions service;
   // Health probe; default: Ping the registry, or check the local directory.
   std::function<absl::Status()> probe;
+  // Besides the probe, health needs fds and local disk space within these.
+  ResourceLimits resources;
   // Bearer tokens (service/auth.h); unset: no authentication.
   std::optional<rpc::TokenAuth> auth;
   // HOST:PORT for the Prometheus endpoint (metrics.h); empty: none.
@@ -96,6 +100,8 @@ class CacheServer {
   const rpc::Counters& counters() const { return counters_; }
   // The last probe's result.
   bool serving();
+  // What the last probe measured.
+  ResourceUsage resources();
 
   // Stops accepting calls, lets calls in flight finish for `grace`, cancels the
   // rest and waits for them. Idempotent.
@@ -132,6 +138,7 @@ class CacheServer {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
   bool probed_ ABSL_GUARDED_BY(mu_) = false;
+  ResourceUsage usage_ ABSL_GUARDED_BY(mu_);
   std::thread prober_;
 };
 

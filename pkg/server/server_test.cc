@@ -1,5 +1,8 @@
 #include "pkg/server/server.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <set>
 #include <thread>
@@ -202,6 +205,68 @@ TEST(CacheServerTest, Reflection) {
                            "grpc.health.v1.Health"}) {
     EXPECT_NE(call.response().find(name), std::string::npos) << name;
   }
+}
+
+// Issue 11, defect 3: with its fds nearly exhausted every Put failed with "Too
+// many open files" while health said SERVING. Health now counts fds.
+TEST(CacheServerTest, HealthCountsFileDescriptors) {
+  auto local = layout::LayoutStore::Open(TempDir());
+  ASSERT_TRUE(local.ok());
+  ServerOptions opts;
+  opts.health_interval = absl::Milliseconds(20);
+  opts.probe = [] { return absl::OkStatus(); };
+  auto srv = Serve(*std::move(local), opts);
+  ASSERT_TRUE(srv.ok()) << srv.status();
+  EXPECT_TRUE((*srv)->serving());
+  ResourceUsage before = MeasureResources("");
+  ASSERT_GT(before.open_fds, 0);
+  EXPECT_EQ(before.open_fds, (*srv)->resources().open_fds);
+
+  struct rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  struct rlimit low = saved;
+  low.rlim_cur = before.open_fds + 40;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> fds;
+  while (fds.size() < 38) {
+    int fd = dup(0);
+    if (fd < 0) break;
+    fds.push_back(fd);
+  }
+  auto wait_for = [&](bool want) {
+    for (int i = 0; i < 200 && (*srv)->serving() != want; ++i) absl::SleepFor(absl::Milliseconds(10));
+    return (*srv)->serving() == want;
+  };
+  EXPECT_TRUE(wait_for(false)) << "NOT_SERVING expected with " << fds.size() << " extra fds";
+  EXPECT_GT((*srv)->resources().open_fds, before.open_fds + 30);
+  for (int fd : fds) close(fd);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+  EXPECT_TRUE(wait_for(true));
+}
+
+TEST(Resources, FullDiskAndFdFigures) {
+  ResourceLimits limits;
+  ResourceUsage u;
+  u.open_fds = 10;
+  u.max_fds = 1024;
+  u.disk_size_bytes = int64_t{100} << 30;
+  u.disk_free_bytes = int64_t{10} << 30;
+  EXPECT_TRUE(CheckResources(u, limits).ok());
+  EXPECT_EQ(MinFreeBytes(u, limits), (int64_t{100} << 30) / 100);  // 1% of 100 GiB
+  u.disk_free_bytes = 100 << 20;
+  absl::Status s = CheckResources(u, limits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(s.message().find("disk is full: 100 MiB free"), std::string::npos) << s;
+  u.disk_free_bytes = int64_t{10} << 30;
+  u.open_fds = 1000;
+  s = CheckResources(u, limits);
+  EXPECT_NE(s.message().find("1000 of 1024 file descriptors"), std::string::npos) << s;
+  // A small filesystem (a test's tmpfs) keeps an eighth free, not 64 MiB.
+  ResourceUsage small;
+  small.disk_size_bytes = 64 << 20;
+  EXPECT_EQ(MinFreeBytes(small, limits), 8 << 20);
+  // Nothing measured: nothing to report.
+  EXPECT_TRUE(CheckResources(ResourceUsage(), limits).ok());
 }
 
 }  // namespace

@@ -240,6 +240,7 @@ class ReapiTest : public ::testing::Test {
     std::function<void(absl::string_view)> log;
     bool metrics = false;
     int64_t max_local_bytes = 0;  // --max_local_size (with no eviction grace)
+    int max_open_instances = 64;
   };
 
   // A server over host/REPO (and a new directory), with REAPI instances opened
@@ -260,6 +261,7 @@ class ReapiTest : public ::testing::Test {
     o.open_instance = server::InstanceOpener(c);
     o.reapi_instances.exists_ttl = s.ttl;
     o.reapi_instances.complete_ttl = s.ttl;
+    o.reapi_instances.max_open_instances = s.max_open_instances;
     o.auth = s.auth;
     o.service.access_log = s.log;
     if (s.metrics) o.metrics_listen = "127.0.0.1:0";
@@ -956,6 +958,50 @@ TEST_F(ReapiTest, InstancesAreIsolated) {
         << bad;
     EXPECT_EQ(c.GetResult(bad, D("x"), &got).error_code(), StatusCode::INVALID_ARGUMENT) << bad;
   }
+}
+
+int OpenFds() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (struct dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+// Issue 11, defect 3: each new instance name kept its store (a directory lock
+// and its fds, registry connections) open for ever: a read token could exhaust
+// the fd limit with a few thousand names. Now only max_open_instances stay open.
+TEST_F(ReapiTest, ManyInstanceNamesKeepFdsBounded) {
+  Setup setup;
+  setup.max_open_instances = 8;
+  setup.metrics = true;
+  auto srv = Serve(setup);
+  ASSERT_NE(srv, nullptr);
+  Client c(srv->address());
+  std::vector<std::string> missing;
+  ASSERT_TRUE(c.FindMissing("warm/up", {D("fd probe")}, &missing).ok());
+  const int before = OpenFds();
+  const int kNames = 300;
+  for (int i = 0; i < kNames; ++i) {
+    std::string name = absl::StrCat("names/n", i);
+    grpc::Status st = c.FindMissing(name, {D("fd probe")}, &missing);  // reaches the registry
+    ASSERT_TRUE(st.ok()) << name << ": " << st.error_message();
+    ASSERT_EQ(missing.size(), 1u);
+  }
+  const int after = OpenFds();
+  // 8 open instances (a few fds each) plus slack for gRPC's own; 300 names at
+  // about 7 fds each would be 2,100.
+  EXPECT_LT(after - before, 150) << before << " -> " << after;
+  // The instance still works after being closed and opened again.
+  ASSERT_TRUE(c.Upload("names/n0", "back again").ok());
+  ASSERT_TRUE(c.FindMissing("names/n0", {D("back again")}, &missing).ok());
+  EXPECT_TRUE(missing.empty());
+  auto metrics = harness::HttpDo(
+      {.method = "GET", .url = absl::StrCat("http://127.0.0.1:", srv->metrics_port(), "/metrics")});
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->body.find("ocicached_reapi_open_instances 8"), std::string::npos);
+  EXPECT_NE(metrics->body.find("ocicached_open_fds "), std::string::npos);
 }
 
 // --max_local_size bounds each instance's layout as it bounds the default one;
