@@ -93,6 +93,18 @@ absl::StatusOr<GcResult> LocalAdmin::CollectGarbage(const GcRequest& req,
   return r;
 }
 
+absl::StatusOr<StatusReport> LocalAdmin::Status() {
+  StatusReport r;
+  r.store = store_.Describe();
+  if (backlog_ != nullptr) r.backlog = backlog_->size();
+  if (local_ != nullptr) {
+    auto size = local_->TotalSize();
+    if (!size.ok()) return size.status();
+    r.local_tier_bytes = *size;
+  }
+  return r;
+}
+
 absl::StatusOr<SyncResult> LocalAdmin::Sync(const SyncRequest& req, const ProgressFn& progress) {
   if (local_ == nullptr || remote_ == nullptr) {
     return absl::FailedPreconditionError(

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "pkg/cache/backlog.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store.h"
 #include "pkg/cache/local_tier.h"
@@ -64,6 +65,18 @@ struct SyncResult {
   std::string remote;  // Describe() of the registry
 };
 
+// What `ocicache status` shows: the store, and what still has to reach the registry.
+struct StatusReport {
+  std::string store;              // Describe() of the store
+  int64_t backlog = -1;           // entries put locally, still to push; -1: not tiered
+  int64_t local_tier_bytes = -1;  // -1: no local tier
+  // A server's counters since it started (through --server); -1 otherwise.
+  int64_t lookups = -1;
+  int64_t hits = -1;
+  int64_t misses = -1;
+  int64_t uptime_seconds = -1;
+};
+
 class Admin {
  public:
   virtual ~Admin() = default;
@@ -75,6 +88,7 @@ class Admin {
   // Copies the entries one side lacks to the other, blobs first.
   // FailedPrecondition without both a local tier and a registry.
   virtual absl::StatusOr<SyncResult> Sync(const SyncRequest& req, const ProgressFn& progress) = 0;
+  virtual absl::StatusOr<StatusReport> Status() = 0;
 };
 
 // Maintenance on stores in this process. `store` is what entries are listed and
@@ -82,17 +96,20 @@ class Admin {
 // `remote` may be null. None are owned.
 class LocalAdmin : public Admin {
  public:
-  LocalAdmin(cache::Store& store, cache::LocalTier* local, cache::Store* remote)
-      : store_(store), local_(local), remote_(remote) {}
+  LocalAdmin(cache::Store& store, cache::LocalTier* local, cache::Store* remote,
+             const cache::Backlog* backlog = nullptr)
+      : store_(store), local_(local), remote_(remote), backlog_(backlog) {}
 
   absl::StatusOr<GcResult> CollectGarbage(const GcRequest& req,
                                           const ProgressFn& progress) override;
   absl::StatusOr<SyncResult> Sync(const SyncRequest& req, const ProgressFn& progress) override;
+  absl::StatusOr<StatusReport> Status() override;
 
  private:
   cache::Store& store_;
   cache::LocalTier* local_;
   cache::Store* remote_;
+  const cache::Backlog* backlog_;
 };
 
 // Copies the entry for `key` from one store to another: its blobs the target

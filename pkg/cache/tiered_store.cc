@@ -20,6 +20,16 @@ TieredStore::TieredStore(std::unique_ptr<Store> local, std::unique_ptr<Store> re
     breaker_ = std::make_shared<Breaker>(remote_->Describe(),
                                          BreakerOptions{opts_.retry_after, opts_.warn});
   }
+  // Left by an earlier process (perhaps killed before it could push them).
+  if (backlog_size() > 0) StartDrainer();
+}
+
+TieredStore::~TieredStore() {
+  {
+    absl::MutexLock l(&drain_mu_);
+    stopping_ = true;
+  }
+  if (drainer_.joinable()) drainer_.join();
 }
 
 std::string TieredStore::Describe() const {
@@ -92,7 +102,8 @@ absl::Status TieredStore::MountBlob(const Location& from) {
 
 absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOptions& opts) {
   auto e = local_->Lookup(key, opts);
-  if (e.ok() || !absl::IsNotFound(e.status()) || !RemoteUsable()) return e;
+  if (e.ok()) return MaybeConfirm(key, *std::move(e), opts);
+  if (!absl::IsNotFound(e.status()) || !RemoteUsable()) return e;
   auto r = remote_->Lookup(key, opts);
   if (!r.ok()) {
     if (NoteRemote(r.status())) return e;  // the local miss
@@ -137,17 +148,193 @@ absl::Status TieredStore::Put(const Entry& entry) {
     if (filled) put = local_->Put(entry);
   }
   if (!put.ok()) return put;
-  if (!RemoteUsable()) return absl::OkStatus();
+  if (!RemoteUsable()) return Defer(entry, absl::UnavailableError("the registry is unavailable"));
+  absl::Status s = PushEntry(entry);
+  if (!s.ok()) return NoteRemote(s) ? Defer(entry, s) : s;
+  NoteUnconfirmed(entry.key, absl::Now());
+  // The remote takes puts again: push what waits, from the thread, or here
+  // for a second (one-shot commands, which have no thread).
+  if (backlog_size() > 0) {
+    if (opts_.drain_in_background) {
+      StartDrainer();
+    } else {
+      DrainBacklog(absl::Seconds(1));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TieredStore::PushEntry(const Entry& entry) {
   for (const auto& b : entry.blobs) {
     auto have = remote_->StatBlob(b.digest);
     if (have.ok()) continue;
     absl::Status s = absl::IsNotFound(have.status()) ? PushBlob(b.digest, b.size) : have.status();
-    if (!s.ok()) return NoteRemote(s) ? absl::OkStatus() : s;
+    if (!s.ok()) return s;
   }
-  absl::Status s = remote_->Put(entry);
-  if (!s.ok() && NoteRemote(s)) return absl::OkStatus();
-  return s;
+  return remote_->Put(entry);
 }
+
+absl::Status TieredStore::Defer(const Entry& entry, const absl::Status& why) {
+  if (opts_.backlog == nullptr) return absl::OkStatus();  // local only, as warned
+  if (absl::Status s = opts_.backlog->Add(entry.key); !s.ok()) {
+    // The entry is in the local tier, but nothing would ever push it: let the
+    // caller retry rather than believe it shared.
+    return absl::UnavailableError(absl::StrCat("stored ", entry.key,
+                                               " locally, but cannot record it for the registry (",
+                                               why.message(), "): ", s.message()));
+  }
+  StartDrainer();
+  return absl::OkStatus();
+}
+
+absl::Status TieredStore::Adopt(const Entry& remote_entry) {
+  for (const auto& b : remote_entry.blobs) {
+    if (local_->StatBlob(b.digest).ok()) continue;
+    if (absl::Status f = FillBlob(b.digest, b.size); !f.ok()) return f;
+  }
+  return local_->Put(remote_entry);
+}
+
+namespace {
+
+// Whether two entries say the same (times aside).
+bool SameContent(const Entry& a, const Entry& b) {
+  if (a.config != b.config || a.descriptor != b.descriptor || a.annotations != b.annotations ||
+      a.blobs.size() != b.blobs.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.blobs.size(); ++i) {
+    if (a.blobs[i].digest != b.blobs[i].digest) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void TieredStore::NoteUnconfirmed(const std::string& key, absl::Time created) {
+  absl::MutexLock l(&confirm_mu_);
+  auto [it, fresh] = unconfirmed_.insert_or_assign(key, created);
+  if (fresh) unconfirmed_order_.push_back(key);
+  while (unconfirmed_.size() > opts_.max_unconfirmed && !unconfirmed_order_.empty()) {
+    unconfirmed_.erase(unconfirmed_order_.front());
+    unconfirmed_order_.pop_front();
+  }
+}
+
+absl::StatusOr<Entry> TieredStore::MaybeConfirm(absl::string_view key, Entry local_entry,
+                                                const LookupOptions& opts) {
+  {
+    absl::MutexLock l(&confirm_mu_);
+    if (unconfirmed_.empty()) return local_entry;
+    auto it = unconfirmed_.find(std::string(key));
+    if (it == unconfirmed_.end() || absl::Now() - it->second < opts_.settle_after) {
+      return local_entry;
+    }
+    unconfirmed_.erase(it);  // its row in unconfirmed_order_ goes when it reaches the front
+  }
+  if (!RemoteUsable()) return local_entry;
+  LookupOptions ro = opts;
+  ro.touch = false;
+  auto r = remote_->Lookup(key, ro);
+  if (!r.ok()) {
+    NoteRemote(r.status());
+    return local_entry;
+  }
+  if (SameContent(*r, local_entry)) return local_entry;
+  // Another writer's Put reached the registry after ours: it is the entry.
+  if (absl::Status s = Adopt(*r); !s.ok()) {
+    NoteRemote(s);
+    return local_entry;
+  }
+  return r;
+}
+
+void TieredStore::StartDrainer() {
+  if (!opts_.drain_in_background || opts_.backlog == nullptr) return;
+  absl::MutexLock l(&drain_mu_);
+  if (stopping_ || draining_) return;
+  if (drainer_.joinable()) drainer_.join();  // a finished one
+  draining_ = true;
+  drainer_ = std::thread([this] { DrainLoop(); });
+}
+
+void TieredStore::DrainLoop() {
+  for (;;) {
+    {
+      absl::MutexLock l(&drain_mu_);
+      // Checked under the lock: a Defer that adds a record and then finds the
+      // thread running relies on it seeing that record here.
+      if (stopping_ || opts_.backlog->size() == 0) {
+        draining_ = false;
+        return;
+      }
+    }
+    DrainStats st = DrainBacklog(absl::Seconds(5));
+    bool progress = st.pushed + st.adopted + st.dropped > 0;
+    if (progress && st.left > 0) continue;
+    absl::MutexLock l(&drain_mu_);
+    auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(drain_mu_) { return stopping_; };
+    drain_mu_.AwaitWithTimeout(absl::Condition(&stop), opts_.drain_interval);
+  }
+}
+
+DrainStats TieredStore::DrainBacklog(absl::Duration budget) {
+  DrainStats st;
+  if (opts_.backlog == nullptr) return st;
+  const absl::Time deadline = absl::Now() + budget;
+  if (opts_.backlog->size() == 0 || !RemoteUsable()) {
+    st.left = opts_.backlog->size();
+    return st;
+  }
+  auto keys = opts_.backlog->Keys(256);
+  if (!keys.ok()) {
+    opts_.warn(absl::StrCat("cannot read the backlog: ", keys.status().message()));
+    st.left = opts_.backlog->size();
+    return st;
+  }
+  LookupOptions quiet;
+  quiet.touch = false;
+  for (const std::string& key : *keys) {
+    if (absl::Now() > deadline) break;
+    {
+      absl::MutexLock l(&drain_mu_);
+      if (stopping_) break;
+    }
+    auto local = local_->Lookup(key, quiet);
+    if (absl::IsNotFound(local.status())) {
+      // Evicted or deleted meanwhile: nothing left to push.
+      opts_.backlog->Remove(key).IgnoreError();
+      ++st.dropped;
+      continue;
+    }
+    if (!local.ok()) continue;  // unreadable now; kept for the next pass
+    auto remote = remote_->Lookup(key, quiet);
+    absl::Status s;
+    bool adopted = false;
+    if (remote.ok() && remote->created >= local->created) {
+      // Someone put a newer entry while we could not reach the registry (a
+      // tie, within the times' precision, goes to the registry too).
+      s = Adopt(*remote);
+      adopted = true;
+    } else if (remote.ok() || absl::IsNotFound(remote.status())) {
+      s = PushEntry(*local);
+    } else {
+      s = remote.status();
+    }
+    if (s.ok()) {
+      opts_.backlog->Remove(key).IgnoreError();
+      ++(adopted ? st.adopted : st.pushed);
+      continue;
+    }
+    if (NoteRemote(s)) break;  // out again: the rest waits
+    opts_.warn(absl::StrCat("dropped ", key, " from the backlog: ", s.message()));
+    opts_.backlog->Remove(key).IgnoreError();
+    ++st.dropped;
+  }
+  st.left = opts_.backlog->size();
+  return st;
+}
+
 
 absl::Status TieredStore::Delete(absl::string_view key) {
   absl::Status l = local_->Delete(key);

@@ -6,14 +6,38 @@
 // the remote is down is a Breaker's call (breaker.h), which a health prober may
 // share. StatBlob answers for both tiers, so Put first fills the local tier with
 // blobs only the remote has.
+//
+// Nothing put during an outage is lost for other machines: with a Backlog
+// (backlog.h), a Put the remote did not take is recorded there and answered OK
+// (the local tier has it); DrainBacklog pushes recorded entries once the remote
+// is back, and with drain_in_background a thread of the store does so by
+// itself, started when the backlog gets its first record and ending when it is
+// empty (so a store with nothing to push has no thread).
+//
+// Which entry wins when two writers put one key (docs/FORMAT.md, "Concurrent
+// puts"): the registry keeps the last Put that reached it; each local tier keeps
+// its own. A tier's entry converges to the registry's when a lookup reaches the
+// registry: a local miss fills the local tier with the registry's entry; the
+// first local hit, at least settle_after after this store put it, of an entry
+// this store put (up to max_unconfirmed keys are remembered) asks the registry
+// once, and adopts the registry's entry if it is another; a backlog drain that
+// finds an entry in the registry at least as new (`created`, to the second) as
+// the waiting one adopts it instead of overwriting it.
 #ifndef OCICACHE_PKG_CACHE_TIERED_STORE_H_
 #define OCICACHE_PKG_CACHE_TIERED_STORE_H_
 
+#include <cstdint>
 #include <functional>
+#include <list>
 #include <memory>
 #include <string>
+#include <thread>
+#include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "pkg/cache/backlog.h"
 #include "pkg/cache/breaker.h"
 #include "pkg/cache/store.h"
 
@@ -27,12 +51,32 @@ struct TieredStoreOptions {
   absl::Duration retry_after = absl::Seconds(30);
   // Where warnings go; default: one line on stderr.
   std::function<void(absl::string_view)> warn;
+  // Entries put while the remote is out; null: they stay local only (with a warning).
+  std::shared_ptr<Backlog> backlog;
+  // Push the backlog from a thread of the store (servers, long-lived helpers);
+  // off: a Put that reaches the remote pushes what waits for up to a second
+  // (one-shot commands), and DrainBacklog calls do.
+  bool drain_in_background = false;
+  // How often that thread checks whether the remote is back.
+  absl::Duration drain_interval = absl::Seconds(2);
+  // Convergence of concurrently put entries (above).
+  absl::Duration settle_after = absl::Seconds(10);
+  size_t max_unconfirmed = 1 << 16;
+};
+
+// What a DrainBacklog pass did.
+struct DrainStats {
+  int64_t pushed = 0;   // entries put in the registry
+  int64_t adopted = 0;  // the registry had one as new: the local tier took it
+  int64_t dropped = 0;  // no longer in the local tier, or refused by the registry
+  int64_t left = 0;     // records still in the backlog
 };
 
 class TieredStore : public Store {
  public:
   TieredStore(std::unique_ptr<Store> local, std::unique_ptr<Store> remote,
               TieredStoreOptions opts = {});
+  ~TieredStore() override;  // stops and joins the drain thread
 
   std::string Describe() const override;
 
@@ -52,7 +96,28 @@ class TieredStore : public Store {
   // Whether the remote is currently skipped after an outage.
   bool degraded();
 
+  // Pushes recorded entries, oldest first, until the backlog is empty, `budget`
+  // has passed, or the remote fails again. Nothing happens while the remote is
+  // out. Without a backlog, all zero.
+  DrainStats DrainBacklog(absl::Duration budget);
+  // Records still to push (0 without a backlog).
+  int64_t backlog_size() const { return opts_.backlog ? opts_.backlog->size() : 0; }
+
  private:
+  // The remote did not take `entry`'s Put (outage): record it. OK when recorded.
+  absl::Status Defer(const Entry& entry, const absl::Status& why);
+  // Pushes one local entry: its blobs the remote lacks, then the entry.
+  absl::Status PushEntry(const Entry& entry);
+  // Replaces the local entry with the remote's (filling its blobs).
+  absl::Status Adopt(const Entry& remote_entry);
+  // Starts the drain thread unless it runs (drain_in_background only).
+  void StartDrainer();
+  void DrainLoop();
+  // Convergence: remember a key this store put; check one on a local hit.
+  void NoteUnconfirmed(const std::string& key, absl::Time created);
+  absl::StatusOr<Entry> MaybeConfirm(absl::string_view key, Entry local_entry,
+                                     const LookupOptions& opts);
+
   // Whether to try the remote now.
   bool RemoteUsable();
   // Records the outcome of a remote call; returns true if it was an outage.
@@ -66,6 +131,17 @@ class TieredStore : public Store {
   std::unique_ptr<Store> remote_;
   TieredStoreOptions opts_;
   std::shared_ptr<Breaker> breaker_;
+
+  absl::Mutex drain_mu_;
+  bool draining_ ABSL_GUARDED_BY(drain_mu_) = false;  // the thread runs
+  bool stopping_ ABSL_GUARDED_BY(drain_mu_) = false;
+  std::thread drainer_;  // started and joined under drain_mu_, or in the destructor
+
+  // Keys this store put and has not checked against the registry since, with
+  // when it put them; oldest first in unconfirmed_order_.
+  absl::Mutex confirm_mu_;
+  std::unordered_map<std::string, absl::Time> unconfirmed_ ABSL_GUARDED_BY(confirm_mu_);
+  std::list<std::string> unconfirmed_order_ ABSL_GUARDED_BY(confirm_mu_);
 };
 
 }  // namespace ocicache::cache

@@ -3,6 +3,7 @@
 #ifndef OCICACHE_PKG_CACHE_TIERS_H_
 #define OCICACHE_PKG_CACHE_TIERS_H_
 
+#include "pkg/cache/backlog.h"
 #include "pkg/cache/local_tier.h"
 #include "pkg/cache/registry_store.h"
 
@@ -13,6 +14,8 @@ namespace ocicache::cache {
 struct Tiers {
   LocalTier* local = nullptr;
   RegistryStore* remote = nullptr;
+  // With both tiers: the entries put locally that the registry still lacks.
+  const Backlog* backlog = nullptr;
 };
 
 }  // namespace ocicache::cache

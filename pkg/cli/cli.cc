@@ -68,6 +68,7 @@ Commands:
   rm KEY...       delete entries
   gc              delete entries by age (--older-than) or count (--keep-last)
   sync            copy entries between the directory and the registry
+  status          the store, its size, and what still has to reach the registry
   blob push|pull|stat|mount   work on single blobs
   demo            store and look up a few entries: a quick self-check
   gocacheprog     Go's GOCACHEPROG helper (GOCACHEPROG="ocicache gocacheprog")
@@ -454,7 +455,9 @@ int RunPut(Ctx& c, const Args& a) {
     auto* tiered = dynamic_cast<cache::TieredStore*>(c.store.get());
     if (tiered != nullptr && tiered->degraded()) {
       c.out << "stored " << e.key << " as tag " << *tag << " locally only in "
-            << tiered->local().Describe() << " (the registry is unavailable)\n";
+            << tiered->local().Describe()
+            << " (the registry is unavailable; it waits in the backlog, and the next put that "
+               "reaches the registry, or a server on this directory, pushes it)\n";
     } else {
       c.out << "stored " << e.key << " as tag " << *tag << " in " << c.store->Describe() << "\n";
     }
@@ -609,6 +612,39 @@ int RunSync(Ctx& c, const Args& a) {
   } else if (!c.quiet) {
     c.out << absl::StrFormat("%s %d entries to %s, %d entries to %s\n", dry ? "would copy" : "copied",
                              r->pushed, r->remote, r->pulled, r->local);
+  }
+  return kExitOk;
+}
+
+// ---- status -------------------------------------------------------------------
+
+int RunStatus(Ctx& c, const Args& a) {
+  if (!a.positional().empty()) return Usage(c, "status takes no arguments");
+  auto r = c.admin->Status();
+  if (!r.ok()) return Fail(c, r.status());
+  if (c.json) {
+    json j{{"store", r->store}};
+    if (r->backlog >= 0) j["backlog"] = r->backlog;
+    if (r->local_tier_bytes >= 0) j["localTierBytes"] = r->local_tier_bytes;
+    if (r->lookups >= 0) {
+      j["lookups"] = r->lookups;
+      j["hits"] = r->hits;
+      j["misses"] = r->misses;
+      j["uptimeSeconds"] = r->uptime_seconds;
+    }
+    c.out << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  c.out << "store:    " << r->store << "\n";
+  if (r->local_tier_bytes >= 0) c.out << "local:    " << r->local_tier_bytes << " bytes of blobs\n";
+  if (r->backlog >= 0) {
+    c.out << "backlog:  " << r->backlog
+          << (r->backlog == 0 ? " entries (the registry has everything put here)\n"
+                              : " entries put while the registry was unreachable, still to push\n");
+  }
+  if (r->lookups >= 0) {
+    c.out << absl::StrFormat("server:   up %ds, %d lookups, %d hits, %d misses\n",
+                             r->uptime_seconds, r->lookups, r->hits, r->misses);
   }
   return kExitOk;
 }
@@ -775,6 +811,10 @@ const std::vector<Command>& Commands() {
         {"size", true, false, "N", "mount: the blob's size"},
         kJson, kHelp},
        RunBlob},
+      {"status", "", "Show the store, its local tier's size and the backlog: entries put while "
+                     "the registry was unreachable that still have to reach it (with --server: "
+                     "the server's, and its counters).",
+       {kJson, kHelp}, RunStatus},
       {"demo", "", "Store, look up and delete a few entries: a self-check of the configured stores.",
        {kHelp}, RunDemo},
   };

@@ -124,4 +124,18 @@ absl::StatusOr<v1::StatsResponse> GrpcAdmin::Stats() {
   return resp;
 }
 
+absl::StatusOr<admin::StatusReport> GrpcAdmin::Status() {
+  auto st = Stats();
+  if (!st.ok()) return st.status();
+  admin::StatusReport r;
+  r.store = st->store();
+  r.backlog = st->has_registry_backlog() ? st->registry_backlog() : -1;
+  r.local_tier_bytes = st->local_tier_bytes();
+  r.lookups = st->lookups();
+  r.hits = st->hits();
+  r.misses = st->misses();
+  r.uptime_seconds = st->uptime_seconds();
+  return r;
+}
+
 }  // namespace ocicache::client

@@ -157,6 +157,8 @@ class GrpcAdmin : public admin::Admin {
                                          const admin::ProgressFn& progress) override;
   // The server's counters.
   absl::StatusOr<v1::StatsResponse> Stats();
+  // Stats() as a StatusReport.
+  absl::StatusOr<admin::StatusReport> Status() override;
 
  private:
   void Prepare(grpc::ClientContext* ctx) const;

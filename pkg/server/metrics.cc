@@ -60,6 +60,11 @@ std::string RenderMetrics(const rpc::Counters& c, const MetricsSnapshot& snap) {
     Metric(&out, "ocicached_registry_requests_total", "counter",
            "HTTP requests sent to the registry.", snap.registry_requests);
   }
+  if (snap.registry_backlog >= 0) {
+    Metric(&out, "ocicached_registry_backlog_entries", "gauge",
+           "Entries put while the registry was unreachable, still to be pushed to it.",
+           snap.registry_backlog);
+  }
   if (snap.local_tier_bytes >= 0) {
     Metric(&out, "ocicached_local_tier_bytes", "gauge", "Bytes of blobs in the local tier.",
            snap.local_tier_bytes);

@@ -26,6 +26,7 @@ struct MetricsSnapshot {
   int64_t local_tier_limit_bytes = 0;  // --max_local_size; 0: unbounded
   int64_t local_evicted_entries = 0;
   int64_t local_evicted_bytes = 0;
+  int64_t registry_backlog = -1;  // -1: not tiered
   absl::Duration uptime;
   // REAPI action cache lookups by instance name.
   struct ReapiInstance {

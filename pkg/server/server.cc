@@ -204,6 +204,9 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
       if (srv->stores_.tiers.remote != nullptr) {
         snap.registry_requests = srv->stores_.tiers.remote->client().request_count();
       }
+      if (srv->stores_.tiers.backlog != nullptr) {
+        snap.registry_backlog = srv->stores_.tiers.backlog->size();
+      }
       if (srv->stores_.tiers.local != nullptr) {
         auto size = srv->stores_.tiers.local->TotalSize();
         if (size.ok()) snap.local_tier_bytes = *size;

@@ -119,6 +119,7 @@ grpc::Status AdminService::Stats(grpc::ServerContext* ctx, const v1::StatsReques
     auto size = b_.tiers.local->TotalSize();
     if (size.ok()) resp->set_local_tier_bytes(*size);
   }
+  if (b_.tiers.backlog != nullptr) resp->set_registry_backlog(b_.tiers.backlog->size());
   resp->set_store(b_.store->Describe());
   resp->set_uptime_seconds(absl::ToInt64Seconds(absl::Now() - b_.started));
   return call.Done(absl::OkStatus());

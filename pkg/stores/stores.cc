@@ -204,6 +204,14 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& given, OpenOptions open) 
   if (local && remote) {
     cache::TieredStoreOptions topts;
     topts.breaker = set.breaker;
+    // Puts the registry did not take wait in DIR/backlog; a server pushes
+    // them by itself once the registry is back, the CLI leaves them to the
+    // next server or `ocicache sync` (the local tier has them meanwhile).
+    auto backlog = cache::Backlog::Open(config.dir + "/backlog");
+    if (!backlog.ok()) return backlog.status();
+    topts.backlog = *std::move(backlog);
+    topts.drain_in_background = open.profile == Profile::kServer;
+    set.tiers.backlog = topts.backlog.get();
     set.store = std::make_unique<cache::TieredStore>(std::move(local), std::move(remote), topts);
   } else if (local) {
     set.store = std::move(local);
@@ -212,7 +220,8 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& given, OpenOptions open) 
   } else {
     set.store = std::move(remote);
   }
-  set.admin = std::make_unique<admin::LocalAdmin>(*set.store, set.tiers.local, set.tiers.remote);
+  set.admin = std::make_unique<admin::LocalAdmin>(*set.store, set.tiers.local, set.tiers.remote,
+                                                   set.tiers.backlog);
   return set;
 }
 

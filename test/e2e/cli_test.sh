@@ -10,12 +10,28 @@ start_registry token TOKREG || { fail registry-start-token "registryctl did not 
 
 # --- help and usage ---------------------------------------------------------
 expect_rc help 0 oc --help && expect_contains help-exit-codes "$OUT" "Exit codes"
-for c in get stat put ls rm gc sync blob demo; do
+for c in get stat put ls rm gc sync status blob demo; do
   expect_rc "help-$c" 0 oc "$c" --help && expect_contains "help-$c-usage" "$OUT" "Usage: ocicache"
 done
 expect_rc usage-unknown-command 2 oc frobnicate
 expect_rc usage-unknown-flag 2 oc --dir "$WORK/d0" get --bogus k
 expect_rc usage-missing-key 2 oc --dir "$WORK/d0" get
+
+# --- backlog: puts made while the registry is unreachable ----------------------
+# (issue 11, defect 4) The entry waits in DIR/backlog; `status` shows it; the next
+# put that reaches a registry pushes it.
+DB=$WORK/dbacklog
+head -c 5000 /dev/urandom >"$WORK/blob-bk"
+expect_rc backlog-put-outage 0 oc --dir "$DB" --repo 127.0.0.1:1/x/cache put bk1 --blob "$WORK/blob-bk"
+expect_contains backlog-put-says "$OUT" "waits in the backlog"
+expect_rc backlog-status 0 oc --dir "$DB" --repo 127.0.0.1:1/x/cache status
+expect_contains backlog-status-one "$OUT" "backlog:  1 entries"
+expect_rc backlog-not-yet 1 oc --no-dir --repo "$PLAIN/bk/cache" get bk1
+expect_rc backlog-put-back 0 oc --dir "$DB" --repo "$PLAIN/bk/cache" put bk2 --blob "$WORK/blob-bk"
+expect_rc backlog-status-json 0 oc --dir "$DB" --repo "$PLAIN/bk/cache" status --json
+expect_contains backlog-status-zero "$OUT" '"backlog": 0'
+expect_rc backlog-pushed 0 oc --no-dir --repo "$PLAIN/bk/cache" get bk1 -o "$WORK/out-bk"
+cmp -s "$WORK/blob-bk" "$WORK/out-bk" && pass backlog-pushed-content || fail backlog-pushed-content "bk1's blob differs"
 
 # --- local directory only ----------------------------------------------------
 D1=$WORK/d1
