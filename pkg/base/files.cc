@@ -9,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
 namespace ocicache::base {
@@ -24,6 +25,8 @@ absl::Status UniqueFd::Close(absl::string_view what) {
   return absl::OkStatus();
 }
 
+bool IsDiskFull(const absl::Status& s) { return s.GetPayload(kDiskFullPayload).has_value(); }
+
 absl::Status ErrnoStatus(int err, absl::string_view what) {
   std::string msg = absl::StrCat(what, ": ", std::strerror(err));
   switch (err) {
@@ -32,8 +35,11 @@ absl::Status ErrnoStatus(int err, absl::string_view what) {
     case EROFS:
       return absl::PermissionDeniedError(msg);
     case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(msg);
+    case EDQUOT: {
+      absl::Status s = absl::ResourceExhaustedError(msg);
+      s.SetPayload(kDiskFullPayload, absl::Cord(std::strerror(err)));
+      return s;
+    }
     default:
       return absl::InternalError(msg);
   }

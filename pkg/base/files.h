@@ -51,6 +51,12 @@ class UniqueFd {
 // miss" checks for it itself, so a vanished directory is never taken for one.
 absl::Status ErrnoStatus(int err, absl::string_view what);
 
+// ENOSPC and EDQUOT are ResourceExhausted with this payload, so a server can
+// tell its own full disk (retry elsewhere: UNAVAILABLE) from a caller's
+// request that is too large.
+inline constexpr char kDiskFullPayload[] = "ocicache.dev/disk-full";
+bool IsDiskFull(const absl::Status& s);
+
 // Writes all of `data` to fd, retrying short writes and EINTR.
 absl::Status WriteAll(int fd, absl::string_view data, absl::string_view what);
 

@@ -34,6 +34,9 @@ class LocalTier : public Store {
   // Removes blobs no entry references (those written recently are kept: they
   // may belong to a write in progress).
   virtual absl::StatusOr<LocalGcResult> CollectUnreferenced() = 0;
+  // Frees about `bytes` (its disk is full): unreferenced blobs, then least
+  // recently used entries, as the bound's eviction does. Bytes removed.
+  virtual absl::StatusOr<int64_t> ReleaseSpace(int64_t bytes) = 0;
 };
 
 }  // namespace ocicache::cache

@@ -110,8 +110,23 @@ void LayoutStore::MaybeEvict(int64_t added) {
 }
 
 absl::StatusOr<EvictStats> LayoutStore::Evict() {
+  if (options_.max_bytes <= 0) return EvictStats();
+  return EvictPass(options_.max_bytes, options_.max_bytes / 10 * 9, 0);
+}
+
+absl::StatusOr<EvictStats> LayoutStore::Release(int64_t bytes) {
+  if (bytes <= 0) return EvictStats();
+  return EvictPass(0, 0, bytes);
+}
+
+absl::StatusOr<int64_t> LayoutStore::ReleaseSpace(int64_t bytes) {
+  auto st = Release(bytes);
+  if (!st.ok()) return st.status();
+  return st->bytes_removed;
+}
+
+absl::StatusOr<EvictStats> LayoutStore::EvictPass(int64_t limit, int64_t target, int64_t release) {
   EvictStats stats;
-  if (options_.max_bytes <= 0) return stats;
   absl::MutexLock il(&index_mu_);
   auto lock = Lock();
   if (!lock.ok()) return lock.status();
@@ -159,7 +174,10 @@ absl::StatusOr<EvictStats> LayoutStore::Evict() {
     stats.bytes_before += st.st_size;
   }
   int64_t total = stats.bytes_before;
-  const int64_t target = options_.max_bytes / 10 * 9;
+  if (release > 0) {
+    target = std::max<int64_t>(0, total - release);
+    limit = target;
+  }
   auto remove_if_free = [&](const std::string& hex) {
     auto it = files.find(hex);
     if (it == files.end() || refcount[hex] > 0 || pinned.count(hex) || it->second.mtime > young ||
@@ -174,7 +192,7 @@ absl::StatusOr<EvictStats> LayoutStore::Evict() {
     files.erase(it);
   };
 
-  if (total > options_.max_bytes) {
+  if (total > limit) {
     // Blobs no entry references (left by crashes, replaced manifests) go first.
     std::vector<std::string> orphans;
     for (const auto& [hex, f] : files) {

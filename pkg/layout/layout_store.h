@@ -215,6 +215,12 @@ class LayoutStore : public cache::LocalTier {
   // used entries until under 90% of it (see "Bounded size"). Runs by itself
   // after writes; public for tests and tools.
   absl::StatusOr<EvictStats> Evict();
+  // Evicts as Evict() does (unreferenced blobs, then least recently used
+  // entries, within evict_grace kept) until `bytes` of blobs are gone or
+  // nothing more may go, whatever max_bytes says: for a disk that is full.
+  absl::StatusOr<EvictStats> Release(int64_t bytes);
+  // cache::LocalTier: Release(), in bytes removed.
+  absl::StatusOr<int64_t> ReleaseSpace(int64_t bytes) override;
   // Options::max_bytes, and what this process's Evict() calls removed so far.
   int64_t max_bytes() const override { return options_.max_bytes; }
   int64_t entries_evicted() const override {
@@ -271,6 +277,9 @@ class LayoutStore : public cache::LocalTier {
   absl::StatusOr<int> OpenBlob(const oci::Digest& digest, struct stat* st);
   // OK if the blob is present as a regular file of `size` bytes (-1: any size).
   absl::Status BlobPresent(const oci::Digest& digest, int64_t size);
+  // One eviction pass: over `limit` bytes, down to `target`; with release > 0,
+  // down by `release` bytes instead.
+  absl::StatusOr<EvictStats> EvictPass(int64_t limit, int64_t target, int64_t release);
   // Counts `added` bytes; runs Evict() when the count passes the bound. Called
   // at the end of Put (never between a blob write and the Put that names it).
   void MaybeEvict(int64_t added);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "pkg/base/files.h"
 #include "pkg/wire/status.h"
 
 namespace ocicache::rpc {
@@ -108,7 +109,13 @@ std::string Call::AuthorizationHeader(grpc::ServerContext* ctx) {
   return header;
 }
 
-grpc::Status Call::Done(const absl::Status& s) {
+grpc::Status Call::Done(const absl::Status& result) {
+  absl::Status s = result;
+  if (base::IsDiskFull(s)) {
+    // The server's own disk, not the caller's request: another replica, or
+    // this one after its prober freed space, can take the call.
+    s = absl::UnavailableError(absl::StrCat("the server's disk is full: ", s.message()));
+  }
   if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
     b_.counters->backend_errors.fetch_add(1, std::memory_order_relaxed);
   }

@@ -385,7 +385,7 @@ absl::StatusOr<UploadState> UploadStaging::Query(absl::string_view id) {
   return st;
 }
 
-void UploadStaging::Expire() {
+void UploadStaging::Expire(absl::Duration idle) {
   DIR* d = ::opendir(dir_.c_str());
   if (d == nullptr) return;
   std::vector<std::string> names;
@@ -394,7 +394,7 @@ void UploadStaging::Expire() {
     if (name != "." && name != "..") names.push_back(name);
   }
   ::closedir(d);
-  absl::Time cutoff = absl::Now() - opts_.ttl;
+  absl::Time cutoff = absl::Now() - idle;
   for (const auto& name : names) {
     std::string stem = name.substr(0, name.find('.'));
     {

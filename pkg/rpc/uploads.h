@@ -135,7 +135,10 @@ class UploadStaging {
   // NotFound for an unknown (or expired) upload.
   absl::StatusOr<UploadState> Query(absl::string_view id);
   // Removes uploads not written for ttl.
-  void Expire();
+  void Expire() { Expire(opts_.ttl); }
+  // Removes uploads no stream holds that were not written for `idle` (when the
+  // disk is full, half-written uploads go long before their ttl).
+  void Expire(absl::Duration idle);
 
   const std::string& dir() const { return dir_; }
 

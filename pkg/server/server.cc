@@ -254,6 +254,25 @@ void CacheServer::Probe() {
   if (!backend.ok()) counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
   std::string dir = stores_.tiers.local != nullptr ? stores_.tiers.local->dir() : std::string();
   ResourceUsage usage = MeasureResources(dir);
+  const int64_t floor = MinFreeBytes(usage, opts_.resources);
+  if (usage.disk_free_bytes >= 0 && usage.disk_free_bytes < 2 * floor) {
+    // The disk is (nearly) full. The local tier is a cache: make room before
+    // writes fail, half-written uploads first.
+    if (uploads_ != nullptr) uploads_->Expire(absl::Minutes(1));
+    int64_t freed = 0;
+    if (stores_.tiers.local != nullptr) {
+      auto r = stores_.tiers.local->ReleaseSpace(2 * floor - usage.disk_free_bytes);
+      if (r.ok()) freed = *r;
+    }
+    ResourceUsage after = MeasureResources(dir);
+    if (opts_.service.access_log) {
+      opts_.service.access_log(absl::StrCat(
+          "disk low: ", usage.disk_free_bytes >> 20, " MiB free; evicted ", freed >> 20,
+          " MiB from the local tier and expired idle uploads; now ", after.disk_free_bytes >> 20,
+          " MiB free"));
+    }
+    usage = after;
+  }
   absl::Status s = backend;
   if (s.ok()) s = CheckResources(usage, opts_.resources);
   bool ok = s.ok();
