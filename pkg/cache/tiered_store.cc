@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "pkg/base/files.h"
 #include "pkg/oci/pipe.h"
 #include "pkg/registry/client.h"
 
@@ -140,12 +141,29 @@ absl::Status TieredStore::Put(const Entry& entry) {
         break;
       }
       if (absl::Status f = FillBlob(b.digest, *size); !f.ok()) {
+        if (base::IsDiskFull(f)) put = f;  // the local tier's disk, not the registry
         NoteRemote(f);
         break;
       }
       filled = true;
     }
     if (filled) put = local_->Put(entry);
+  }
+  if (base::IsDiskFull(put) && RemoteUsable()) {
+    // The local tier's disk is full: the registry alone takes the entry if
+    // it has every blob (written through another replica, say).
+    bool all_remote = true;
+    for (const auto& b : entry.blobs) {
+      if (!remote_->StatBlob(b.digest).ok()) {
+        all_remote = false;
+        break;
+      }
+    }
+    if (all_remote) {
+      absl::Status r = remote_->Put(entry);
+      if (r.ok()) return r;
+      NoteRemote(r);
+    }
   }
   if (!put.ok()) return put;
   if (!RemoteUsable()) return Defer(entry, absl::UnavailableError("the registry is unavailable"));
