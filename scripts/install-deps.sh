@@ -5,7 +5,7 @@
 #   scripts/install-deps.sh --test   also the test peers (docker-registry, skopeo, htpasswd,
 #                                    openssl for test certificates, netty-tcnative for Bazel
 #                                    over TLS: see test/e2e/bazel_lib.sh; iproute2 for an
-#                                    offline network namespace)
+#                                    offline network namespace; haproxy for the chaos test)
 set -euo pipefail
 
 want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config
@@ -14,7 +14,7 @@ want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config
       libgtest-dev libgmock-dev)
 if [[ "${1:-}" == "--test" ]]; then
   want+=(docker-registry skopeo apache2-utils curl python3 python3-yaml openssl
-        libnetty-tcnative-jni iproute2)
+        libnetty-tcnative-jni iproute2 haproxy)
 fi
 
 missing=()
