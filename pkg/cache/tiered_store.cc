@@ -233,7 +233,9 @@ void TieredStore::NoteUnconfirmed(const std::string& key, absl::Time created) {
   absl::MutexLock l(&confirm_mu_);
   auto [it, fresh] = unconfirmed_.insert_or_assign(key, created);
   if (fresh) unconfirmed_order_.push_back(key);
-  while (unconfirmed_.size() > opts_.max_unconfirmed && !unconfirmed_order_.empty()) {
+  // Rows of keys already confirmed stay in the list until they reach its
+  // front, so bounding the list bounds both.
+  while (unconfirmed_order_.size() > opts_.max_unconfirmed) {
     unconfirmed_.erase(unconfirmed_order_.front());
     unconfirmed_order_.pop_front();
   }

@@ -59,20 +59,35 @@ absl::StatusOr<bool> Instance::Exists(const BlobId& blob) {
 
 void Instance::NoteExists(const BlobId& blob) { exists_.Add(blob.str()); }
 
-absl::StatusOr<std::vector<BlobId>> Instance::FindMissing(const std::vector<BlobId>& blobs) {
+absl::StatusOr<std::vector<BlobId>> Instance::FindMissing(const std::vector<BlobId>& blobs,
+                                                         size_t max_checks, size_t* unchecked) {
   std::vector<BlobId> unique;
   std::set<BlobId> seen;
   for (const BlobId& b : blobs) {
     if (seen.insert(b).second) unique.push_back(b);
   }
+  // Known present (the empty blob, the existence cache) costs nothing; the
+  // others are looked up, up to max_checks of them.
   std::vector<absl::StatusOr<bool>> found(unique.size(), false);
-  rpc::ParallelFor(unique.size(), opts_.parallelism,
-                       [&](size_t i) { found[i] = Exists(unique[i]); });
+  std::vector<size_t> to_check;
+  size_t skipped = 0;
+  for (size_t i = 0; i < unique.size(); ++i) {
+    if (unique[i].empty() || exists_.Contains(unique[i].str())) {
+      found[i] = true;
+    } else if (max_checks == 0 || to_check.size() < max_checks) {
+      to_check.push_back(i);
+    } else {
+      ++skipped;  // reported absent
+    }
+  }
+  rpc::ParallelFor(to_check.size(), opts_.parallelism,
+                   [&](size_t k) { found[to_check[k]] = Exists(unique[to_check[k]]); });
   std::vector<BlobId> missing;
   for (size_t i = 0; i < unique.size(); ++i) {
     if (!found[i].ok()) return found[i].status();
     if (!*found[i]) missing.push_back(unique[i]);
   }
+  if (unchecked != nullptr) *unchecked = skipped;
   return missing;
 }
 

@@ -64,7 +64,15 @@ class Instance {
   // same hash but another size is absent.
   absl::StatusOr<bool> Exists(const BlobId& blob);
   // The absent ones among `blobs`, in request order, without duplicates.
-  absl::StatusOr<std::vector<BlobId>> FindMissing(const std::vector<BlobId>& blobs);
+  // With max_checks > 0, at most that many blobs not already known present
+  // are looked up in the store; the rest are reported absent (a client then
+  // uploads them, and a write of a blob that is there finishes at once): the
+  // work of one call stays bounded however many digests it names, and no
+  // absent blob is ever reported present. `*unchecked` (if given) gets how
+  // many were reported absent unchecked.
+  absl::StatusOr<std::vector<BlobId>> FindMissing(const std::vector<BlobId>& blobs,
+                                                  size_t max_checks = 0,
+                                                  size_t* unchecked = nullptr);
   // Records that a blob is present (after a write that went around Write).
   void NoteExists(const BlobId& blob);
 

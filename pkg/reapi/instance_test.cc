@@ -213,6 +213,44 @@ TEST(Instance, ReadOffsets) {
             absl::StatusCode::kResourceExhausted);
 }
 
+// Issue 11, defect 7: FindMissingBlobs with 20,000 digests made 20,000
+// registry requests in one call. Now at most max_checks blobs not known
+// present are looked up; the rest are reported missing (safe: the client
+// uploads them again), never present.
+TEST(InstanceTest, FindMissingBoundsTheLookupsOfOneCall) {
+  auto store = NewStore();
+  Instance inst("", store, InstanceOptions());
+  std::vector<BlobId> present, absent;
+  for (int i = 0; i < 30; ++i) {
+    present.push_back(B(absl::StrCat("present ", i)));
+    ASSERT_TRUE(inst.WriteBytes(present.back(), absl::StrCat("present ", i)).ok());
+    absent.push_back(B(absl::StrCat("absent ", i)));
+  }
+  Instance fresh("", store, InstanceOptions());  // an empty existence cache
+  std::vector<BlobId> all = present;
+  all.insert(all.end(), absent.begin(), absent.end());
+  int64_t before = store->stats();
+  size_t unchecked = 0;
+  auto missing = fresh.FindMissing(all, 10, &unchecked);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(store->stats() - before, 10);  // 10 lookups, not 60
+  EXPECT_EQ(unchecked, 50u);
+  // The 10 checked were present; everything else is reported missing.
+  EXPECT_EQ(missing->size(), 50u);
+  std::set<BlobId> reported(missing->begin(), missing->end());
+  for (const BlobId& b : absent) EXPECT_TRUE(reported.count(b)) << b.str();
+  // Blobs known present cost no lookup and are not reported missing.
+  before = store->stats();
+  missing = fresh.FindMissing(all, 10, &unchecked);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->size(), 40u);  // 10 known + 10 newly checked present
+  EXPECT_EQ(store->stats() - before, 10);
+  // Unbounded (the default, used by UpdateActionResult): every blob is checked.
+  missing = fresh.FindMissing(all);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->size(), 30u);
+}
+
 TEST(Instances, OpensEachNameOnceAndRefusesBadOnes) {
   auto def = NewStore();
   int opened = 0;

@@ -172,10 +172,12 @@ grpc::Status CasService::FindMissingBlobs(grpc::ServerContext* ctx,
   if (!blobs.ok()) return call.Done(blobs.status());
   auto inst = b_.instances->Get(req->instance_name());
   if (!inst.ok()) return call.Done(inst.status());
-  auto missing = (*inst)->FindMissing(*blobs);
+  size_t unchecked = 0;
+  auto missing = (*inst)->FindMissing(*blobs, b_.options.max_find_missing_checks, &unchecked);
   if (!missing.ok()) return call.Done(missing.status());
   for (const BlobId& b : *missing) *resp->add_missing_blob_digests() = ToProto(b);
   call.Note(absl::StrCat(" missing=", missing->size()));
+  if (unchecked > 0) call.Note(absl::StrCat(" unchecked=", unchecked));
   return call.Done(absl::OkStatus());
 }
 

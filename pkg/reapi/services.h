@@ -24,6 +24,9 @@ struct ReapiOptions {
   int64_t max_batch_total_size_bytes = 4 << 20;
   // GetTree: directories per response when the client does not say.
   int tree_page_size = 1000;
+  // FindMissingBlobs looks up at most this many blobs not known present in
+  // one call; the rest are reported missing (Instance::FindMissing).
+  size_t max_find_missing_checks = 4096;
 };
 
 // Everything the four servicers share; not owned.
