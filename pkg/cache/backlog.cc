@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "pkg/base/files.h"
 #include "pkg/oci/digest.h"
 
@@ -56,47 +57,83 @@ std::string Backlog::PathOf(absl::string_view key) const {
   return absl::StrCat(dir_, "/", oci::Digest::Of(key).hex());
 }
 
-absl::Status Backlog::Add(absl::string_view key) {
-  std::string path = PathOf(key);
+absl::Status Backlog::AddFile(const std::string& path, absl::string_view content,
+                             std::atomic<int64_t>& count) {
   struct stat st;
   bool existed = ::stat(path.c_str(), &st) == 0;
-  if (absl::Status s = base::WriteFileAtomically(path, key); !s.ok()) return s;
-  if (!existed) size_.fetch_add(1, std::memory_order_relaxed);
+  if (absl::Status s = base::WriteFileAtomically(path, content); !s.ok()) return s;
+  if (!existed) count.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
-absl::Status Backlog::Remove(absl::string_view key) {
-  if (::unlink(PathOf(key).c_str()) != 0) {
+absl::Status Backlog::RemoveFile(const std::string& path, absl::string_view what,
+                                std::atomic<int64_t>& count) {
+  if (::unlink(path.c_str()) != 0) {
     if (errno == ENOENT) return absl::OkStatus();
-    return base::ErrnoStatus(errno, absl::StrCat("remove the backlog record of ", key));
+    return base::ErrnoStatus(errno, absl::StrCat("remove the backlog record of ", what));
   }
-  if (size_.fetch_sub(1, std::memory_order_relaxed) <= 0) {
-    size_.store(0, std::memory_order_relaxed);
-  }
+  if (count.fetch_sub(1, std::memory_order_relaxed) <= 0) count.store(0, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> Backlog::Keys(size_t max) {
+absl::Status Backlog::Add(absl::string_view key) { return AddFile(PathOf(key), key, size_); }
+
+absl::Status Backlog::Remove(absl::string_view key) { return RemoveFile(PathOf(key), key, size_); }
+
+absl::Status Backlog::AddBlob(const oci::Digest& digest) {
+  return AddFile(absl::StrCat(dir_, "/b-", digest.hex()), digest.str(), blob_count_);
+}
+
+absl::Status Backlog::RemoveBlob(const oci::Digest& digest) {
+  return RemoveFile(absl::StrCat(dir_, "/b-", digest.hex()), digest.str(), blob_count_);
+}
+
+absl::StatusOr<std::vector<std::string>> Backlog::Names(bool blobs, size_t max) {
   DIR* d = ::opendir(dir_.c_str());
   if (d == nullptr) return base::ErrnoStatus(errno, absl::StrCat("open ", dir_));
   std::vector<std::pair<int64_t, std::string>> records;  // (mtime ns, name)
+  int64_t entries = 0, blob_records = 0;
   while (struct dirent* e = ::readdir(d)) {
-    if (!IsRecordName(e->d_name)) continue;
+    absl::string_view name = e->d_name;
+    bool is_blob = absl::ConsumePrefix(&name, "b-");
+    if (!IsRecordName(name)) continue;
+    ++(is_blob ? blob_records : entries);
+    if (is_blob != blobs) continue;
     struct stat st;
     if (::fstatat(::dirfd(d), e->d_name, &st, 0) != 0) continue;
     records.emplace_back(int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec, e->d_name);
   }
   ::closedir(d);
-  size_.store(static_cast<int64_t>(records.size()), std::memory_order_relaxed);
+  size_.store(entries, std::memory_order_relaxed);
+  blob_count_.store(blob_records, std::memory_order_relaxed);
   std::sort(records.begin(), records.end());
   if (max > 0 && records.size() > max) records.resize(max);
+  std::vector<std::string> names;
+  for (auto& r : records) names.push_back(std::move(r.second));
+  return names;
+}
+
+absl::StatusOr<std::vector<std::string>> Backlog::Keys(size_t max) {
+  auto names = Names(/*blobs=*/false, max);
+  if (!names.ok()) return names.status();
   std::vector<std::string> keys;
-  for (const auto& [mtime, name] : records) {
+  for (const auto& name : *names) {
     auto key = ReadRecord(absl::StrCat(dir_, "/", name));
     if (!key.ok() || key->empty() || oci::Digest::Of(*key).hex() != name) continue;  // torn: skip
     keys.push_back(*std::move(key));
   }
   return keys;
+}
+
+absl::StatusOr<std::vector<oci::Digest>> Backlog::Blobs(size_t max) {
+  auto names = Names(/*blobs=*/true, max);
+  if (!names.ok()) return names.status();
+  std::vector<oci::Digest> out;
+  for (const auto& name : *names) {
+    auto d = oci::Digest::FromHex(name.substr(2));
+    if (d.ok()) out.push_back(*d);
+  }
+  return out;
 }
 
 }  // namespace ocicache::cache

@@ -21,10 +21,16 @@ Breaker::Breaker(std::string name, BreakerOptions opts)
 
 bool Breaker::OpenLocked() const { return probe_down_ || absl::Now() < down_until_; }
 
+bool Breaker::OpenWithin(absl::Duration d) {
+  absl::MutexLock l(&mu_);
+  return OpenLocked() || absl::Now() - last_open_ < d;
+}
+
 bool Breaker::Usable() {
   {
     absl::MutexLock l(&mu_);
     if (!OpenLocked()) return true;
+    last_open_ = absl::Now();
     if (!opts_.recheck || rechecking_ || absl::Now() < next_recheck_) return false;
     rechecking_ = true;
   }
@@ -36,6 +42,7 @@ bool Breaker::Usable() {
   absl::MutexLock l(&mu_);
   rechecking_ = false;
   next_recheck_ = absl::Now() + opts_.recheck_interval;
+  last_open_ = absl::Now();
   if (!s.ok()) return false;
   // Answered: closed until a call or the next probe says otherwise.
   probe_down_ = false;
@@ -56,6 +63,7 @@ bool Breaker::Note(const absl::Status& s) {
     absl::MutexLock l(&mu_);
     was_usable = !OpenLocked();
     down_until_ = absl::Now() + opts_.retry_after;
+    last_open_ = absl::Now();
   }
   WarnOnce(was_usable, s);
   return true;
@@ -66,6 +74,7 @@ void Breaker::NoteProbe(const absl::Status& s) {
   {
     absl::MutexLock l(&mu_);
     was_usable = !OpenLocked();
+    if (!was_usable) last_open_ = absl::Now();
     if (s.ok()) {
       probe_down_ = false;
       down_until_ = absl::InfinitePast();
@@ -73,6 +82,7 @@ void Breaker::NoteProbe(const absl::Status& s) {
     }
     if (!probe_down_) probe_epoch_.fetch_add(1, std::memory_order_acq_rel);
     probe_down_ = true;
+    last_open_ = absl::Now();
   }
   WarnOnce(was_usable, s);
 }

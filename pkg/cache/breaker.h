@@ -69,6 +69,10 @@ class Breaker {
   // a probe that cannot authenticate means no call will either).
   void NoteProbe(const absl::Status& s);
 
+  // Whether the breaker was open at some time within the last `d` (a blob
+  // written through another server during the outage may still be on its way).
+  bool OpenWithin(absl::Duration d);
+
   // Advanced each time a failing probe opens the breaker.
   int64_t probe_epoch() const { return probe_epoch_.load(std::memory_order_acquire); }
   // For a call that started at `epoch`: UNAVAILABLE once a probe has failed
@@ -87,6 +91,7 @@ class Breaker {
   bool probe_down_ ABSL_GUARDED_BY(mu_) = false;
   bool rechecking_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_recheck_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time last_open_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // last seen open
 };
 
 }  // namespace ocicache::cache

@@ -22,7 +22,9 @@ TieredStore::TieredStore(std::unique_ptr<Store> local, std::unique_ptr<Store> re
                                          BreakerOptions{opts_.retry_after, opts_.warn});
   }
   // Left by an earlier process (perhaps killed before it could push them).
-  if (backlog_size() > 0) StartDrainer();
+  if (opts_.backlog != nullptr && opts_.backlog->size() + opts_.backlog->blob_count() > 0) {
+    StartDrainer();
+  }
 }
 
 TieredStore::~TieredStore() {
@@ -41,7 +43,12 @@ bool TieredStore::degraded() { return !RemoteUsable(); }
 
 bool TieredStore::RemoteUsable() { return breaker_->Usable(); }
 
-bool TieredStore::NoteRemote(const absl::Status& s) { return breaker_->Note(s); }
+bool TieredStore::NoteRemote(const absl::Status& s) {
+  // A full local disk (met filling the local tier from the remote) says
+  // nothing about the remote.
+  if (base::IsDiskFull(s)) return false;
+  return breaker_->Note(s);
+}
 
 absl::Status TieredStore::FillBlob(const oci::Digest& digest, int64_t size) {
   return oci::Transfer(
@@ -73,6 +80,8 @@ absl::Status TieredStore::ReadBlob(const oci::Digest& digest, int64_t offset,
       return size.status();
     }
     absl::Status f = FillBlob(digest, *size);
+    // The local tier's disk is full: serve it from the remote without a copy.
+    if (base::IsDiskFull(f)) return remote_->ReadBlob(digest, offset, sink);
     if (!f.ok()) {
       NoteRemote(f);
       return f;
@@ -84,9 +93,16 @@ absl::Status TieredStore::ReadBlob(const oci::Digest& digest, int64_t offset,
 absl::StatusOr<oci::Descriptor> TieredStore::WriteBlob(const oci::Digest& expected, int64_t size,
                                                        oci::ByteSource& source) {
   auto d = local_->WriteBlob(expected, size, source);
-  if (!d.ok() || !RemoteUsable()) return d;
+  if (!d.ok()) return d;
+  if (!RemoteUsable()) {
+    DeferBlob(d->digest);
+    return d;
+  }
   absl::Status s = PushBlob(d->digest, d->size);
-  if (!s.ok() && !NoteRemote(s)) return s;
+  if (!s.ok()) {
+    if (!NoteRemote(s)) return s;
+    DeferBlob(d->digest);
+  }
   return d;
 }
 
@@ -120,6 +136,9 @@ absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOpt
   }
   if (fill.ok()) fill = local_->Put(*r);
   if (!fill.ok()) {
+    // A full local disk: answer from the remote without a copy (reads of its
+    // blobs go to the remote too).
+    if (base::IsDiskFull(fill)) return r;
     if (NoteRemote(fill)) return e;
     return fill;
   }
@@ -128,16 +147,25 @@ absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOpt
 
 absl::Status TieredStore::Put(const Entry& entry) {
   absl::Status put = local_->Put(entry);
-  if (absl::IsFailedPrecondition(put) && RemoteUsable()) {
+  if (absl::IsFailedPrecondition(put)) {
     // StatBlob answers for both tiers, so a caller may rightly skip writing a
-    // blob only the registry has (ocicached finishes such uploads early): fill
-    // the local tier with it and try again.
+    // blob only the registry has (ocicached finishes such uploads early), and
+    // a blob written through another replica is in the registry, not here:
+    // fill the local tier with it and try again. Without the registry there
+    // is no telling whether the blob exists: that is UNAVAILABLE (try again,
+    // or another replica), not the caller's mistake.
+    const std::string missing_why = std::string(put.message());
+    auto unknown = [&](const absl::Status& why) {
+      return absl::UnavailableError(absl::StrCat(missing_why, "; the registry, which may have it, "
+                                                 "cannot be asked now (", why.message(), ")"));
+    };
+    if (!RemoteUsable()) return unknown(absl::UnavailableError("it is unavailable"));
     bool filled = false;
     for (const auto& b : entry.blobs) {
       if (local_->StatBlob(b.digest).ok()) continue;
       auto size = remote_->StatBlob(b.digest);
       if (!size.ok()) {
-        NoteRemote(size.status());
+        if (NoteRemote(size.status())) return unknown(size.status());
         break;
       }
       if (absl::Status f = FillBlob(b.digest, *size); !f.ok()) {
@@ -148,6 +176,11 @@ absl::Status TieredStore::Put(const Entry& entry) {
       filled = true;
     }
     if (filled) put = local_->Put(entry);
+    if (absl::IsFailedPrecondition(put) && breaker_->OpenWithin(opts_.settle_after)) {
+      // The registry was out moments ago: a blob written through another
+      // server meanwhile may still be on its way there (its backlog).
+      return unknown(absl::UnavailableError("it was unavailable until moments ago"));
+    }
   }
   if (base::IsDiskFull(put) && RemoteUsable()) {
     // The local tier's disk is full: the registry alone takes the entry if
@@ -203,6 +236,13 @@ absl::Status TieredStore::Defer(const Entry& entry, const absl::Status& why) {
   }
   StartDrainer();
   return absl::OkStatus();
+}
+
+void TieredStore::DeferBlob(const oci::Digest& digest) {
+  // Best effort: an entry put here pushes its blobs anyway; the record is for
+  // an entry put through another server.
+  if (opts_.backlog == nullptr) return;
+  if (opts_.backlog->AddBlob(digest).ok()) StartDrainer();
 }
 
 absl::Status TieredStore::Adopt(const Entry& remote_entry) {
@@ -284,7 +324,7 @@ void TieredStore::DrainLoop() {
       absl::MutexLock l(&drain_mu_);
       // Checked under the lock: a Defer that adds a record and then finds the
       // thread running relies on it seeing that record here.
-      if (stopping_ || opts_.backlog->size() == 0) {
+      if (stopping_ || opts_.backlog->size() + opts_.backlog->blob_count() == 0) {
         draining_ = false;
         return;
       }
@@ -302,9 +342,35 @@ DrainStats TieredStore::DrainBacklog(absl::Duration budget) {
   DrainStats st;
   if (opts_.backlog == nullptr) return st;
   const absl::Time deadline = absl::Now() + budget;
-  if (opts_.backlog->size() == 0 || !RemoteUsable()) {
+  if (opts_.backlog->size() + opts_.backlog->blob_count() == 0 || !RemoteUsable()) {
     st.left = opts_.backlog->size();
     return st;
+  }
+  // Blobs first: an entry put through another server may wait for them.
+  auto blobs = opts_.backlog->Blobs(256);
+  if (blobs.ok()) {
+    for (const oci::Digest& d : *blobs) {
+      if (absl::Now() > deadline) break;
+      auto local_size = local_->StatBlob(d);
+      absl::Status s;
+      if (absl::IsNotFound(local_size.status())) {
+        ++st.dropped;  // evicted meanwhile: nothing to push
+      } else if (!local_size.ok()) {
+        continue;
+      } else if (!remote_->StatBlob(d).ok()) {
+        s = PushBlob(d, *local_size);
+        if (s.ok()) ++st.pushed;
+      }
+      if (!s.ok()) {
+        if (NoteRemote(s)) {
+          st.left = opts_.backlog->size();
+          return st;
+        }
+        opts_.warn(absl::StrCat("dropped blob ", d.str(), " from the backlog: ", s.message()));
+        ++st.dropped;
+      }
+      opts_.backlog->RemoveBlob(d).IgnoreError();
+    }
   }
   auto keys = opts_.backlog->Keys(256);
   if (!keys.ok()) {

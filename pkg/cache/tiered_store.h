@@ -9,7 +9,10 @@
 //
 // Nothing put during an outage is lost for other machines: with a Backlog
 // (backlog.h), a Put the remote did not take is recorded there and answered OK
-// (the local tier has it); DrainBacklog pushes recorded entries once the remote
+// (the local tier has it), and so is a blob written meanwhile (for an entry
+// put through another server, which answers UNAVAILABLE, not
+// FAILED_PRECONDITION, while the registry lacks the blob and was out within
+// settle_after); DrainBacklog pushes recorded entries once the remote
 // is back, and with drain_in_background a thread of the store does so by
 // itself, started when the backlog gets its first record and ending when it is
 // empty (so a store with nothing to push has no thread).
@@ -66,7 +69,7 @@ struct TieredStoreOptions {
 
 // What a DrainBacklog pass did.
 struct DrainStats {
-  int64_t pushed = 0;   // entries put in the registry
+  int64_t pushed = 0;   // entries put in the registry (and blobs pushed)
   int64_t adopted = 0;  // the registry had one as new: the local tier took it
   int64_t dropped = 0;  // no longer in the local tier, or refused by the registry
   int64_t left = 0;     // records still in the backlog
@@ -100,10 +103,14 @@ class TieredStore : public Store {
   // has passed, or the remote fails again. Nothing happens while the remote is
   // out. Without a backlog, all zero.
   DrainStats DrainBacklog(absl::Duration budget);
-  // Records still to push (0 without a backlog).
-  int64_t backlog_size() const { return opts_.backlog ? opts_.backlog->size() : 0; }
+  // Records (entries and blobs) still to push (0 without a backlog).
+  int64_t backlog_size() const {
+    return opts_.backlog ? opts_.backlog->size() + opts_.backlog->blob_count() : 0;
+  }
 
  private:
+  // A blob the remote did not take (outage): record it, best effort.
+  void DeferBlob(const oci::Digest& digest);
   // The remote did not take `entry`'s Put (outage): record it. OK when recorded.
   absl::Status Defer(const Entry& entry, const absl::Status& why);
   // Pushes one local entry: its blobs the remote lacks, then the entry.

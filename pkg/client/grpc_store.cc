@@ -31,6 +31,24 @@
 namespace ocicache::client {
 namespace {
 
+// A failed stream worth another attempt: gRPC's own errors (no connection, the
+// connection broke, a deadline) carry no details; the server's do. A stream a
+// proxy reset (haproxy, nginx: RST_STREAM CANCEL, or "Stream removed") counts
+// too: callers check Broken only after ruling out a cancel of their own.
+bool Broken(const grpc::Status& s) {
+  if (!s.error_details().empty()) return false;
+  switch (s.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::CANCELLED:
+      return true;
+    case grpc::StatusCode::UNKNOWN:
+      return s.error_message() == "Stream removed";
+    default:
+      return false;
+  }
+}
+
 // gRPC retries these on UNAVAILABLE (the server unreachable, or its backend
 // down). All are idempotent; Delete is not retried (a retry after a lost
 // answer would say NOT_FOUND), nor are the client-streaming Write and the
@@ -298,8 +316,7 @@ absl::Status GrpcStore::ReadBlob(const oci::Digest& digest, int64_t offset, oci:
     last = Convert(rpc, /*server_spoke=*/progressed);
     // Only a broken connection is worth another stream (gRPC itself retries
     // one that broke before the first chunk).
-    if (!progressed || rpc.error_code() != grpc::StatusCode::UNAVAILABLE ||
-        !rpc.error_details().empty()) {
+    if (!progressed || !Broken(rpc) || rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
       return last;
     }
   }
@@ -414,13 +431,6 @@ class GrpcStore::Replay {
 
 namespace {
 
-// A failed stream worth another attempt: gRPC's own errors (no connection, the
-// connection broke, a deadline) carry no details; the server's do.
-bool Broken(const grpc::Status& s) {
-  return (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) &&
-         s.error_details().empty();
-}
 
 std::string NewUploadId() {
   absl::BitGen gen;

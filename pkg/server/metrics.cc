@@ -64,6 +64,9 @@ std::string RenderMetrics(const rpc::Counters& c, const MetricsSnapshot& snap) {
     Metric(&out, "ocicached_registry_backlog_entries", "gauge",
            "Entries put while the registry was unreachable, still to be pushed to it.",
            snap.registry_backlog);
+    Metric(&out, "ocicached_registry_backlog_blobs", "gauge",
+           "Blobs written while the registry was unreachable, still to be pushed to it.",
+           snap.registry_backlog_blobs);
   }
   if (snap.local_tier_bytes >= 0) {
     Metric(&out, "ocicached_local_tier_bytes", "gauge", "Bytes of blobs in the local tier.",

@@ -27,6 +27,7 @@ struct MetricsSnapshot {
   int64_t local_evicted_entries = 0;
   int64_t local_evicted_bytes = 0;
   int64_t registry_backlog = -1;  // -1: not tiered
+  int64_t registry_backlog_blobs = 0;
   absl::Duration uptime;
   // REAPI action cache lookups by instance name.
   struct ReapiInstance {

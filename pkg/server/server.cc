@@ -206,6 +206,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
       }
       if (srv->stores_.tiers.backlog != nullptr) {
         snap.registry_backlog = srv->stores_.tiers.backlog->size();
+        snap.registry_backlog_blobs = srv->stores_.tiers.backlog->blob_count();
       }
       if (srv->stores_.tiers.local != nullptr) {
         auto size = srv->stores_.tiers.local->TotalSize();

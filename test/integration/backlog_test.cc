@@ -254,5 +254,52 @@ TEST_F(BacklogTest, DrainDropsEntriesNoLongerInTheLocalTier) {
   EXPECT_FALSE(Registry(repo)->Lookup("gone", {}).ok());
 }
 
+// Behind a proxy that spreads calls, a blob may be written through one server
+// and its entry put through another. A blob written during an outage is
+// recorded too and pushed when the registry is back; until then a Put on the
+// other server answers UNAVAILABLE if that server saw the outage recently (the
+// blob may be on its way), FAILED_PRECONDITION otherwise.
+TEST_F(BacklogTest, BlobsWrittenDuringAnOutageReachTheRegistryForEntriesPutElsewhere) {
+  const std::string repo = NewRepo();
+  Tiered a = OpenTiered(repo, absl::Seconds(30));
+  Tiered b = OpenTiered(repo, absl::Seconds(30));
+  ASSERT_NE(a.store, nullptr);
+  ASSERT_NE(b.store, nullptr);
+  a.breaker->NoteProbe(absl::UnavailableError("probe failed"));
+  b.breaker->NoteProbe(absl::UnavailableError("probe failed"));
+  const std::string blob = "written through a during the outage";
+  oci::StringSource src(blob);
+  auto desc = a.store->WriteBlob(oci::Digest::Of(blob), blob.size(), src);
+  ASSERT_TRUE(desc.ok()) << desc.status();
+  EXPECT_EQ(a.backlog->blob_count(), 1);
+  cache::Entry e = Entry("put-through-b", "{}");
+  e.blobs.push_back(*desc);
+  // b cannot tell: the registry is out.
+  EXPECT_EQ(b.store->Put(e).code(), absl::StatusCode::kUnavailable);
+  // The registry is back for b, but a has not pushed yet: b saw the outage
+  // moments ago, so still UNAVAILABLE (retry), not FAILED_PRECONDITION.
+  b.breaker->NoteProbe(absl::OkStatus());
+  absl::Status st = b.store->Put(e);
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_NE(st.message().find("until moments ago"), std::string::npos) << st;
+  // a pushes its blob; b's Put now succeeds, filling b from the registry.
+  a.breaker->NoteProbe(absl::OkStatus());
+  cache::DrainStats drained = a.store->DrainBacklog(absl::Seconds(30));
+  EXPECT_EQ(drained.pushed, 1);
+  EXPECT_EQ(a.backlog->blob_count(), 0);
+  ASSERT_EQ(b.store->Put(e), absl::OkStatus());
+  EXPECT_EQ(ConfigOf(*Registry(repo), "put-through-b"), "{}");
+
+  // A server that saw no outage says FAILED_PRECONDITION for a blob nobody has.
+  Tiered c = OpenTiered(repo, absl::Seconds(30));
+  cache::Entry nobody = Entry("nobody", "{}");
+  oci::Descriptor missing;
+  missing.media_type = "application/octet-stream";
+  missing.digest = oci::Digest::Of("nobody's");
+  missing.size = 8;
+  nobody.blobs.push_back(missing);
+  EXPECT_EQ(c.store->Put(nobody).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace ocicache
