@@ -50,16 +50,18 @@ if ((bazel_rc != 0)) && ((${#failures[@]} == 0)); then
 fi
 
 # 2. End-to-end scripts: each prints "PASS name" / "FAIL name" lines.
-if bazel build //cmd/... //test/harness:registryctl >/tmp/ocicache-bazel-build.log 2>&1; then
+if bazel build //cmd/... //test/harness:registryctl //test/chaos:chaos_load >/tmp/ocicache-bazel-build.log 2>&1; then
   # Copies, so nothing that rebuilds meanwhile changes what the scripts run.
   bindir=$(mktemp -d /tmp/ocicache-bin.XXXXXX)
   bazel_bin=$(bazel info bazel-bin 2>/dev/null)
   cp "$bazel_bin/cmd/ocicache/ocicache" "$bazel_bin/cmd/ocicache-go/ocicache-go" \
-     "$bazel_bin/cmd/ocicached/ocicached" "$bazel_bin/test/harness/registryctl" "$bindir/"
+     "$bazel_bin/cmd/ocicached/ocicached" "$bazel_bin/test/harness/registryctl" \
+     "$bazel_bin/test/chaos/chaos_load" "$bindir/"
   export OCICACHE_BIN="$bindir/ocicache"
   export OCICACHE_GO_BIN="$bindir/ocicache-go"
   export OCICACHED_BIN="$bindir/ocicached"
   export REGISTRYCTL="$bindir/registryctl"
+  export CHAOS_LOAD_BIN="$bindir/chaos_load"
   for s in test/e2e/*_test.sh; do
     echo "== $s"
     out=$(bash "$s" 2>&1); rc=$?

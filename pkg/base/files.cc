@@ -27,6 +27,14 @@ absl::Status UniqueFd::Close(absl::string_view what) {
 
 bool IsDiskFull(const absl::Status& s) { return s.GetPayload(kDiskFullPayload).has_value(); }
 
+absl::Status Prefixed(const absl::Status& s, absl::string_view prefix) {
+  if (s.ok()) return s;
+  absl::Status out(s.code(), absl::StrCat(prefix, s.message()));
+  s.ForEachPayload(
+      [&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
 absl::Status ErrnoStatus(int err, absl::string_view what) {
   std::string msg = absl::StrCat(what, ": ", std::strerror(err));
   switch (err) {

@@ -57,6 +57,9 @@ absl::Status ErrnoStatus(int err, absl::string_view what);
 inline constexpr char kDiskFullPayload[] = "ocicache.dev/disk-full";
 bool IsDiskFull(const absl::Status& s);
 
+// `s` with `prefix` before its message, its code and payloads kept.
+absl::Status Prefixed(const absl::Status& s, absl::string_view prefix);
+
 // Writes all of `data` to fd, retrying short writes and EINTR.
 absl::Status WriteAll(int fd, absl::string_view data, absl::string_view what);
 

@@ -197,8 +197,8 @@ absl::Status LayoutStore::AfterRefChange() {
   }
   absl::Status s = SyncIndex();
   if (!s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("entry stored, but ", Where(kIndexFile),
-                                               " was not updated: ", s.message()));
+    return base::Prefixed(
+        s, absl::StrCat("entry stored, but ", Where(kIndexFile), " was not updated: "));
   }
   return s;
 }

@@ -399,8 +399,8 @@ absl::Status LayoutStore::Delete(absl::string_view key) {
     index_.loaded = false;
     absl::MutexLock l(&mu_);
     pending_.insert(*tag);
-    return absl::Status(s.code(), absl::StrCat("entry removed, but ", Where(kIndexFile),
-                                               " was not updated: ", s.message()));
+    return base::Prefixed(
+        s, absl::StrCat("entry removed, but ", Where(kIndexFile), " was not updated: "));
   }
   return absl::OkStatus();
 }

@@ -54,7 +54,7 @@ class BoundedPipe {
   void CloseWrite(absl::Status s) {
     absl::MutexLock l(&mu_);
     writer_closed_ = true;
-    writer_status_ = s.ok() ? s : absl::Status(s.code(), s.message());
+    writer_status_ = std::move(s);  // payloads too (base::IsDiskFull)
   }
   void CloseRead() {
     absl::MutexLock l(&mu_);

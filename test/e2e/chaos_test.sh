@@ -16,19 +16,8 @@
 # Prints the load's figures (calls and p50/p99 per phase, outcomes by code) and
 # the replicas' RSS, fds and threads before and after. Needs root (tmpfs) and
 # haproxy (scripts/install-deps.sh --test).
-#
-# NOT YET IN THE SUITE (scripts/test.sh runs test/e2e/*_test.sh only): it still
-# fails no-errors. A Put that reaches the replica which lacks the blob (written
-# through the other replica, not yet or never in the registry) answers
-# FAILED_PRECONDITION: 1 in ~700 puts while steady, ~15 while replica A's disk
-# is full. See the README status of issue 11. To run it by hand:
-#   bazel build //cmd/... //test/harness:registryctl //test/chaos:chaos_load
-#   b=$(bazel info bazel-bin)
-#   OCICACHE_BIN=$b/cmd/ocicache/ocicache OCICACHED_BIN=$b/cmd/ocicached/ocicached \
-#   REGISTRYCTL=$b/test/harness/registryctl CHAOS_LOAD_BIN=$b/test/chaos/chaos_load \
-#   bash test/chaos/chaos_test.sh
-source "$(dirname "$0")/../e2e/lib.sh"
-source "$(dirname "$0")/../e2e/daemon_lib.sh"
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/daemon_lib.sh"
 : "${CHAOS_LOAD_BIN:?built test/chaos:chaos_load binary}"
 
 MNT=$WORK/tmpfs-a
@@ -37,6 +26,10 @@ chaos_cleanup() {
   [[ -n $REGISTRY_PID ]] && kill -CONT "$REGISTRY_PID" 2>/dev/null
   for p in "${REG_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   mountpoint -q "$MNT" && umount "$MNT"
+  # CHAOS_KEEP=DIR keeps the replicas' and the proxy's logs for a post-mortem.
+  if [[ -n ${CHAOS_KEEP:-} ]]; then
+    mkdir -p "$CHAOS_KEEP" && cp "$WORK"/*.err "$WORK"/*.log "$WORK"/accepted "$CHAOS_KEEP"/ 2>/dev/null
+  fi
   cleanup
 }
 trap chaos_cleanup EXIT
@@ -253,6 +246,8 @@ fi
 sed -n 's|^\([0-9-]* [^ ]* [^ ]*\) .*/ocicache\.v1\.|\1 |p' "$WORK/haproxy.log" >"$WORK/proxy.calls"
 echo "proxy: $(grep -c . "$WORK/proxy.calls") calls; not \"200 ----\" (HTTP status, termination state, server, method):"
 grep -v '^200 ----' "$WORK/proxy.calls" | sort | uniq -c | sort -rn | head -10
+echo "proxy's view of the replicas:"
+grep -o 'Server replicas/.*' "$WORK/haproxy.log" | cut -c1-150 | awk '!seen[$0]++ {print "  " $0}'
 echo "replica health changes:"
 grep -h 'health:' "$WORK/A.err" | sed 's/^/  A: /'
 grep -h 'health:' "$WORK/B.err" "$WORK/B2.err" | sed 's/^/  B: /'
