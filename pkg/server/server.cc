@@ -7,6 +7,7 @@
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
+#include <grpcpp/support/server_interceptor.h>
 
 #include <cerrno>
 #include <cstring>
@@ -25,6 +26,54 @@ const char* const kServices[] = {"",
                                  "build.bazel.remote.execution.v2.ActionCache",
                                  "build.bazel.remote.execution.v2.ContentAddressableStorage",
                                  "google.bytestream.ByteStream"};
+
+// A request that does not parse (a proto3 string field holding invalid
+// UTF-8, or a malformed message) never reaches a handler: gRPC answers
+// INTERNAL with no message, and no access-log line is written. This turns
+// that answer into INVALID_ARGUMENT with a message, and logs it. Handlers
+// never answer INTERNAL without a message (wire::ToGrpc keeps theirs).
+class UnparsedRequestInterceptor : public grpc::experimental::Interceptor {
+ public:
+  UnparsedRequestInterceptor(grpc::experimental::ServerRpcInfo* info,
+                             const std::function<void(absl::string_view)>* log)
+      : info_(info), log_(log) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
+    if (m->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      grpc::Status s = m->GetSendStatus();
+      if (s.error_code() == grpc::StatusCode::INTERNAL && s.error_message().empty()) {
+        m->ModifySendStatus(grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            "the request does not parse: a string field is not valid UTF-8, or the message is "
+            "malformed"));
+        if (*log_) {
+          auto* ctx = info_->server_context();
+          (*log_)(absl::StrCat(ctx != nullptr ? ctx->peer() : "-", " ", info_->method(),
+                               " - INVALID_ARGUMENT 0.0ms 0B \"the request does not parse\""));
+        }
+      }
+    }
+    m->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* info_;
+  const std::function<void(absl::string_view)>* log_;
+};
+
+class UnparsedRequestInterceptorFactory
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit UnparsedRequestInterceptorFactory(const std::function<void(absl::string_view)>* log)
+      : log_(log) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new UnparsedRequestInterceptor(info, log_);
+  }
+
+ private:
+  const std::function<void(absl::string_view)>* log_;
+};
 
 // "host:port" -> "host"; "[::1]:port" -> "[::1]".
 std::string HostPart(const std::string& listen) {
@@ -144,6 +193,12 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
   builder.RegisterService(s->reapi_action_cache_.get());
   builder.RegisterService(s->reapi_cas_.get());
   builder.RegisterService(s->reapi_bytestream_.get());
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(
+        std::make_unique<UnparsedRequestInterceptorFactory>(&s->opts_.service.access_log));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   builder.SetMaxReceiveMessageSize(s->opts_.max_message_bytes);
   builder.SetMaxSendMessageSize(s->opts_.max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, s->opts_.max_concurrent_streams);

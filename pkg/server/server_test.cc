@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include <grpcpp/generic/generic_stub.h>
@@ -205,6 +206,44 @@ TEST(CacheServerTest, Reflection) {
                            "grpc.health.v1.Health"}) {
     EXPECT_NE(call.response().find(name), std::string::npos) << name;
   }
+}
+
+// Issue 11, defect 8: a request with invalid UTF-8 in a string field never
+// reaches a handler (proto3 parsing refuses it); gRPC answered INTERNAL with no
+// message and nothing was logged. Now INVALID_ARGUMENT, with a log line.
+TEST(CacheServerTest, RequestsThatDoNotParseAreInvalidArgument) {
+  auto local = layout::LayoutStore::Open(TempDir());
+  ASSERT_TRUE(local.ok());
+  absl::Mutex mu;
+  std::vector<std::string> lines;
+  ServerOptions opts;
+  opts.service.access_log = [&](absl::string_view line) {
+    absl::MutexLock l(&mu);
+    lines.emplace_back(line);
+  };
+  auto s = Serve(*std::move(local), opts);
+  ASSERT_TRUE(s.ok()) << s.status();
+  grpc::GenericStub stub(client::Dial((*s)->address()));
+  // Field 1 (LookupRequest.key; FindMissingBlobsRequest.instance_name), 2 bytes, not UTF-8.
+  const std::string bad("\x0a\x02\xff\xfe", 4);
+  for (const char* method : {"/ocicache.v1.Entries/Lookup",
+                             "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs"}) {
+    RawBidiCall call(&stub, method, bad);
+    ASSERT_TRUE(call.Wait()) << method;
+    EXPECT_EQ(call.status().error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+    EXPECT_NE(call.status().error_message().find("not valid UTF-8"), std::string::npos)
+        << method << ": " << call.status().error_message();
+  }
+  {
+    absl::MutexLock l(&mu);
+    int logged = 0;
+    for (const auto& line : lines) logged += line.find("INVALID_ARGUMENT") != std::string::npos;
+    EXPECT_GE(logged, 2);
+  }
+  // A well-formed request still reaches its handler (a miss, not a parse error).
+  RawBidiCall good(&stub, "/ocicache.v1.Entries/Lookup", std::string("\x0a\x02ok", 4));
+  ASSERT_TRUE(good.Wait());
+  EXPECT_EQ(good.status().error_code(), grpc::StatusCode::NOT_FOUND) << good.status().error_message();
 }
 
 // Issue 11, defect 3: with its fds nearly exhausted every Put failed with "Too
