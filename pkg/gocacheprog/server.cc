@@ -77,6 +77,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(layout::LayoutStore* loca
   if (s->remote_upload_ != nullptr) {
     s->uploads_ =
         std::make_unique<base::ThreadPool>(s->opts_.upload_threads, s->opts_.upload_queue);
+    auto backlog = cache::Backlog::Open(absl::StrCat(local->dir(), "/backlog"));
+    if (backlog.ok()) {
+      s->backlog_ = *std::move(backlog);
+      // Puts an earlier run could not upload: push them behind this build.
+      if (s->backlog_->size() > 0) s->uploads_->Submit([srv = s.get()] { srv->RetryBacklog(); });
+    } else {
+      s->Warn(absl::StrCat("puts that fail to upload will not be retried later: ",
+                           backlog.status().message()));
+    }
   }
   return s;
 }
@@ -305,8 +314,15 @@ bool Server::HandlePut(const Request& r, LineReader& reader) {
   if (session_ != nullptr) session_->RecordUse(e.key, GoObject{*digest, r.body_size});
   if (uploads_ != nullptr) {
     Upload u{e, *digest, r.body_size};
-    if (!uploads_->Submit([this, u] { RunUpload(u); })) {
+    {
+      absl::MutexLock l(&pending_mu_);
+      pending_.insert(e.key);
+    }
+    if (!uploads_->Submit([this, u] { UploadOrDefer(u); })) {
       ++n_->upload_failures;
+      absl::MutexLock l(&pending_mu_);
+      pending_.erase(e.key);
+      if (backlog_ != nullptr) backlog_->Add(e.key).IgnoreError();
     }
   }
   return true;
@@ -413,6 +429,46 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
 // ---------------------------------------------------------------------------
 // Uploads.
 
+bool Server::UploadOrDefer(const Upload& u) {
+  int64_t failures = n_->upload_failures.load();
+  RunUpload(u);
+  bool failed = n_->upload_failures.load() != failures;
+  {
+    absl::MutexLock l(&pending_mu_);
+    pending_.erase(u.entry.key);
+  }
+  if (backlog_ == nullptr) return !failed;
+  if (failed) {
+    backlog_->Add(u.entry.key).IgnoreError();
+  } else if (backlog_->size() > 0) {
+    backlog_->Remove(u.entry.key).IgnoreError();  // a retry of a recorded one
+  }
+  return !failed;
+}
+
+void Server::RetryBacklog() {
+  auto keys = backlog_->Keys(opts_.upload_queue);
+  if (!keys.ok()) return;
+  cache::LookupOptions quiet;
+  quiet.touch = false;
+  for (const std::string& key : *keys) {
+    if (uploads_->stopping()) return;  // the rest waits for a later run
+    auto e = local_->Lookup(key, quiet);
+    if (absl::IsNotFound(e.status())) {
+      backlog_->Remove(key).IgnoreError();  // evicted meanwhile: nothing to push
+      continue;
+    }
+    if (!e.ok()) continue;
+    Upload u{*e, oci::Digest::Of(""), 0};
+    if (!e->blobs.empty()) {
+      u.digest = e->blobs[0].digest;
+      u.size = e->blobs[0].size;
+    }
+    // One failure (the registry is out, most likely) leaves the rest for later.
+    if (!UploadOrDefer(u)) return;
+  }
+}
+
 void Server::RunUpload(const Upload& u) {
   bool probe = false;
   if (uploads_->stopping() || !registry_->Enter(&probe)) {
@@ -469,6 +525,11 @@ void Server::Drain() {
     int running = uploads_->active();
     n_->upload_failures += static_cast<int64_t>(dropped) + running;
     if (running > 0) abandoned_ = true;
+    // What did not go up waits in the backlog for the next run.
+    if (backlog_ != nullptr) {
+      absl::MutexLock l(&pending_mu_);
+      for (const auto& key : pending_) backlog_->Add(key).IgnoreError();
+    }
     Warn(absl::StrCat("uploads did not finish within ", absl::FormatDuration(opts_.flush_timeout),
                       " (--flush-timeout): ", dropped + running, " not uploaded"));
   }
@@ -478,7 +539,11 @@ void Server::Drain() {
   }
   int64_t failed = n_->upload_failures.load();
   if (failed > 0) {
-    Warn(absl::StrCat(failed, " of ", n_->puts.load(), " puts were not uploaded to the registry"));
+    Warn(absl::StrCat(failed, " of ", n_->puts.load(), " puts were not uploaded to the registry",
+                      backlog_ != nullptr
+                          ? absl::StrCat("; they wait in ", backlog_->dir(),
+                                         " for the next run (or a server on this directory)")
+                          : std::string()));
   }
   if (opts_.print_stats) Warn(StatsLine());
   if (!opts_.stats_file.empty()) {

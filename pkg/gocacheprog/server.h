@@ -44,6 +44,7 @@
 #include <functional>
 #include <memory>
 #include <ostream>
+#include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -53,6 +54,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "pkg/base/thread_pool.h"
+#include "pkg/cache/backlog.h"
 #include "pkg/cache/store.h"
 #include "pkg/gocacheprog/protocol.h"
 #include "pkg/gocacheprog/stream.h"
@@ -190,6 +192,11 @@ class Server {
   // The answer line for a local or remote hit whose object is in place.
   std::string HitFor(int64_t id, const GoObject& o, absl::Time created) const;
   void RunUpload(const Upload& u);
+  // Uploads a put, recording it in the backlog when it fails (and forgetting
+  // it when it succeeds). Whether it went up.
+  bool UploadOrDefer(const Upload& u);
+  // Uploads what earlier runs recorded in DIR/backlog (an upload task).
+  void RetryBacklog();
   // Finishes: waits for gets and (bounded) uploads, writes the session list,
   // flushes the local index, reports the counters.
   void Drain();
@@ -207,6 +214,12 @@ class Server {
   std::unique_ptr<Session> session_;
   std::unique_ptr<base::ThreadPool> lookups_;
   std::unique_ptr<base::ThreadPool> uploads_;  // null without remote_upload
+  // DIR/backlog (cache/backlog.h): puts not uploaded, for this or a later run
+  // (or a server on this directory) to push. Null without remote_upload.
+  std::shared_ptr<cache::Backlog> backlog_;
+  absl::Mutex pending_mu_;
+  // Keys submitted for upload and not finished: recorded if the run ends first.
+  std::set<std::string> pending_ ABSL_GUARDED_BY(pending_mu_);
 
   absl::Mutex out_mu_;
   std::ostream* out_ ABSL_GUARDED_BY(out_mu_) = nullptr;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "pkg/cache/backlog.h"
 #include "nlohmann/json.hpp"
 #include "pkg/gocacheprog/protocol.h"
 #include "pkg/gocacheprog/server_test_util.h"
@@ -317,6 +318,43 @@ TEST(ServerRemote, KnownMissesAreNotAskedTwice) {
     if (absl::StrContains(req.path(), "/manifests/") && req.method == "GET") ++manifest_gets;
   }
   EXPECT_EQ(manifest_gets, 3);  // IDs 1, 2, 9 once each
+}
+
+// Issue 11, defect 4 for gocacheprog: puts that could not be uploaded (the
+// registry answered 500) wait in DIR/backlog, and the next run pushes them.
+TEST(ServerRemote, PutsNotUploadedArePushedByTheNextRun) {
+  auto fake = harness::FakeHttpServer::Start([](const harness::FakeRequest&) {
+    return harness::FakeResponse::Text(500, "broken");
+  });
+  ASSERT_TRUE(fake.ok()) << fake.status();
+  auto broken = RegistryStoreFor((*fake)->host(), absl::Seconds(5), 1);
+  Fixture f;
+  std::string in;
+  for (int i = 0; i < 4; ++i) in += Put(100 + i, ActionID(i), Body(i, 100));
+  in += Put(104, ActionID(4), "");  // an empty object too
+  in += Close(999);
+  Result r = f.Run(in, {}, nullptr, broken.get());
+  EXPECT_EQ(r.stats.upload_failures, 5);
+  auto backlog = cache::Backlog::Open(f.dir_ + "/backlog");
+  ASSERT_TRUE(backlog.ok());
+  auto keys = (*backlog)->Keys(0);
+  ASSERT_TRUE(keys.ok());
+  ASSERT_EQ(keys->size(), 5u);
+  bool said = false;
+  for (const auto& w : r.warnings) said |= absl::StrContains(w, "wait in");
+  EXPECT_TRUE(said);
+
+  // The next run, with the registry back (a directory stands in for it), pushes them.
+  auto registry = layout::LayoutStore::Open(TempDir());
+  ASSERT_TRUE(registry.ok());
+  Result r2 = f.Run(Close(1), {}, nullptr, registry->get());
+  EXPECT_EQ(r2.stats.upload_failures, 0);
+  EXPECT_EQ(r2.stats.uploaded, 5);
+  for (const auto& key : *keys) {
+    auto e = (*registry)->Lookup(key, cache::LookupOptions());
+    EXPECT_TRUE(e.ok()) << key << ": " << e.status();
+  }
+  EXPECT_EQ((*backlog)->Keys(0)->size(), 0u);
 }
 
 TEST(ServerRemote, RegistryAnswering500GivesMissesNotErrors) {
