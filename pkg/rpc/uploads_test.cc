@@ -148,6 +148,34 @@ TEST_F(UploadsTest, OldUploadsExpire) {
   EXPECT_TRUE(absl::IsNotFound((*staging)->Query("old").status()));
 }
 
+// Issue 11, defect 6: with the disk full, half-written uploads go long before
+// their ttl (the server's prober calls Expire(1 min)); one a stream holds stays.
+TEST_F(UploadsTest, IdleUploadsExpireEarlyOnRequest) {
+  std::string dir = TempDir();
+  auto staging = UploadStaging::Open(dir);  // ttl 24 h
+  ASSERT_TRUE(staging.ok());
+  {
+    auto up = (*staging)->Begin("idle", oci::Digest(), -1, 0);
+    ASSERT_TRUE(up.ok());
+    ASSERT_TRUE((*up)->Append("half written").ok());
+  }
+  auto held = (*staging)->Begin("held", oci::Digest(), -1, 0);
+  ASSERT_TRUE(held.ok());
+  ASSERT_TRUE((*held)->Append("in progress").ok());
+  for (const char* id : {"idle", "held"}) {
+    std::string stem = oci::Digest::Of(id).hex();
+    for (const char* ext : {".part", ".meta"}) {
+      struct utimbuf t = {time(nullptr) - 120, time(nullptr) - 120};
+      ASSERT_EQ(utime((dir + "/" + stem + ext).c_str(), &t), 0);
+    }
+  }
+  (*staging)->Expire();  // the ttl: both kept
+  EXPECT_TRUE((*staging)->Query("idle").ok());
+  (*staging)->Expire(absl::Minutes(1));
+  EXPECT_TRUE(absl::IsNotFound((*staging)->Query("idle").status()));
+  EXPECT_TRUE((*staging)->Query("held").ok());  // claimed by a stream
+}
+
 // StageDirect: bytes wait in an aligned buffer and whole blocks bypass the
 // page cache; a stream that pauses still leaves every byte it received staged,
 // and one taken over leaves its buffered bytes to the new stream.
