@@ -48,8 +48,8 @@ absl::StatusOr<std::shared_ptr<Backlog>> Backlog::Open(std::string dir) {
     return base::ErrnoStatus(errno, absl::StrCat("create ", dir));
   }
   std::shared_ptr<Backlog> b(new Backlog(std::move(dir)));
-  auto keys = b->Keys(0);
-  if (!keys.ok()) return keys.status();
+  auto counted = b->Names(/*blobs=*/false, 1);  // counts every record
+  if (!counted.ok()) return counted.status();
   return b;
 }
 

@@ -321,7 +321,8 @@ void CacheServer::Probe() {
       if (r.ok()) freed = *r;
     }
     ResourceUsage after = MeasureResources(dir);
-    if (opts_.service.access_log) {
+    // Said when something was freed (a disk that stays full shows as NOT_SERVING).
+    if (opts_.service.access_log && (freed > 0 || after.disk_free_bytes > usage.disk_free_bytes)) {
       opts_.service.access_log(absl::StrCat(
           "disk low: ", usage.disk_free_bytes >> 20, " MiB free; evicted ", freed >> 20,
           " MiB from the local tier and expired idle uploads; now ", after.disk_free_bytes >> 20,
