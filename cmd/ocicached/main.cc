@@ -13,6 +13,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "pkg/cmdline/args.h"
@@ -73,6 +74,19 @@ ABSL_FLAG(std::vector<std::string>, reapi_instances, {},
 ABSL_FLAG(std::string, tokens_file, "",
           "bearer tokens, one \"TOKEN read|write\" per line; unset: no authentication");
 
+ABSL_FLAG(std::string, http_listen, "default",
+          "HOST:PORT of the HTTP cache endpoint (docs/HTTP.md: bazel-remote's /ac/ and /cas/, "
+          "/cache/NS/KEY for ccache and Gradle, Turborepo's /v8/artifacts, Nx's /v1/cache, "
+          "/status), with --tls_* as the gRPC port; empty: none. Default: --listen's host and "
+          "its port plus one (127.0.0.1:9093), or a free port when --listen's port is 0 or the "
+          "next one is taken (printed as \"http cache on URL\")");
+ABSL_FLAG(std::string, http_port_file, "", "also write the HTTP endpoint's bound port to this file");
+ABSL_FLAG(absl::Duration, http_read_timeout, absl::Seconds(5),
+          "HTTP: the longest a read waits on the registry; past it the read is a miss (404), "
+          "so a registry outage never fails a build");
+ABSL_FLAG(std::string, http_max_body_size, "16G",
+          "HTTP: largest request body (K, M, G suffixes); larger ones get 413");
+
 ABSL_FLAG(std::string, health_listen, "",
           "HOST:PORT of an extra plaintext port serving only grpc.health.v1, for probes that "
           "cannot speak TLS (Kubernetes grpc probes); unset: none");
@@ -130,8 +144,10 @@ int main(int argc, char** argv) {
       "ocicached [flags]: serves an ocicache (a local directory and/or an OCI registry "
       "repository) over gRPC (api/ocicache/v1/cache.proto), with health and reflection.\n"
       "Also a Bazel remote cache (REAPI v2: --remote_cache=grpc://HOST:PORT; instance name "
-      "a/b is repository REPO/a/b).\n"
-      "Default: 127.0.0.1:9092 serving ~/.cache/ocicache. Stops on SIGTERM or SIGINT.");
+      "a/b is repository REPO/a/b), and an HTTP cache endpoint for Bazel "
+      "(--remote_cache=http://HOST:PORT+1), ccache, Gradle, Turborepo and Nx (docs/HTTP.md).\n"
+      "Default: gRPC on 127.0.0.1:9092 and HTTP on 127.0.0.1:9093, serving ~/.cache/ocicache. "
+      "Stops on SIGTERM or SIGINT.");
   // One spelling of a setting across binaries: --ca-file works as --ca_file.
   ocicache::cmdline::UnderscoreFlagNames(argc, argv);
   auto positional = absl::ParseCommandLine(argc, argv);
@@ -190,6 +206,39 @@ int main(int argc, char** argv) {
   o.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   o.server.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.server.health_listen = absl::GetFlag(FLAGS_health_listen);
+  {
+    std::string http = absl::GetFlag(FLAGS_http_listen);
+    if (http == "default") {
+      // Next to the gRPC port; a free port when that is not fixed or taken.
+      const std::string& grpc = o.server.listen;
+      size_t colon = grpc.rfind(':');
+      int port = 0;
+      if (colon != std::string::npos && absl::SimpleAtoi(grpc.substr(colon + 1), &port) &&
+          port > 0 && port < 65535) {
+        http = absl::StrCat(grpc.substr(0, colon), ":", port + 1);
+      } else if (colon != std::string::npos) {
+        http = absl::StrCat(grpc.substr(0, colon), ":0");
+      } else {
+        http = "";
+      }
+      o.server.http.free_port_if_taken = true;
+    }
+    o.server.http.listen = http;
+    o.http_port_file = absl::GetFlag(FLAGS_http_port_file);
+    o.server.http_handler.read_timeout = absl::GetFlag(FLAGS_http_read_timeout);
+    if (o.server.http_handler.read_timeout <= absl::ZeroDuration()) {
+      std::cerr << "ocicached: --http_read_timeout must be positive\n";
+      return 2;
+    }
+    int64_t max_body = ParseSize(absl::GetFlag(FLAGS_http_max_body_size));
+    if (max_body < 1024) {
+      std::cerr << "ocicached: --http_max_body_size takes a size of at least 1K, such as 512M "
+                   "or 16G, not \"" << absl::GetFlag(FLAGS_http_max_body_size) << "\"\n";
+      return 2;
+    }
+    o.server.http.max_body_bytes = max_body;
+    o.server.http_handler.max_body_bytes = max_body;
+  }
   o.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

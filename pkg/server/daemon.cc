@@ -170,6 +170,14 @@ int RunDaemon(DaemonOptions opts) {
   }
   std::printf("listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
+  // The HTTP port file first: a script that waits for --port_file finds both.
+  if (!opts.http_port_file.empty() && (*server)->http_port() != 0) {
+    if (absl::Status s = WritePortFile(opts.http_port_file, (*server)->http_port()); !s.ok()) {
+      Say(absl::StrCat("error: ", s.message()));
+      (*server)->Shutdown(absl::ZeroDuration());
+      return 1;
+    }
+  }
   if (!opts.port_file.empty()) {
     if (absl::Status s = WritePortFile(opts.port_file, (*server)->port()); !s.ok()) {
       Say(absl::StrCat("error: ", s.message()));
@@ -182,6 +190,9 @@ int RunDaemon(DaemonOptions opts) {
                                                                  : "TLS, client certificates required";
   Say(absl::StrCat("serving ", describe, " on ", (*server)->address(), " (", security, ", ",
                    (*server)->serving() ? "SERVING" : "NOT_SERVING", ")"));
+  if ((*server)->http_port() != 0) {
+    Say(absl::StrCat("http cache on ", (*server)->http_url(), " (docs/HTTP.md)"));
+  }
   if ((*server)->health_port() != 0) {
     std::string host = opts.server.health_listen.substr(0, opts.server.health_listen.rfind(':'));
     Say(absl::StrCat("health (plaintext, grpc.health.v1 only) on ", host, ":",

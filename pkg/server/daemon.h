@@ -16,6 +16,8 @@ struct DaemonOptions {
   ServerOptions server;
   // Also write the bound port (one line) here, atomically.
   std::string port_file;
+  // The HTTP cache endpoint's bound port, likewise (written before port_file).
+  std::string http_port_file;
   // Bearer tokens with scopes (service/auth.h); empty: no authentication.
   std::string tokens_file;
   // After SIGTERM/SIGINT: how long calls in flight may take before they are cancelled.

@@ -250,6 +250,26 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
                                                  " for health checks"));
     }
   }
+  if (!s->opts_.http.listen.empty()) {
+    httpcache::HandlerOptions ho = s->opts_.http_handler;
+    ho.store_description = b.store->Describe();
+    ho.started = b.started;
+    ho.access_log = s->opts_.service.access_log;
+    s->http_handler_ = std::make_unique<httpcache::Handler>(b.store, s->reapi_instances_.get(),
+                                                            b.auth, b.breaker, std::move(ho));
+    httpcache::HttpServerOptions hs = s->opts_.http;
+    if (hs.cert_chain_pem.empty()) {
+      hs.cert_chain_pem = s->opts_.tls.cert_chain_pem;
+      hs.key_pem = s->opts_.tls.key_pem;
+      hs.client_ca_pem = s->opts_.tls.client_ca_pem;
+    }
+    auto h = httpcache::HttpServer::Start(s->http_handler_.get(), std::move(hs));
+    if (!h.ok()) {
+      s->server_->Shutdown();
+      return h.status();
+    }
+    s->http_ = *std::move(h);
+  }
   if (!s->opts_.metrics_listen.empty()) {
     CacheServer* srv = s.get();
     auto m = MetricsHttpServer::Start(s->opts_.metrics_listen, [srv] {
@@ -277,10 +297,13 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
       snap.reapi_closed_instances = srv->reapi_instances_->closed_count();
       snap.resources = MeasureResources(
           srv->stores_.tiers.local != nullptr ? srv->stores_.tiers.local->dir() : std::string());
-      return RenderMetrics(srv->counters_, snap);
+      std::string text = RenderMetrics(srv->counters_, snap);
+      if (srv->http_handler_ != nullptr) text += srv->http_handler_->stats().RenderPrometheus();
+      return text;
     });
     if (!m.ok()) {
       s->server_->Shutdown();
+      if (s->http_ != nullptr) s->http_->Stop(absl::ZeroDuration());
       return m.status();
     }
     s->metrics_ = *std::move(m);
@@ -373,6 +396,10 @@ void CacheServer::Shutdown(absl::Duration grace) {
   }
   if (prober_.joinable()) prober_.join();
   if (metrics_ != nullptr) metrics_->Stop();
+  // HTTP and gRPC stop taking requests together; each lets its requests in
+  // flight finish within `grace`.
+  std::thread http_stop;
+  if (http_ != nullptr) http_stop = std::thread([this, grace] { http_->Stop(grace); });
   if (server_ != nullptr) {
     auto* health = server_->GetHealthCheckService();
     if (health != nullptr) health->Shutdown();  // NOT_SERVING to watchers from now on
@@ -384,6 +411,7 @@ void CacheServer::Shutdown(absl::Duration grace) {
     health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
     health_server_->Wait();
   }
+  if (http_stop.joinable()) http_stop.join();
 }
 
 }  // namespace ocicache::server

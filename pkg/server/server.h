@@ -25,6 +25,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "pkg/httpcache/handler.h"
+#include "pkg/httpcache/server.h"
 #include "pkg/stores/stores.h"
 #include "pkg/reapi/instance.h"
 #include "pkg/reapi/services.h"
@@ -75,6 +77,10 @@ struct ServerOptions {
   reapi::StoreOpener open_instance;
   // TLS (and mTLS) on the port (tls.h); no certificate: plaintext.
   TlsConfig tls;
+  // The HTTP cache endpoint (pkg/httpcache, docs/HTTP.md): empty http.listen:
+  // none. Its TLS is the gRPC port's (`tls`) unless set here.
+  httpcache::HttpServerOptions http;
+  httpcache::HandlerOptions http_handler;
   // HOST:PORT of a second, plaintext port that serves only grpc.health.v1 (for
   // probes that cannot speak TLS, e.g. Kubernetes' grpc probes); empty: none.
   std::string health_listen;
@@ -94,6 +100,9 @@ class CacheServer {
   const std::string& address() const { return address_; }
   // The metrics endpoint's port; 0 without one.
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+  // The HTTP cache endpoint's port and URL; 0 and "" without one.
+  int http_port() const { return http_ ? http_->port() : 0; }
+  std::string http_url() const { return http_ ? http_->url() : std::string(); }
   // The health-only port; 0 without one.
   int health_port() const { return health_port_; }
   cache::Store& store() { return *stores_.store; }
@@ -127,6 +136,8 @@ class CacheServer {
   std::unique_ptr<reapi::CasService> reapi_cas_;
   std::unique_ptr<reapi::ByteStreamService> reapi_bytestream_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<httpcache::Handler> http_handler_;
+  std::unique_ptr<httpcache::HttpServer> http_;
   std::unique_ptr<MetricsHttpServer> metrics_;
   std::unique_ptr<grpc::Server> health_server_;  // health_listen
   int health_port_ = 0;

@@ -1,0 +1,588 @@
+#include "pkg/httpcache/handler.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "pkg/base/call_scope.h"
+#include "pkg/oci/digest.h"
+#include "pkg/oci/types.h"
+
+namespace ocicache::httpcache {
+namespace {
+
+constexpr char kConfigFormat[] = "v1";
+// The longest x-artifact-tag kept (turbo's signatures are ~60 bytes).
+constexpr size_t kMaxTagBytes = 1024;
+
+// A source that first yields `prefix`, then the rest of `rest`.
+class PrefixedSource : public oci::ByteSource {
+ public:
+  PrefixedSource(std::string prefix, oci::ByteSource* rest)
+      : prefix_(std::move(prefix)), rest_(rest) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    if (pos_ < prefix_.size()) {
+      size_t k = std::min(n, prefix_.size() - pos_);
+      std::memcpy(buf, prefix_.data() + pos_, k);
+      pos_ += k;
+      return k;
+    }
+    return rest_->Read(buf, n);
+  }
+
+ private:
+  std::string prefix_;
+  size_t pos_ = 0;
+  oci::ByteSource* rest_;
+};
+
+bool IsRead(absl::string_view method) { return method == "GET" || method == "HEAD"; }
+
+// The HTTP status of a store error on a write.
+int WriteStatus(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kDataLoss:
+      return 400;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kResourceExhausted:
+      return 413;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+std::string OneLine(absl::string_view s) {
+  std::string out(s.substr(0, 400));
+  for (char& c : out) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Request::Header(absl::string_view lower_name) const {
+  auto it = headers.find(std::string(lower_name));
+  return it == headers.end() ? std::string() : it->second;
+}
+
+std::string BearerFromAuthorization(absl::string_view header) {
+  header = absl::StripAsciiWhitespace(header);
+  size_t space = header.find(' ');
+  if (space == absl::string_view::npos) return "";
+  absl::string_view scheme = header.substr(0, space);
+  absl::string_view value = absl::StripAsciiWhitespace(header.substr(space + 1));
+  if (absl::EqualsIgnoreCase(scheme, "Bearer")) return absl::StrCat("Bearer ", value);
+  if (!absl::EqualsIgnoreCase(scheme, "Basic")) return "";
+  std::string decoded;
+  if (!absl::Base64Unescape(value, &decoded) && !absl::WebSafeBase64Unescape(value, &decoded)) {
+    return "";
+  }
+  size_t colon = decoded.find(':');
+  if (colon == std::string::npos) return "";
+  return absl::StrCat("Bearer ", decoded.substr(colon + 1));
+}
+
+absl::StatusOr<std::string> ReadBody(oci::ByteSource& body, int64_t max) {
+  std::string out;
+  char buf[64 << 10];
+  for (;;) {
+    auto n = body.Read(buf, sizeof buf);
+    if (!n.ok()) return n.status();
+    if (*n == 0) return out;
+    if (static_cast<int64_t>(out.size() + *n) > max) {
+      return absl::ResourceExhaustedError(absl::StrCat("the body is larger than ", max, " bytes"));
+    }
+    out.append(buf, *n);
+  }
+}
+
+Handler::Handler(cache::Store* store, reapi::Instances* instances, const rpc::TokenAuth* auth,
+                 std::shared_ptr<cache::Breaker> breaker, HandlerOptions opts)
+    : store_(store),
+      instances_(instances),
+      auth_(auth),
+      breaker_(std::move(breaker)),
+      opts_(std::move(opts)) {}
+
+Response Handler::Error(const Exchange& ex, int status, absl::string_view message) const {
+  Response r;
+  r.status = status;
+  r.note = OneLine(message);
+  Protocol p = ex.routed.error == 0 ? ex.routed.route.protocol : Protocol::kServer;
+  if (p == Protocol::kTurbo) {
+    // Turborepo reads {"error": {...}}-less API errors as {"code", "message"}.
+    nlohmann::json j = {{"code", status == 403   ? "forbidden"
+                                 : status == 401 ? "unauthorized"
+                                 : status == 404 ? "not_found"
+                                                 : "bad_request"},
+                        {"message", r.note}};
+    r.body = j.dump();
+    r.headers.emplace_back("Content-Type", "application/json");
+  } else {
+    r.body = absl::StrCat(r.note, "\n");
+    r.headers.emplace_back("Content-Type", "text/plain; charset=utf-8");
+  }
+  return r;
+}
+
+Response Handler::Miss(const Exchange& ex, const absl::Status& why) const {
+  Response r = Error(ex, 404, why.ok() ? "not found" : why.message());
+  if (!why.ok() && !absl::IsNotFound(why)) {
+    r.note = absl::StrCat("miss because ", absl::StatusCodeToString(why.code()), ": ", r.note);
+  }
+  return r;
+}
+
+std::optional<Response> Handler::Authorize(const Exchange& ex) const {
+  if (auth_ == nullptr) return std::nullopt;
+  rpc::Access need = ex.routed.route.writes ? rpc::Access::kWrite : rpc::Access::kRead;
+  absl::Status s =
+      auth_->Check(BearerFromAuthorization(ex.request.Header("authorization")), need);
+  if (s.ok()) return std::nullopt;
+  if (absl::IsPermissionDenied(s)) return Error(ex, 403, s.message());
+  Response r = Error(ex, 401, s.message());
+  r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"ocicache\"");
+  r.headers.emplace_back("WWW-Authenticate", "Basic realm=\"ocicache\"");
+  return r;
+}
+
+std::unique_ptr<Exchange> Handler::Begin(Request request) {
+  auto ex = std::make_unique<Exchange>();
+  ex->start = absl::Now();
+  ex->request = std::move(request);
+  const Request& rq = ex->request;
+  ex->routed = RouteRequest(rq.method, rq.path, rq.query);
+  if (ex->routed.error != 0) {
+    Response r = Error(*ex, ex->routed.error, ex->routed.message);
+    if (!ex->routed.allow.empty()) r.headers.emplace_back("Allow", ex->routed.allow);
+    ex->early = std::move(r);
+    return ex;
+  }
+  const Route& route = ex->routed.route;
+  if (route.target != Target::kStatus) {
+    if (auto denied = Authorize(*ex)) {
+      ex->early = std::move(*denied);
+      return ex;
+    }
+  }
+  bool takes_body = rq.method == "PUT" || rq.method == "POST";
+  if (!takes_body && rq.HasBody()) {
+    // Dropped by the server; a GET with a body is odd, not wrong.
+  }
+  if (takes_body) {
+    if (rq.content_length < 0 && !rq.chunked) {
+      ex->early = Error(*ex, 411, "a body needs Content-Length or chunked transfer encoding");
+      return ex;
+    }
+    int64_t max = (route.target == Target::kObject || route.target == Target::kCasBlob)
+                      ? opts_.max_body_bytes
+                      : opts_.max_message_bytes;
+    if (rq.content_length > max) {
+      ex->early = Error(*ex, 413, absl::StrCat("the body (", rq.content_length,
+                                               " bytes) is larger than the limit of ", max));
+      return ex;
+    }
+  }
+  base::CallLimits limits;
+  limits.cap = absl::Now() + opts_.read_timeout;
+  base::CallScope scope(std::move(limits));
+  // Answers known before the body: a blob the CAS has (bazel PUTs every
+  // output again on each build; draining the body is all it costs), and an
+  // Nx hash stored already (Nx never overwrites).
+  if (rq.method == "PUT" && route.target == Target::kCasBlob && rq.content_length >= 0) {
+    auto inst = instances_->Get(route.instance);
+    auto digest = oci::Digest::FromHex(route.hash);
+    if (inst.ok() && digest.ok()) {
+      auto have = (*inst)->Exists(reapi::BlobId{*digest, rq.content_length});
+      if (have.ok() && *have) {
+        Response r;
+        r.note = "present";
+        ex->early = std::move(r);
+        return ex;
+      }
+    }
+  }
+  if (rq.method == "PUT" && route.protocol == Protocol::kNx) {
+    cache::LookupOptions lo;
+    lo.touch = false;
+    auto e = store_->Lookup(route.key, lo);
+    if (e.ok()) {
+      ex->early = Error(*ex, 409, "this hash is stored already (Nx entries are never overwritten)");
+      return ex;
+    }
+  }
+  return ex;
+}
+
+Response Handler::Body(Exchange& ex, oci::ByteSource* body) {
+  base::CallLimits limits;
+  limits.cap = absl::Now() + (IsRead(ex.request.method) ? opts_.read_timeout : opts_.write_timeout);
+  base::CallScope scope(std::move(limits));
+  return Serve(ex, body);
+}
+
+Response Handler::Serve(Exchange& ex, oci::ByteSource* body) {
+  const Route& route = ex.routed.route;
+  const std::string& m = ex.request.method;
+  switch (route.target) {
+    case Target::kStatus: {
+      Response r;
+      r.body = StatusJson();
+      r.headers.emplace_back("Content-Type", "application/json");
+      return r;
+    }
+    case Target::kTurboStatus: {
+      Response r;
+      r.body = R"({"status":"enabled"})";
+      r.headers.emplace_back("Content-Type", "application/json");
+      return r;
+    }
+    case Target::kTurboEvents: {
+      // Usage events: read (so the connection stays usable) and dropped.
+      if (body != nullptr) {
+        auto b = ReadBody(*body, opts_.max_message_bytes);
+        if (!b.ok()) return Error(ex, 413, b.status().message());
+      }
+      return Response{};
+    }
+    case Target::kTurboQuery:
+      return TurboQuery(ex, body);
+    case Target::kActionResult:
+      return m == "PUT" ? PutActionResult(ex, body) : GetActionResult(ex);
+    case Target::kCasBlob:
+      return m == "PUT" ? PutCasBlob(ex, body) : GetCasBlob(ex);
+    case Target::kObject:
+      if (m == "PUT") return PutObject(ex, body);
+      if (m == "DELETE") return DeleteObject(ex);
+      return GetObject(ex);
+  }
+  return Error(ex, 500, "unrouted request");
+}
+
+Response Handler::GetObject(Exchange& ex) {
+  const Route& route = ex.routed.route;
+  auto entry = store_->Lookup(route.key, cache::LookupOptions{});
+  if (!entry.ok()) return Miss(ex, entry.status());
+  nlohmann::json c = nlohmann::json::parse(entry->config, nullptr, /*allow_exceptions=*/false);
+  if (!c.is_object() || c.value("http", "") != kConfigFormat) {
+    return Miss(ex, absl::DataLossError(absl::StrCat("entry ", route.key,
+                                                     " is not an HTTP cache object")));
+  }
+  Response r;
+  r.headers.emplace_back("Content-Type", oci::media::kOctetStream);
+  if (route.protocol == Protocol::kTurbo) {
+    if (c.contains("duration") && c["duration"].is_number_integer()) {
+      r.headers.emplace_back("x-artifact-duration", std::to_string(c["duration"].get<int64_t>()));
+    }
+    if (c.contains("tag") && c["tag"].is_string()) {
+      r.headers.emplace_back("x-artifact-tag", c["tag"].get<std::string>());
+    }
+  }
+  if (c.contains("data") && c["data"].is_string()) {
+    if (!absl::Base64Unescape(c["data"].get<std::string>(), &r.body)) {
+      return Miss(ex, absl::DataLossError("the inlined object is not base64"));
+    }
+    return r;
+  }
+  if (entry->blobs.empty()) return Miss(ex, absl::DataLossError("the entry names no object"));
+  const oci::Descriptor blob = entry->blobs[0];
+  if (ex.request.method == "GET" && blob.size <= opts_.max_buffered_bytes) {
+    oci::StringSink sink(&r.body);
+    absl::Status s = store_->ReadBlob(blob.digest, 0, sink);
+    if (!s.ok()) return Miss(ex, s);
+    return r;
+  }
+  cache::Store* store = store_;
+  r.size = blob.size;
+  r.stream = [store, blob](oci::ByteSink& sink) { return store->ReadBlob(blob.digest, 0, sink); };
+  return r;
+}
+
+Response Handler::PutObject(Exchange& ex, oci::ByteSource* body) {
+  const Route& route = ex.routed.route;
+  const Request& rq = ex.request;
+  nlohmann::ordered_json config = {{"http", kConfigFormat},
+                                   {"protocol", ProtocolName(route.protocol)}};
+  if (route.protocol == Protocol::kTurbo) {
+    int64_t duration = 0;
+    std::string d = rq.Header("x-artifact-duration");
+    if (!d.empty()) {
+      if (!absl::SimpleAtoi(d, &duration) || duration < 0) {
+        return Error(ex, 400, "x-artifact-duration must be a number of milliseconds");
+      }
+      config["duration"] = duration;
+    }
+    std::string tag = rq.Header("x-artifact-tag");
+    if (!tag.empty()) {
+      if (tag.size() > kMaxTagBytes) return Error(ex, 400, "x-artifact-tag is too long");
+      for (char c : tag) {
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) {
+          return Error(ex, 400, "x-artifact-tag must be printable ASCII");
+        }
+      }
+      config["tag"] = tag;
+    }
+  }
+  if (body == nullptr) return Error(ex, 411, "a PUT needs a body");
+  // Small objects live inside the entry: read up to the inline limit first.
+  std::string head;
+  bool fits = false;
+  {
+    char buf[16 << 10];
+    for (;;) {
+      int64_t room = opts_.max_inline_bytes + 1 - static_cast<int64_t>(head.size());
+      if (room <= 0) break;
+      auto n = body->Read(buf, std::min<size_t>(sizeof buf, room));
+      if (!n.ok()) return Error(ex, 400, absl::StrCat("reading the body: ", n.status().message()));
+      if (*n == 0) {
+        fits = true;
+        break;
+      }
+      head.append(buf, *n);
+    }
+  }
+  ex.bytes_in = static_cast<int64_t>(head.size());
+  cache::Entry e;
+  e.key = route.key;
+  if (fits) {
+    if (rq.content_length >= 0 && static_cast<int64_t>(head.size()) != rq.content_length) {
+      return Error(ex, 400, "the body is shorter than its Content-Length");
+    }
+    config["data"] = absl::Base64Escape(head);
+  } else {
+    PrefixedSource all(std::move(head), body);
+    auto d = store_->WriteBlob(oci::Digest(), rq.content_length, all);
+    if (!d.ok()) return Error(ex, WriteStatus(d.status()), d.status().message());
+    ex.bytes_in = d->size;
+    oci::Descriptor desc = *d;
+    desc.media_type = oci::media::kOctetStream;
+    e.blobs.push_back(std::move(desc));
+  }
+  e.config = config.dump();
+  e.annotations["org.ocicache.http.protocol"] = ProtocolName(route.protocol);
+  absl::Status s = store_->Put(e);
+  if (!s.ok()) return Error(ex, WriteStatus(s), s.message());
+  Response r;
+  if (route.protocol == Protocol::kTurbo) {
+    r.body = R"({"urls":[]})";
+    r.headers.emplace_back("Content-Type", "application/json");
+  }
+  return r;
+}
+
+Response Handler::DeleteObject(Exchange& ex) {
+  absl::Status s = store_->Delete(ex.routed.route.key);
+  if (absl::IsNotFound(s)) return Error(ex, 404, "no such object");
+  if (!s.ok()) return Error(ex, WriteStatus(s), s.message());
+  return Response{};
+}
+
+Response Handler::GetActionResult(Exchange& ex) {
+  const Route& route = ex.routed.route;
+  auto inst = instances_->Get(route.instance);
+  if (!inst.ok()) {
+    return Error(ex, absl::IsPermissionDenied(inst.status()) ? 403 : 400, inst.status().message());
+  }
+  auto digest = oci::Digest::FromHex(route.hash);
+  if (!digest.ok()) return Error(ex, 400, digest.status().message());
+  // HTTP names an action by its hash alone: the size is unknown (-1).
+  auto result = (*inst)->GetActionResult(reapi::BlobId{*digest, -1});
+  if (!result.ok()) return Miss(ex, result.status());
+  Response r;
+  if (!result->SerializeToString(&r.body)) return Error(ex, 500, "cannot encode the ActionResult");
+  r.headers.emplace_back("Content-Type", oci::media::kOctetStream);
+  return r;
+}
+
+Response Handler::PutActionResult(Exchange& ex, oci::ByteSource* body) {
+  const Route& route = ex.routed.route;
+  if (body == nullptr) return Error(ex, 411, "a PUT needs a body");
+  auto bytes = ReadBody(*body, opts_.max_message_bytes);
+  if (!bytes.ok()) {
+    return Error(ex, absl::IsResourceExhausted(bytes.status()) ? 413 : 400,
+                 bytes.status().message());
+  }
+  ex.bytes_in = static_cast<int64_t>(bytes->size());
+  if (ex.request.content_length >= 0 &&
+      static_cast<int64_t>(bytes->size()) != ex.request.content_length) {
+    return Error(ex, 400, "the body is shorter than its Content-Length");
+  }
+  reapi::v2::ActionResult result;
+  if (!result.ParseFromString(*bytes)) {
+    return Error(ex, 400, "the body is not an ActionResult (a serialized "
+                          "build.bazel.remote.execution.v2.ActionResult)");
+  }
+  auto inst = instances_->Get(route.instance);
+  if (!inst.ok()) {
+    return Error(ex, absl::IsPermissionDenied(inst.status()) ? 403 : 400, inst.status().message());
+  }
+  auto digest = oci::Digest::FromHex(route.hash);
+  if (!digest.ok()) return Error(ex, 400, digest.status().message());
+  auto stored = (*inst)->UpdateActionResult(reapi::BlobId{*digest, -1}, std::move(result));
+  if (!stored.ok()) return Error(ex, WriteStatus(stored.status()), stored.status().message());
+  return Response{};
+}
+
+Response Handler::GetCasBlob(Exchange& ex) {
+  const Route& route = ex.routed.route;
+  auto inst = instances_->Get(route.instance);
+  if (!inst.ok()) {
+    return Error(ex, absl::IsPermissionDenied(inst.status()) ? 403 : 400, inst.status().message());
+  }
+  auto digest = oci::Digest::FromHex(route.hash);
+  if (!digest.ok()) return Error(ex, 400, digest.status().message());
+  std::shared_ptr<reapi::Instance> instance = *inst;
+  auto size = instance->store().StatBlob(*digest);
+  if (!size.ok()) return Miss(ex, size.status());
+  reapi::BlobId id{*digest, *size};
+  Response r;
+  r.headers.emplace_back("Content-Type", oci::media::kOctetStream);
+  if (ex.request.method == "GET" && *size <= opts_.max_buffered_bytes) {
+    oci::StringSink sink(&r.body);
+    absl::Status s = instance->Read(id, 0, sink);
+    if (!s.ok()) return Miss(ex, s);
+    return r;
+  }
+  r.size = *size;
+  r.stream = [instance, id](oci::ByteSink& sink) { return instance->Read(id, 0, sink); };
+  return r;
+}
+
+Response Handler::PutCasBlob(Exchange& ex, oci::ByteSource* body) {
+  const Route& route = ex.routed.route;
+  if (body == nullptr) return Error(ex, 411, "a PUT needs a body");
+  auto inst = instances_->Get(route.instance);
+  if (!inst.ok()) {
+    return Error(ex, absl::IsPermissionDenied(inst.status()) ? 403 : 400, inst.status().message());
+  }
+  auto digest = oci::Digest::FromHex(route.hash);
+  if (!digest.ok()) return Error(ex, 400, digest.status().message());
+  int64_t size = ex.request.content_length;
+  if (size >= 0) {
+    absl::Status s = (*inst)->Write(reapi::BlobId{*digest, size}, *body);
+    if (!s.ok()) return Error(ex, WriteStatus(s), s.message());
+    ex.bytes_in = size;
+  } else {
+    // Chunked: the size shows at the end.
+    auto d = (*inst)->store().WriteBlob(*digest, -1, *body);
+    if (!d.ok()) return Error(ex, WriteStatus(d.status()), d.status().message());
+    (*inst)->NoteExists(reapi::BlobId{*digest, d->size});
+    ex.bytes_in = d->size;
+  }
+  return Response{};
+}
+
+Response Handler::TurboQuery(Exchange& ex, oci::ByteSource* body) {
+  if (body == nullptr) return Error(ex, 411, "a POST needs a body");
+  auto bytes = ReadBody(*body, opts_.max_message_bytes);
+  if (!bytes.ok()) return Error(ex, 413, bytes.status().message());
+  nlohmann::json j = nlohmann::json::parse(*bytes, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("hashes") || !j["hashes"].is_array()) {
+    return Error(ex, 400, "the body must be {\"hashes\": [...]}");
+  }
+  if (j["hashes"].size() > 1000) return Error(ex, 400, "at most 1000 hashes per query");
+  std::string team;
+  for (const char* q : {"teamId", "slug"}) {
+    auto it = ex.request.query.find(q);
+    if (it != ex.request.query.end() && !it->second.empty()) {
+      team = it->second;
+      break;
+    }
+  }
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& h : j["hashes"]) {
+    if (!h.is_string()) return Error(ex, 400, "hashes must be strings");
+    std::string hash = h.get<std::string>();
+    Routed one = RouteRequest("GET", absl::StrCat("/v8/artifacts/", hash),
+                              team.empty() ? std::map<std::string, std::string>{}
+                                           : std::map<std::string, std::string>{{"teamId", team}});
+    if (one.error != 0) return Error(ex, 400, one.message);
+    cache::LookupOptions lo;
+    lo.touch = false;
+    auto e = store_->Lookup(one.route.key, lo);
+    if (!e.ok()) {
+      out[hash] = nullptr;
+      continue;
+    }
+    nlohmann::json c = nlohmann::json::parse(e->config, nullptr, false);
+    int64_t size = 0;
+    if (c.is_object() && c.contains("data") && c["data"].is_string()) {
+      std::string d;
+      if (absl::Base64Unescape(c["data"].get<std::string>(), &d)) size = d.size();
+    } else if (!e->blobs.empty()) {
+      size = e->blobs[0].size;
+    }
+    nlohmann::json item = {{"size", size}};
+    if (c.is_object() && c.contains("duration")) item["taskDurationMs"] = c["duration"];
+    if (c.is_object() && c.contains("tag")) item["tag"] = c["tag"];
+    out[hash] = item;
+  }
+  Response r;
+  r.body = out.dump();
+  r.headers.emplace_back("Content-Type", "application/json");
+  return r;
+}
+
+void Handler::End(const Exchange& ex, int status, int64_t bytes_out, absl::string_view note) {
+  absl::Duration took = absl::Now() - ex.start;
+  Protocol p = ex.routed.error == 0 ? ex.routed.route.protocol : Protocol::kServer;
+  Outcome outcome = Outcome::kNone;
+  bool lookup = ex.routed.error == 0 && IsRead(ex.request.method) &&
+                (ex.routed.route.target == Target::kObject ||
+                 ex.routed.route.target == Target::kActionResult ||
+                 ex.routed.route.target == Target::kCasBlob);
+  if (lookup && status == 200) outcome = Outcome::kHit;
+  if (lookup && status == 404) outcome = Outcome::kMiss;
+  stats_.Count(p, ex.request.method, status, outcome, ex.bytes_in, bytes_out, took);
+  if (opts_.access_log) {
+    std::string line = absl::StrCat(
+        ex.request.peer.empty() ? "-" : ex.request.peer, " HTTP ", ProtocolName(p), " ",
+        absl::CHexEscape(ex.request.method.substr(0, 16)), " \"",
+        absl::CHexEscape(absl::string_view(ex.request.path).substr(0, 300)), "\" ", status, " ",
+        absl::ToInt64Milliseconds(took), "ms ", ex.bytes_in, "B/", bytes_out, "B");
+    if (!note.empty()) absl::StrAppend(&line, " ", OneLine(note));
+    opts_.access_log(line);
+  }
+}
+
+std::string Handler::StatusJson() const {
+  nlohmann::ordered_json j;
+  j["store"] = opts_.store_description;
+  j["uptime_seconds"] = static_cast<int64_t>(absl::ToDoubleSeconds(absl::Now() - opts_.started));
+  if (breaker_ != nullptr) j["registry_usable"] = breaker_->Usable();
+  nlohmann::ordered_json protocols = nlohmann::ordered_json::object();
+  for (Protocol p : {Protocol::kBazel, Protocol::kKv, Protocol::kTurbo, Protocol::kNx}) {
+    Stats::Protocol c = stats_.Get(p);
+    int64_t requests = 0;
+    for (const auto& [k, n] : c.requests) requests += n;
+    int64_t lookups = c.hits + c.misses;
+    protocols[ProtocolName(p)] = {
+        {"requests", requests},
+        {"hits", c.hits},
+        {"misses", c.misses},
+        {"hit_ratio", lookups == 0 ? 0.0 : static_cast<double>(c.hits) / lookups},
+        {"bytes_in", c.bytes_in},
+        {"bytes_out", c.bytes_out},
+    };
+  }
+  j["protocols"] = protocols;
+  return j.dump();
+}
+
+}  // namespace ocicache::httpcache

@@ -1,0 +1,152 @@
+// The HTTP cache protocols over ocicache's stores, apart from any HTTP library:
+// a request in, a response out (server.h carries them over libmicrohttpd).
+//
+// Objects of the key/value, Turborepo and Nx URL spaces are entries of the
+// server's default store (docs/FORMAT.md, "HTTP cache objects"); bazel's /ac/
+// and /cas/ are the REAPI instances the gRPC endpoint serves, so an action
+// stored over one protocol is a hit over the other.
+//
+// Reads never fail a build: anything but a hit (a miss, a registry out of
+// reach, a timeout) is 404, with the reason in the access log. Writes with the
+// registry out of reach land in the local tier, which pushes them later (the
+// tiered store's backlog).
+#ifndef OCICACHE_PKG_HTTPCACHE_HANDLER_H_
+#define OCICACHE_PKG_HTTPCACHE_HANDLER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "pkg/cache/breaker.h"
+#include "pkg/cache/store.h"
+#include "pkg/httpcache/router.h"
+#include "pkg/httpcache/stats.h"
+#include "pkg/oci/stream.h"
+#include "pkg/reapi/instance.h"
+#include "pkg/rpc/auth.h"
+
+namespace ocicache::httpcache {
+
+struct Request {
+  std::string method;
+  std::string path;  // decoded, without the query
+  std::map<std::string, std::string> query;
+  // Header values by lower-case name (the last one wins).
+  std::map<std::string, std::string> headers;
+  int64_t content_length = -1;  // -1: none (no body, or chunked)
+  bool chunked = false;
+  std::string peer;
+
+  std::string Header(absl::string_view lower_name) const;
+  bool HasBody() const { return content_length > 0 || chunked; }
+};
+
+struct Response {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  // The body: `body`, or when `stream` is set, what it writes (`size` bytes;
+  // -1: unknown, sent chunked). A stream that fails midway cuts the
+  // connection: the client sees a short body, never a wrong one.
+  std::string body;
+  std::function<absl::Status(oci::ByteSink&)> stream;
+  int64_t size = -1;
+  // For the access log and metrics.
+  std::string note;
+  int64_t body_bytes() const { return stream ? size : static_cast<int64_t>(body.size()); }
+};
+
+struct HandlerOptions {
+  // Largest request body (413 beyond).
+  int64_t max_body_bytes = int64_t{16} << 30;
+  // Largest /ac/ body and Turborepo query (ActionResults are small).
+  int64_t max_message_bytes = 16 << 20;
+  // Objects up to this size are kept inside their entry (one GET answers a
+  // hit); larger ones are a blob of their own.
+  int64_t max_inline_bytes = 16 << 10;
+  // Bodies up to this size are answered from memory; larger ones stream.
+  int64_t max_buffered_bytes = 1 << 20;
+  // A read waits at most this long on the registry; then it is a miss (404).
+  absl::Duration read_timeout = absl::Seconds(5);
+  // A write waits at most this long on the registry before the tiered store
+  // keeps it for later (and a registry-only server answers 503).
+  absl::Duration write_timeout = absl::Seconds(60);
+  // Written by the server's /status page.
+  std::string store_description;
+  absl::Time started = absl::Now();
+  std::function<void(absl::string_view line)> access_log;
+};
+
+// One request in progress: what Begin decided, for Body and End.
+struct Exchange {
+  Request request;
+  Routed routed;
+  absl::Time start;
+  // Set by Begin when the answer is known before the body: the server sends
+  // it (reading and dropping any body first, so the connection stays usable).
+  std::optional<Response> early;
+  int64_t bytes_in = 0;
+};
+
+class Handler {
+ public:
+  // `store` (the default store) and `instances` are not owned; `auth` may be
+  // null (no authentication), as may `breaker` (no registry).
+  Handler(cache::Store* store, reapi::Instances* instances, const rpc::TokenAuth* auth,
+          std::shared_ptr<cache::Breaker> breaker, HandlerOptions opts);
+
+  // Routes and authorizes the request, checks its declared size. Body (when
+  // `early` is unset) comes next, then End.
+  std::unique_ptr<Exchange> Begin(Request request);
+  // Serves the request; `body` is its body (null for requests without one).
+  // Must read the body to its end for the response to be a success.
+  Response Body(Exchange& ex, oci::ByteSource* body);
+  // Counts and logs the exchange once the response is sent (or failed).
+  void End(const Exchange& ex, int status, int64_t bytes_out, absl::string_view note);
+
+  const Stats& stats() const { return stats_; }
+  // The /status document.
+  std::string StatusJson() const;
+
+ private:
+  Response Serve(Exchange& ex, oci::ByteSource* body);
+  Response GetObject(Exchange& ex);
+  Response PutObject(Exchange& ex, oci::ByteSource* body);
+  Response DeleteObject(Exchange& ex);
+  Response GetActionResult(Exchange& ex);
+  Response PutActionResult(Exchange& ex, oci::ByteSource* body);
+  Response GetCasBlob(Exchange& ex);
+  Response PutCasBlob(Exchange& ex, oci::ByteSource* body);
+  Response TurboQuery(Exchange& ex, oci::ByteSource* body);
+  // An error response in the style of the request's protocol.
+  Response Error(const Exchange& ex, int status, absl::string_view message) const;
+  // A read that did not hit: 404, the reason kept for the log.
+  Response Miss(const Exchange& ex, const absl::Status& why) const;
+  std::optional<Response> Authorize(const Exchange& ex) const;
+
+  cache::Store* store_;
+  reapi::Instances* instances_;
+  const rpc::TokenAuth* auth_;
+  std::shared_ptr<cache::Breaker> breaker_;
+  const HandlerOptions opts_;
+  Stats stats_;
+};
+
+// "Bearer T" for Authorization: Bearer T, and for Basic with password T (any
+// user name; standard or URL-safe base64, padded or not); "" otherwise.
+std::string BearerFromAuthorization(absl::string_view header);
+
+// Reads a whole body of at most `max` bytes (ResourceExhausted beyond).
+absl::StatusOr<std::string> ReadBody(oci::ByteSource& body, int64_t max);
+
+}  // namespace ocicache::httpcache
+
+#endif  // OCICACHE_PKG_HTTPCACHE_HANDLER_H_

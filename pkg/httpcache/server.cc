@@ -1,0 +1,426 @@
+#include "pkg/httpcache/server.h"
+
+#include <arpa/inet.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "pkg/oci/pipe.h"
+
+namespace ocicache::httpcache {
+namespace {
+
+constexpr size_t kPipeBytes = 4 << 20;
+constexpr size_t kSendBlock = 256 << 10;
+
+// A response body a producer thread writes while the connection's thread
+// sends it (libmicrohttpd pulls, the stores push).
+struct Outgoing {
+  explicit Outgoing(std::function<absl::Status(oci::ByteSink&)> f)
+      : produce(std::move(f)), pipe(kPipeBytes) {}
+  std::function<absl::Status(oci::ByteSink&)> produce;
+  oci::BoundedPipe pipe;
+  std::thread producer;
+  std::shared_ptr<std::atomic<int64_t>> sent;
+};
+
+ssize_t ReadOutgoing(void* cls, uint64_t /*pos*/, char* buf, size_t max) {
+  auto* out = static_cast<Outgoing*>(cls);
+  if (!out->producer.joinable()) {
+    out->producer = std::thread([out] {
+      oci::PipeSink sink(&out->pipe);
+      absl::Status s = out->produce(sink);
+      out->pipe.CloseWrite(s.ok() ? absl::OkStatus() : s);
+    });
+  }
+  auto n = out->pipe.Read(buf, max);
+  if (!n.ok()) return MHD_CONTENT_READER_END_WITH_ERROR;
+  if (*n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+  out->sent->fetch_add(static_cast<int64_t>(*n), std::memory_order_relaxed);
+  return static_cast<ssize_t>(*n);
+}
+
+void FreeOutgoing(void* cls) {
+  auto* out = static_cast<Outgoing*>(cls);
+  out->pipe.CloseRead();
+  if (out->producer.joinable()) out->producer.join();
+  delete out;
+}
+
+// One request's state across libmicrohttpd's calls.
+struct RequestState {
+  enum class Mode { kNoBody, kBuffer, kStream, kDiscard };
+  std::unique_ptr<Exchange> ex;
+  Mode mode = Mode::kNoBody;
+  std::string buffer;
+  int64_t received = 0;
+  // kStream: the handler runs in `consumer`, reading `pipe`.
+  std::unique_ptr<oci::BoundedPipe> pipe;
+  std::thread consumer;
+  Response consumed;
+  // What was queued, for End.
+  bool queued = false;
+  int status = 0;
+  std::string note;
+  std::shared_ptr<std::atomic<int64_t>> sent = std::make_shared<std::atomic<int64_t>>(0);
+
+  void FinishConsumer(absl::Status end) {
+    if (!consumer.joinable()) return;
+    pipe->CloseWrite(std::move(end));
+    consumer.join();
+  }
+};
+
+enum MHD_Result CollectValue(void* cls, enum MHD_ValueKind, const char* key, const char* value) {
+  auto* m = static_cast<std::map<std::string, std::string>*>(cls);
+  if (key != nullptr) (*m)[key] = value == nullptr ? "" : value;
+  return MHD_YES;
+}
+
+std::string Peer(MHD_Connection* c) {
+  const MHD_ConnectionInfo* ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  if (ci == nullptr || ci->client_addr == nullptr) return "-";
+  char host[INET6_ADDRSTRLEN] = "";
+  const sockaddr* sa = ci->client_addr;
+  if (sa->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    return absl::StrCat(host, ":", ntohs(in->sin_port));
+  }
+  if (sa->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    return absl::StrCat("[", host, "]:", ntohs(in6->sin6_port));
+  }
+  return "-";
+}
+
+// Whether the TLS peer presented a certificate the configured client CA issued.
+bool ClientCertificateOk(MHD_Connection* c) {
+  const MHD_ConnectionInfo* ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  if (ci == nullptr || ci->tls_session == nullptr) return false;
+  auto session = static_cast<gnutls_session_t>(ci->tls_session);
+  unsigned int n = 0;
+  if (gnutls_certificate_get_peers(session, &n) == nullptr || n == 0) return false;
+  unsigned int status = 0;
+  return gnutls_certificate_verify_peers2(session, &status) == 0 && status == 0;
+}
+
+void Log(void*, const char* fmt, va_list ap) {
+  char buf[512];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  std::string line = absl::StrCat("ocicached: http: ", absl::StripTrailingAsciiWhitespace(buf), "\n");
+  (void)!write(2, line.data(), line.size());
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Handler* handler = nullptr;
+  HttpServerOptions opts;
+  std::string cert, key, ca;  // kept alive for libmicrohttpd
+
+  enum MHD_Result Queue(MHD_Connection* c, RequestState* st, Response r) {
+    MHD_Response* resp;
+    if (r.stream) {
+      auto* out = new Outgoing(std::move(r.stream));
+      out->sent = st->sent;
+      resp = MHD_create_response_from_callback(
+          r.size < 0 ? MHD_SIZE_UNKNOWN : static_cast<uint64_t>(r.size), kSendBlock, &ReadOutgoing,
+          out, &FreeOutgoing);
+      if (resp == nullptr) FreeOutgoing(out);
+    } else {
+      st->sent->store(st->ex->request.method == "HEAD" ? 0 : static_cast<int64_t>(r.body.size()));
+      resp = MHD_create_response_from_buffer(r.body.size(), r.body.data(), MHD_RESPMEM_MUST_COPY);
+    }
+    if (resp == nullptr) return MHD_NO;
+    for (const auto& [k, v] : r.headers) MHD_add_response_header(resp, k.c_str(), v.c_str());
+    st->queued = true;
+    st->status = r.status;
+    st->note = std::move(r.note);
+    enum MHD_Result ok = MHD_queue_response(c, static_cast<unsigned>(r.status), resp);
+    MHD_destroy_response(resp);
+    return ok;
+  }
+
+  enum MHD_Result Access(MHD_Connection* c, const char* url, const char* method,
+                         const char* upload_data, size_t* upload_data_size, void** con_cls) {
+    auto* st = static_cast<RequestState*>(*con_cls);
+    if (st == nullptr) {
+      st = new RequestState;
+      *con_cls = st;
+      Request rq;
+      rq.method = method;
+      rq.path = url;
+      rq.peer = Peer(c);
+      std::map<std::string, std::string> raw;
+      MHD_get_connection_values(c, MHD_HEADER_KIND, &CollectValue, &raw);
+      for (auto& [k, v] : raw) rq.headers[absl::AsciiStrToLower(k)] = std::move(v);
+      MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, &CollectValue, &rq.query);
+      std::string cl = rq.Header("content-length");
+      int64_t n = -1;
+      if (!cl.empty() && absl::SimpleAtoi(cl, &n) && n >= 0) rq.content_length = n;
+      rq.chunked = absl::StrContains(absl::AsciiStrToLower(rq.Header("transfer-encoding")), "chunked");
+      bool expects_continue = absl::EqualsIgnoreCase(rq.Header("expect"), "100-continue");
+      bool has_body = rq.HasBody();
+      if (!ca.empty() && !ClientCertificateOk(c)) {
+        st->ex = handler->Begin(Request{});  // for End's bookkeeping
+        st->ex->request = std::move(rq);
+        Response r;
+        r.status = 403;
+        r.body = "a client certificate from the configured CA is required\n";
+        r.note = "no valid client certificate";
+        return Queue(c, st, std::move(r));
+      }
+      st->ex = handler->Begin(std::move(rq));
+      if (st->ex->early.has_value()) {
+        // Answer now when the client waits for "100 Continue" or sends no
+        // body; otherwise read the body first (and drop it), so the
+        // connection stays usable for the next request.
+        if (!has_body || expects_continue) return Queue(c, st, std::move(*st->ex->early));
+        st->mode = RequestState::Mode::kDiscard;
+        return MHD_YES;
+      }
+      const Request& r = st->ex->request;
+      bool takes_body = r.method == "PUT" || r.method == "POST";
+      if (takes_body && r.content_length == 0) {
+        st->mode = RequestState::Mode::kBuffer;  // an empty body is a body
+      } else if (!takes_body || !has_body) {
+        st->mode = has_body ? RequestState::Mode::kDiscard : RequestState::Mode::kNoBody;
+      } else if (r.content_length >= 0 && r.content_length <= opts.max_buffered_body_bytes) {
+        st->mode = RequestState::Mode::kBuffer;
+        st->buffer.reserve(static_cast<size_t>(r.content_length));
+      } else {
+        st->mode = RequestState::Mode::kStream;
+        st->pipe = std::make_unique<oci::BoundedPipe>(kPipeBytes);
+        st->consumer = std::thread([this, st] {
+          oci::PipeSource source(st->pipe.get());
+          st->consumed = handler->Body(*st->ex, &source);
+          // Whatever the handler left unread is dropped from now on.
+          st->pipe->CloseRead();
+        });
+      }
+      return MHD_YES;
+    }
+
+    if (*upload_data_size > 0) {
+      absl::string_view chunk(upload_data, *upload_data_size);
+      *upload_data_size = 0;
+      st->received += static_cast<int64_t>(chunk.size());
+      switch (st->mode) {
+        case RequestState::Mode::kBuffer:
+          st->buffer.append(chunk.data(), chunk.size());
+          break;
+        case RequestState::Mode::kStream:
+          if (st->received > opts.max_body_bytes) {
+            // A chunked body past the limit: answer now; libmicrohttpd then
+            // closes the connection instead of reading the rest.
+            st->FinishConsumer(absl::ResourceExhaustedError("the body is too large"));
+            st->mode = RequestState::Mode::kDiscard;
+            Response r;
+            r.status = 413;
+            r.body = absl::StrCat("the body is larger than ", opts.max_body_bytes, " bytes\n");
+            r.note = "body too large";
+            return Queue(c, st, std::move(r));
+          }
+          if (!st->pipe->Write(chunk).ok()) st->mode = RequestState::Mode::kDiscard;
+          break;
+        case RequestState::Mode::kNoBody:
+        case RequestState::Mode::kDiscard:
+          break;
+      }
+      return MHD_YES;
+    }
+
+    // The whole request is in.
+    if (st->queued) return MHD_YES;
+    if (st->consumer.joinable()) {
+      st->FinishConsumer(absl::OkStatus());
+      if (!st->ex->early.has_value()) return Queue(c, st, std::move(st->consumed));
+    }
+    if (st->ex->early.has_value()) return Queue(c, st, std::move(*st->ex->early));
+    if (st->mode == RequestState::Mode::kBuffer) {
+      oci::StringSource source(st->buffer);
+      Response r = handler->Body(*st->ex, &source);
+      std::string().swap(st->buffer);
+      return Queue(c, st, std::move(r));
+    }
+    return Queue(c, st, handler->Body(*st->ex, nullptr));
+  }
+
+  void Completed(void** con_cls, enum MHD_RequestTerminationCode toe) {
+    auto* st = static_cast<RequestState*>(*con_cls);
+    if (st == nullptr) return;
+    *con_cls = nullptr;
+    // A body cut short: the handler's source fails, so nothing is stored.
+    st->FinishConsumer(absl::DataLossError("the client ended the request before its body did"));
+    std::string note = st->note;
+    int status = st->queued ? st->status : 0;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+      const char* why = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timed out"
+                        : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT  ? "client went away"
+                        : toe == MHD_REQUEST_TERMINATED_READ_ERROR    ? "read error"
+                        : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "server shutdown"
+                                                                        : "ended with an error";
+      note = note.empty() ? absl::StrCat("connection ", why) : absl::StrCat(note, "; connection ", why);
+    }
+    if (st->ex != nullptr) {
+      st->ex->bytes_in = std::max(st->ex->bytes_in, st->received);
+      handler->End(*st->ex, status, st->sent->load(), note);
+    }
+    delete st;
+  }
+
+};
+
+namespace {
+
+enum MHD_Result AccessTrampoline(void* cls, MHD_Connection* c, const char* url, const char* method,
+                                 const char* /*version*/, const char* upload_data,
+                                 size_t* upload_data_size, void** con_cls) {
+  return static_cast<HttpServer::Impl*>(cls)->Access(c, url, method, upload_data,
+                                                     upload_data_size, con_cls);
+}
+
+void CompletedTrampoline(void* cls, MHD_Connection*, void** con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  static_cast<HttpServer::Impl*>(cls)->Completed(con_cls, toe);
+}
+
+// A listening socket on HOST:PORT.
+absl::StatusOr<int> Listen(const std::string& addr, bool free_port_if_taken, int* port_out,
+                           std::string* host_out) {
+  std::string host, port;
+  if (!addr.empty() && addr[0] == '[') {
+    size_t end = addr.find("]:");
+    if (end == std::string::npos) return absl::InvalidArgumentError("--http_listen: want [HOST]:PORT");
+    host = addr.substr(1, end - 1);
+    port = addr.substr(end + 2);
+  } else {
+    size_t colon = addr.rfind(':');
+    if (colon == std::string::npos) return absl::InvalidArgumentError("--http_listen: want HOST:PORT");
+    host = addr.substr(0, colon);
+    port = addr.substr(colon + 1);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--http_listen ", addr, ": ", gai_strerror(rc)));
+  }
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(res);
+    return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  int err = 0;
+  if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    err = errno;
+    if (err == EADDRINUSE && free_port_if_taken) {
+      if (res->ai_family == AF_INET) reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_port = 0;
+      if (res->ai_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(res->ai_addr)->sin6_port = 0;
+      err = bind(fd, res->ai_addr, res->ai_addrlen) == 0 ? 0 : errno;
+    }
+  }
+  freeaddrinfo(res);
+  if (err == 0 && ::listen(fd, 1024) != 0) err = errno;
+  if (err != 0) {
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", addr, ": ", strerror(err)));
+  }
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  *port_out = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                       : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  *host_out = host.find(':') != std::string::npos ? absl::StrCat("[", host, "]") : host;
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Handler* handler,
+                                                              HttpServerOptions opts) {
+  bool tls = !opts.cert_chain_pem.empty();
+  if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+    return absl::FailedPreconditionError("this libmicrohttpd has no TLS support");
+  }
+  std::unique_ptr<HttpServer> s(new HttpServer);
+  s->impl_ = std::make_unique<Impl>();
+  Impl& impl = *s->impl_;
+  impl.handler = handler;
+  impl.opts = opts;
+  impl.cert = opts.cert_chain_pem;
+  impl.key = opts.key_pem;
+  impl.ca = opts.client_ca_pem;
+  std::string host;
+  auto fd = Listen(opts.listen, opts.free_port_if_taken, &s->port_, &host);
+  if (!fd.ok()) return fd.status();
+  unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                       MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+  if (tls) flags |= MHD_USE_TLS;
+  unsigned int timeout = static_cast<unsigned int>(
+      std::max<int64_t>(1, absl::ToInt64Seconds(opts.idle_timeout)));
+  MHD_OptionItem tls_opts[] = {
+      {MHD_OPTION_HTTPS_MEM_CERT, 0, const_cast<char*>(impl.cert.c_str())},
+      {MHD_OPTION_HTTPS_MEM_KEY, 0, const_cast<char*>(impl.key.c_str())},
+      {impl.ca.empty() ? MHD_OPTION_END : MHD_OPTION_HTTPS_MEM_TRUST, 0,
+       const_cast<char*>(impl.ca.c_str())},
+      {MHD_OPTION_END, 0, nullptr},
+  };
+  MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, nullptr}};
+  s->daemon_ = MHD_start_daemon(
+      flags, 0, nullptr, nullptr, &AccessTrampoline, &impl, MHD_OPTION_EXTERNAL_LOGGER, &Log,
+      nullptr, MHD_OPTION_LISTEN_SOCKET, *fd,
+      MHD_OPTION_NOTIFY_COMPLETED, &CompletedTrampoline, &impl, MHD_OPTION_CONNECTION_LIMIT,
+      static_cast<unsigned int>(opts.max_connections), MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, opts.max_header_bytes, MHD_OPTION_ARRAY, tls ? tls_opts : no_opts, MHD_OPTION_END);
+  if (s->daemon_ == nullptr) {
+    close(*fd);
+    return absl::InternalError(absl::StrCat("cannot start the HTTP server on ", opts.listen,
+                                            tls ? " (check the TLS certificate and key)" : ""));
+  }
+  s->url_ = absl::StrCat(tls ? "https://" : "http://", host.empty() ? "0.0.0.0" : host, ":",
+                         s->port_);
+  return s;
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Stop(absl::Duration grace) {
+  if (daemon_ == nullptr) return;
+  MHD_socket fd = MHD_quiesce_daemon(daemon_);
+  if (fd != MHD_INVALID_SOCKET) close(fd);
+  absl::Time until = absl::Now() + grace;
+  while (absl::Now() < until) {
+    const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    if (info == nullptr || info->num_connections == 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  MHD_stop_daemon(daemon_);
+  daemon_ = nullptr;
+}
+
+}  // namespace ocicache::httpcache

@@ -1,0 +1,682 @@
+// The HTTP cache endpoint of ocicached (pkg/httpcache) through real HTTP
+// requests (libcurl, and raw sockets where curl would not misbehave), against
+// a real docker-registry: each URL space's semantics (overwrite, 409, turbo's
+// headers and namespaces, the CAS's hash check, ActionResults shared with the
+// gRPC REAPI service), auth (Bearer, Basic in both base64 alphabets, read-only
+// tokens, 100-continue refusals), bad input (paths, hashes, oversized headers
+// and bodies, bodies cut short), and a registry outage (reads miss, writes
+// land in the local tier).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "pkg/httpcache/router.h"
+#include "pkg/oci/digest.h"
+#include "pkg/rpc/auth.h"
+#include "pkg/server/server.h"
+#include "pkg/stores/stores.h"
+#include "test/harness/http_client.h"
+#include "test/harness/registry.h"
+#include "test/integration/served_store.h"
+
+namespace ocicache {
+namespace {
+
+namespace v2 = ::build::bazel::remote::execution::v2;
+using harness::HttpCall;
+using harness::HttpClient;
+using harness::HttpReply;
+using harness::RegistryProcess;
+
+constexpr char kReadToken[] = "read-token-0123456789";
+constexpr char kWriteToken[] = "write-token-0123456789";
+
+std::string Pattern(size_t n, int seed) {
+  std::string s(n, '\0');
+  uint32_t x = 2166136261u ^ static_cast<uint32_t>(seed);
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+std::string Hex(absl::string_view data) { return oci::Digest::Of(data).hex(); }
+
+// Sends raw bytes on a new connection, then reads until the server closes
+// the connection or `wait` passes. Returns what came back.
+std::string Raw(int port, const std::string& bytes, absl::Duration wait, bool shut_write = false) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return "connect failed";
+  }
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+  if (shut_write) shutdown(fd, SHUT_WR);
+  timeval tv{};
+  tv.tv_sec = 0;
+  tv.tv_usec = 200000;
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string out;
+  absl::Time until = absl::Now() + wait;
+  char buf[4096];
+  while (absl::Now() < until) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n == 0) break;
+    if (n < 0) continue;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+class HttpTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    RegistryProcess::Options ro;
+    ro.access_log = true;  // RepeatedCasPutsSendNothingToTheRegistry counts requests
+    auto reg = RegistryProcess::Start(ro);
+    ASSERT_TRUE(reg.ok()) << reg.status();
+    registry_ = reg->release();
+  }
+  static void TearDownTestSuite() {
+    delete registry_;
+    registry_ = nullptr;
+  }
+
+  struct Setup {
+    std::string repo;  // empty: a new one
+    bool dir = true;
+    std::optional<rpc::TokenAuth> auth;
+    int64_t max_body = int64_t{1} << 30;
+    size_t max_header = 32 << 10;
+    absl::Duration idle_timeout = absl::Seconds(60);
+    absl::Duration read_timeout = absl::Seconds(5);
+    std::vector<std::string>* log = nullptr;
+  };
+
+  std::unique_ptr<server::CacheServer> Serve(Setup s) {
+    static std::atomic<int> counter{0};
+    if (s.repo.empty()) s.repo = absl::StrCat("http/t", counter++, "-", getpid());
+    stores::StoreConfig c;
+    c.repo = registry_->host() + "/" + s.repo;
+    if (s.dir) c.dir = testing::TempDir("http-dir");
+    repo_ = s.repo;
+    stores::OpenOptions open;
+    open.profile = stores::Profile::kServer;
+    auto set = stores::OpenStores(c, open);
+    EXPECT_TRUE(set.ok()) << set.status();
+    if (!set.ok()) return nullptr;
+    server::ServerOptions o;
+    o.open_instance = server::InstanceOpener(c);
+    o.auth = s.auth;
+    o.health_interval = absl::Milliseconds(200);
+    o.http.listen = "127.0.0.1:0";
+    o.http.max_body_bytes = s.max_body;
+    o.http.max_header_bytes = s.max_header;
+    o.http.idle_timeout = s.idle_timeout;
+    o.http_handler.max_body_bytes = s.max_body;
+    o.http_handler.read_timeout = s.read_timeout;
+    if (s.log != nullptr) {
+      auto* mu = new absl::Mutex;  // leaked with the test: the server may log until it stops
+      std::vector<std::string>* log = s.log;
+      o.service.access_log = [mu, log](absl::string_view line) {
+        absl::MutexLock l(mu);
+        log->emplace_back(line);
+      };
+    }
+    auto srv = testing::StartServer(*std::move(set), o);
+    EXPECT_TRUE(srv.ok()) << srv.status();
+    if (!srv.ok()) return nullptr;
+    base_ = (*srv)->http_url();
+    return *std::move(srv);
+  }
+
+  HttpReply Do(HttpClient& c, const std::string& method, const std::string& path,
+               const std::string& body = "", std::vector<std::string> headers = {}) {
+    HttpCall call;
+    call.method = method;
+    call.url = base_ + path;
+    call.body = body;
+    call.headers = std::move(headers);
+    auto r = c.Do(call);
+    EXPECT_TRUE(r.ok()) << method << " " << path << ": " << r.status();
+    return r.ok() ? *r : HttpReply{};
+  }
+
+  static RegistryProcess* registry_;
+  std::string repo_;
+  std::string base_;
+};
+
+RegistryProcess* HttpTest::registry_ = nullptr;
+
+TEST_F(HttpTest, KeyValueObjectsOverwriteAndDeleteOverOneConnection) {
+  auto srv = Serve({});
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  EXPECT_EQ(Do(c, "GET", "/cache/ccache/ab/cdef").status, 404);
+  std::string small = "small object", large = Pattern(300 << 10, 1);
+  EXPECT_EQ(Do(c, "PUT", "/cache/ccache/ab/cdef", small).status, 200);
+  EXPECT_EQ(Do(c, "PUT", "/cache/gradle/0123456789abcdef0123456789abcdef", large).status, 200);
+  HttpReply got = Do(c, "GET", "/cache/ccache/ab/cdef");
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, small);
+  EXPECT_TRUE(got.reused_connection);
+  got = Do(c, "GET", "/cache/gradle/0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(got.status, 200);
+  EXPECT_TRUE(got.body == large) << "body of " << got.body.size() << " bytes differs";
+  HttpReply head = Do(c, "HEAD", "/cache/gradle/0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.header("content-length"), std::to_string(large.size()));
+  // Last write wins (ccache re-PUTs manifests).
+  EXPECT_EQ(Do(c, "PUT", "/cache/ccache/ab/cdef", "second").status, 200);
+  EXPECT_EQ(Do(c, "GET", "/cache/ccache/ab/cdef").body, "second");
+  EXPECT_EQ(Do(c, "DELETE", "/cache/ccache/ab/cdef").status, 200);
+  EXPECT_EQ(Do(c, "GET", "/cache/ccache/ab/cdef").status, 404);
+  EXPECT_EQ(Do(c, "DELETE", "/cache/ccache/ab/cdef").status, 404);
+  // Namespaces are apart; the empty body is an object too.
+  EXPECT_EQ(Do(c, "PUT", "/cache/other/ab/cdef", "").status, 200);
+  got = Do(c, "GET", "/cache/other/ab/cdef");
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(got.header("content-length"), "0");
+  // Each object is an ordinary entry under the documented key.
+  std::vector<std::string> keys;
+  ASSERT_TRUE(srv->store()
+                  .List([&](const cache::EntryInfo& e) {
+                    keys.push_back(e.key);
+                    return true;
+                  })
+                  .ok());
+  EXPECT_NE(std::find(keys.begin(), keys.end(),
+                      "http:kv:gradle:0123456789abcdef0123456789abcdef"),
+            keys.end());
+  EXPECT_NE(std::find(keys.begin(), keys.end(), "http:kv:other:ab/cdef"), keys.end());
+}
+
+TEST_F(HttpTest, ObjectsComeFromTheRegistryOnAFreshMachine) {
+  std::string repo;
+  std::string large = Pattern(2 << 20, 2);
+  {
+    auto srv = Serve({});
+    ASSERT_NE(srv, nullptr);
+    repo = repo_;
+    HttpClient c;
+    ASSERT_EQ(Do(c, "PUT", "/cache/ccache/k1", "inline").status, 200);
+    ASSERT_EQ(Do(c, "PUT", "/cache/ccache/k2", large, {"Content-Type: application/octet-stream"})
+                  .status,
+              200);
+    ASSERT_EQ(Do(c, "PUT", "/v8/artifacts/0011223344556677?teamId=team_a", "tarball",
+                 {"x-artifact-duration: 1234", "x-artifact-tag: c2lnbmF0dXJl"})
+                  .status,
+              200);
+    srv->Shutdown(absl::Seconds(2));
+  }
+  Setup s;
+  s.repo = repo;  // a new, empty local directory
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  EXPECT_EQ(Do(c, "GET", "/cache/ccache/k1").body, "inline");
+  HttpReply got = Do(c, "GET", "/cache/ccache/k2");
+  EXPECT_EQ(got.status, 200);
+  EXPECT_TRUE(got.body == large);
+  got = Do(c, "GET", "/v8/artifacts/0011223344556677?teamId=team_a");
+  EXPECT_EQ(got.body, "tarball");
+  EXPECT_EQ(got.header("x-artifact-duration"), "1234");
+  EXPECT_EQ(got.header("x-artifact-tag"), "c2lnbmF0dXJl");
+}
+
+TEST_F(HttpTest, TurborepoTeamsStatusEventsAndQuery) {
+  auto srv = Serve({});
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  HttpReply st = Do(c, "GET", "/v8/artifacts/status");
+  EXPECT_EQ(st.status, 200);
+  EXPECT_EQ(st.body, R"({"status":"enabled"})");
+  EXPECT_EQ(Do(c, "POST", "/v8/artifacts/events?teamId=t1",
+               R"([{"source":"LOCAL","event":"HIT","hash":"aa","duration":1}])",
+               {"Content-Type: application/json"})
+                .status,
+            200);
+  EXPECT_EQ(Do(c, "HEAD", "/v8/artifacts/abcdef0123456789?teamId=t1").status, 404);
+  EXPECT_EQ(Do(c, "PUT", "/v8/artifacts/abcdef0123456789?teamId=t1", "one",
+               {"x-artifact-duration: 77"})
+                .status,
+            200);
+  EXPECT_EQ(Do(c, "HEAD", "/v8/artifacts/abcdef0123456789?teamId=t1").status, 200);
+  // Another team (or slug) is another namespace.
+  EXPECT_EQ(Do(c, "GET", "/v8/artifacts/abcdef0123456789?teamId=t2").status, 404);
+  EXPECT_EQ(Do(c, "GET", "/v8/artifacts/abcdef0123456789?slug=t1").status, 200);
+  HttpReply q = Do(c, "POST", "/v8/artifacts?teamId=t1",
+                   R"({"hashes":["abcdef0123456789","ffff000011112222"]})",
+                   {"Content-Type: application/json"});
+  EXPECT_EQ(q.status, 200);
+  auto j = nlohmann::json::parse(q.body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << q.body;
+  EXPECT_EQ(j["abcdef0123456789"]["size"], 3);
+  EXPECT_EQ(j["abcdef0123456789"]["taskDurationMs"], 77);
+  EXPECT_TRUE(j["ffff000011112222"].is_null());
+  EXPECT_EQ(Do(c, "PUT", "/v8/artifacts/abcdef0123456789?teamId=t1", "x",
+               {"x-artifact-duration: soon"})
+                .status,
+            400);
+}
+
+TEST_F(HttpTest, NxNeverOverwritesAndReadOnlyTokensCannotWrite) {
+  Setup s;
+  s.auth = *rpc::TokenAuth::Parse(absl::StrCat(kReadToken, " read\n", kWriteToken, " write\n"));
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  std::string w = absl::StrCat("Authorization: Bearer ", kWriteToken);
+  std::string r = absl::StrCat("Authorization: Bearer ", kReadToken);
+  EXPECT_EQ(Do(c, "GET", "/v1/cache/123456789", "", {w}).status, 404);
+  EXPECT_EQ(Do(c, "PUT", "/v1/cache/123456789", "tar", {r}).status, 403);
+  EXPECT_EQ(Do(c, "PUT", "/v1/cache/123456789", "tar", {w}).status, 200);
+  EXPECT_EQ(Do(c, "PUT", "/v1/cache/123456789", "other", {w}).status, 409);
+  HttpReply got = Do(c, "GET", "/v1/cache/123456789", "", {r});
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, "tar");
+}
+
+TEST_F(HttpTest, TokensAsBearerOrBasicInEitherBase64Alphabet) {
+  Setup s;
+  // A token whose base64 differs between the two alphabets ('?' and '>' encode to / and +).
+  std::string token = "tok??>>tok??>>tok??>>";
+  s.auth = *rpc::TokenAuth::Parse(absl::StrCat(kReadToken, " read\n", token, " write\n"));
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  HttpReply none = Do(c, "PUT", "/cache/ns/k", "v");
+  EXPECT_EQ(none.status, 401);
+  EXPECT_FALSE(none.header("www-authenticate").empty());
+  EXPECT_EQ(Do(c, "GET", "/cache/ns/k", "", {"Authorization: Bearer not-a-token-at-all"}).status,
+            401);
+  std::string userpass = "anyone:" + token;
+  std::string std64 = absl::Base64Escape(userpass), url64 = absl::WebSafeBase64Escape(userpass);
+  ASSERT_NE(std64, url64);
+  EXPECT_EQ(Do(c, "PUT", "/cache/ns/k", "v", {"Authorization: Basic " + std64}).status, 200);
+  EXPECT_EQ(Do(c, "GET", "/cache/ns/k", "", {"Authorization: Basic " + url64}).status, 200);
+  EXPECT_EQ(Do(c, "PUT", "/cache/ns/k", "v2",
+               {"Authorization: Basic " + absl::Base64Escape(absl::StrCat("u:", kReadToken))})
+                .status,
+            403);
+  // A client that waits for 100 Continue gets the refusal instead, body unsent.
+  HttpCall call;
+  call.method = "PUT";
+  call.url = base_ + "/cache/ns/big";
+  call.body = Pattern(1 << 20, 3);
+  call.expect_continue = true;
+  call.headers = {absl::StrCat("Authorization: Bearer ", kReadToken)};
+  auto refused = harness::HttpDo(call);
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->status, 403);
+  EXPECT_FALSE(refused->got_100_continue);
+  // /status stays open, like the health service.
+  EXPECT_EQ(Do(c, "GET", "/status").status, 200);
+}
+
+class GrpcReapi {
+ public:
+  explicit GrpcReapi(const std::string& address)
+      : channel_(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())),
+        ac_(v2::ActionCache::NewStub(channel_)),
+        cas_(v2::ContentAddressableStorage::NewStub(channel_)) {}
+  grpc::Status Get(const std::string& instance, const v2::Digest& action, v2::ActionResult* out) {
+    grpc::ClientContext ctx;
+    v2::GetActionResultRequest req;
+    req.set_instance_name(instance);
+    *req.mutable_action_digest() = action;
+    return ac_->GetActionResult(&ctx, req, out);
+  }
+  grpc::Status Update(const std::string& instance, const v2::Digest& action,
+                      const v2::ActionResult& r) {
+    grpc::ClientContext ctx;
+    v2::UpdateActionResultRequest req;
+    req.set_instance_name(instance);
+    *req.mutable_action_digest() = action;
+    *req.mutable_action_result() = r;
+    v2::ActionResult out;
+    return ac_->UpdateActionResult(&ctx, req, &out);
+  }
+  grpc::Status Upload(const std::string& instance, const std::string& data) {
+    grpc::ClientContext ctx;
+    v2::BatchUpdateBlobsRequest req;
+    req.set_instance_name(instance);
+    auto* r = req.add_requests();
+    r->mutable_digest()->set_hash(Hex(data));
+    r->mutable_digest()->set_size_bytes(static_cast<int64_t>(data.size()));
+    r->set_data(data);
+    v2::BatchUpdateBlobsResponse resp;
+    grpc::Status s = cas_->BatchUpdateBlobs(&ctx, req, &resp);
+    if (s.ok() && resp.responses(0).status().code() != 0) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, resp.responses(0).status().message());
+    }
+    return s;
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v2::ActionCache::Stub> ac_;
+  std::unique_ptr<v2::ContentAddressableStorage::Stub> cas_;
+};
+
+v2::Digest D(absl::string_view data) {
+  v2::Digest d;
+  d.set_hash(Hex(data));
+  d.set_size_bytes(static_cast<int64_t>(data.size()));
+  return d;
+}
+
+TEST_F(HttpTest, BazelActionsAreSharedWithTheGrpcEndpoint) {
+  auto srv = Serve({});
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  GrpcReapi grpc_client(srv->address());
+  for (std::string instance : {"", "team/x"}) {
+    SCOPED_TRACE(instance);
+    std::string prefix = instance.empty() ? "" : "/" + instance;
+    std::string out1 = Pattern(5000, 10), out2 = Pattern(3 << 20, 11);
+    std::string action = "action " + instance;
+    // Stored over HTTP as Bazel does: the outputs, then the result.
+    EXPECT_EQ(Do(c, "PUT", prefix + "/cas/" + Hex(out1), out1).status, 200);
+    EXPECT_EQ(Do(c, "PUT", prefix + "/cas/" + Hex(out2), out2).status, 200);
+    v2::ActionResult result;
+    auto* f = result.add_output_files();
+    f->set_path("out/a");
+    *f->mutable_digest() = D(out1);
+    f = result.add_output_files();
+    f->set_path("out/b");
+    *f->mutable_digest() = D(out2);
+    result.set_exit_code(0);
+    EXPECT_EQ(Do(c, "PUT", prefix + "/ac/" + Hex(action), result.SerializeAsString()).status, 200);
+    // A hit over gRPC.
+    v2::ActionResult got;
+    grpc::Status gs = grpc_client.Get(instance, D(action), &got);
+    ASSERT_TRUE(gs.ok()) << gs.error_message();
+    ASSERT_EQ(got.output_files_size(), 2);
+    EXPECT_EQ(got.output_files(1).digest().hash(), Hex(out2));
+    // And back: a result stored over gRPC is a hit over HTTP.
+    std::string other = "other action " + instance, out3 = "third output";
+    ASSERT_TRUE(grpc_client.Upload(instance, out3).ok());
+    v2::ActionResult r3;
+    auto* f3 = r3.add_output_files();
+    f3->set_path("c");
+    *f3->mutable_digest() = D(out3);
+    ASSERT_TRUE(grpc_client.Update(instance, D(other), r3).ok());
+    HttpReply hit = Do(c, "GET", prefix + "/ac/" + Hex(other));
+    ASSERT_EQ(hit.status, 200);
+    v2::ActionResult parsed;
+    ASSERT_TRUE(parsed.ParseFromString(hit.body));
+    EXPECT_EQ(parsed.output_files(0).digest().hash(), Hex(out3));
+    EXPECT_EQ(Do(c, "GET", prefix + "/cas/" + Hex(out3)).body, out3);
+    HttpReply large = Do(c, "GET", prefix + "/cas/" + Hex(out2));
+    EXPECT_TRUE(large.body == out2);
+  }
+  // A result naming a blob that is absent is refused, and so never served.
+  v2::ActionResult bad;
+  auto* f = bad.add_output_files();
+  f->set_path("x");
+  *f->mutable_digest() = D("never uploaded");
+  EXPECT_EQ(Do(c, "PUT", "/ac/" + Hex("bad action"), bad.SerializeAsString()).status, 400);
+  EXPECT_EQ(Do(c, "GET", "/ac/" + Hex("bad action")).status, 404);
+  EXPECT_EQ(Do(c, "PUT", "/ac/" + Hex("junk"), "\xff\xff\xff not a proto").status, 400);
+}
+
+TEST_F(HttpTest, CasBodiesAreVerifiedAndRepeatedPutsCostNoUpload) {
+  auto srv = Serve({});
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  std::string blob = Pattern(1 << 20, 20);
+  EXPECT_EQ(Do(c, "PUT", "/cas/" + Hex("something else"), blob).status, 400);
+  EXPECT_EQ(Do(c, "GET", "/cas/" + Hex("something else")).status, 404);
+  EXPECT_EQ(Do(c, "GET", "/cas/" + Hex(blob)).status, 404);
+  EXPECT_EQ(Do(c, "PUT", "/cas/" + Hex(blob), blob).status, 200);
+  // Bazel PUTs every output again on each build: answered without a write.
+  for (int i = 0; i < 5; ++i) {
+    HttpReply again = Do(c, "PUT", "/cas/" + Hex(blob), blob);
+    EXPECT_EQ(again.status, 200);
+  }
+  // Chunked uploads (no Content-Length) are verified the same way.
+  HttpCall call;
+  call.method = "PUT";
+  call.url = base_ + "/cas/" + Hex("chunked blob");
+  call.body = "chunked blob";
+  call.chunked = true;
+  auto ok = c.Do(call);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->status, 200);
+  call.url = base_ + "/cas/" + Hex("a different blob");
+  auto bad = c.Do(call);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(Do(c, "GET", "/cas/" + Hex("chunked blob")).body, "chunked blob");
+}
+
+TEST_F(HttpTest, RepeatedCasPutsSendNothingToTheRegistry) {
+  Setup s;
+  s.dir = false;  // registry only: every write would be a registry upload
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  std::string blob = Pattern(256 << 10, 21);
+  ASSERT_EQ(Do(c, "PUT", "/cas/" + Hex(blob), blob).status, 200);
+  // The existence answer is cached: five more PUTs reach the registry at most once.
+  std::string before = registry_->LogTail(1 << 22);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(Do(c, "PUT", "/cas/" + Hex(blob), blob).status, 200);
+  std::string after = registry_->LogTail(1 << 22);
+  size_t uploads_before = 0, uploads_after = 0;
+  for (size_t p = 0; (p = before.find("PUT /v2/", p)) != std::string::npos; ++p) ++uploads_before;
+  for (size_t p = 0; (p = after.find("PUT /v2/", p)) != std::string::npos; ++p) ++uploads_after;
+  EXPECT_GT(uploads_before, 0u) << "the registry log shows no uploads at all";
+  EXPECT_EQ(uploads_after, uploads_before);
+}
+
+TEST_F(HttpTest, BadRequestsGetA4xxStoreNothingAndTheServerGoesOn) {
+  Setup s;
+  s.max_body = 1 << 20;
+  s.max_header = 16 << 10;
+  s.idle_timeout = absl::Seconds(2);
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  struct Case {
+    std::string method, path;
+    int want;
+  };
+  for (const Case& k : std::vector<Case>{
+           {"GET", "/cache/ns/%2e%2e/x", 400},
+           {"GET", "/cache/ns/a%2fb/..", 400},
+           {"GET", "/cache/NS/k", 400},
+           {"GET", "/cache/ns", 400},
+           {"GET", "/cache/ns/", 400},
+           {"GET", "/cache//ns/k", 400},
+           {"GET", "/ac/XYZ", 400},
+           {"GET", "/ac/" + std::string(63, 'a'), 400},
+           {"GET", "/cas/" + std::string(64, 'A'), 400},
+           {"GET", "/v8/artifacts/a.b", 400},
+           {"GET", "/v8/artifacts/abc?teamId=../x", 400},
+           {"GET", "/v1/cache/" + std::string(200, '1'), 400},
+           {"POST", "/cache/ns/k", 405},
+           {"DELETE", "/v1/cache/123", 405},
+           {"GET", "/nothing/here", 404},
+           {"GET", "/" + std::string(3000, 'a'), 414},
+       }) {
+    HttpCall call;
+    call.method = k.method;
+    call.url = base_ + k.path;
+    auto r = c.Do(call);
+    ASSERT_TRUE(r.ok()) << k.path.substr(0, 80) << ": " << r.status();
+    EXPECT_EQ(r->status, k.want) << k.method << " " << k.path.substr(0, 80) << ": " << r->body;
+  }
+  // Path traversal, sent as is (curl would normalise "..").
+  for (std::string path : std::vector<std::string>{"/cache/ns/../../etc/passwd", "/cache/ns/k/..",
+                                                   "/../cas/" + Hex("x")}) {
+    std::string raw = Raw(srv->http_port(), "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n",
+                          absl::Seconds(1));
+    EXPECT_TRUE(absl::StartsWith(raw, "HTTP/1.1 400")) << path << ": " << raw.substr(0, 200);
+  }
+  // Oversized header block.
+  HttpCall huge_header;
+  huge_header.url = base_ + "/cache/ns/k";
+  huge_header.headers = {"X-Padding: " + std::string(40 << 10, 'p')};
+  auto r = c.Do(huge_header);
+  if (r.ok()) {
+    EXPECT_GE(r->status, 400);
+    EXPECT_LT(r->status, 500);
+  }
+  // A declared body over the limit is refused before it is read...
+  std::string raw = Raw(srv->http_port(),
+                        "PUT /cache/ns/huge HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000000\r\n"
+                        "Expect: 100-continue\r\n\r\n",
+                        absl::Seconds(3));
+  EXPECT_TRUE(absl::StartsWith(raw, "HTTP/1.1 413")) << raw.substr(0, 200);
+  // ...a chunked one when it passes it.
+  HttpCall chunked;
+  chunked.method = "PUT";
+  chunked.url = base_ + "/cache/ns/huge";
+  chunked.body = Pattern(3 << 20, 30);
+  chunked.chunked = true;
+  auto big = harness::HttpDo(chunked);
+  if (big.ok()) EXPECT_EQ(big->status, 413);
+  EXPECT_EQ(Do(c, "GET", "/cache/ns/huge").status, 404);
+  // A body shorter than its Content-Length: nothing is stored, whether the
+  // client closes its side or just stops sending (the idle timeout ends it).
+  for (bool shut : {true, false}) {
+    std::string partial = Raw(srv->http_port(),
+                              "PUT /cache/ns/short HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" +
+                                  std::string(40, 's'),
+                              absl::Seconds(4), shut);
+    EXPECT_FALSE(absl::StartsWith(partial, "HTTP/1.1 2")) << partial;
+    EXPECT_EQ(Do(c, "GET", "/cache/ns/short").status, 404);
+    std::string partial_cas =
+        Raw(srv->http_port(),
+            absl::StrCat("PUT /cas/", Hex(std::string(100, 'c')),
+                         " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", std::string(40, 'c')),
+            absl::Seconds(4), shut);
+    EXPECT_FALSE(absl::StartsWith(partial_cas, "HTTP/1.1 2")) << partial_cas;
+    EXPECT_EQ(Do(c, "GET", "/cas/" + Hex(std::string(100, 'c'))).status, 404);
+  }
+  // Garbage instead of HTTP.
+  std::string junk = Raw(srv->http_port(), "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+                         absl::Seconds(2));
+  EXPECT_FALSE(absl::StartsWith(junk, "HTTP/1.1 2")) << junk;
+  // The server still serves.
+  EXPECT_EQ(Do(c, "PUT", "/cache/ns/after", "fine").status, 200);
+  EXPECT_EQ(Do(c, "GET", "/cache/ns/after").body, "fine");
+}
+
+TEST_F(HttpTest, WithTheRegistryDownReadsMissAndWritesWaitInTheLocalTier) {
+  Setup s;
+  s.read_timeout = absl::Seconds(2);
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  ASSERT_EQ(Do(c, "PUT", "/cache/ns/before", "stored before").status, 200);
+  ASSERT_TRUE(registry_->Stop().ok());
+  absl::Time start = absl::Now();
+  HttpReply miss = Do(c, "GET", "/cache/ns/absent");
+  EXPECT_EQ(miss.status, 404);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));  // the read timeout bounds it
+  EXPECT_EQ(Do(c, "GET", "/cache/ns/before").body, "stored before");  // local tier
+  EXPECT_EQ(Do(c, "PUT", "/cache/ns/during", "stored during the outage").status, 200);
+  EXPECT_EQ(Do(c, "GET", "/cas/" + Hex("nothing")).status, 404);
+  EXPECT_EQ(Do(c, "GET", "/ac/" + Hex("nothing")).status, 404);
+  ASSERT_TRUE(registry_->Restart().ok());
+  // The backlog reaches the registry: a fresh server with an empty directory finds it.
+  std::string repo = repo_;
+  absl::Time until = absl::Now() + absl::Seconds(30);
+  int status = 0;
+  while (absl::Now() < until) {
+    Setup fresh;
+    fresh.repo = repo;
+    fresh.dir = false;
+    auto other = Serve(fresh);
+    ASSERT_NE(other, nullptr);
+    HttpClient c2;
+    status = Do(c2, "GET", "/cache/ns/during").status;
+    other->Shutdown(absl::ZeroDuration());
+    if (status == 200) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  EXPECT_EQ(status, 200);
+}
+
+TEST_F(HttpTest, LargeBodiesStreamBothWays) {
+  auto srv = Serve({});
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  std::string big = Pattern(48 << 20, 40);
+  HttpCall put;
+  put.method = "PUT";
+  put.url = base_ + "/cache/ns/big";
+  put.body = big;
+  put.timeout_ms = 60000;
+  auto r = c.Do(put);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+  put.url = base_ + "/cas/" + Hex(big);
+  put.chunked = true;
+  r = c.Do(put);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+  for (std::string path : {std::string("/cache/ns/big"), std::string("/cas/") + Hex(big)}) {
+    HttpCall get;
+    get.url = base_ + path;
+    get.timeout_ms = 60000;
+    auto g = c.Do(get);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(g->status, 200);
+    EXPECT_TRUE(g->body == big) << path;
+  }
+}
+
+TEST_F(HttpTest, StatusAndMetricsCountEachProtocol) {
+  auto srv = Serve({});
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  Do(c, "GET", "/cache/ns/a");
+  Do(c, "PUT", "/cache/ns/a", "x");
+  Do(c, "GET", "/cache/ns/a");
+  Do(c, "GET", "/v1/cache/42");
+  HttpReply st = Do(c, "GET", "/status");
+  auto j = nlohmann::json::parse(st.body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << st.body;
+  EXPECT_EQ(j["protocols"]["kv"]["hits"], 1);
+  EXPECT_EQ(j["protocols"]["kv"]["misses"], 1);
+  EXPECT_EQ(j["protocols"]["kv"]["requests"], 3);
+  EXPECT_EQ(j["protocols"]["nx"]["misses"], 1);
+  EXPECT_EQ(j["protocols"]["kv"]["hit_ratio"], 0.5);
+  EXPECT_TRUE(absl::StrContains(j["store"].get<std::string>(), "registry"));
+}
+
+}  // namespace
+}  // namespace ocicache
