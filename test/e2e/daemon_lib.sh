@@ -2,11 +2,14 @@
 : "${OCICACHED_BIN:?built ocicached binary}"
 
 # start_daemon NAME FLAGS...: starts ocicached on a free port; sets $NAME to
-# 127.0.0.1:PORT and ${NAME}_PID. Output in $WORK/NAME.out, log in $WORK/NAME.err.
+# 127.0.0.1:PORT, ${NAME}_HTTP to the HTTP cache endpoint's 127.0.0.1:PORT (a
+# free port too, unless FLAGS say otherwise) and ${NAME}_PID. Output in
+# $WORK/NAME.out, log in $WORK/NAME.err.
 start_daemon() {
   local var=$1; shift
-  rm -f "$WORK/$var.port"
-  "$OCICACHED_BIN" --listen=127.0.0.1:0 --port_file="$WORK/$var.port" --shutdown_grace=3s "$@" \
+  rm -f "$WORK/$var.port" "$WORK/$var.hport"
+  "$OCICACHED_BIN" --listen=127.0.0.1:0 --port_file="$WORK/$var.port" \
+    --http_port_file="$WORK/$var.hport" --shutdown_grace=3s "$@" \
     >"$WORK/$var.out" 2>"$WORK/$var.err" &
   local pid=$!
   REG_PIDS+=("$pid")
@@ -18,6 +21,7 @@ start_daemon() {
   done
   [[ -s $WORK/$var.port ]] || { cat "$WORK/$var.err" >&2; return 1; }
   printf -v "$var" '127.0.0.1:%s' "$(cat "$WORK/$var.port")"
+  printf -v "${var}_HTTP" '127.0.0.1:%s' "$(cat "$WORK/$var.hport" 2>/dev/null)"
 }
 
 # stop_daemon NAME: SIGTERM, then waits; returns its exit code.
