@@ -43,6 +43,17 @@ class BlobStore {
   // stores nothing. Writing a blob that exists already succeeds.
   virtual absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
                                                     oci::ByteSource& source) = 0;
+  // A read-only descriptor of a file holding exactly the blob's bytes, already
+  // checked against the digest, so a server can send it without copying it
+  // through user space (sendfile); `*size` gets its size and the caller closes
+  // the descriptor. NotFound if absent here; Unimplemented for stores whose
+  // blobs are not such files (the default). Callers fall back to ReadBlob on
+  // any error.
+  virtual absl::StatusOr<int> OpenVerifiedBlob(const oci::Digest& digest, int64_t* size) {
+    (void)digest;
+    (void)size;
+    return absl::UnimplementedError("this store keeps no blob files");
+  }
   // Makes the blob present here from a recorded location: a cross-repository mount
   // when the location is on the same registry, else a streamed copy. OK if present.
   virtual absl::Status MountBlob(const Location& from) = 0;

@@ -90,6 +90,10 @@ absl::Status TieredStore::ReadBlob(const oci::Digest& digest, int64_t offset,
   return local_->ReadBlob(digest, offset, sink);
 }
 
+absl::StatusOr<int> TieredStore::OpenVerifiedBlob(const oci::Digest& digest, int64_t* size) {
+  return local_->OpenVerifiedBlob(digest, size);
+}
+
 absl::StatusOr<oci::Descriptor> TieredStore::WriteBlob(const oci::Digest& expected, int64_t size,
                                                        oci::ByteSource& source) {
   auto d = local_->WriteBlob(expected, size, source);

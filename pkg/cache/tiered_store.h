@@ -85,6 +85,8 @@ class TieredStore : public Store {
 
   absl::StatusOr<int64_t> StatBlob(const oci::Digest& digest) override;
   absl::Status ReadBlob(const oci::Digest& digest, int64_t offset, oci::ByteSink& sink) override;
+  // The local tier's file; NotFound when only the registry has the blob.
+  absl::StatusOr<int> OpenVerifiedBlob(const oci::Digest& digest, int64_t* size) override;
   absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
                                             oci::ByteSource& source) override;
   absl::Status MountBlob(const Location& from) override;

@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "pkg/base/files.h"
 #include "pkg/cache/breaker.h"
 #include "pkg/cache/store.h"
 #include "pkg/httpcache/router.h"
@@ -58,10 +59,15 @@ struct Response {
   // connection: the client sees a short body, never a wrong one.
   std::string body;
   std::function<absl::Status(oci::ByteSink&)> stream;
+  // Or a verified blob file (cache::BlobStore::OpenVerifiedBlob) to send as
+  // it is, `size` bytes: the server sends it with sendfile where it can.
+  std::shared_ptr<base::UniqueFd> file;
   int64_t size = -1;
   // For the access log and metrics.
   std::string note;
-  int64_t body_bytes() const { return stream ? size : static_cast<int64_t>(body.size()); }
+  int64_t body_bytes() const {
+    return stream || file ? size : static_cast<int64_t>(body.size());
+  }
 };
 
 struct HandlerOptions {

@@ -29,6 +29,11 @@ namespace {
 
 constexpr size_t kPipeBytes = 4 << 20;
 constexpr size_t kSendBlock = 256 << 10;
+// libmicrohttpd's per-connection memory pool holds the request header block
+// and the send and receive buffers: a small pool means small socket writes
+// and reads (16 KiB ones halved large transfers' speed). The header block is
+// bounded separately (HttpServerOptions::max_header_bytes, checked on arrival).
+constexpr size_t kConnectionMemory = 512 << 10;
 
 // A response body a producer thread writes while the connection's thread
 // sends it (libmicrohttpd pulls, the stores push).
@@ -139,7 +144,14 @@ struct HttpServer::Impl {
 
   enum MHD_Result Queue(MHD_Connection* c, RequestState* st, Response r) {
     MHD_Response* resp;
-    if (r.stream) {
+    if (r.file != nullptr && r.file->valid()) {
+      // libmicrohttpd owns the descriptor from here and uses sendfile(2)
+      // on plaintext connections.
+      int fd = r.file->release();
+      resp = MHD_create_response_from_fd64(static_cast<uint64_t>(r.size), fd);
+      if (resp == nullptr) close(fd);
+      st->sent->store(st->ex->request.method == "HEAD" ? 0 : r.size);
+    } else if (r.stream) {
       auto* out = new Outgoing(std::move(r.stream));
       out->sent = st->sent;
       resp = MHD_create_response_from_callback(
@@ -396,7 +408,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Handler* handler,
       nullptr, MHD_OPTION_LISTEN_SOCKET, *fd,
       MHD_OPTION_NOTIFY_COMPLETED, &CompletedTrampoline, &impl, MHD_OPTION_CONNECTION_LIMIT,
       static_cast<unsigned int>(opts.max_connections), MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, opts.max_header_bytes, MHD_OPTION_ARRAY, tls ? tls_opts : no_opts, MHD_OPTION_END);
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, kConnectionMemory, MHD_OPTION_ARRAY, tls ? tls_opts : no_opts, MHD_OPTION_END);
   if (s->daemon_ == nullptr) {
     close(*fd);
     return absl::InternalError(absl::StrCat("cannot start the HTTP server on ", opts.listen,

@@ -204,6 +204,67 @@ TEST(LayoutStoreTest, ChangesAfterAVerifiedReadAreStillDetected) {
   EXPECT_FALSE(Exists(BlobPath(dir, d)));  // moved aside
 }
 
+std::string ReadFd(int fd) {
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+// OpenVerifiedBlob hands out the file only once its bytes match the digest: a
+// damaged one is quarantined as a read would, and a good one keeps being
+// handed out without hashing once verified.
+TEST(LayoutStoreTest, OpenVerifiedBlobChecksTheFileFirst) {
+  std::string dir = NewDir("openverified");
+  auto s = OpenOrDie(dir);
+  ASSERT_TRUE(s);
+  std::string data = Pattern(200000, 6);
+  oci::Digest d = oci::Digest::Of(data);
+  int64_t size = 0;
+  EXPECT_TRUE(absl::IsNotFound(s->OpenVerifiedBlob(d, &size).status()));
+  ASSERT_TRUE(PutBlob(*s, data).ok());
+  auto fd = s->OpenVerifiedBlob(d, &size);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  EXPECT_EQ(size, static_cast<int64_t>(data.size()));
+  EXPECT_TRUE(ReadFd(*fd) == data);
+  ::close(*fd);
+
+  std::string flipped = data;
+  flipped[4242] ^= 0x10;
+  WriteFile(BlobPath(dir, d), flipped);
+  auto bad = s->OpenVerifiedBlob(d, &size);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << bad.status();
+  EXPECT_FALSE(Exists(BlobPath(dir, d)));  // moved aside
+}
+
+// Writing bytes the store holds in a verified file keeps that file (same
+// inode: readers' verified state stays); an unverified one is replaced.
+TEST(LayoutStoreTest, RewritingAVerifiedBlobKeepsItsFile) {
+  std::string dir = NewDir("rewrite");
+  auto s = OpenOrDie(dir);
+  ASSERT_TRUE(s);
+  std::string data = Pattern(150000, 7);
+  oci::Digest d = oci::Digest::Of(data);
+  ASSERT_TRUE(PutBlob(*s, data).ok());
+  struct stat first;
+  ASSERT_EQ(::stat(BlobPath(dir, d).c_str(), &first), 0);
+  // Not verified yet: a write of unknown digest replaces the file.
+  oci::StringSource again(data);
+  ASSERT_TRUE(s->WriteBlob(oci::Digest(), -1, again).ok());
+  struct stat second;
+  ASSERT_EQ(::stat(BlobPath(dir, d).c_str(), &second), 0);
+  EXPECT_NE(first.st_ino, second.st_ino);
+  absl::SleepFor(absl::Milliseconds(1100));  // versions younger than 1 s are never noted good
+  ASSERT_TRUE(ReadBlobString(*s, d).ok());   // verified now
+  oci::StringSource third(data);
+  ASSERT_TRUE(s->WriteBlob(oci::Digest(), -1, third).ok());
+  struct stat after;
+  ASSERT_EQ(::stat(BlobPath(dir, d).c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, second.st_ino);
+  EXPECT_TRUE(ListNames(dir + "/tmp").empty());  // the temp copy is gone
+}
+
 TEST(LayoutStoreTest, SymlinkedBlobIsRefused) {
   std::string dir = NewDir("symlink");
   auto s = OpenOrDie(dir);

@@ -184,6 +184,9 @@ class LayoutStore : public cache::LocalTier {
   // cache::BlobStore
   absl::StatusOr<int64_t> StatBlob(const oci::Digest& digest) override;
   absl::Status ReadBlob(const oci::Digest& digest, int64_t offset, oci::ByteSink& sink) override;
+  // The blob file, hashed first unless this file version was verified before
+  // (a corrupt one is quarantined as ReadBlob does).
+  absl::StatusOr<int> OpenVerifiedBlob(const oci::Digest& digest, int64_t* size) override;
   // The returned descriptor has media type application/octet-stream.
   absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
                                             oci::ByteSource& source) override;

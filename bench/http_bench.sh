@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# HTTP cache endpoint benchmark: ocicached's HTTP port against nginx (Debian's
+# nginx-light) serving the same objects, measured in one run on this machine.
+#
+#   small GET hits/s   h2load --h1, 8 keep-alive connections, GETs of 1,000
+#                      objects of 4 KiB: ocicached /cache/bench/<i> vs nginx
+#                      static files. Goal: at least 0.5 of nginx.
+#   256 MiB GET        curl -o /dev/null: ocicached vs nginx static. Goal 0.8.
+#   256 MiB PUT        curl -T: ocicached vs nginx WebDAV PUT. Goal 0.8.
+#   RSS                ocicached's peak RSS during the 256 MiB transfers, above
+#                      its idle RSS. Goal: at most 64 MiB.
+#   ccache rebuild     (with --clients) the test project rebuilt from the remote
+#                      cache only (empty local ccache, fresh ocicached over the
+#                      registry: a fresh VM) vs from a warm local ccache. Goal 1.5x.
+#   turbo rebuild      (with --clients) likewise for turbo vs its local cache.
+#
+# ocicached serves a local directory only (its embedded default), as nginx serves
+# files: both write and read the same disk; no registry is involved except in
+# the client rebuilds, which are about the remote path. Every figure is the
+# median of RUNS rounds; the two servers alternate within each round.
+#
+# Usage: bash bench/http_bench.sh [RUNS] [--clients]   (default 3 rounds)
+# OCICACHED_BIN / REGISTRYCTL / OCICACHE_BIN name built binaries; otherwise they
+# are built with bazel -c opt.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+runs=3
+clients=0
+for a in "$@"; do
+  case $a in
+    --clients) clients=1 ;;
+    [0-9]*) runs=$a ;;
+    *) echo "usage: bash bench/http_bench.sh [RUNS] [--clients]" >&2; exit 2 ;;
+  esac
+done
+for tool in nginx h2load curl; do
+  command -v "$tool" >/dev/null || { echo "http_bench: needs $tool (apt-get install nginx-light nghttp2-client curl)" >&2; exit 1; }
+done
+
+if [[ -z ${OCICACHED_BIN:-} || -z ${REGISTRYCTL:-} ]]; then
+  bazel build -c opt //cmd/ocicache //cmd/ocicached //test/harness:registryctl >/tmp/http-bench-build.log 2>&1 ||
+    { tail -20 /tmp/http-bench-build.log; exit 1; }
+  bin=$(bazel info -c opt bazel-bin)
+  OCICACHE_BIN=$bin/cmd/ocicache/ocicache
+  OCICACHED_BIN=$bin/cmd/ocicached/ocicached
+  REGISTRYCTL=$bin/test/harness/registryctl
+fi
+export OCICACHE_BIN=${OCICACHE_BIN:-unused} OCICACHED_BIN REGISTRYCTL
+source test/e2e/lib.sh  # WORK, start_registry, cleanup
+source test/e2e/daemon_lib.sh
+NGINX_PID=
+trap '[[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null; cleanup' EXIT
+
+# --- nginx: static files and WebDAV PUT on a free port ------------------------------
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+NGX=$WORK/nginx
+mkdir -p "$NGX/www/cache/bench" "$NGX/www/put" "$NGX/tmp" "$NGX/logs"
+NPORT=$(free_port)
+# As root, nginx's workers would run as nobody, who cannot enter $WORK (mode 700).
+user_line=""
+[[ $EUID == 0 ]] && user_line="user root;"
+cat >"$NGX/nginx.conf" <<EOF
+$user_line
+worker_processes auto;
+daemon off;
+pid $NGX/nginx.pid;
+error_log $NGX/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  client_body_temp_path $NGX/tmp;
+  proxy_temp_path $NGX/tmp;
+  fastcgi_temp_path $NGX/tmp;
+  uwsgi_temp_path $NGX/tmp;
+  scgi_temp_path $NGX/tmp;
+  client_max_body_size 0;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$NPORT;
+    root $NGX/www;
+    location /put/ { dav_methods PUT; create_full_put_path on; }
+  }
+}
+EOF
+nginx -c "$NGX/nginx.conf" -p "$NGX" 2>"$NGX/logs/start.err" &
+NGINX_PID=$!
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$NPORT/" && break; sleep 0.1; done
+kill -0 "$NGINX_PID" 2>/dev/null || { echo "nginx did not start: $(cat "$NGX/logs/start.err")" >&2; exit 1; }
+
+# --- ocicached: a local directory only --------------------------------------------
+start_daemon D --dir "$WORK/tier" --access_log=false --http_max_body_size=1G || exit 1
+H=$D_HTTP
+D_PID_NUM=$D_PID
+
+# 1,000 objects of 4 KiB in both.
+objects=1000
+python3 - "$H" "$NGX/www/cache/bench" "$objects" <<'PY' || { echo "fill failed" >&2; exit 1; }
+import http.client, os, sys
+host, port = sys.argv[1].split(":")
+d, n = sys.argv[2], int(sys.argv[3])
+c = http.client.HTTPConnection(host, int(port))
+for i in range(n):
+    body = (b"%08d" % i) * 512
+    c.request("PUT", f"/cache/bench/obj{i}", body=body)
+    r = c.getresponse(); r.read()
+    if r.status != 200: sys.exit(f"PUT obj{i}: {r.status}")
+    open(os.path.join(d, f"obj{i}"), "wb").write(body)
+PY
+for i in $(seq 0 $((objects - 1))); do echo "/cache/bench/obj$i"; done >"$WORK/urls.txt"
+# Every object is a hit on both (checked once).
+for u in /cache/bench/obj0 /cache/bench/obj999; do
+  cmp -s <(curl -s "http://$H$u") <(curl -s "http://127.0.0.1:$NPORT$u") || { echo "objects differ: $u" >&2; exit 1; }
+done
+
+# h2load_rps BASE: requests per second of 20,000 GETs on 8 connections.
+h2load_rps() {
+  local out
+  out=$(h2load --h1 -c 8 -m 1 -n 20000 -i "$WORK/urls.txt" -B "$1" 2>&1)
+  local ok; ok=$(grep -oE '[0-9]+ succeeded' <<<"$out" | head -1 | cut -d' ' -f1)
+  [[ $ok == 20000 ]] || { echo "h2load against $1: $(grep -E 'requests:|status codes' <<<"$out")" >&2; echo 0; return; }
+  grep -oE 'finished in [0-9.]+[a-z]+, [0-9.]+ req/s' <<<"$out" | grep -oE '[0-9.]+ req/s' | cut -d' ' -f1
+}
+
+# seconds CMD...: wall time of CMD.
+seconds() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; echo 999; return; }
+  t1=$(date +%s.%N)
+  python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Samples the RSS of PID every 20 ms into FILE until the file STOP exists.
+sample_rss() {
+  local pid=$1 file=$2 stop=$3
+  : >"$file"
+  while [[ ! -e $stop ]]; do rss_kb "$pid" >>"$file"; sleep 0.02; done
+}
+
+head -c $((256 << 20)) /dev/urandom >"$WORK/big"
+cp "$WORK/big" "$NGX/www/cache/bench/big"
+curl -s -f -T "$WORK/big" "http://$H/cache/bench/big" >/dev/null || { echo "PUT big failed" >&2; exit 1; }
+cmp -s <(curl -s "http://$H/cache/bench/big") "$WORK/big" || { echo "GET big differs" >&2; exit 1; }
+
+idle_kb=$(rss_kb "$D_PID_NUM")
+: >"$WORK/rss-all"
+declare -a o_rps n_rps o_get n_get o_put n_put
+for r in $(seq 1 "$runs"); do
+  o_rps+=("$(h2load_rps "http://$H")")
+  n_rps+=("$(h2load_rps "http://127.0.0.1:$NPORT")")
+  rm -f "$WORK/stop"; sample_rss "$D_PID_NUM" "$WORK/rss" "$WORK/stop" &
+  sampler=$!
+  o_get+=("$(seconds curl -s -f -o /dev/null "http://$H/cache/bench/big")")
+  o_put+=("$(seconds curl -s -f -T "$WORK/big" "http://$H/cache/bench/put$r")")
+  touch "$WORK/stop"; wait "$sampler"; cat "$WORK/rss" >>"$WORK/rss-all"
+  n_get+=("$(seconds curl -s -f -o /dev/null "http://127.0.0.1:$NPORT/cache/bench/big")")
+  n_put+=("$(seconds curl -s -f -T "$WORK/big" "http://127.0.0.1:$NPORT/put/big$r")")
+done
+peak_kb=$(sort -n "$WORK/rss-all" | tail -1)
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}' if b>0 else 'n/a')"; }
+mib_s() { python3 -c "print(f'{256/float(\"$1\"):.0f}')"; }
+
+mo_rps=$(median "${o_rps[@]}"); mn_rps=$(median "${n_rps[@]}")
+mo_get=$(median "${o_get[@]}"); mn_get=$(median "${n_get[@]}")
+mo_put=$(median "${o_put[@]}"); mn_put=$(median "${n_put[@]}")
+echo
+echo "HTTP cache endpoint vs nginx, $runs rounds (median), $(nproc) cores"
+printf '%-34s %14s %14s %8s %8s\n' "measure" "ocicached" "nginx" "ratio" "goal"
+printf '%-34s %14s %14s %8s %8s\n' "4 KiB GET hits/s (8 conns)" "$mo_rps" "$mn_rps" "$(ratio "$mo_rps" "$mn_rps")" ">=0.5"
+printf '%-34s %14s %14s %8s %8s\n' "256 MiB GET MiB/s" "$(mib_s "$mo_get")" "$(mib_s "$mn_get")" "$(ratio "$mn_get" "$mo_get")" ">=0.8"
+printf '%-34s %14s %14s %8s %8s\n' "256 MiB PUT MiB/s (nginx: WebDAV)" "$(mib_s "$mo_put")" "$(mib_s "$mn_put")" "$(ratio "$mn_put" "$mo_put")" ">=0.8"
+printf '%-34s %14s %14s %8s %8s\n' "RSS above idle, MiB" "$(( (peak_kb - idle_kb) / 1024 ))" "" "" "<=64"
+echo "rounds: ocicached GET ${o_get[*]} s, PUT ${o_put[*]} s; nginx GET ${n_get[*]} s, PUT ${n_put[*]} s"
+echo "idle RSS $((idle_kb / 1024)) MiB, peak $((peak_kb / 1024)) MiB"
+stop_daemon D
+
+((clients)) || exit 0
+# --- real clients: a rebuild from the remote cache vs from the warm local cache ---
+source bench/http_clients_bench.sh
