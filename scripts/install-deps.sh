@@ -14,7 +14,7 @@ want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config
       libgtest-dev libgmock-dev libmicrohttpd-dev)
 if [[ "${1:-}" == "--test" ]]; then
   want+=(docker-registry skopeo apache2-utils curl python3 python3-yaml openssl
-        libnetty-tcnative-jni iproute2 haproxy)
+        libnetty-tcnative-jni iproute2 haproxy ccache gradle make)
 fi
 
 missing=()
