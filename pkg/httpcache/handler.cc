@@ -77,6 +77,16 @@ int WriteStatus(const absl::Status& s) {
   }
 }
 
+// The status of a failed object PUT. Nx fails the whole run on a PUT status
+// other than 200, 403 or 409, so an object it could not store for want of the
+// registry (a registry-only server during an outage) is 403 to it: "not
+// stored", which Nx takes quietly, as a build cache must during an outage.
+int PutStatus(Protocol p, const absl::Status& s) {
+  int code = WriteStatus(s);
+  if (p == Protocol::kNx && code == 503) return 403;
+  return code;
+}
+
 std::string OneLine(absl::string_view s) {
   std::string out(s.substr(0, 400));
   for (char& c : out) {
@@ -137,17 +147,22 @@ Response Handler::Error(const Exchange& ex, int status, absl::string_view messag
   r.note = OneLine(message);
   Protocol p = ex.routed.error == 0 ? ex.routed.route.protocol : Protocol::kServer;
   if (p == Protocol::kTurbo) {
-    // Turborepo reads {"error": {...}}-less API errors as {"code", "message"}.
-    nlohmann::json j = {{"code", status == 403   ? "forbidden"
-                                 : status == 401 ? "unauthorized"
-                                 : status == 404 ? "not_found"
-                                                 : "bad_request"},
-                        {"message", r.note}};
+    // Turborepo (2.x) parses API errors as {"error": {"code", "message"}}; a
+    // 403 in that form makes it stop uploading for the run, quietly.
+    nlohmann::json j = {{"error",
+                         {{"code", status == 403   ? "forbidden"
+                                   : status == 401 ? "unauthorized"
+                                   : status == 404 ? "not_found"
+                                   : status >= 500 ? "unavailable"
+                                                   : "bad_request"},
+                          {"message", r.note}}}};
     r.body = j.dump();
     r.headers.emplace_back("Content-Type", "application/json");
   } else {
+    // Exactly "text/plain": Nx refuses a 401 with any other Content-Type
+    // (a charset parameter included).
     r.body = absl::StrCat(r.note, "\n");
-    r.headers.emplace_back("Content-Type", "text/plain; charset=utf-8");
+    r.headers.emplace_back("Content-Type", "text/plain");
   }
   return r;
 }
@@ -380,7 +395,7 @@ Response Handler::PutObject(Exchange& ex, oci::ByteSource* body) {
   } else {
     PrefixedSource all(std::move(head), body);
     auto d = store_->WriteBlob(oci::Digest(), rq.content_length, all);
-    if (!d.ok()) return Error(ex, WriteStatus(d.status()), d.status().message());
+    if (!d.ok()) return Error(ex, PutStatus(route.protocol, d.status()), d.status().message());
     ex.bytes_in = d->size;
     oci::Descriptor desc = *d;
     desc.media_type = oci::media::kOctetStream;
@@ -389,7 +404,7 @@ Response Handler::PutObject(Exchange& ex, oci::ByteSource* body) {
   e.config = config.dump();
   e.annotations["org.ocicache.http.protocol"] = ProtocolName(route.protocol);
   absl::Status s = store_->Put(e);
-  if (!s.ok()) return Error(ex, WriteStatus(s), s.message());
+  if (!s.ok()) return Error(ex, PutStatus(route.protocol, s), s.message());
   Response r;
   if (route.protocol == Protocol::kTurbo) {
     r.body = R"({"urls":[]})";

@@ -305,6 +305,35 @@ TEST_F(HttpTest, NxNeverOverwritesAndReadOnlyTokensCannotWrite) {
   HttpReply got = Do(c, "GET", "/v1/cache/123456789", "", {r});
   EXPECT_EQ(got.status, 200);
   EXPECT_EQ(got.body, "tar");
+  // Nx stops the run on a 401 whose Content-Type is not exactly text/plain.
+  HttpReply unauthorized = Do(c, "GET", "/v1/cache/123456789");
+  EXPECT_EQ(unauthorized.status, 401);
+  EXPECT_EQ(unauthorized.header("content-type"), "text/plain");
+  // Turborepo reads refusals as {"error": {"code", "message"}}.
+  HttpReply turbo = Do(c, "PUT", "/v8/artifacts/abcdef?slug=s", "x", {r});
+  EXPECT_EQ(turbo.status, 403);
+  auto j = nlohmann::json::parse(turbo.body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << turbo.body;
+  EXPECT_EQ(j["error"]["code"], "forbidden") << turbo.body;
+  EXPECT_TRUE(j["error"]["message"].is_string());
+}
+
+// A registry-only server in an outage: reads are misses; writes it cannot
+// keep are 503, except to Nx, which fails its whole run on a 5xx and takes a
+// 403 ("not stored") quietly.
+TEST_F(HttpTest, RegistryOnlyOutageNeverAnswersNxWith5xx) {
+  Setup s;
+  s.dir = false;
+  s.read_timeout = absl::Seconds(2);
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  ASSERT_TRUE(registry_->Stop().ok());
+  EXPECT_EQ(Do(c, "GET", "/v1/cache/1234").status, 404);
+  EXPECT_EQ(Do(c, "PUT", "/v1/cache/1234", "tar").status, 403);
+  EXPECT_EQ(Do(c, "PUT", "/cache/ns/k", "v").status, 503);
+  EXPECT_EQ(Do(c, "GET", "/cache/ns/k").status, 404);
+  ASSERT_TRUE(registry_->Restart().ok());
 }
 
 TEST_F(HttpTest, TokensAsBearerOrBasicInEitherBase64Alphabet) {
