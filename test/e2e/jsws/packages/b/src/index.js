@@ -1,0 +1,2 @@
+const a = require("@jsws/a");
+module.exports.shout = (name) => a.greet(name).toUpperCase() + "!";

@@ -1,0 +1,2 @@
+const b = require("@jsws/b");
+module.exports.main = () => b.shout("ocicache");
