@@ -184,7 +184,11 @@ struct HttpServer::Impl {
       rq.peer = Peer(c);
       std::map<std::string, std::string> raw;
       MHD_get_connection_values(c, MHD_HEADER_KIND, &CollectValue, &raw);
-      for (auto& [k, v] : raw) rq.headers[absl::AsciiStrToLower(k)] = std::move(v);
+      size_t header_bytes = std::strlen(url) + std::strlen(method);
+      for (auto& [k, v] : raw) {
+        header_bytes += k.size() + v.size() + 4;  // ": " and CRLF
+        rq.headers[absl::AsciiStrToLower(k)] = std::move(v);
+      }
       MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, &CollectValue, &rq.query);
       std::string cl = rq.Header("content-length");
       int64_t n = -1;
@@ -199,6 +203,18 @@ struct HttpServer::Impl {
         r.status = 403;
         r.body = "a client certificate from the configured CA is required\n";
         r.note = "no valid client certificate";
+        return Queue(c, st, std::move(r));
+      }
+      if (header_bytes > opts.max_header_bytes) {
+        // libmicrohttpd's own bound is its memory pool (kConnectionMemory).
+        st->ex = handler->Begin(Request{});
+        st->ex->request = std::move(rq);
+        Response r;
+        r.status = 431;
+        r.body = absl::StrCat("the request line and headers exceed ", opts.max_header_bytes,
+                              " bytes\n");
+        r.note = "headers too large";
+        r.headers.emplace_back("Content-Type", "text/plain");
         return Queue(c, st, std::move(r));
       }
       st->ex = handler->Begin(std::move(rq));

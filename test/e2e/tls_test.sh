@@ -38,6 +38,15 @@ expect_rc tls-in-registry 0 oc --repo "$R" --no-dir stat tls/1
 # The CA file alone implies TLS; the environment works as the flags do.
 expect_rc tls-ca-implies-tls 0 oc --server "$T" --server-ca-file "$PKI/ca.pem" stat tls/1
 expect_rc tls-env 0 env OCICACHE_SERVER="$G" OCICACHE_SERVER_CA="$PKI/ca.pem" "$OCICACHE_BIN" stat tls/1
+# The HTTP cache endpoint serves HTTPS with the same certificate, and refuses plaintext.
+H=https://$T_HTTP
+printf 'over https' >"$WORK/hobj"
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$PKI/ca.pem" -T "$WORK/hobj" "$H/cache/ns/k")
+[[ $code == 200 ]] && pass https-put || fail https-put "status $code"
+got=$(curl -s --cacert "$PKI/ca.pem" "$H/cache/ns/k")
+[[ $got == "over https" ]] && pass https-get || fail https-get "got \"$got\""
+curl -s --max-time 5 -o /dev/null "http://$T_HTTP/cache/ns/k" && fail https-only "plain HTTP was answered" \
+  || pass https-only
 expect_rc tls-miss 1 oc --server "$G" --server-ca-file "$PKI/ca.pem" get tls/absent
 expect_rc tls-ls 0 oc --server "$G" --server-ca-file "$PKI/ca.pem" ls
 expect_contains tls-ls-lists "$OUT" "tls/1"
@@ -91,5 +100,16 @@ expect_rc mtls-env-cert 0 env OCICACHE_SERVER_TOKEN=reader-token-0123456789 OCIC
   "$OCICACHE_BIN" stat mtls/1
 expect_rc mtls-writer-gc 0 wr "${with_ca[@]}" "${client[@]}" gc --keep-last 10 --dry-run
 expect_contains mtls-access-log "$(cat "$WORK/M.err")" 'Entries/Put "mtls/1" OK'
+# HTTP under mTLS: a certificate from the client CA and a token are needed.
+HM=https://$M_HTTP
+tok=(-H "Authorization: Bearer writer-token-0123456789")
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$PKI/ca.pem" --cert "$PKI/client.pem" \
+  --key "$PKI/client-key.pem" "${tok[@]}" -T "$WORK/hobj" "$HM/cache/ns/m")
+[[ $code == 200 ]] && pass https-mtls-put || fail https-mtls-put "status $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$PKI/ca.pem" "${tok[@]}" "$HM/cache/ns/m")
+[[ $code == 403 || $code == 000 ]] && pass https-mtls-no-cert-refused || fail https-mtls-no-cert-refused "status $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$PKI/ca.pem" --cert "$PKI/stranger.pem" \
+  --key "$PKI/stranger-key.pem" "${tok[@]}" "$HM/cache/ns/m")
+[[ $code == 403 || $code == 000 ]] && pass https-mtls-stranger-refused || fail https-mtls-stranger-refused "status $code"
 stop_daemon M && pass mtls-sigterm || fail mtls-sigterm "exit $?"
 stop_daemon P
