@@ -120,6 +120,7 @@ class HttpTest : public ::testing::Test {
     absl::Duration idle_timeout = absl::Seconds(60);
     absl::Duration read_timeout = absl::Seconds(5);
     std::vector<std::string>* log = nullptr;
+    bool metrics = false;
   };
 
   std::unique_ptr<server::CacheServer> Serve(Setup s) {
@@ -144,6 +145,7 @@ class HttpTest : public ::testing::Test {
     o.http.idle_timeout = s.idle_timeout;
     o.http_handler.max_body_bytes = s.max_body;
     o.http_handler.read_timeout = s.read_timeout;
+    if (s.metrics) o.metrics_listen = "127.0.0.1:0";
     if (s.log != nullptr) {
       auto* mu = new absl::Mutex;  // leaked with the test: the server may log until it stops
       std::vector<std::string>* log = s.log;
@@ -692,7 +694,9 @@ TEST_F(HttpTest, LargeBodiesStreamBothWays) {
 }
 
 TEST_F(HttpTest, StatusAndMetricsCountEachProtocol) {
-  auto srv = Serve({});
+  Setup setup;
+  setup.metrics = true;
+  auto srv = Serve(setup);
   ASSERT_NE(srv, nullptr);
   HttpClient c;
   Do(c, "GET", "/cache/ns/a");
@@ -708,6 +712,18 @@ TEST_F(HttpTest, StatusAndMetricsCountEachProtocol) {
   EXPECT_EQ(j["protocols"]["nx"]["misses"], 1);
   EXPECT_EQ(j["protocols"]["kv"]["hit_ratio"], 0.5);
   EXPECT_TRUE(absl::StrContains(j["store"].get<std::string>(), "registry"));
+  auto m = harness::HttpDo(HttpCall{
+      .url = absl::StrCat("http://127.0.0.1:", srv->metrics_port(), "/metrics")});
+  ASSERT_TRUE(m.ok()) << m.status();
+  for (const char* want : {
+           "ocicached_http_hits_total{protocol=\"kv\"} 1\n",
+           "ocicached_http_misses_total{protocol=\"nx\"} 1\n",
+           "ocicached_http_requests_total{protocol=\"kv\",method=\"PUT\",code=\"200\"} 1\n",
+           "ocicached_http_received_bytes_total{protocol=\"kv\"} 1\n",
+           "ocicached_http_request_duration_seconds_count{protocol=\"kv\"} 3\n",
+       }) {
+    EXPECT_TRUE(absl::StrContains(m->body, want)) << want;
+  }
 }
 
 }  // namespace
