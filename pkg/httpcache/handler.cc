@@ -54,6 +54,50 @@ bool SendFile(cache::Store& store, const oci::Digest& digest, Response* r) {
   return true;
 }
 
+// An object's config, its inlined "data" apart. The data is most of the
+// config and plain base64, so it is cut out as a slice instead of going
+// through the JSON parser character by character (that was a third of the
+// CPU of a small GET). Sound for any valid JSON: an unescaped quote cannot
+// occur inside a JSON string, so `"data":"` after '{' or ',' is a member, and
+// base64 holds no quote or backslash, so the next quote ends its value. (The
+// configs this server writes are flat: the first such member is the one.)
+nlohmann::json ParseObjectConfig(const std::string& config, std::string* scratch,
+                                 absl::string_view* data, bool* inlined) {
+  *inlined = false;
+  static constexpr char kMember[] = "\"data\":\"";
+  constexpr size_t kMemberSize = sizeof(kMember) - 1;
+  size_t pos = config.find(kMember);
+  if (pos != std::string::npos && pos > 0 && (config[pos - 1] == ',' || config[pos - 1] == '{')) {
+    size_t start = pos + kMemberSize;
+    size_t end = config.find('"', start);
+    if (end != std::string::npos && end + 1 < config.size() &&
+        (config[end + 1] == '}' || config[end + 1] == ',') &&
+        config.find('\\', start) > end) {
+      // The rest, without the member and one comma next to it.
+      std::string rest;
+      if (config[pos - 1] == ',') {
+        rest = config.substr(0, pos - 1) + config.substr(end + 1);
+      } else {
+        rest = config.substr(0, pos) + config.substr(end + (config[end + 1] == ',' ? 2 : 1));
+      }
+      nlohmann::json j = nlohmann::json::parse(rest, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && !j.contains("data")) {
+        *data = absl::string_view(config).substr(start, end - start);
+        *inlined = true;
+        return j;
+      }
+    }
+  }
+  nlohmann::json j = nlohmann::json::parse(config, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("data") && j["data"].is_string()) {
+    // Not in the form this server writes (another writer's spacing): slower, same answer.
+    *scratch = j["data"].get<std::string>();
+    *data = *scratch;
+    *inlined = true;
+  }
+  return j;
+}
+
 bool IsRead(absl::string_view method) { return method == "GET" || method == "HEAD"; }
 
 // The HTTP status of a store error on a write.
@@ -305,7 +349,10 @@ Response Handler::GetObject(Exchange& ex) {
   const Route& route = ex.routed.route;
   auto entry = store_->Lookup(route.key, cache::LookupOptions{});
   if (!entry.ok()) return Miss(ex, entry.status());
-  nlohmann::json c = nlohmann::json::parse(entry->config, nullptr, /*allow_exceptions=*/false);
+  std::string scratch;
+  absl::string_view data;
+  bool inlined = false;
+  nlohmann::json c = ParseObjectConfig(entry->config, &scratch, &data, &inlined);
   if (!c.is_object() || c.value("http", "") != kConfigFormat) {
     return Miss(ex, absl::DataLossError(absl::StrCat("entry ", route.key,
                                                      " is not an HTTP cache object")));
@@ -320,8 +367,8 @@ Response Handler::GetObject(Exchange& ex) {
       r.headers.emplace_back("x-artifact-tag", c["tag"].get<std::string>());
     }
   }
-  if (c.contains("data") && c["data"].is_string()) {
-    if (!absl::Base64Unescape(c["data"].get<std::string>(), &r.body)) {
+  if (inlined) {
+    if (!absl::Base64Unescape(data, &r.body)) {
       return Miss(ex, absl::DataLossError("the inlined object is not base64"));
     }
     return r;

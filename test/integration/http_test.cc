@@ -221,6 +221,17 @@ TEST_F(HttpTest, KeyValueObjectsOverwriteAndDeleteOverOneConnection) {
                       "http:kv:gradle:0123456789abcdef0123456789abcdef"),
             keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "http:kv:other:ab/cdef"), keys.end());
+  // An entry another writer formatted its own way (spacing, member order, an
+  // escaped "data" inside a string) reads the same.
+  cache::Entry foreign;
+  foreign.key = "http:kv:other:spaced";
+  foreign.config = R"({ "data" : "c3BhY2Vk", "note": "x\",\"data\":\"bm8=", "http": "v1", "protocol": "kv" })";
+  ASSERT_TRUE(srv->store().Put(foreign).ok());
+  EXPECT_EQ(Do(c, "GET", "/cache/other/spaced").body, "spaced");
+  foreign.key = "http:kv:other:tight";
+  foreign.config = R"({"data":"dGlnaHQ=","http":"v1","protocol":"kv"})";
+  ASSERT_TRUE(srv->store().Put(foreign).ok());
+  EXPECT_EQ(Do(c, "GET", "/cache/other/tight").body, "tight");
 }
 
 TEST_F(HttpTest, ObjectsComeFromTheRegistryOnAFreshMachine) {
@@ -582,7 +593,7 @@ TEST_F(HttpTest, BadRequestsGetA4xxStoreNothingAndTheServerGoesOn) {
   auto r = c.Do(huge_header);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->status, 431);
-  // Beyond libmicrohttpd's own buffer (512 KiB): refused too (its own answer).
+  // Beyond libmicrohttpd's own buffer (128 KiB): refused too (its own answer).
   huge_header.headers = {"X-Padding: " + std::string(600 << 10, 'p')};
   auto r2 = harness::HttpDo(huge_header);
   if (r2.ok()) EXPECT_GE(r2->status, 400) << r2->body;
