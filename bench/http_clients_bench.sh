@@ -18,7 +18,7 @@ fresh_server() {
 }
 
 # --- ccache ---------------------------------------------------------------------------
-declare -a c_local c_remote c_warm
+declare -a c_local c_remote c_warm c_nginx
 if command -v ccache >/dev/null && command -v gcc >/dev/null; then
   export CCACHE_DIR=$WORK/ccache CCACHE_CONFIGPATH=$WORK/ccache.conf
   : >"$CCACHE_CONFIGPATH"
@@ -52,6 +52,17 @@ if command -v ccache >/dev/null && command -v gcc >/dev/null; then
     hits=$(ccache --print-stats | awk '$1=="remote_storage_hit" {print $2}')
     [[ $hits == 25 ]] || { echo "ccache warm-server rebuild: $hits of 25 remote hits" >&2; exit 1; }
     stop_daemon CR
+    # The field's plain baseline: ccache's http storage on nginx (GET static
+    # files, WebDAV PUT), filled once, fresh client.
+    if ((r == 1)); then
+      rm -rf "$CCACHE_DIR"
+      cbuild "http://127.0.0.1:$NPORT/put/ccache" >/dev/null
+    fi
+    rm -rf "$CCACHE_DIR"
+    ccache -z >/dev/null
+    c_nginx+=("$(cbuild "http://127.0.0.1:$NPORT/put/ccache")")
+    hits=$(ccache --print-stats | awk '$1=="remote_storage_hit" {print $2}')
+    [[ $hits == 25 ]] || { echo "ccache nginx rebuild: $hits of 25 remote hits" >&2; exit 1; }
     rm -rf "$CCACHE_DIR" && mv "$WORK/ccache-warm" "$CCACHE_DIR"
   done
 else
@@ -59,7 +70,7 @@ else
 fi
 
 # --- turbo ------------------------------------------------------------------------------
-declare -a t_local t_remote
+declare -a t_local t_remote t_warm
 TURBO_VERSION=$(sed -n 's/^TURBO_VERSION=\([0-9.]*\).*/\1/p' test/e2e/js_cache_test.sh | head -1)
 JWS=$WORK/jsws
 cp -r test/e2e/jsws "$JWS"
@@ -92,6 +103,11 @@ if [[ -n $TURBO_VERSION ]] && command -v npm >/dev/null &&
     hits=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["protocols"]["turbo"]["hits"])' \
       <(curl -s "http://$TR_HTTP/status"))
     [[ $hits == 3 ]] || { echo "turbo remote rebuild: $hits of 3 tasks were remote hits" >&2; exit 1; }
+    tclean
+    t_warm+=("$(tbuild "http://$TR_HTTP")")  # the same server, its local tier warm now
+    hits=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["protocols"]["turbo"]["hits"])' \
+      <(curl -s "http://$TR_HTTP/status"))
+    [[ $hits == 6 ]] || { echo "turbo warm-server rebuild: $((hits - 3)) of 3 remote hits" >&2; exit 1; }
     stop_daemon TR
     rm -rf "$JWS/.turbo" && cp -r "$local_cache" "$JWS/.turbo"
   done
@@ -106,9 +122,13 @@ if ((${#c_local[@]})); then
   mc_l=$(median "${c_local[@]}"); mc_r=$(median "${c_remote[@]}")
   mc_w=$(median "${c_warm[@]}")
   printf '%-34s %14s %14s %8s %8s\n' "ccache, 25 units, make -j2" "$mc_r" "$mc_l" "$(ratio "$mc_r" "$mc_l")" "<=1.5"
+  mc_n=$(median "${c_nginx[@]}")
   printf '%-34s %14s %14s %8s %8s\n' "  same, shared server warm" "$mc_w" "$mc_l" "$(ratio "$mc_w" "$mc_l")" ""
+  printf '%-34s %14s %14s %8s %8s\n' "  same, nginx as the remote" "$mc_n" "$mc_l" "$(ratio "$mc_n" "$mc_l")" ""
 fi
 if ((${#t_local[@]})); then
   mt_l=$(median "${t_local[@]}"); mt_r=$(median "${t_remote[@]}")
+  mt_w=$(median "${t_warm[@]}")
   printf '%-34s %14s %14s %8s %8s\n' "turbo run build, 3 packages" "$mt_r" "$mt_l" "$(ratio "$mt_r" "$mt_l")" "<=1.5"
+  printf '%-34s %14s %14s %8s %8s\n' "  same, shared server warm" "$mt_w" "$mt_l" "$(ratio "$mt_w" "$mt_l")" ""
 fi

@@ -98,6 +98,9 @@ for kind in ("readinessProbe", "livenessProbe"):
     check(f"{kind}-port-is-health-port", got == probe_port, f"{got} vs {probe_port}")
 if "metrics_listen" in args:
     check("containerport-metrics", ports.get("metrics") == port_of(args["metrics_listen"]), str(ports))
+if "http_listen" in args:
+    check("containerport-http", ports.get("http") == port_of(args["http_listen"]), str(ports))
+    check("http-port-not-health-port", port_of(args["http_listen"]) != probe_port)
 for sp in svc["spec"]["ports"]:
     t = sp.get("targetPort", sp["port"])
     ok = t in ports if isinstance(t, str) else t in ports.values()
