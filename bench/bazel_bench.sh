@@ -7,6 +7,10 @@
 #                     tier before each run: every blob comes from the loopback registry
 #   warm local tier   --remote_cache=grpc://ocicached whose local tier already holds
 #                     the cache (the registry is only asked for existence, if at all)
+#   over a WAN        registry only, with the registry behind the link model of
+#                     test/harness/link_proxy.h (one-way delay, a bandwidth cap per
+#                     direction): by default 20 ms RTT / 200 Mbit/s and 40 ms RTT /
+#                     100 Mbit/s (BENCH_LINKS="10ms:200 20ms:100": one-way delay:Mbit/s)
 # Every timed rebuild must be all remote cache hits (checked). The states alternate
 # within each round, so load changes on the machine hit them alike.
 # Goal: remote cache rebuild <= 1.3x the disk_cache rebuild.
@@ -18,13 +22,15 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 
 if [[ -z ${OCICACHED_BIN:-} || -z ${REGISTRYCTL:-} ]]; then
-  bazel build -c opt //cmd/ocicache //cmd/ocicached //test/harness:registryctl >/tmp/bazel-bench-build.log 2>&1 ||
+  bazel build -c opt //cmd/ocicache //cmd/ocicached //test/harness:registryctl //test/harness:linkproxy >/tmp/bazel-bench-build.log 2>&1 ||
     { tail -20 /tmp/bazel-bench-build.log; exit 1; }
   bin=$(bazel info -c opt bazel-bin)
   OCICACHE_BIN=$bin/cmd/ocicache/ocicache
   OCICACHED_BIN=$bin/cmd/ocicached/ocicached
   REGISTRYCTL=$bin/test/harness/registryctl
+  LINKPROXY=$bin/test/harness/linkproxy
 fi
+: "${LINKPROXY:?LINKPROXY names the built //test/harness:linkproxy}"
 export OCICACHE_BIN=${OCICACHE_BIN:-unused} OCICACHED_BIN REGISTRYCTL
 source test/e2e/lib.sh  # WORK, start_registry, cleanup
 source test/e2e/bazel_lib.sh
@@ -85,6 +91,18 @@ registry_requests() {
   curl -s --max-time 10 "$url" | awk '$1 == "ocicached_registry_requests_total" {print $2}'
 }
 
+# The link models in front of the registry: LINK_ADDR[k] and LINK_NAME[k].
+LINK_ADDR=() LINK_NAME=()
+for spec in ${BENCH_LINKS:-10ms:200 20ms:100}; do
+  delay=${spec%%:*} mbit=${spec##*:}
+  "$LINKPROXY" --target="$REG" --delay="$delay" --mbit="$mbit" >"$WORK/link-$spec.out" 2>"$WORK/link-$spec.err" &
+  REG_PIDS+=($!)
+  for _ in $(seq 1 50); do [[ -s $WORK/link-$spec.out ]] && break; sleep 0.1; done
+  LINK_ADDR+=("$(head -1 "$WORK/link-$spec.out")")
+  ms=$(python3 -c "import re; v=float(re.match(r'[0-9.]+','$delay').group()); print(int(2*v))")
+  LINK_NAME+=("${ms}ms RTT, ${mbit} Mbit/s")
+done
+
 # One untimed round first: the nested Bazel's JVM warms up (JIT) on the same work.
 timed warm-up-disk --disk_cache="$DC" >/dev/null || exit 1
 timed warm-up-remote --remote_cache="grpc://$D" >/dev/null || exit 1
@@ -100,6 +118,13 @@ for i in $(seq "$runs"); do
   tier+=("$(timed warm-tier --remote_cache="grpc://$D")") || exit 1
   tier_requests=$(($(registry_requests) - reg_requests))
   tail -n +"$(($(wc -l <"$WORK/registry-only.err") + 1))" "$WORK/D.err" >"$WORK/warm-tier.err"
+  for k in "${!LINK_ADDR[@]}"; do
+    stop_ocicached D
+    start_ocicached D --repo "${LINK_ADDR[$k]}/bazel/bench" --dir "$WORK/tier-$i-wan$k" \
+      --metrics_listen=127.0.0.1:0 || exit 1
+    t=$(timed "wan$k" --remote_cache="grpc://$D") || exit 1
+    eval "wan$k+=(\"\$t\")"
+  done
 done
 
 d=$(median "${disk[@]}") r=$(median "${reg[@]}") t=$(median "${tier[@]}")
@@ -110,6 +135,11 @@ printf '%-40s %8s %13s\n' state seconds "x disk_cache"
 printf '%-40s %8s %13s\n' "--disk_cache (baseline)" "$d" "1.00"
 printf '%-40s %8s %13s\n' "--remote_cache, ocicached, registry only" "$r" "$(ratio "$r" "$d")"
 printf '%-40s %8s %13s\n' "--remote_cache, ocicached, warm tier" "$t" "$(ratio "$t" "$d")"
+for k in "${!LINK_ADDR[@]}"; do
+  eval "w=(\"\${wan$k[@]}\")"
+  m=$(median "${w[@]}")
+  printf '%-40s %8s %13s\n' "  registry only, ${LINK_NAME[$k]}" "$m" "$(ratio "$m" "$d")"
+done
 echo
 echo "runs (s): disk_cache ${disk[*]}; registry only ${reg[*]}; warm tier ${tier[*]}"
 echo "ocicached, last registry-only rebuild: $(calls "$WORK/registry-only.err"); $reg_requests registry requests"

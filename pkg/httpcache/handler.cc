@@ -251,10 +251,8 @@ std::unique_ptr<Exchange> Handler::Begin(Request request) {
       return ex;
     }
   }
+  // A body on a GET or DELETE is odd, not wrong: the server drops it.
   bool takes_body = rq.method == "PUT" || rq.method == "POST";
-  if (!takes_body && rq.HasBody()) {
-    // Dropped by the server; a GET with a body is odd, not wrong.
-  }
   if (takes_body) {
     if (rq.content_length < 0 && !rq.chunked) {
       ex->early = Error(*ex, 411, "a body needs Content-Length or chunked transfer encoding");
@@ -334,9 +332,21 @@ Response Handler::Serve(Exchange& ex, oci::ByteSource* body) {
     case Target::kTurboQuery:
       return TurboQuery(ex, body);
     case Target::kActionResult:
-      return m == "PUT" ? PutActionResult(ex, body) : GetActionResult(ex);
-    case Target::kCasBlob:
-      return m == "PUT" ? PutCasBlob(ex, body) : GetCasBlob(ex);
+    case Target::kCasBlob: {
+      // The REAPI instance and the digest the URL names.
+      auto inst = instances_->Get(route.instance);
+      if (!inst.ok()) {
+        return Error(ex, absl::IsPermissionDenied(inst.status()) ? 403 : 400,
+                     inst.status().message());
+      }
+      auto digest = oci::Digest::FromHex(route.hash);
+      if (!digest.ok()) return Error(ex, 400, digest.status().message());
+      if (route.target == Target::kActionResult) {
+        return m == "PUT" ? PutActionResult(ex, **inst, *digest, body)
+                          : GetActionResult(ex, **inst, *digest);
+      }
+      return m == "PUT" ? PutCasBlob(ex, **inst, *digest, body) : GetCasBlob(ex, *inst, *digest);
+    }
     case Target::kObject:
       if (m == "PUT") return PutObject(ex, body);
       if (m == "DELETE") return DeleteObject(ex);
@@ -467,16 +477,9 @@ Response Handler::DeleteObject(Exchange& ex) {
   return Response{};
 }
 
-Response Handler::GetActionResult(Exchange& ex) {
-  const Route& route = ex.routed.route;
-  auto inst = instances_->Get(route.instance);
-  if (!inst.ok()) {
-    return Error(ex, absl::IsPermissionDenied(inst.status()) ? 403 : 400, inst.status().message());
-  }
-  auto digest = oci::Digest::FromHex(route.hash);
-  if (!digest.ok()) return Error(ex, 400, digest.status().message());
+Response Handler::GetActionResult(Exchange& ex, reapi::Instance& inst, const oci::Digest& digest) {
   // HTTP names an action by its hash alone: the size is unknown (-1).
-  auto result = (*inst)->GetActionResult(reapi::BlobId{*digest, -1});
+  auto result = inst.GetActionResult(reapi::BlobId{digest, -1});
   if (!result.ok()) return Miss(ex, result.status());
   Response r;
   if (!result->SerializeToString(&r.body)) return Error(ex, 500, "cannot encode the ActionResult");
@@ -484,8 +487,8 @@ Response Handler::GetActionResult(Exchange& ex) {
   return r;
 }
 
-Response Handler::PutActionResult(Exchange& ex, oci::ByteSource* body) {
-  const Route& route = ex.routed.route;
+Response Handler::PutActionResult(Exchange& ex, reapi::Instance& inst, const oci::Digest& digest,
+                                  oci::ByteSource* body) {
   if (body == nullptr) return Error(ex, 411, "a PUT needs a body");
   auto bytes = ReadBody(*body, opts_.max_message_bytes);
   if (!bytes.ok()) {
@@ -502,29 +505,16 @@ Response Handler::PutActionResult(Exchange& ex, oci::ByteSource* body) {
     return Error(ex, 400, "the body is not an ActionResult (a serialized "
                           "build.bazel.remote.execution.v2.ActionResult)");
   }
-  auto inst = instances_->Get(route.instance);
-  if (!inst.ok()) {
-    return Error(ex, absl::IsPermissionDenied(inst.status()) ? 403 : 400, inst.status().message());
-  }
-  auto digest = oci::Digest::FromHex(route.hash);
-  if (!digest.ok()) return Error(ex, 400, digest.status().message());
-  auto stored = (*inst)->UpdateActionResult(reapi::BlobId{*digest, -1}, std::move(result));
+  auto stored = inst.UpdateActionResult(reapi::BlobId{digest, -1}, std::move(result));
   if (!stored.ok()) return Error(ex, WriteStatus(stored.status()), stored.status().message());
   return Response{};
 }
 
-Response Handler::GetCasBlob(Exchange& ex) {
-  const Route& route = ex.routed.route;
-  auto inst = instances_->Get(route.instance);
-  if (!inst.ok()) {
-    return Error(ex, absl::IsPermissionDenied(inst.status()) ? 403 : 400, inst.status().message());
-  }
-  auto digest = oci::Digest::FromHex(route.hash);
-  if (!digest.ok()) return Error(ex, 400, digest.status().message());
-  std::shared_ptr<reapi::Instance> instance = *inst;
-  auto size = instance->store().StatBlob(*digest);
+Response Handler::GetCasBlob(Exchange& ex, std::shared_ptr<reapi::Instance> instance,
+                             const oci::Digest& digest) {
+  auto size = instance->store().StatBlob(digest);
   if (!size.ok()) return Miss(ex, size.status());
-  reapi::BlobId id{*digest, *size};
+  reapi::BlobId id{digest, *size};
   Response r;
   r.headers.emplace_back("Content-Type", oci::media::kOctetStream);
   if (ex.request.method == "GET" && *size <= opts_.max_buffered_bytes) {
@@ -533,31 +523,25 @@ Response Handler::GetCasBlob(Exchange& ex) {
     if (!s.ok()) return Miss(ex, s);
     return r;
   }
-  if (ex.request.method == "GET" && SendFile(instance->store(), *digest, &r)) return r;
+  if (ex.request.method == "GET" && SendFile(instance->store(), digest, &r)) return r;
   r.size = *size;
   r.stream = [instance, id](oci::ByteSink& sink) { return instance->Read(id, 0, sink); };
   return r;
 }
 
-Response Handler::PutCasBlob(Exchange& ex, oci::ByteSource* body) {
-  const Route& route = ex.routed.route;
+Response Handler::PutCasBlob(Exchange& ex, reapi::Instance& inst, const oci::Digest& digest,
+                             oci::ByteSource* body) {
   if (body == nullptr) return Error(ex, 411, "a PUT needs a body");
-  auto inst = instances_->Get(route.instance);
-  if (!inst.ok()) {
-    return Error(ex, absl::IsPermissionDenied(inst.status()) ? 403 : 400, inst.status().message());
-  }
-  auto digest = oci::Digest::FromHex(route.hash);
-  if (!digest.ok()) return Error(ex, 400, digest.status().message());
   int64_t size = ex.request.content_length;
   if (size >= 0) {
-    absl::Status s = (*inst)->Write(reapi::BlobId{*digest, size}, *body);
+    absl::Status s = inst.Write(reapi::BlobId{digest, size}, *body);
     if (!s.ok()) return Error(ex, WriteStatus(s), s.message());
     ex.bytes_in = size;
   } else {
     // Chunked: the size shows at the end.
-    auto d = (*inst)->store().WriteBlob(*digest, -1, *body);
+    auto d = inst.store().WriteBlob(digest, -1, *body);
     if (!d.ok()) return Error(ex, WriteStatus(d.status()), d.status().message());
-    (*inst)->NoteExists(reapi::BlobId{*digest, d->size});
+    inst.NoteExists(reapi::BlobId{digest, d->size});
     ex.bytes_in = d->size;
   }
   return Response{};

@@ -127,10 +127,13 @@ class Handler {
   Response GetObject(Exchange& ex);
   Response PutObject(Exchange& ex, oci::ByteSource* body);
   Response DeleteObject(Exchange& ex);
-  Response GetActionResult(Exchange& ex);
-  Response PutActionResult(Exchange& ex, oci::ByteSource* body);
-  Response GetCasBlob(Exchange& ex);
-  Response PutCasBlob(Exchange& ex, oci::ByteSource* body);
+  Response GetActionResult(Exchange& ex, reapi::Instance& inst, const oci::Digest& digest);
+  Response PutActionResult(Exchange& ex, reapi::Instance& inst, const oci::Digest& digest,
+                           oci::ByteSource* body);
+  Response GetCasBlob(Exchange& ex, std::shared_ptr<reapi::Instance> inst,
+                      const oci::Digest& digest);
+  Response PutCasBlob(Exchange& ex, reapi::Instance& inst, const oci::Digest& digest,
+                      oci::ByteSource* body);
   Response TurboQuery(Exchange& ex, oci::ByteSource* body);
   // An error response in the style of the request's protocol.
   Response Error(const Exchange& ex, int status, absl::string_view message) const;

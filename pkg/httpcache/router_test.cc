@@ -95,7 +95,9 @@ TEST(Router, RefusesWhatNamesNothingWithAClearStatus) {
     Routed r = R(c.method, c.path);
     EXPECT_EQ(r.error, c.want) << c.method << " " << absl::CHexEscape(c.path.substr(0, 80));
     EXPECT_FALSE(r.message.empty());
-    if (r.error == 405) EXPECT_FALSE(r.allow.empty());
+    if (r.error == 405) {
+      EXPECT_FALSE(r.allow.empty());
+    }
   }
   EXPECT_EQ(R("GET", "/v8/artifacts/ab", {{"teamId", "../x"}}).error, 400);
 }

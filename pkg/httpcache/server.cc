@@ -222,10 +222,16 @@ struct HttpServer::Impl {
       }
       st->ex = handler->Begin(std::move(rq));
       if (st->ex->early.has_value()) {
-        // Answer now when the client waits for "100 Continue" or sends no
-        // body; otherwise read the body first (and drop it), so the
-        // connection stays usable for the next request.
-        if (!has_body || expects_continue) return Queue(c, st, std::move(*st->ex->early));
+        // Answer now when the client waits for "100 Continue", sends no body,
+        // or is refused with a large or unbounded one (libmicrohttpd then
+        // closes the connection rather than read it). Otherwise read the body
+        // first and drop it, so the connection stays usable: a success known
+        // early (a CAS blob present) must not look like a broken upload.
+        const Request& r = st->ex->request;
+        bool large = r.chunked || r.content_length > opts.max_buffered_body_bytes;
+        if (!has_body || expects_continue || (st->ex->early->status >= 400 && large)) {
+          return Queue(c, st, std::move(*st->ex->early));
+        }
         st->mode = RequestState::Mode::kDiscard;
         return MHD_YES;
       }
@@ -255,22 +261,22 @@ struct HttpServer::Impl {
       absl::string_view chunk(upload_data, *upload_data_size);
       *upload_data_size = 0;
       st->received += static_cast<int64_t>(chunk.size());
+      if (st->received > opts.max_body_bytes && !st->queued) {
+        // A chunked body (or one dropped) past the limit: answer now;
+        // libmicrohttpd then closes the connection instead of reading the rest.
+        st->FinishConsumer(absl::ResourceExhaustedError("the body is too large"));
+        st->mode = RequestState::Mode::kDiscard;
+        Response r;
+        r.status = 413;
+        r.body = absl::StrCat("the body is larger than ", opts.max_body_bytes, " bytes\n");
+        r.note = "body too large";
+        return Queue(c, st, std::move(r));
+      }
       switch (st->mode) {
         case RequestState::Mode::kBuffer:
           st->buffer.append(chunk.data(), chunk.size());
           break;
         case RequestState::Mode::kStream:
-          if (st->received > opts.max_body_bytes) {
-            // A chunked body past the limit: answer now; libmicrohttpd then
-            // closes the connection instead of reading the rest.
-            st->FinishConsumer(absl::ResourceExhaustedError("the body is too large"));
-            st->mode = RequestState::Mode::kDiscard;
-            Response r;
-            r.status = 413;
-            r.body = absl::StrCat("the body is larger than ", opts.max_body_bytes, " bytes\n");
-            r.note = "body too large";
-            return Queue(c, st, std::move(r));
-          }
           if (!st->pipe->Write(chunk).ok()) st->mode = RequestState::Mode::kDiscard;
           break;
         case RequestState::Mode::kNoBody:

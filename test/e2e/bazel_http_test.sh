@@ -18,33 +18,6 @@ source "$(dirname "$0")/bazel_lib.sh"
 : "${OCICACHED_BIN:?built ocicached binary}"
 trap 'bzl_shutdown; cleanup' EXIT
 
-build() {
-  local name=$1; shift
-  LOG=$WORK/bzl/$name.log
-  bzl_build "$LOG" "$@"
-  local rc=$?
-  if ((rc == 0)); then pass "$name"; return 0; fi
-  local why; why=$(grep -E '^(ERROR|FATAL)' "$LOG" | head -3)
-  fail "$name" "bazel exited $rc: $(cut -c1-300 <<<"${why:-$(tail -3 "$LOG")}")"
-  return 1
-}
-counts() {
-  EX=? HITS=?
-  read -r EX HITS < <(bzl_counts "$LOG")
-  EX=${EX:-?} HITS=${HITS:-?}
-}
-all_hits() {
-  counts
-  if [[ $N =~ ^[0-9]+$ && $EX == "$N" && $HITS == "$N" ]]; then pass "$1"; return 0; fi
-  fail "$1" "want all $N processes remote cache hits; got \"$(bzl_processes_line "$LOG")\""
-}
-same_outputs() {
-  local now; now=$(bzl_outputs_digest)
-  if [[ $now == "$DIGEST0" ]]; then pass "$1"; else fail "$1" "$(diff <(echo "$DIGEST0") <(echo "$now") | head -5)"; fi
-}
-registry_files() { find "$WORK/reg-REG" -path '*docker/registry*' -type f -printf '%P %s\n' | sort; }
-rebuild() { bzl_clean && build "$@"; }
-
 start_registry none REG || { fail registry-start "registryctl did not start"; exit 1; }
 bzl_setup || { fail bazel-workspace "could not copy the sample workspace"; exit 1; }
 REPO=$REG/bazel/http

@@ -95,6 +95,50 @@ bzl_outputs_digest() {
   (cd "$(bzl_bin)" && sha256sum hello greet_test gen big.bin libgreet.a tree_index.txt tree/*) 2>&1
 }
 
+# --- checks shared by the Bazel end-to-end scripts (PASS/FAIL lines, lib.sh) ----
+# They compare against N (the processes of the first build) and DIGEST0 (its
+# outputs), which the script sets after its fill build.
+
+# build NAME ARGS...: `bazel test //...` with ARGS must succeed (PASS/FAIL NAME);
+# the log is $WORK/bzl/NAME.log, also in $LOG.
+build() {
+  local name=$1; shift
+  LOG=$WORK/bzl/$name.log
+  bzl_build "$LOG" "$@"
+  local rc=$?
+  if ((rc == 0)); then pass "$name"; return 0; fi
+  local why; why=$(grep -E '^(ERROR|FATAL)' "$LOG" | head -3)
+  fail "$name" "bazel exited $rc: $(cut -c1-300 <<<"${why:-$(tail -3 "$LOG")}")"
+  return 1
+}
+
+# counts: EX and HITS of the build in $LOG (see bzl_counts); "?" if Bazel printed
+# no processes line.
+counts() {
+  EX=? HITS=?
+  read -r EX HITS < <(bzl_counts "$LOG")
+  EX=${EX:-?} HITS=${HITS:-?}
+}
+
+# all_hits NAME: in the build of $LOG every executed process (N of them, as in
+# the first build) was a remote cache hit.
+all_hits() {
+  counts
+  if [[ $N =~ ^[0-9]+$ && $EX == "$N" && $HITS == "$N" ]]; then pass "$1"; return 0; fi
+  fail "$1" "want all $N processes remote cache hits; got \"$(bzl_processes_line "$LOG")\""
+}
+
+# same_outputs NAME: the sample's outputs are identical to the first build's.
+same_outputs() {
+  local now; now=$(bzl_outputs_digest)
+  if [[ $now == "$DIGEST0" ]]; then pass "$1"; else fail "$1" "$(diff <(echo "$DIGEST0") <(echo "$now") | head -5)"; fi
+}
+
+# registry_files: the registry's stored files (path and size), to see writes.
+registry_files() { find "$WORK/reg-REG" -path '*docker/registry*' -type f -printf '%P %s\n' | sort; }
+
+rebuild() { bzl_clean && build "$@"; }
+
 # start_ocicached NAME FLAGS... / stop_ocicached NAME: daemon_lib.sh's start_daemon
 # and stop_daemon, with a shorter shutdown grace (Bazel keeps idle connections).
 source "$(dirname "${BASH_SOURCE[0]}")/daemon_lib.sh"

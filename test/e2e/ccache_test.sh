@@ -46,21 +46,6 @@ cp -r "$ROOT/test/e2e/ccachews" "$CWS" && (cd "$CWS" && sh gen.sh 24) ||
 N=$(make -s -C "$CWS" objects | wc -w)
 ((N >= 20)) && pass sample-units || fail sample-units "want >= 20 translation units, got $N"
 
-# start_http NAME DIR [FLAGS]: ocicached backed by $REPO with local tier DIR and the
-# HTTP endpoint on a free port; sets $NAME (gRPC), ${NAME}_HTTP (HTTP host:port).
-start_http() {
-  local var=$1 dir=$2; shift 2
-  rm -f "$WORK/$var.http"
-  start_daemon "$var" --http_listen=127.0.0.1:0 --http_port_file="$WORK/$var.http" \
-    --repo="$REPO" --dir="$dir" "$@" || return 1
-  for _ in $(seq 1 100); do
-    [[ -s $WORK/$var.http ]] && break
-    sleep 0.1
-  done
-  [[ -s $WORK/$var.http ]] || { echo "no $WORK/$var.http" >&2; return 1; }
-  printf -v "${var}_HTTP" '127.0.0.1:%s' "$(cat "$WORK/$var.http")"
-}
-
 # build NAME REMOTE_STORAGE [EXTRA_CFLAGS]: a clean `make -j2` of the sample with
 # ccache (stats zeroed first) and the given remote_storage; PASS/FAIL NAME. Log in
 # $LOG, ccache's counters in ST[...] (from --print-stats), seconds in SECS.

@@ -24,6 +24,15 @@ start_daemon() {
   printf -v "${var}_HTTP" '127.0.0.1:%s' "$(cat "$WORK/$var.hport" 2>/dev/null)"
 }
 
+# start_http NAME DIR [FLAGS]: start_daemon over $REPO with local tier DIR,
+# failing unless the HTTP endpoint's ${NAME}_HTTP was set.
+start_http() {
+  local var=$1 dir=$2; shift 2
+  start_daemon "$var" --repo="$REPO" --dir="$dir" "$@" || return 1
+  local http=${var}_HTTP
+  [[ ${!http} =~ ^127\.0\.0\.1:[0-9]+$ ]] || { echo "no HTTP port for $var" >&2; return 1; }
+}
+
 # stop_daemon NAME: SIGTERM, then waits; returns its exit code.
 stop_daemon() {
   local pid_var=${1}_PID

@@ -60,21 +60,6 @@ wipe() {
     cp -r "$ROOT/test/e2e/gradlews" "$GWS"
 }
 
-# start_http NAME DIR [FLAGS]: ocicached backed by $REPO with local tier DIR and the
-# HTTP endpoint on a free port; sets $NAME (gRPC), ${NAME}_HTTP (HTTP host:port).
-start_http() {
-  local var=$1 dir=$2; shift 2
-  rm -f "$WORK/$var.http"
-  start_daemon "$var" --http_listen=127.0.0.1:0 --http_port_file="$WORK/$var.http" \
-    --repo="$REPO" --dir="$dir" "$@" || return 1
-  for _ in $(seq 1 100); do
-    [[ -s $WORK/$var.http ]] && break
-    sleep 0.1
-  done
-  [[ -s $WORK/$var.http ]] || { echo "no $WORK/$var.http" >&2; return 1; }
-  printf -v "${var}_HTTP" '127.0.0.1:%s' "$(cat "$WORK/$var.http")"
-}
-
 # build NAME ARGS...: `gradle build` in the workspace with the build cache and the
 # extra ARGS (-Docicache.cache.url=... and so on); PASS/FAIL NAME. Log in $LOG,
 # seconds in SECS, each task's outcome in TASK[:proj:task] (EXECUTED when Gradle

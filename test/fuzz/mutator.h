@@ -1,16 +1,26 @@
-// The mutations of the bounded fuzz drivers (request_fuzz_test, http_fuzz_test):
+// The mutations (and the environment bounds) of the bounded fuzz drivers (request_fuzz_test, http_fuzz_test):
 // bit flips, interesting bytes and varints, inserts, deletes, duplicated
 // ranges, splices with another input, truncation. Deterministic per seed.
 #ifndef OCICACHE_TEST_FUZZ_MUTATOR_H_
 #define OCICACHE_TEST_FUZZ_MUTATOR_H_
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+
 namespace ocicache::fuzz {
+
+// The integer in environment variable `name`, or `fallback` (the drivers' bounds).
+inline int64_t EnvInt(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  int64_t out;
+  return v != nullptr && absl::SimpleAtoi(v, &out) ? out : fallback;
+}
 
 class Mutator {
  public:

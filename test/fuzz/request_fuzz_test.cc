@@ -21,12 +21,6 @@
 namespace ocicache::fuzz {
 namespace {
 
-int64_t EnvInt(const char* name, int64_t fallback) {
-  const char* v = std::getenv(name);
-  int64_t out;
-  return v != nullptr && absl::SimpleAtoi(v, &out) ? out : fallback;
-}
-
 int RunInput(const std::string& input) {
   return LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(input.data()), input.size());
 }
