@@ -33,6 +33,18 @@ start_http() {
   [[ ${!http} =~ ^127\.0\.0\.1:[0-9]+$ ]] || { echo "no HTTP port for $var" >&2; return 1; }
 }
 
+# http_status HOSTPORT PROTOCOL: "requests hits misses" of PROTOCOL (kv, bazel,
+# turbo, nx) from the HTTP endpoint's GET /status; "unreadable ..." otherwise.
+http_status() {
+  curl -s --max-time 5 "http://$1/status" | python3 -c '
+import json, sys
+try:
+    p = json.load(sys.stdin)["protocols"][sys.argv[1]]
+    print(p["requests"], p["hits"], p["misses"])
+except Exception as e:
+    print("unreadable", e)' "$2"
+}
+
 # stop_daemon NAME: SIGTERM, then waits; returns its exit code.
 stop_daemon() {
   local pid_var=${1}_PID

@@ -125,16 +125,8 @@ nothing_written() {  # NAME BEFORE
   else fail "$1" "registry changed: $(diff <(echo "$2") <(echo "$after") | head -4 | tr '\n' ' ')"; fi
 }
 
-# status_kv HOSTPORT: "requests hits misses" from GET /status (protocols.kv).
-status_kv() {
-  curl -s --max-time 5 "http://$1/status" | python3 -c '
-import json, sys
-try:
-    kv = json.load(sys.stdin)["protocols"]["kv"]
-    print(kv["requests"], kv["hits"], kv["misses"])
-except Exception as e:
-    print("unreadable", e)'
-}
+# status_kv HOSTPORT: "requests hits misses" of the key/value protocol (daemon_lib.sh).
+status_kv() { http_status "$1" kv; }
 
 start_registry none REG || { fail registry-start "registryctl did not start"; exit 1; }
 REG_PID=${REG_PIDS[-1]}
