@@ -2,7 +2,7 @@
 // submission. The destructor stops taking tasks, drops the queued ones and joins
 // the threads, so it waits for the tasks that are running. The one pool of the
 // project: gocacheprog's lookups, uploads and prefetches, and (through
-// SharedThreadPool) the server's batch calls (rpc::ParallelFor).
+// SharedThreadPool) the server's batch calls and the tiered store's fills (ParallelFor).
 #ifndef OCICACHE_PKG_BASE_THREAD_POOL_H_
 #define OCICACHE_PKG_BASE_THREAD_POOL_H_
 
@@ -94,7 +94,7 @@ class ThreadPool {
 };
 
 // A process-wide pool for short helper tasks that a caller also works on itself
-// (rpc::ParallelFor): created on first use with `threads` threads (the first
+// (ParallelFor): created on first use with `threads` threads (the first
 // caller's value wins), never destroyed.
 ThreadPool& SharedThreadPool(int threads = 64);
 

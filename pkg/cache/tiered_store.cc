@@ -2,9 +2,12 @@
 
 #include <iostream>
 #include <set>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "pkg/base/files.h"
+#include "pkg/base/parallel.h"
 #include "pkg/oci/pipe.h"
 #include "pkg/registry/client.h"
 
@@ -132,12 +135,23 @@ absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOpt
   }
   // Fill the local tier: blobs first, then the entry. An outage meanwhile makes
   // this a miss; a corrupt or unreadable blob is an error, never a half hit.
-  absl::Status fill;
+  // The blobs are copied in parallel: one after another, a hit of many blobs
+  // (a Bazel tree output) cost a registry round trip per blob.
+  std::vector<const oci::Descriptor*> missing;
   for (const auto& b : r->blobs) {
-    if (local_->StatBlob(b.digest).ok()) continue;
-    fill = FillBlob(b.digest, b.size);
-    if (!fill.ok()) break;
+    if (!local_->StatBlob(b.digest).ok()) missing.push_back(&b);
   }
+  absl::Mutex fill_mu;
+  absl::Status fill;
+  base::ParallelFor(missing.size(), kFillParallelism, [&](size_t i) {
+    {
+      absl::MutexLock l(&fill_mu);
+      if (!fill.ok()) return;  // one failure decides; skip the rest
+    }
+    absl::Status s = FillBlob(missing[i]->digest, missing[i]->size);
+    absl::MutexLock l(&fill_mu);
+    if (!s.ok() && fill.ok()) fill = s;
+  });
   if (fill.ok()) fill = local_->Put(*r);
   if (!fill.ok()) {
     // A full local disk: answer from the remote without a copy (reads of its

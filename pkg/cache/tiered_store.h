@@ -111,6 +111,8 @@ class TieredStore : public Store {
   }
 
  private:
+  // Blobs of one hit copied into the local tier at once (Lookup).
+  static constexpr size_t kFillParallelism = 16;
   // A blob the remote did not take (outage): record it, best effort.
   void DeferBlob(const oci::Digest& digest);
   // The remote did not take `entry`'s Put (outage): record it. OK when recorded.

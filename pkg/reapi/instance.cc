@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "pkg/rpc/parallel.h"
+#include "pkg/base/parallel.h"
 
 namespace ocicache::reapi {
 namespace {
@@ -80,7 +80,7 @@ absl::StatusOr<std::vector<BlobId>> Instance::FindMissing(const std::vector<Blob
       ++skipped;  // reported absent
     }
   }
-  rpc::ParallelFor(to_check.size(), opts_.parallelism,
+  base::ParallelFor(to_check.size(), opts_.parallelism,
                    [&](size_t k) { found[to_check[k]] = Exists(unique[to_check[k]]); });
   std::vector<BlobId> missing;
   for (size_t i = 0; i < unique.size(); ++i) {

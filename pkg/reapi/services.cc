@@ -8,7 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "pkg/oci/digest.h"
-#include "pkg/rpc/parallel.h"
+#include "pkg/base/parallel.h"
 #include "pkg/rpc/streams.h"
 #include "pkg/rpc/uploads.h"
 
@@ -199,7 +199,7 @@ grpc::Status CasService::BatchUpdateBlobs(grpc::ServerContext* ctx,
   auto inst = b_.instances->Get(req->instance_name());
   if (!inst.ok()) return call.Done(inst.status());
   std::vector<absl::Status> results(req->requests_size());
-  rpc::ParallelFor(results.size(), b_.base->options.batch_parallelism, [&](size_t i) {
+  base::ParallelFor(results.size(), b_.base->options.batch_parallelism, [&](size_t i) {
     const auto& r = req->requests(static_cast<int>(i));
     auto id = FromProto(r.digest(), absl::StrCat("requests[", i, "].digest"));
     if (!id.ok()) {
@@ -244,7 +244,7 @@ grpc::Status CasService::BatchReadBlobs(grpc::ServerContext* ctx,
   auto inst = b_.instances->Get(req->instance_name());
   if (!inst.ok()) return call.Done(inst.status());
   std::vector<absl::StatusOr<std::string>> data(req->digests_size(), std::string());
-  rpc::ParallelFor(data.size(), b_.base->options.batch_parallelism, [&](size_t i) {
+  base::ParallelFor(data.size(), b_.base->options.batch_parallelism, [&](size_t i) {
     auto id = FromProto(req->digests(static_cast<int>(i)), absl::StrCat("digests[", i, "]"));
     if (!id.ok()) {
       data[i] = id.status();

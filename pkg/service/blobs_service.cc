@@ -10,7 +10,7 @@
 #include "pkg/oci/stream.h"
 #include "pkg/registry/client.h"
 #include "pkg/wire/convert.h"
-#include "pkg/rpc/parallel.h"
+#include "pkg/base/parallel.h"
 #include "pkg/rpc/streams.h"
 #include "pkg/service/services.h"
 #include "pkg/wire/status.h"
@@ -23,7 +23,7 @@ using rpc::Call;
 using rpc::Access;
 using rpc::UploadStaging;
 using rpc::StreamingPush;
-using rpc::ParallelFor;
+using base::ParallelFor;
 using wire::DigestFromProto;
 using wire::LocationToProto;
 using wire::LocationFromProto;

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "pkg/cache/format.h"
-#include "pkg/rpc/parallel.h"
+#include "pkg/base/parallel.h"
 #include "pkg/service/services.h"
 #include "pkg/wire/convert.h"
 #include "pkg/wire/status.h"
@@ -14,7 +14,7 @@ namespace ocicache::service {
 using rpc::Span;
 using rpc::Call;
 using rpc::Access;
-using rpc::ParallelFor;
+using base::ParallelFor;
 using wire::EntryToProto;
 using wire::EntryFromProto;
 using wire::EntryInfoToProto;

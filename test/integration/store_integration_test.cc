@@ -15,6 +15,7 @@
 #include "pkg/cache/tiered_store.h"
 #include "pkg/layout/layout_store.h"
 #include "pkg/registry/client.h"
+#include "test/harness/link_proxy.h"
 #include "test/harness/registry.h"
 
 namespace ocicache {
@@ -53,7 +54,8 @@ std::string TempDir() {
 }
 
 absl::StatusOr<std::unique_ptr<cache::RegistryStore>> MakeRegistryStore(
-    RegistryProcess::Options::Auth auth, int shards = 0, const std::string& repo = "") {
+    RegistryProcess::Options::Auth auth, int shards = 0, const std::string& repo = "",
+    const std::string& via = "") {
   RegistryProcess* reg = Registry(auth);
   if (reg == nullptr) return absl::UnavailableError("registry did not start");
   registry::ClientOptions opts;
@@ -62,7 +64,8 @@ absl::StatusOr<std::unique_ptr<cache::RegistryStore>> MakeRegistryStore(
     opts.credentials.password = reg->options().password;
   }
   opts.retry.max_attempts = 2;
-  auto client = registry::Client::Create(reg->host(), opts);
+  // `via`: another HOST:PORT reaching the same registry (a link model).
+  auto client = registry::Client::Create(via.empty() ? reg->host() : via, opts);
   if (!client.ok()) return client.status();
   cache::RegistryStoreOptions ropts;
   ropts.shards = shards;
@@ -308,6 +311,44 @@ TEST(TieredStoreTest, RegistryHitFillsAnEmptyLocalTier) {
   oci::StringSink sink(&back);
   ASSERT_TRUE((*local)->ReadBlob(e->blobs[0].digest, 0, sink).ok());
   EXPECT_EQ(back, content);
+}
+
+// A hit of many blobs copies them into the local tier in parallel: over a
+// link with a 40 ms round trip, 48 blob copies one after another would take
+// at least 48 round trips (about 2 s); in parallel they take a few, on several
+// connections at once.
+TEST(TieredStoreTest, ARegistryHitCopiesItsBlobsInParallel) {
+  auto remote = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/many");
+  ASSERT_TRUE(remote.ok());
+  auto first = MakeTiered(*std::move(remote));
+  ASSERT_TRUE(first.ok());
+  cache::Entry e;
+  e.key = "many/blobs";
+  e.config = R"({"kind":"test"})";
+  for (int i = 0; i < 48; ++i) {
+    oci::StringSource src(absl::StrCat("blob number ", i, std::string(1000, 'x')));
+    auto d = (*first)->WriteBlob(oci::Digest(), -1, src);
+    ASSERT_TRUE(d.ok()) << d.status();
+    e.blobs.push_back(*d);
+  }
+  ASSERT_TRUE((*first)->Put(e).ok());
+
+  harness::LinkOptions link;
+  link.one_way_delay = absl::Milliseconds(20);
+  auto proxy = harness::LinkProxy::Start(Registry(RegistryProcess::Options::kNone)->host(), link);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  auto remote2 =
+      MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/many", (*proxy)->address());
+  ASSERT_TRUE(remote2.ok());
+  auto second = MakeTiered(*std::move(remote2));
+  ASSERT_TRUE(second.ok());
+  absl::Time t0 = absl::Now();
+  auto hit = (*second)->Lookup("many/blobs", {});
+  absl::Duration took = absl::Now() - t0;
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  for (const auto& b : hit->blobs) EXPECT_TRUE((*second)->local().StatBlob(b.digest).ok());
+  EXPECT_GE((*proxy)->connections(), 4);  // sequential copies reuse one connection
+  EXPECT_LT(took, absl::Milliseconds(48 * 40)) << "as slow as one copy after another";
 }
 
 }  // namespace

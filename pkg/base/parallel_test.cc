@@ -1,4 +1,4 @@
-#include "pkg/rpc/parallel.h"
+#include "pkg/base/parallel.h"
 
 #include <atomic>
 #include <set>
@@ -12,7 +12,7 @@
 #include "pkg/base/call_scope.h"
 #include "pkg/base/thread_pool.h"
 
-namespace ocicache::rpc {
+namespace ocicache::base {
 namespace {
 
 TEST(ParallelForTest, EveryIndexOnceOnSeveralThreads) {
@@ -67,4 +67,4 @@ TEST(ParallelForTest, NothingToDo) {
 }
 
 }  // namespace
-}  // namespace ocicache::rpc
+}  // namespace ocicache::base

@@ -1,4 +1,4 @@
-#include "pkg/rpc/parallel.h"
+#include "pkg/base/parallel.h"
 
 #include <algorithm>
 #include <atomic>
@@ -7,7 +7,7 @@
 #include "absl/synchronization/mutex.h"
 #include "pkg/base/call_scope.h"
 
-namespace ocicache::rpc {
+namespace ocicache::base {
 namespace {
 
 // What the caller and its helpers share. Owned jointly, so a helper that starts
@@ -51,4 +51,4 @@ void ParallelFor(size_t n, size_t max_threads, const std::function<void(size_t)>
   loop->mu.Await(absl::Condition(&idle));
 }
 
-}  // namespace ocicache::rpc
+}  // namespace ocicache::base
