@@ -41,9 +41,11 @@ constexpr size_t kConnectionMemory = 128 << 10;
 // A response body a producer thread writes while the connection's thread
 // sends it (libmicrohttpd pulls, the stores push).
 struct Outgoing {
-  explicit Outgoing(std::function<absl::Status(oci::ByteSink&)> f)
-      : produce(std::move(f)), pipe(kPipeBytes) {}
+  Outgoing(std::function<absl::Status(oci::ByteSink&)> f, int64_t n)
+      : produce(std::move(f)), size(n), pipe(kPipeBytes) {}
   std::function<absl::Status(oci::ByteSink&)> produce;
+  const int64_t size;  // -1: unknown (chunked)
+  int64_t delivered = 0;
   oci::BoundedPipe pipe;
   std::thread producer;
   std::shared_ptr<std::atomic<int64_t>> sent;
@@ -61,6 +63,16 @@ ssize_t ReadOutgoing(void* cls, uint64_t /*pos*/, char* buf, size_t max) {
   auto n = out->pipe.Read(buf, max);
   if (!n.ok()) return MHD_CONTENT_READER_END_WITH_ERROR;
   if (*n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+  out->delivered += static_cast<int64_t>(*n);
+  if (out->size >= 0 && out->delivered >= out->size) {
+    // The last bytes go out only once the producer finished well: stores
+    // check a blob's digest after its last byte, and a body that completes
+    // its Content-Length must never be a wrong one. A failure here cuts the
+    // connection short of the declared length instead.
+    char extra;
+    auto end = out->pipe.Read(&extra, 1);
+    if (!end.ok() || *end != 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+  }
   out->sent->fetch_add(static_cast<int64_t>(*n), std::memory_order_relaxed);
   return static_cast<ssize_t>(*n);
 }
@@ -155,7 +167,7 @@ struct HttpServer::Impl {
       if (resp == nullptr) close(fd);
       st->sent->store(st->ex->request.method == "HEAD" ? 0 : r.size);
     } else if (r.stream) {
-      auto* out = new Outgoing(std::move(r.stream));
+      auto* out = new Outgoing(std::move(r.stream), r.size);
       out->sent = st->sent;
       resp = MHD_create_response_from_callback(
           r.size < 0 ? MHD_SIZE_UNKNOWN : static_cast<uint64_t>(r.size), kSendBlock, &ReadOutgoing,
