@@ -45,6 +45,15 @@ PY
     failed=$((failed + 1)); failures+=("$t")
   fi
 done
+# What each failed target said, so a failure on a CI machine can be diagnosed
+# from this output alone.
+for t in "${failures[@]}"; do
+  rel=${t#//}; rel=${rel/://}
+  log="$testlogs/$rel/test.log"
+  [[ -f $log ]] || continue
+  echo "--- $t"
+  grep -E -B2 -A8 '(Failure|FAILED|Check failed|Timeout|terminate called|Sanitizer)' "$log" | head -80
+done
 if ((bazel_rc != 0)) && ((${#failures[@]} == 0)); then
   failed=$((failed + 1)); failures+=("bazel test exited $bazel_rc")
 fi
