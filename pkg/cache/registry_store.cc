@@ -151,15 +151,21 @@ absl::Status RegistryStore::MountBlob(const Location& from) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot copy from ", base, ": no client for other registries"));
   }
-  // Streamed copy: download into a bounded pipe that the upload reads.
-  absl::StatusOr<oci::Descriptor> put;
-  absl::Status s = oci::Transfer(
-      [&](oci::ByteSink& sink) { return source->GetBlob(from_repo, digest, from.size, sink); },
-      [&](oci::ByteSource& src) {
-        put = client_->PutBlob(repo_, digest, from.size, src);
-        return put.status();
-      });
-  return s;
+  return CopyBlob(*source, from_repo, repo_, digest, from.size);
+}
+
+absl::Status RegistryStore::CopyBlob(const std::string& from_repo, const std::string& to_repo,
+                                     const oci::Digest& digest, int64_t size) {
+  return CopyBlob(*client_, from_repo, to_repo, digest, size);
+}
+
+absl::Status RegistryStore::CopyBlob(registry::Client& source, const std::string& from_repo,
+                                     const std::string& to_repo, const oci::Digest& digest,
+                                     int64_t size) {
+  // Streamed: the download feeds a bounded pipe that the upload reads.
+  return oci::Transfer(
+      [&](oci::ByteSink& sink) { return source.GetBlob(from_repo, digest, size, sink); },
+      [&](oci::ByteSource& src) { return client_->PutBlob(to_repo, digest, size, src).status(); });
 }
 
 absl::StatusOr<Entry> RegistryStore::Lookup(absl::string_view key, const LookupOptions& opts) {
@@ -232,9 +238,14 @@ absl::Status RegistryStore::PutEncoded(const Entry& entry, PutMode mode) {
       if (repo != repo_) {
         auto mounted = client_->MountBlob(repo, b.digest, repo_);
         if (!mounted.ok()) return mounted.status();
+        // A registry may decline a mount (202: distribution does whenever its look-up
+        // in the source fails, also under load): copy the blob into the shard instead.
         if (!*mounted) {
-          return absl::InternalError(absl::StrCat("registry would not mount ", b.digest.str(),
-                                                  " from ", repo_, " into ", repo));
+          if (absl::Status s = CopyBlob(repo_, repo, b.digest, b.size); !s.ok()) {
+            return absl::Status(s.code(), absl::StrCat("registry would not mount ", b.digest.str(),
+                                                       " from ", repo_, " into ", repo,
+                                                       ", and copying it failed: ", s.message()));
+          }
         }
       }
     }

@@ -102,6 +102,12 @@ class RegistryStore : public Store {
   absl::Status PutEncoded(const Entry& entry, PutMode mode);
   absl::Status EnsureSmallBlob(const std::string& repo, const oci::Descriptor& d,
                                const std::string& bytes, bool ask_first, bool trust_known);
+  // Streams a blob from `from_repo` (on `source`, else this store's registry) into
+  // `to_repo` of this store's registry: the fallback when a mount is declined.
+  absl::Status CopyBlob(const std::string& from_repo, const std::string& to_repo,
+                        const oci::Digest& digest, int64_t size);
+  absl::Status CopyBlob(registry::Client& source, const std::string& from_repo,
+                        const std::string& to_repo, const oci::Digest& digest, int64_t size);
 
   std::shared_ptr<registry::Client> client_;
   std::string repo_;

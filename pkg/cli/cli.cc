@@ -238,8 +238,20 @@ absl::StatusOr<oci::Descriptor> WriteBlobFromPath(Store& store, const std::strin
     ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path, " is empty: zero-size blobs are not stored"));
   }
+  // A file's digest is learnt first (a read the page cache makes cheap), so a store
+  // that has the blob already (a registry: one HEAD) need not receive it again.
+  oci::Digest want = expected;
+  if (!want.valid() && size > 0) {
+    int64_t hashed = 0;
+    auto d = oci::DigestOfFile(fd, &hashed);
+    if (!d.ok()) {
+      ::close(fd);
+      return absl::InvalidArgumentError(absl::StrCat("cannot ", d.status().message(), " (", path, ")"));
+    }
+    if (hashed == size) want = *d;  // a file that changed meanwhile is sent unchecked
+  }
   oci::FdSource src(fd);
-  auto d = store.WriteBlob(expected, size, src);
+  auto d = store.WriteBlob(want, size, src);
   ::close(fd);
   if (d.ok() && d->size == 0) {
     return absl::InvalidArgumentError(absl::StrCat(path, " is empty: zero-size blobs are not stored"));

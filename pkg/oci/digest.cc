@@ -1,6 +1,11 @@
 #include "pkg/oci/digest.h"
 
+#include <errno.h>
 #include <openssl/evp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <string>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -64,6 +69,20 @@ Digest Sha256::Finish() {
   EVP_DigestFinal_ex(ctx_->md, out, &len);
   return Digest(absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(out), len)));
+}
+
+absl::StatusOr<Digest> DigestOfFile(int fd, int64_t* size) {
+  Sha256 h;
+  std::string buf(1 << 20, '\0');
+  for (;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), h.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::InternalError(absl::StrCat("read: ", strerror(errno)));
+    if (n == 0) break;
+    h.Update(buf.data(), static_cast<size_t>(n));
+  }
+  *size = h.size();
+  return h.Finish();
 }
 
 }  // namespace ocicache::oci

@@ -66,6 +66,11 @@ class Sha256 {
   int64_t size_ = 0;
 };
 
+// The digest of everything an open file holds, read with pread from offset 0 (the
+// file offset is left alone); *size gets the bytes read. For a caller that wants to
+// ask a store whether it has the bytes before sending them.
+absl::StatusOr<Digest> DigestOfFile(int fd, int64_t* size);
+
 }  // namespace ocicache::oci
 
 #endif  // OCICACHE_PKG_OCI_DIGEST_H_

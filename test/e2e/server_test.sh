@@ -161,6 +161,31 @@ resent=$(grep 'Blobs/Write' "$WORK/K2.err" | grep ' OK ' | grep -o '[0-9]*B$' | 
   || fail kill-put-not-restarted "the new server received ${resent:-?} bytes"
 kill -TERM "$K2_PID"; wait "$K2_PID"
 
+# --- a blob the repository has is not uploaded again --------------------------------
+# The CLI learns a file's digest before sending it, so the store asks the registry
+# (one HEAD) instead of uploading: directly, sharded, and through a registry-only
+# server. The registry's access log counts the upload PUTs of that one digest.
+start_registry none LOGREG --access_log || fail registry-start-logged "registryctl did not start"
+head -c 300000 /dev/urandom >"$WORK/once.bin"
+oncehex=$(sha256sum "$WORK/once.bin" | cut -d' ' -f1)
+uploads_of_once() { grep -c "PUT /v2/$1/blobs/uploads/[^ ]*digest=sha256%3A$oncehex" "$WORK/reg-LOGREG/registry.log"; }
+start_daemon O --repo "$LOGREG/once/served" --no_dir || fail daemon-start-once "ocicached did not start"
+for way in direct sharded served; do
+  case $way in
+    direct) put=(oc --repo "$LOGREG/once/direct" --no-dir) repo=once/direct ;;
+    sharded) put=(oc --repo "$LOGREG/once/sharded" --shards 4 --no-dir) repo=once/sharded ;;
+    served) put=(oc --server "$O") repo=once/served ;;
+  esac
+  expect_rc "once-$way-put-1" 0 "${put[@]}" put once/1 --blob "$WORK/once.bin"
+  expect_rc "once-$way-put-2" 0 "${put[@]}" put once/2 --blob "$WORK/once.bin"
+  expect_rc "once-$way-put-3" 0 "${put[@]}" put once/3 --blob "$WORK/once.bin"
+  n=$(uploads_of_once "$repo")
+  [[ $n == 1 ]] && pass "once-$way-uploaded-once" || fail "once-$way-uploaded-once" "$n uploads of one blob for 3 puts"
+  expect_rc "once-$way-get" 0 "${put[@]}" get once/3 -o "$WORK/once-$way.out"
+  cmp -s "$WORK/once.bin" "$WORK/once-$way.out" && pass "once-$way-identical" || fail "once-$way-identical" "differs"
+done
+kill -TERM "$O_PID"; wait "$O_PID"
+
 # --- SIGTERM: stop accepting, drain, exit 0 --------------------------------------------
 for d in S T A; do
   pid_var=${d}_PID

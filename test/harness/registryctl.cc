@@ -27,6 +27,7 @@ ABSL_FLAG(std::string, dir, "", "root directory (storage, config, log); empty: a
 ABSL_FLAG(std::string, user, "tester", "user name for htpasswd/token auth");
 ABSL_FLAG(std::string, password, "s3cret", "password for htpasswd/token auth");
 ABSL_FLAG(bool, read_only, false, "run the registry in read-only maintenance mode");
+ABSL_FLAG(bool, access_log, false, "log one line per request in ROOT/registry.log (tests count them)");
 ABSL_FLAG(bool, tls, false,
           "serve https with a new test CA's certificate (CA in ROOT/ca.pem, printed on stderr)");
 
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
   options.password = absl::GetFlag(FLAGS_password);
   options.read_only = absl::GetFlag(FLAGS_read_only);
   options.tls = absl::GetFlag(FLAGS_tls);
+  options.access_log = absl::GetFlag(FLAGS_access_log);
 
   // Block the stop signals before any thread starts, so every thread inherits the mask
   // and sigwait below is the only receiver. (The registry child resets its mask.)
