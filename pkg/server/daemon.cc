@@ -1,6 +1,5 @@
 #include "pkg/server/daemon.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 #include "pkg/cache/breaker.h"
 #include "pkg/reapi/resource.h"
 #include "pkg/rpc/backend.h"
+#include "pkg/server/temp_uploads.h"
 
 namespace ocicache::server {
 namespace {
@@ -28,55 +28,6 @@ void Say(absl::string_view line) { rpc::LogToStderr(line); }
 
 absl::Status WritePortFile(const std::string& path, int port) {
   return base::WriteFileAtomically(path, absl::StrCat(port, "\n"));
-}
-
-// Removes a directory of plain files (a temporary upload staging directory).
-void RemoveFlatDir(const std::string& dir) {
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (struct dirent* e = ::readdir(d)) {
-      std::string name = e->d_name;
-      if (name != "." && name != "..") ::unlink((dir + "/" + name).c_str());
-    }
-    ::closedir(d);
-  }
-  ::rmdir(dir.c_str());
-}
-
-std::string TempBase() {
-  const char* tmp = std::getenv("TMPDIR");
-  return tmp != nullptr && *tmp ? tmp : "/tmp";
-}
-
-// A staging directory named after this process, so a later server can tell
-// that one left by a killed server from one still in use.
-std::string TempUploadDir() {
-  std::string tmpl = absl::StrCat(TempBase(), "/ocicached-uploads-", getpid(), "-XXXXXX");
-  char* d = ::mkdtemp(tmpl.data());
-  return d != nullptr ? std::string(d) : std::string();
-}
-
-// Removes the temporary staging directories of servers that died without
-// cleaning up (SIGKILL, a crash): those whose process no longer exists.
-int RemoveStaleUploadDirs() {
-  const std::string base = TempBase();
-  const std::string prefix = "ocicached-uploads-";
-  std::vector<std::string> stale;
-  if (DIR* d = ::opendir(base.c_str())) {
-    while (struct dirent* e = ::readdir(d)) {
-      absl::string_view name = e->d_name;
-      if (!absl::ConsumePrefix(&name, prefix)) continue;
-      size_t dash = name.find('-');
-      int pid = 0;
-      if (dash == absl::string_view::npos || !absl::SimpleAtoi(name.substr(0, dash), &pid) ||
-          pid <= 0) {
-        continue;
-      }
-      if (::kill(pid, 0) != 0 && errno == ESRCH) stale.push_back(base + "/" + e->d_name);
-    }
-    ::closedir(d);
-  }
-  for (const auto& dir : stale) RemoveFlatDir(dir);
-  return static_cast<int>(stale.size());
 }
 
 }  // namespace
@@ -128,14 +79,20 @@ int RunDaemon(DaemonOptions opts) {
   // Without a directory tier, uploads are staged in a temporary directory
   // that lives as long as the process (so they resume across broken streams,
   // not across restarts).
-  std::string temp_uploads;
+  std::unique_ptr<TempUploadDir> temp_uploads;  // removed on every return
   if (opts.server.upload_dir.empty()) {
     if (opts.store.dir.empty()) {
-      if (int n = RemoveStaleUploadDirs(); n > 0) {
+      if (int n = RemoveAbandonedUploadDirs(); n > 0) {
         Say(absl::StrCat("removed ", n, " upload staging directories of stopped servers"));
       }
-      temp_uploads = TempUploadDir();
-      opts.server.upload_dir = temp_uploads;
+      auto dir = TempUploadDir::Create();
+      if (dir.ok()) {
+        temp_uploads = *std::move(dir);
+        opts.server.upload_dir = temp_uploads->path();
+      } else {
+        Say(absl::StrCat("warning: ", dir.status().message(),
+                         "; uploads are not staged, so a broken stream starts over"));
+      }
     } else {
       opts.server.upload_dir = absl::StrCat(opts.store.dir, "/uploads");
     }
@@ -165,8 +122,7 @@ int RunDaemon(DaemonOptions opts) {
   auto server = CacheServer::Start(*std::move(stores), opts.server);
   if (!server.ok()) {
     Say(absl::StrCat("error: ", server.status().message()));
-    if (!temp_uploads.empty()) RemoveFlatDir(temp_uploads);
-    return 1;
+      return 1;
   }
   std::printf("listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
@@ -211,7 +167,6 @@ int RunDaemon(DaemonOptions opts) {
                    ")"));
   (*server)->Shutdown(opts.shutdown_grace);
   server->reset();
-  if (!temp_uploads.empty()) RemoveFlatDir(temp_uploads);
   Say("stopped");
   return 0;
 }
