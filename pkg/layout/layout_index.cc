@@ -190,11 +190,8 @@ absl::StatusOr<int64_t> LayoutStore::ImportRefsLocked() {
 // Writing index.json after ref changes (now, batched, or on Flush).
 
 absl::Status LayoutStore::AfterRefChange() {
-  if (options_.index_interval == absl::InfiniteDuration()) return absl::OkStatus();
-  if (options_.index_interval > absl::ZeroDuration()) {
-    absl::MutexLock l(&mu_);
-    if (absl::Now() - last_index_write_ < options_.index_interval) return absl::OkStatus();
-  }
+  // Batched: the tag is queued; IndexWriterLoop (or Flush) writes it.
+  if (options_.index_interval > absl::ZeroDuration()) return absl::OkStatus();
   absl::Status s = SyncIndex();
   if (!s.ok()) {
     return base::Prefixed(
@@ -204,6 +201,26 @@ absl::Status LayoutStore::AfterRefChange() {
 }
 
 absl::Status LayoutStore::Flush() { return SyncIndex(); }
+
+void LayoutStore::IndexWriterLoop() {
+  absl::MutexLock l(&mu_);
+  for (;;) {
+    auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || !pending_.empty();
+    };
+    mu_.Await(absl::Condition(&woken));
+    if (stopping_) return;  // the destructor flushes
+    // At most one rewrite per interval, however many puts queue meanwhile.
+    mu_.AwaitWithDeadline(absl::Condition(&stopping_),
+                          last_index_write_ + options_.index_interval);
+    if (stopping_) return;
+    mu_.Unlock();
+    // A failure re-queues the tags; they are tried again an interval later.
+    absl::Status s = SyncIndex();
+    mu_.Lock();
+    if (!s.ok()) last_index_write_ = absl::Now();
+  }
+}
 
 absl::Status LayoutStore::SyncIndex() {
   absl::MutexLock il(&index_mu_);

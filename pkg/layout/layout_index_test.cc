@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -143,20 +144,43 @@ TEST(LayoutStoreTest, DeferredIndexIsWrittenOnFlushAndClose) {
   }
   EXPECT_EQ(IndexRefs(dir).size(), 2u);
 
-  // A finite interval: the first change is written, the next ones wait for it.
+  // A finite interval: puts only queue; the background writer writes the first
+  // change at once and the next ones an interval after the last rewrite.
   std::string dir2 = NewDir("interval");
   opts.index_interval = absl::Hours(1);
   auto s = OpenOrDie(dir2, opts);
   ASSERT_TRUE(s);
   auto blob = PutBlob(*s, "d");
   ASSERT_TRUE(s->Put(MakeEntry("i1", *blob, "g")).ok());
+  absl::Time end = absl::Now() + absl::Seconds(10);
+  while (IndexRefs(dir2).empty() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(IndexRefs(dir2).size(), 1u);
   ASSERT_TRUE(s->Put(MakeEntry("i2", *blob, "g")).ok());
+  absl::SleepFor(absl::Milliseconds(200));
   EXPECT_EQ(IndexRefs(dir2), (std::map<std::string, std::string>{{TagOf("i1"), RefOf(dir2, "i1")}}));
   ASSERT_TRUE(s->Delete("i1").ok());  // deletions are never deferred
   EXPECT_TRUE(IndexRefs(dir2).empty());
   ASSERT_TRUE(s->Flush().ok());
   EXPECT_EQ(IndexRefs(dir2), (std::map<std::string, std::string>{{TagOf("i2"), RefOf(dir2, "i2")}}));
+}
+
+// The background writer writes what puts queued without any further call, and
+// one rewrite takes a burst of puts.
+TEST(LayoutStoreTest, BackgroundIndexWriterCatchesUp) {
+  std::string dir = NewDir("catchup");
+  LayoutStore::Options opts;
+  opts.index_interval = absl::Milliseconds(100);
+  auto s = OpenOrDie(dir, opts);
+  ASSERT_TRUE(s);
+  auto blob = PutBlob(*s, "d");
+  ASSERT_TRUE(blob.ok());
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(s->Put(MakeEntry(absl::StrCat("b", i), *blob, "g")).ok());
+  }
+  absl::Time end = absl::Now() + absl::Seconds(10);
+  while (IndexRefs(dir).size() < 50 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(IndexRefs(dir).size(), 50u);
+  EXPECT_EQ(IndexRefs(dir).at(TagOf("b49")), RefOf(dir, "b49"));
 }
 
 // ---------------------------------------------------------------------------

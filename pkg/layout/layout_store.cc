@@ -151,6 +151,13 @@ LayoutStore::LayoutStore(std::string dir, Options options)
     : dir_(std::move(dir)), options_(std::move(options)) {}
 
 LayoutStore::~LayoutStore() {
+  if (index_writer_.joinable()) {
+    {
+      absl::MutexLock l(&mu_);
+      stopping_ = true;
+    }
+    index_writer_.join();
+  }
   if (root_fd_ >= 0 && refs_fd_ >= 0 && tmp_fd_ >= 0) Flush().IgnoreError();
   for (int fd : {root_fd_, blobs_fd_, refs_fd_, tmp_fd_}) {
     if (fd >= 0) ::close(fd);
@@ -169,6 +176,10 @@ absl::StatusOr<std::unique_ptr<LayoutStore>> LayoutStore::Open(std::string dir,
     if (!size.ok()) return size.status();
     store->approx_bytes_.store(*size);
     store->MaybeEvict(0);  // a smaller bound than last time
+  }
+  const absl::Duration every = store->options_.index_interval;
+  if (every > absl::ZeroDuration() && every != absl::InfiniteDuration()) {
+    store->index_writer_ = std::thread(&LayoutStore::IndexWriterLoop, store.get());
   }
   return store;
 }

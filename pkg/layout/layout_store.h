@@ -93,6 +93,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -121,11 +122,14 @@ struct LayoutStoreOptions {
   // fsync files before renaming them and directories after. Off by default: a
   // build cache may lose recent entries on power loss, and reads verify digests.
   bool fsync = false;
-  // How often index.json is rewritten. Zero: after every Put/Delete/touch. Larger:
-  // a ref change within this interval of the last rewrite only queues the tag; the
-  // next change after the interval, Flush() or destruction writes them all (each
-  // rewrite costs O(entries)). InfiniteDuration(): only on Flush() and
-  // destruction. Lookups never need index.json, only other tools do.
+  // How often index.json is rewritten. Each rewrite costs O(entries) (about 300
+  // bytes per entry), so a layout of many entries cannot afford one per put.
+  // Zero: after every Put/Delete/touch (tests; a one-shot CLI writes once at
+  // exit with InfiniteDuration instead). Larger: a ref change only queues its tag
+  // and a background thread writes the queued tags once this long has passed
+  // since the last rewrite, so a put costs the same at any size and index.json
+  // lags refs by at most about this long. InfiniteDuration(): only on Flush()
+  // and destruction. Lookups never need index.json, only other tools do.
   absl::Duration index_interval = absl::ZeroDuration();
   // The time used for created/last-used; absl::Now when unset (tests set it).
   std::function<absl::Time()> clock;
@@ -330,6 +334,10 @@ class LayoutStore : public cache::LocalTier {
   absl::Mutex mu_;
   std::set<std::string> pending_ ABSL_GUARDED_BY(mu_);  // tags whose index row is stale
   absl::Time last_index_write_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The background index writer (a finite, non-zero index_interval).
+  void IndexWriterLoop();
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread index_writer_;
 
   // Bounded size: bytes this process believes blobs/sha256 holds (-1: not
   // measured yet), the count that triggers the next Evict, one pass at a time.

@@ -152,6 +152,10 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& given, OpenOptions open) 
   layout::LayoutStore::Options local_opts;
   local_opts.max_bytes = config.max_local_bytes;
   local_opts.evict_grace = config.local_evict_grace;
+  // A server's puts never wait for index.json (O(entries) to rewrite): a
+  // background thread rewrites it at most every 2 s. One-shot commands write it
+  // after their change, as before.
+  if (open.profile == Profile::kServer) local_opts.index_interval = absl::Seconds(2);
   if (!config.server.empty()) {
     StoreSet set;
     auto server = ConnectServer(config);
