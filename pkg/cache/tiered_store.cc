@@ -1,11 +1,13 @@
 #include "pkg/cache/tiered_store.h"
 
+#include <algorithm>
 #include <iostream>
 #include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "pkg/base/call_scope.h"
 #include "pkg/base/files.h"
 #include "pkg/base/parallel.h"
 #include "pkg/oci/pipe.h"
@@ -23,6 +25,10 @@ TieredStore::TieredStore(std::unique_ptr<Store> local, std::unique_ptr<Store> re
   if (breaker_ == nullptr) {
     breaker_ = std::make_shared<Breaker>(remote_->Describe(),
                                          BreakerOptions{opts_.retry_after, opts_.warn});
+  }
+  if (opts_.fill_in_background) {
+    fill_pool_ = std::make_unique<base::ThreadPool>(std::max(1, opts_.fill_threads),
+                                                    std::max<size_t>(1, opts_.fill_queue));
   }
   // Left by an earlier process (perhaps killed before it could push them).
   if (opts_.backlog != nullptr && opts_.backlog->size() + opts_.backlog->blob_count() > 0) {
@@ -54,9 +60,81 @@ bool TieredStore::NoteRemote(const absl::Status& s) {
 }
 
 absl::Status TieredStore::FillBlob(const oci::Digest& digest, int64_t size) {
-  return oci::Transfer(
+  std::shared_ptr<InFlight> copy;
+  bool mine = false;
+  {
+    absl::MutexLock l(&fill_mu_);
+    std::shared_ptr<InFlight>& slot = in_flight_[digest.hex()];
+    if (slot == nullptr) {
+      slot = std::make_shared<InFlight>();
+      mine = true;
+    }
+    copy = slot;
+  }
+  if (!mine) {
+    // Another call copies it: wait for that, while this call may go on.
+    const base::CallScope* scope = base::CallScope::Current();
+    while (!copy->done.WaitForNotificationWithTimeout(absl::Milliseconds(50))) {
+      if (scope != nullptr) {
+        if (absl::Status s = scope->Check(); !s.ok()) return s;
+      }
+    }
+    if (copy->status.ok() || local_->StatBlob(digest).ok()) return absl::OkStatus();
+    return copy->status;
+  }
+  absl::Status s = oci::Transfer(
       [&](oci::ByteSink& sink) { return remote_->ReadBlob(digest, 0, sink); },
       [&](oci::ByteSource& src) { return local_->WriteBlob(digest, size, src).status(); });
+  copy->status = s;
+  {
+    absl::MutexLock l(&fill_mu_);
+    in_flight_.erase(digest.hex());
+  }
+  copy->done.Notify();
+  return s;
+}
+
+void TieredStore::NoteKnownRemote(const Entry& remote_entry) {
+  constexpr size_t kMaxKnown = 1 << 16;
+  const absl::Time until = absl::Now() + opts_.fill_known_ttl;
+  absl::MutexLock l(&fill_mu_);
+  for (const auto& b : remote_entry.blobs) {
+    auto [it, fresh] = known_remote_.insert_or_assign(b.digest.hex(), Known{b.size, until});
+    if (fresh) known_order_.push_back(b.digest.hex());
+  }
+  while (known_order_.size() > kMaxKnown) {
+    known_remote_.erase(known_order_.front());
+    known_order_.pop_front();
+  }
+}
+
+std::optional<int64_t> TieredStore::KnownRemoteSize(const oci::Digest& digest) {
+  absl::MutexLock l(&fill_mu_);
+  auto it = known_remote_.find(digest.hex());
+  if (it == known_remote_.end() || it->second.until < absl::Now()) return std::nullopt;
+  return it->second.size;
+}
+
+absl::Status TieredStore::FillEntry(const Entry& remote_entry) {
+  // The blobs are copied in parallel: one after another, a hit of many blobs
+  // (a Bazel tree output) cost a registry round trip per blob.
+  std::vector<const oci::Descriptor*> missing;
+  for (const auto& b : remote_entry.blobs) {
+    if (!local_->StatBlob(b.digest).ok()) missing.push_back(&b);
+  }
+  absl::Mutex fill_mu;
+  absl::Status fill;
+  base::ParallelFor(missing.size(), kFillParallelism, [&](size_t i) {
+    {
+      absl::MutexLock l(&fill_mu);
+      if (!fill.ok()) return;  // one failure decides; skip the rest
+    }
+    absl::Status s = FillBlob(missing[i]->digest, missing[i]->size);
+    absl::MutexLock l(&fill_mu);
+    if (!s.ok() && fill.ok()) fill = s;
+  });
+  if (fill.ok()) fill = local_->Put(remote_entry);
+  return fill;
 }
 
 absl::Status TieredStore::PushBlob(const oci::Digest& digest, int64_t size) {
@@ -68,6 +146,7 @@ absl::Status TieredStore::PushBlob(const oci::Digest& digest, int64_t size) {
 absl::StatusOr<int64_t> TieredStore::StatBlob(const oci::Digest& digest) {
   auto s = local_->StatBlob(digest);
   if (s.ok() || !absl::IsNotFound(s.status()) || !RemoteUsable()) return s;
+  if (std::optional<int64_t> known = KnownRemoteSize(digest)) return *known;
   auto r = remote_->StatBlob(digest);
   if (!r.ok() && NoteRemote(r.status())) return s;
   return r;
@@ -77,7 +156,8 @@ absl::Status TieredStore::ReadBlob(const oci::Digest& digest, int64_t offset,
                                    oci::ByteSink& sink) {
   auto have = local_->StatBlob(digest);
   if (!have.ok() && absl::IsNotFound(have.status()) && RemoteUsable()) {
-    auto size = remote_->StatBlob(digest);
+    std::optional<int64_t> known = KnownRemoteSize(digest);
+    auto size = known ? absl::StatusOr<int64_t>(*known) : remote_->StatBlob(digest);
     if (!size.ok()) {
       if (NoteRemote(size.status())) return absl::NotFoundError(absl::StrCat("miss: ", digest.str()));
       return size.status();
@@ -133,26 +213,20 @@ absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOpt
     if (NoteRemote(r.status())) return e;  // the local miss
     return r;
   }
+  NoteKnownRemote(*r);
+  if (fill_pool_ != nullptr) {
+    // Answered now; the copy runs apart from this call (not cut short when its
+    // caller goes). A full queue leaves the blobs to be copied when read.
+    auto entry = std::make_shared<Entry>(*r);
+    fill_pool_->Submit([this, entry] {
+      absl::Status s = FillEntry(*entry);
+      if (!s.ok() && !base::IsDiskFull(s)) NoteRemote(s);
+    });
+    return r;
+  }
   // Fill the local tier: blobs first, then the entry. An outage meanwhile makes
   // this a miss; a corrupt or unreadable blob is an error, never a half hit.
-  // The blobs are copied in parallel: one after another, a hit of many blobs
-  // (a Bazel tree output) cost a registry round trip per blob.
-  std::vector<const oci::Descriptor*> missing;
-  for (const auto& b : r->blobs) {
-    if (!local_->StatBlob(b.digest).ok()) missing.push_back(&b);
-  }
-  absl::Mutex fill_mu;
-  absl::Status fill;
-  base::ParallelFor(missing.size(), kFillParallelism, [&](size_t i) {
-    {
-      absl::MutexLock l(&fill_mu);
-      if (!fill.ok()) return;  // one failure decides; skip the rest
-    }
-    absl::Status s = FillBlob(missing[i]->digest, missing[i]->size);
-    absl::MutexLock l(&fill_mu);
-    if (!s.ok() && fill.ok()) fill = s;
-  });
-  if (fill.ok()) fill = local_->Put(*r);
+  absl::Status fill = FillEntry(*r);
   if (!fill.ok()) {
     // A full local disk: answer from the remote without a copy (reads of its
     // blobs go to the remote too).

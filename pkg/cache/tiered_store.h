@@ -33,13 +33,16 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "pkg/base/thread_pool.h"
 #include "pkg/cache/backlog.h"
 #include "pkg/cache/breaker.h"
 #include "pkg/cache/store.h"
@@ -65,6 +68,16 @@ struct TieredStoreOptions {
   // Convergence of concurrently put entries (above).
   absl::Duration settle_after = absl::Seconds(10);
   size_t max_unconfirmed = 1 << 16;
+  // A registry hit is answered at once and its blobs are copied into the local
+  // tier by a background pool (servers); off: Lookup copies them first
+  // (one-shot commands, which exit after answering). Either way a read of a
+  // blob being copied waits for that copy instead of fetching it again, and a
+  // hit's blobs count as present (StatBlob) without asking the registry again
+  // for fill_known_ttl: a registry keeps the layers of a manifest it holds.
+  bool fill_in_background = false;
+  int fill_threads = 4;
+  size_t fill_queue = 256;  // hits waiting to be copied; beyond, copies happen on read
+  absl::Duration fill_known_ttl = absl::Minutes(1);
 };
 
 // What a DrainBacklog pass did.
@@ -133,8 +146,14 @@ class TieredStore : public Store {
   bool RemoteUsable();
   // Records the outcome of a remote call; returns true if it was an outage.
   bool NoteRemote(const absl::Status& s);
-  // Copies a blob from the remote into the local tier.
+  // Copies a blob from the remote into the local tier; one copy per blob at a
+  // time (a second caller waits for the first copy, or its own call's end).
   absl::Status FillBlob(const oci::Digest& digest, int64_t size);
+  // Copies a remote hit's missing blobs (16 at a time), then the entry.
+  absl::Status FillEntry(const Entry& remote_entry);
+  // Blobs a registry hit named, present there: size by digest hex, until when.
+  void NoteKnownRemote(const Entry& remote_entry);
+  std::optional<int64_t> KnownRemoteSize(const oci::Digest& digest);
   // Copies a local blob to the remote.
   absl::Status PushBlob(const oci::Digest& digest, int64_t size);
 
@@ -153,6 +172,21 @@ class TieredStore : public Store {
   absl::Mutex confirm_mu_;
   std::unordered_map<std::string, absl::Time> unconfirmed_ ABSL_GUARDED_BY(confirm_mu_);
   std::list<std::string> unconfirmed_order_ ABSL_GUARDED_BY(confirm_mu_);
+
+  struct InFlight {
+    absl::Notification done;
+    absl::Status status;  // written before done is notified
+  };
+  absl::Mutex fill_mu_;
+  std::unordered_map<std::string, std::shared_ptr<InFlight>> in_flight_ ABSL_GUARDED_BY(fill_mu_);
+  struct Known {
+    int64_t size;
+    absl::Time until;
+  };
+  std::unordered_map<std::string, Known> known_remote_ ABSL_GUARDED_BY(fill_mu_);
+  std::list<std::string> known_order_ ABSL_GUARDED_BY(fill_mu_);
+  // Last member: destroyed first, so its running copies end before the tiers go.
+  std::unique_ptr<base::ThreadPool> fill_pool_;
 };
 
 }  // namespace ocicache::cache

@@ -215,6 +215,7 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& given, OpenOptions open) 
     if (!backlog.ok()) return backlog.status();
     topts.backlog = *std::move(backlog);
     topts.drain_in_background = open.profile == Profile::kServer;
+    topts.fill_in_background = open.profile == Profile::kServer;
     set.tiers.backlog = topts.backlog.get();
     set.store = std::make_unique<cache::TieredStore>(std::move(local), std::move(remote), topts);
   } else if (local) {
