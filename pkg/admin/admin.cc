@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "pkg/cache/format.h"
+#include "pkg/cache/registry_store.h"
 #include "pkg/oci/pipe.h"
 
 namespace ocicache::admin {
@@ -72,16 +73,38 @@ absl::StatusOr<GcResult> LocalAdmin::CollectGarbage(const GcRequest& req,
   GcResult r;
   r.entries = static_cast<int64_t>(all->size());
   r.dry_run = req.dry_run;
+  std::set<std::string> deleted;
+  int64_t seen = 0;
   for (const cache::EntryInfo* info : victims) {
+    ++seen;
     if (!req.dry_run) {
-      absl::Status s = store_.Delete(info->key);
+      // By age, the entry itself decides (a listing from records may lag).
+      absl::Status s = req.older_than ? store_.DeleteIfUnusedSince(info->key, cutoff)
+                                      : store_.Delete(info->key);
+      if (absl::IsFailedPrecondition(s) && req.older_than) {
+        ++r.kept_in_use;
+        continue;
+      }
       if (!s.ok() && !absl::IsNotFound(s)) return s;
+      deleted.insert(info->key);
     }
     ++r.deleted;
     r.bytes += info->size;
-    ProgressEvent ev{r.deleted, static_cast<int64_t>(victims.size()), info->key, "delete",
+    ProgressEvent ev{seen, static_cast<int64_t>(victims.size()), info->key, "delete",
                      info->size};
     if (progress && !progress(ev)) return Stopped();
+  }
+  // The registry's listing records become one merged set of what is left.
+  if (auto* registry = dynamic_cast<cache::RegistryStore*>(remote_);
+      registry != nullptr && !req.dry_run) {
+    std::vector<cache::EntryInfo> live;
+    live.reserve(all->size() - deleted.size());
+    for (const auto& info : *all) {
+      if (!deleted.count(info.key)) live.push_back(info);
+    }
+    if (absl::Status s = registry->ReplaceRecords(live); !s.ok()) {
+      r.records_error = std::string(s.message());
+    }
   }
   if (local_ != nullptr && !req.dry_run) {
     auto gc = local_->CollectUnreferenced();

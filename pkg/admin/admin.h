@@ -44,6 +44,11 @@ struct GcResult {
   int64_t entries = 0;  // listed
   int64_t deleted = 0;
   int64_t bytes = 0;    // of the deleted entries
+  // Listed as older than the cut, but the entry itself says it was used since
+  // (a listing from records that lags): kept.
+  int64_t kept_in_use = 0;
+  // The registry's listing records could not be merged (gc itself succeeded).
+  std::string records_error;
   bool dry_run = false;
   bool local_tier = false;  // a local tier was collected (not in dry runs)
   int64_t local_blobs_removed = 0;

@@ -7,7 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "pkg/base/call_scope.h"
+#include "pkg/base/parallel.h"
 #include "pkg/cache/format.h"
+#include "pkg/cache/records.h"
 #include "pkg/oci/pipe.h"
 
 namespace ocicache::cache {
@@ -64,8 +67,109 @@ absl::StatusOr<std::unique_ptr<RegistryStore>> RegistryStore::Create(
   if (opts.shards < 0 || opts.shards > 256) {
     return absl::InvalidArgumentError("shards must be between 0 and 256");
   }
-  return std::unique_ptr<RegistryStore>(
+  const bool writer = !opts.record_writer.empty();
+  std::unique_ptr<RegistryStore> store(
       new RegistryStore(std::move(client), std::move(repository), std::move(opts)));
+  if (writer) store->rec_thread_ = std::thread(&RegistryStore::RecordLoop, store.get());
+  return store;
+}
+
+RegistryStore::~RegistryStore() {
+  if (!rec_thread_.joinable()) return;
+  {
+    absl::MutexLock l(&rec_mu_);
+    rec_stopping_ = true;
+  }
+  rec_thread_.join();
+  // Best effort, bounded: a registry that is gone must not hold up a shutdown.
+  base::CallScope scope({.cap = absl::Now() + absl::Seconds(5)});
+  FlushRecords().IgnoreError();
+}
+
+void RegistryStore::RecordLoop() {
+  absl::MutexLock l(&rec_mu_);
+  while (!rec_mu_.AwaitWithTimeout(absl::Condition(&rec_stopping_), absl::Seconds(2))) {
+    if (!rec_dirty_ || (rec_waiting_ < opts_.record_flush_rows &&
+                        absl::Now() - rec_oldest_ < opts_.record_flush_age)) {
+      continue;
+    }
+    rec_mu_.Unlock();
+    {
+      // Rows stay queued on failure; the next round tries again. Bounded, so a
+      // hung registry cannot hold up a shutdown for long.
+      base::CallScope scope({.cap = absl::Now() + absl::Seconds(10)});
+      FlushRecords().IgnoreError();
+    }
+    rec_mu_.Lock();
+  }
+}
+
+void RegistryStore::NoteRow(const Entry& entry, const std::string& tag,
+                            const oci::Digest& manifest_digest, absl::Time now) {
+  if (opts_.record_writer.empty()) return;
+  EntryInfo row;
+  row.key = entry.key;
+  row.tag = tag;
+  row.manifest_digest = manifest_digest;
+  row.created = entry.created == absl::InfinitePast() ? now : entry.created;
+  row.last_used = entry.last_used == absl::InfinitePast() ? now : entry.last_used;
+  row.size = static_cast<int64_t>(entry.config.size() + entry.descriptor.size());
+  for (const auto& b : entry.blobs) row.size += b.size;
+  row.annotations = entry.annotations;
+  absl::MutexLock l(&rec_mu_);
+  records::MergeRow(rec_rows_, std::move(row));
+  if (!rec_dirty_) rec_oldest_ = now;
+  rec_dirty_ = true;
+  ++rec_waiting_;
+}
+
+absl::Status RegistryStore::FlushRecords() {
+  std::vector<EntryInfo> rows;
+  int64_t part;
+  {
+    absl::MutexLock l(&rec_mu_);
+    if (!rec_dirty_ || opts_.record_writer.empty()) return absl::OkStatus();
+    rows.reserve(rec_rows_.size());
+    for (const auto& [tag, row] : rec_rows_) rows.push_back(row);
+    part = rec_part_;
+    rec_dirty_ = false;
+    rec_waiting_ = 0;
+    rec_oldest_ = absl::InfiniteFuture();
+  }
+  absl::Status s = PushRecord(opts_.record_writer, part, rows);
+  absl::MutexLock l(&rec_mu_);
+  if (!s.ok()) {
+    // Tried again at the next round (rows noted meanwhile count too).
+    rec_waiting_ += rows.size();
+    if (!rec_dirty_) rec_oldest_ = absl::Now() - opts_.record_flush_age;
+    rec_dirty_ = true;
+    return s;
+  }
+  // A full part is kept as pushed; later rows start the next one.
+  if (part == rec_part_ && rec_rows_.size() >= records::kRowsPerPart) {
+    ++rec_part_;
+    rec_rows_.clear();
+  }
+  return s;
+}
+
+absl::Status RegistryStore::PushRecord(const std::string& writer, int64_t part,
+                                       const std::vector<EntryInfo>& rows) {
+  const std::string jsonl = records::EncodeRows(rows);
+  oci::Descriptor empty = oci::EmptyDescriptor();
+  if (absl::Status s = EnsureSmallBlob(repo_, empty, oci::kEmptyJsonContent, /*ask_first=*/true,
+                                       /*trust_known=*/true);
+      !s.ok()) {
+    return s;
+  }
+  oci::StringSource src(jsonl);
+  auto layer = client_->PutBlob(repo_, oci::Digest::Of(jsonl), jsonl.size(), src);
+  if (!layer.ok()) return layer.status();
+  std::string manifest = records::EncodeRecordManifest(*layer, writer,
+                                                       static_cast<int64_t>(rows.size()), absl::Now());
+  return client_->PutManifest(repo_, records::RecordTag(writer, part), manifest,
+                              oci::media::kImageManifest)
+      .status();
 }
 
 std::string RegistryStore::Describe() const {
@@ -220,7 +324,8 @@ absl::Status RegistryStore::PutFresh(const Entry& entry) {
 }
 
 absl::Status RegistryStore::PutEncoded(const Entry& entry, PutMode mode) {
-  auto enc = EncodeEntry(entry, absl::Now());
+  const absl::Time now = absl::Now();
+  auto enc = EncodeEntry(entry, now);
   if (!enc.ok()) return enc.status();
   std::string repo = RepositoryForKey(entry.key);
   if (mode != PutMode::kTouch) {
@@ -271,6 +376,7 @@ absl::Status RegistryStore::PutEncoded(const Entry& entry, PutMode mode) {
       break;
     }
   }
+  if (put.ok()) NoteRow(entry, enc->tag, enc->manifest_digest, now);
   return put;
 }
 
@@ -286,6 +392,47 @@ absl::Status RegistryStore::Delete(absl::string_view key) {
   return client_->DeleteManifest(repo, m->digest);
 }
 
+absl::Status RegistryStore::DeleteIfUnusedSince(absl::string_view key, absl::Time cutoff) {
+  auto tag = TagForKey(key);
+  if (!tag.ok()) return tag.status();
+  std::string repo = RepositoryForKey(key);
+  auto m = client_->GetManifest(repo, *tag);
+  if (!m.ok()) return m.status();
+  auto e = DecodeEntry(m->bytes, key);
+  if (!e.ok()) return e.status();
+  if (e->last_used >= cutoff) {
+    return absl::FailedPreconditionError(absl::StrCat(key, " was used since the cut"));
+  }
+  return client_->DeleteManifest(repo, m->digest);
+}
+
+absl::Status RegistryStore::ReplaceRecords(const std::vector<EntryInfo>& live) {
+  std::vector<std::pair<std::string, oci::Digest>> old;
+  {
+    absl::MutexLock l(&rec_mu_);
+    old = records_read_;
+  }
+  const std::string writer = records::NewWriterName("gc");
+  std::vector<EntryInfo> part;
+  int64_t n = 0;
+  for (size_t i = 0; i < live.size(); ++i) {
+    part.push_back(live[i]);
+    if (part.size() == records::kRowsPerPart || i + 1 == live.size()) {
+      if (absl::Status s = PushRecord(writer, ++n, part); !s.ok()) return s;
+      part.clear();
+    }
+  }
+  // Only once the merged set is in: a record pushed meanwhile under a tag read
+  // has another digest and stays.
+  for (const auto& [tag, digest] : old) {
+    absl::Status s = client_->DeleteManifest(repo_, digest);
+    if (!s.ok() && !absl::IsNotFound(s)) return s;
+  }
+  absl::MutexLock l(&rec_mu_);
+  records_read_.clear();
+  return absl::OkStatus();
+}
+
 absl::Status RegistryStore::List(const std::function<bool(const EntryInfo&)>& fn) {
   std::vector<std::string> repos;
   if (opts_.shards <= 1) {
@@ -293,14 +440,75 @@ absl::Status RegistryStore::List(const std::function<bool(const EntryInfo&)>& fn
   } else {
     for (int i = 0; i < opts_.shards; ++i) repos.push_back(absl::StrFormat("%s/%02x", repo_, i));
   }
+  // The records first: they live in the base repository.
+  absl::StatusOr<std::vector<std::string>> base_tags;
+  std::map<std::string, EntryInfo> by_tag;
+  std::vector<std::pair<std::string, oci::Digest>> read;
+  {
+    std::vector<std::string> record_tags;
+    base_tags = client_->ListTags(repo_);
+    if (base_tags.ok()) {
+      for (const auto& t : *base_tags) {
+        if (records::IsRecordTag(t)) record_tags.push_back(t);
+      }
+    } else if (!absl::IsNotFound(base_tags.status())) {
+      return base_tags.status();
+    }
+    std::vector<std::vector<EntryInfo>> rows(record_tags.size());
+    std::vector<oci::Digest> digests(record_tags.size());
+    absl::Mutex mu;
+    absl::Status failed;
+    base::ParallelFor(record_tags.size(), 8, [&](size_t i) {
+      auto m = client_->GetManifest(repo_, record_tags[i]);
+      if (!m.ok()) {
+        // Deleted meanwhile (a gc's merge): its rows are in the merged set.
+        if (!absl::IsNotFound(m.status())) {
+          absl::MutexLock l(&mu);
+          failed.Update(m.status());
+        }
+        return;
+      }
+      auto layer = records::RecordLayer(m->bytes);
+      if (!layer.ok()) return;  // not ours: ignored
+      std::string jsonl;
+      oci::StringSink sink(&jsonl);
+      absl::Status g = client_->GetBlob(repo_, layer->digest, layer->size, sink);
+      if (!g.ok()) {
+        if (!absl::IsNotFound(g)) {
+          absl::MutexLock l(&mu);
+          failed.Update(g);
+        }
+        return;
+      }
+      rows[i] = records::DecodeRows(jsonl);
+      digests[i] = m->digest;
+    });
+    if (!failed.ok()) return failed;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (!digests[i].valid()) continue;
+      read.emplace_back(record_tags[i], digests[i]);
+      for (EntryInfo& r : rows[i]) records::MergeRow(by_tag, std::move(r));
+    }
+  }
+  {
+    absl::MutexLock l(&rec_mu_);
+    records_read_ = read;
+  }
   for (const auto& repo : repos) {
-    auto tags = client_->ListTags(repo);
+    auto tags = repo == repo_ ? std::move(base_tags) : client_->ListTags(repo);
     if (!tags.ok()) {
       if (absl::IsNotFound(tags.status())) continue;  // nothing pushed there yet
       return tags.status();
     }
     for (const auto& tag : *tags) {
       if (!IsEntryTag(tag)) continue;
+      if (auto it = by_tag.find(tag);
+          it != by_tag.end() && RepositoryForKey(it->second.key) == repo) {
+        EntryInfo info = std::move(it->second);
+        by_tag.erase(it);
+        if (!fn(info)) return absl::OkStatus();
+        continue;
+      }
       auto m = client_->GetManifest(repo, tag);
       if (!m.ok()) {
         if (absl::IsNotFound(m.status())) continue;  // deleted meanwhile

@@ -13,9 +13,13 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "pkg/cache/store.h"
 #include "pkg/registry/client.h"
 
@@ -57,6 +61,15 @@ struct RegistryStoreOptions {
   int shards = 0;
   // For MountBlob from other registries; may be null (then only same-registry mounts).
   std::shared_ptr<ClientPool> pool;
+  // Listing records (records.h): a non-empty name makes this store a writer,
+  // adding a row for each entry it puts or touches and pushing its current part
+  // (from a thread of its own) once record_flush_rows rows wait or the oldest
+  // waiting row is record_flush_age old, and when destroyed. Few pushes: each
+  // rewrites the part (up to 10,000 rows). Long-lived processes set it
+  // (ocicached); List reads records either way.
+  std::string record_writer;
+  size_t record_flush_rows = 1000;
+  absl::Duration record_flush_age = absl::Minutes(10);
 };
 
 class RegistryStore : public Store {
@@ -76,7 +89,22 @@ class RegistryStore : public Store {
   absl::StatusOr<Entry> Lookup(absl::string_view key, const LookupOptions& opts) override;
   absl::Status Put(const Entry& entry) override;
   absl::Status Delete(absl::string_view key) override;
+  // One manifest GET (the truth), then the DELETE.
+  absl::Status DeleteIfUnusedSince(absl::string_view key, absl::Time cutoff) override;
+  // Entries named by listing records come from them; only tags no record
+  // names cost a manifest GET each (all of them when there are no records).
+  // Rows whose tag the registry no longer lists are skipped.
   absl::Status List(const std::function<bool(const EntryInfo&)>& fn) override;
+  ~RegistryStore() override;  // pushes this writer's rows, for up to 5 s
+
+  // Pushes this writer's current part now (no-op when nothing changed).
+  absl::Status FlushRecords();
+  // After a gc: writes `live` (what the last List emitted, minus what was
+  // deleted) as one merged set of records, then deletes the record manifests
+  // that List read. Rows of tags the registry does not hold are dropped when read.
+  absl::Status ReplaceRecords(const std::vector<EntryInfo>& live);
+  // Registry requests this store's client has sent (benchmarks).
+  int64_t request_count() const { return client_->request_count(); }
 
   // Put for an entry whose blobs the caller has just written to this store (with
   // WriteBlob): skips the HEAD per blob that Put makes to check them, and uploads
@@ -100,6 +128,12 @@ class RegistryStore : public Store {
   // stored already, only its manifest changes; kFresh: see PutFresh.
   enum class PutMode { kCheck, kTouch, kFresh };
   absl::Status PutEncoded(const Entry& entry, PutMode mode);
+  // Records: the row of a stored entry; pushing rows as part `part` of `writer`.
+  void NoteRow(const Entry& entry, const std::string& tag, const oci::Digest& manifest_digest,
+               absl::Time now);
+  absl::Status PushRecord(const std::string& writer, int64_t part,
+                          const std::vector<EntryInfo>& rows);
+  void RecordLoop();
   absl::Status EnsureSmallBlob(const std::string& repo, const oci::Descriptor& d,
                                const std::string& bytes, bool ask_first, bool trust_known);
   // Streams a blob from `from_repo` (on `source`, else this store's registry) into
@@ -115,6 +149,18 @@ class RegistryStore : public Store {
   // "repo@digest" of small blobs seen in the registry by this store (bounded).
   absl::Mutex known_mu_;
   absl::flat_hash_set<std::string> known_small_ ABSL_GUARDED_BY(known_mu_);
+
+  // This writer's rows of its current part, by tag.
+  absl::Mutex rec_mu_;
+  std::map<std::string, EntryInfo> rec_rows_ ABSL_GUARDED_BY(rec_mu_);
+  int64_t rec_part_ ABSL_GUARDED_BY(rec_mu_) = 1;
+  bool rec_dirty_ ABSL_GUARDED_BY(rec_mu_) = false;
+  size_t rec_waiting_ ABSL_GUARDED_BY(rec_mu_) = 0;  // rows noted since the last push
+  absl::Time rec_oldest_ ABSL_GUARDED_BY(rec_mu_) = absl::InfiniteFuture();
+  bool rec_stopping_ ABSL_GUARDED_BY(rec_mu_) = false;
+  // Record manifests (tag, digest) the last List read, for ReplaceRecords.
+  std::vector<std::pair<std::string, oci::Digest>> records_read_ ABSL_GUARDED_BY(rec_mu_);
+  std::thread rec_thread_;
 };
 
 }  // namespace ocicache::cache

@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "pkg/cache/entry.h"
 #include "pkg/oci/digest.h"
@@ -77,6 +78,20 @@ class EntryStore {
   virtual absl::Status Put(const Entry& entry) = 0;
   // Removes the entry; NotFound if there was none. Blobs are left for GC.
   virtual absl::Status Delete(absl::string_view key) = 0;
+  // Delete, only if the stored entry was last used before `cutoff` (read from
+  // the entry itself, not from a listing): FailedPrecondition when it was used
+  // since. What gc deletes by age goes through this, so a listing that lags
+  // (records, another writer's touch) never deletes an entry in use.
+  virtual absl::Status DeleteIfUnusedSince(absl::string_view key, absl::Time cutoff) {
+    LookupOptions quiet;
+    quiet.touch = false;
+    auto e = Lookup(key, quiet);
+    if (!e.ok()) return e.status();
+    if (e->last_used >= cutoff) {
+      return absl::FailedPreconditionError(absl::StrCat(key, " was used since the cut"));
+    }
+    return Delete(key);
+  }
   // Calls fn for every entry until it returns false. Order is unspecified.
   virtual absl::Status List(const std::function<bool(const EntryInfo&)>& fn) = 0;
 };

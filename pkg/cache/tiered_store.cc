@@ -531,6 +531,27 @@ absl::Status TieredStore::Delete(absl::string_view key) {
   return (l.ok() || r.ok()) ? absl::OkStatus() : absl::NotFoundError(absl::StrCat("miss: ", key));
 }
 
+absl::Status TieredStore::DeleteIfUnusedSince(absl::string_view key, absl::Time cutoff) {
+  LookupOptions quiet;
+  quiet.touch = false;
+  auto local = local_->Lookup(key, quiet);
+  if (local.ok() && local->last_used >= cutoff) {
+    return absl::FailedPreconditionError(absl::StrCat(key, " was used since the cut"));
+  }
+  if (RemoteUsable()) {
+    absl::Status r = remote_->DeleteIfUnusedSince(key, cutoff);
+    if (absl::IsFailedPrecondition(r)) return r;
+    if (!r.ok() && !absl::IsNotFound(r)) {
+      NoteRemote(r);
+      return r;
+    }
+    absl::Status l = local_->Delete(key);
+    if (absl::IsNotFound(l) && r.ok()) return absl::OkStatus();
+    return l;
+  }
+  return Delete(key);  // local only, with Delete's warning
+}
+
 absl::Status TieredStore::List(const std::function<bool(const EntryInfo&)>& fn) {
   std::set<std::string> seen;
   bool stopped = false;

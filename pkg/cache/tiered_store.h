@@ -107,6 +107,8 @@ class TieredStore : public Store {
   absl::StatusOr<Entry> Lookup(absl::string_view key, const LookupOptions& opts) override;
   absl::Status Put(const Entry& entry) override;
   absl::Status Delete(absl::string_view key) override;
+  // Kept (FailedPrecondition) if either tier's entry was used since the cut.
+  absl::Status DeleteIfUnusedSince(absl::string_view key, absl::Time cutoff) override;
   absl::Status List(const std::function<bool(const EntryInfo&)>& fn) override;
 
   Store& local() { return *local_; }

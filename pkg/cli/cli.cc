@@ -558,13 +558,21 @@ int RunGc(Ctx& c, const Args& a) {
     return true;
   });
   if (!r.ok()) return Fail(c, r.status());
+  if (!r->records_error.empty()) {
+    c.err << "ocicache: warning: the registry's listing records were not merged: "
+          << r->records_error << "\n";
+  }
   if (c.json) {
     json j{{"entries", r->deleted}, {"bytes", r->bytes}, {"dryRun", dry},
+           {"keptInUse", r->kept_in_use},
            {"localBlobsRemoved", r->local_blobs_removed}, {"localBytesFreed", r->local_bytes_freed}};
     c.out << j.dump(2) << "\n";
   } else if (!c.quiet) {
     c.out << absl::StrFormat("%s %d of %d entries (%s)", dry ? "would delete" : "deleted", r->deleted,
                              r->entries, HumanSize(r->bytes));
+    if (r->kept_in_use > 0) {
+      c.out << absl::StrFormat("; kept %d listed as old that were used since", r->kept_in_use);
+    }
     if (r->local_tier) {
       c.out << absl::StrFormat("; local tier: %d unreferenced blobs removed (%s)",
                                r->local_blobs_removed, HumanSize(r->local_bytes_freed));

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "pkg/cache/format.h"
 #include "pkg/cache/guarded_store.h"
+#include "pkg/cache/records.h"
 #include "pkg/cache/tiered_store.h"
 #include "pkg/client/grpc_store.h"
 #include "pkg/layout/layout_store.h"
@@ -108,12 +109,15 @@ absl::StatusOr<std::shared_ptr<cache::ClientPool>> PoolFor(const StoreConfig& co
 // The registry store of `ref` (config.repo) on a client from `pool`.
 absl::StatusOr<std::unique_ptr<cache::RegistryStore>> RegistryIn(
     const StoreConfig& config, const registry::RepoRef& ref,
-    const std::shared_ptr<cache::ClientPool>& pool) {
+    const std::shared_ptr<cache::ClientPool>& pool, bool record_writer = false) {
   auto client = pool->Get(ref.registry);
   if (!client.ok()) return client.status();
   cache::RegistryStoreOptions ropts;
   ropts.pool = pool;
   ropts.shards = config.shards;
+  // A server records what it puts and touches (listing records, docs/FORMAT.md),
+  // so ls and gc need not read one manifest per entry.
+  if (record_writer) ropts.record_writer = cache::records::NewWriterName("ocicached");
   return cache::RegistryStore::Create(*client, ref.repository, ropts);
 }
 
@@ -176,7 +180,7 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& given, OpenOptions open) 
   if (!pool.ok()) return pool.status();
   set.pool = *std::move(pool);
   if (ref) {
-    auto r = RegistryIn(config, *ref, set.pool);
+    auto r = RegistryIn(config, *ref, set.pool, open.profile == Profile::kServer);
     if (!r.ok()) return r.status();
     remote = *std::move(r);
   }
