@@ -82,7 +82,7 @@ RegistryStore::~RegistryStore() {
   }
   rec_thread_.join();
   // Best effort, bounded: a registry that is gone must not hold up a shutdown.
-  base::CallScope scope({.cap = absl::Now() + absl::Seconds(5)});
+  base::CallScope scope({.cap = absl::Now() + absl::Seconds(2)});
   FlushRecords().IgnoreError();
 }
 
@@ -97,7 +97,7 @@ void RegistryStore::RecordLoop() {
     {
       // Rows stay queued on failure; the next round tries again. Bounded, so a
       // hung registry cannot hold up a shutdown for long.
-      base::CallScope scope({.cap = absl::Now() + absl::Seconds(10)});
+      base::CallScope scope({.cap = absl::Now() + absl::Seconds(5)});
       FlushRecords().IgnoreError();
     }
     rec_mu_.Lock();

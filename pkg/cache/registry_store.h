@@ -95,7 +95,7 @@ class RegistryStore : public Store {
   // names cost a manifest GET each (all of them when there are no records).
   // Rows whose tag the registry no longer lists are skipped.
   absl::Status List(const std::function<bool(const EntryInfo&)>& fn) override;
-  ~RegistryStore() override;  // pushes this writer's rows, for up to 5 s
+  ~RegistryStore() override;  // pushes this writer's rows, for up to 2 s
 
   // Pushes this writer's current part now (no-op when nothing changed).
   absl::Status FlushRecords();
