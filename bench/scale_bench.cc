@@ -234,7 +234,12 @@ int main(int argc, char** argv) {
       Fail(absl::StrCat("ls exited ", row.ls.exit_code, ", gc ", row.gc.exit_code));
     }
     rows.push_back(row);
-    std::fprintf(stderr, "mark %d done\n", mark);
+    std::fprintf(stderr, "mark %d: fill %.0f puts/s, lookup p50 %.1f ms, ls %.2f s %lld requests %.1f MB, "
+                 "gc %.2f s %lld requests %.1f MB\n",
+                 mark, row.fill_rate, absl::ToDoubleMilliseconds(row.p50),
+                 absl::ToDoubleSeconds(row.ls.wall), static_cast<long long>(row.ls_requests),
+                 row.ls.max_rss_kb / 1024.0, absl::ToDoubleSeconds(row.gc.wall),
+                 static_cast<long long>(row.gc_requests), row.gc.max_rss_kb / 1024.0);
   }
   ::kill(server_pid, SIGTERM);
   int status = 0;

@@ -381,15 +381,7 @@ absl::Status RegistryStore::PutEncoded(const Entry& entry, PutMode mode) {
 }
 
 absl::Status RegistryStore::Delete(absl::string_view key) {
-  auto tag = TagForKey(key);
-  if (!tag.ok()) return tag.status();
-  std::string repo = RepositoryForKey(key);
-  auto m = client_->GetManifest(repo, *tag);
-  if (!m.ok()) return m.status();
-  // The tag might hold another key after a hash collision: never delete that.
-  auto e = DecodeEntry(m->bytes, key);
-  if (!e.ok()) return e.status();
-  return client_->DeleteManifest(repo, m->digest);
+  return DeleteIfUnusedSince(key, absl::InfiniteFuture());
 }
 
 absl::Status RegistryStore::DeleteIfUnusedSince(absl::string_view key, absl::Time cutoff) {
@@ -398,6 +390,7 @@ absl::Status RegistryStore::DeleteIfUnusedSince(absl::string_view key, absl::Tim
   std::string repo = RepositoryForKey(key);
   auto m = client_->GetManifest(repo, *tag);
   if (!m.ok()) return m.status();
+  // The tag might hold another key after a hash collision: never delete that.
   auto e = DecodeEntry(m->bytes, key);
   if (!e.ok()) return e.status();
   if (e->last_used >= cutoff) {
