@@ -126,30 +126,34 @@ void RegistryStore::NoteRow(const Entry& entry, const std::string& tag,
 absl::Status RegistryStore::FlushRecords() {
   std::vector<EntryInfo> rows;
   int64_t part;
+  bool full;
   {
     absl::MutexLock l(&rec_mu_);
     if (!rec_dirty_ || opts_.record_writer.empty()) return absl::OkStatus();
     rows.reserve(rec_rows_.size());
     for (const auto& [tag, row] : rec_rows_) rows.push_back(row);
     part = rec_part_;
+    // A full part is pushed for the last time; rows noted from now on (also
+    // while it is pushed) start the next one.
+    full = rec_rows_.size() >= opts_.record_part_rows;
+    if (full) {
+      rec_rows_.clear();
+      ++rec_part_;
+    }
     rec_dirty_ = false;
     rec_waiting_ = 0;
     rec_oldest_ = absl::InfiniteFuture();
   }
   absl::Status s = PushRecord(opts_.record_writer, part, rows);
+  if (s.ok()) return s;
+  // Tried again at the next round, with the rows noted meanwhile.
   absl::MutexLock l(&rec_mu_);
-  if (!s.ok()) {
-    // Tried again at the next round (rows noted meanwhile count too).
-    rec_waiting_ += rows.size();
-    if (!rec_dirty_) rec_oldest_ = absl::Now() - opts_.record_flush_age;
-    rec_dirty_ = true;
-    return s;
+  if (full) {
+    for (EntryInfo& r : rows) records::MergeRow(rec_rows_, std::move(r));
   }
-  // A full part is kept as pushed; later rows start the next one.
-  if (part == rec_part_ && rec_rows_.size() >= records::kRowsPerPart) {
-    ++rec_part_;
-    rec_rows_.clear();
-  }
+  rec_waiting_ += rows.size();
+  if (!rec_dirty_) rec_oldest_ = absl::Now() - opts_.record_flush_age;
+  rec_dirty_ = true;
   return s;
 }
 
@@ -410,7 +414,7 @@ absl::Status RegistryStore::ReplaceRecords(const std::vector<EntryInfo>& live) {
   int64_t n = 0;
   for (size_t i = 0; i < live.size(); ++i) {
     part.push_back(live[i]);
-    if (part.size() == records::kRowsPerPart || i + 1 == live.size()) {
+    if (part.size() >= opts_.record_part_rows || i + 1 == live.size()) {
       if (absl::Status s = PushRecord(writer, ++n, part); !s.ok()) return s;
       part.clear();
     }

@@ -69,6 +69,7 @@ struct RegistryStoreOptions {
   // (ocicached); List reads records either way.
   std::string record_writer;
   size_t record_flush_rows = 1000;
+  size_t record_part_rows = 10000;  // rows per part (records::kRowsPerPart; tests set less)
   absl::Duration record_flush_age = absl::Minutes(10);
 };
 

@@ -37,6 +37,7 @@ TieredStore::TieredStore(std::unique_ptr<Store> local, std::unique_ptr<Store> re
 }
 
 TieredStore::~TieredStore() {
+  fills_stopping_ = true;  // background copies in flight end (fill_pool_ joins them)
   {
     absl::MutexLock l(&drain_mu_);
     stopping_ = true;
@@ -80,6 +81,11 @@ absl::Status TieredStore::FillBlob(const oci::Digest& digest, int64_t size) {
       }
     }
     if (copy->status.ok() || local_->StatBlob(digest).ok()) return absl::OkStatus();
+    // The copying call ended for its own reasons (its caller went, its time
+    // was up): not this call's; copy it here.
+    if (absl::IsCancelled(copy->status) || absl::IsDeadlineExceeded(copy->status)) {
+      return FillBlob(digest, size);
+    }
     return copy->status;
   }
   absl::Status s = oci::Transfer(
@@ -219,6 +225,11 @@ absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOpt
     // caller goes). A full queue leaves the blobs to be copied when read.
     auto entry = std::make_shared<Entry>(*r);
     fill_pool_->Submit([this, entry] {
+      // Ended at once when the store closes, whatever the registry does.
+      base::CallScope scope({.check = [this] {
+        return fills_stopping_.load() ? absl::CancelledError("the store is closing")
+                                      : absl::OkStatus();
+      }});
       absl::Status s = FillEntry(*entry);
       if (!s.ok() && !base::IsDiskFull(s)) NoteRemote(s);
     });

@@ -29,6 +29,7 @@
 #ifndef OCICACHE_PKG_CACHE_TIERED_STORE_H_
 #define OCICACHE_PKG_CACHE_TIERED_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -187,6 +188,7 @@ class TieredStore : public Store {
   };
   std::unordered_map<std::string, Known> known_remote_ ABSL_GUARDED_BY(fill_mu_);
   std::list<std::string> known_order_ ABSL_GUARDED_BY(fill_mu_);
+  std::atomic<bool> fills_stopping_{false};
   // Last member: destroyed first, so its running copies end before the tiers go.
   std::unique_ptr<base::ThreadPool> fill_pool_;
 };

@@ -101,6 +101,41 @@ TEST(RecordsTest, AListingReadsRecordsNotOneManifestPerEntry) {
   }
 }
 
+// A writer's parts: one is rewritten until it is full, then the next begins;
+// a listing reads them all, and rows noted while a full part is pushed go to
+// the next one.
+TEST(RecordsTest, AWriterFillsPartsInTurn) {
+  auto reg = RegistryProcess::Start({});
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  auto client = registry::Client::Create((*reg)->host());
+  ASSERT_TRUE(client.ok());
+  cache::RegistryStoreOptions o;
+  o.record_writer = "parts";
+  o.record_flush_rows = 1 << 20;
+  o.record_flush_age = absl::Hours(1);
+  o.record_part_rows = 10;
+  auto writer = RegistryStore::Create(std::move(*client), "records/parts", o);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  const absl::Time now = absl::Now();
+  for (int i = 0; i < 25; ++i) {
+    ASSERT_TRUE((*writer)->Put(MakeEntry(**writer, absl::StrCat("p/", i), now)).ok());
+    if (i % 4 == 3) ASSERT_TRUE((*writer)->FlushRecords().ok());
+  }
+  ASSERT_TRUE((*writer)->FlushRecords().ok());
+  auto tags = (*writer)->client().ListTags("records/parts");
+  ASSERT_TRUE(tags.ok()) << tags.status();
+  std::set<std::string> parts;
+  for (const auto& t : *tags) {
+    if (cache::records::IsRecordTag(t)) parts.insert(t);
+  }
+  EXPECT_EQ(parts, (std::set<std::string>{"r.parts.1", "r.parts.2", "r.parts.3"}));
+  auto reader = Store(**reg, "records/parts", "");
+  int64_t requests = 0;
+  auto all = ListAll(*reader, &requests);
+  EXPECT_EQ(all.size(), 25u);
+  EXPECT_LE(requests, 1 + 2 * 3) << requests;
+}
+
 // The acceptance check of a real gc: three writers put and touch entries at
 // once; one writer's records are then lost. Entries last used before the cut
 // are deleted, younger ones kept (including those only the lost writer
