@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "pkg/registry/client.h"
+#include "pkg/base/call_scope.h"
 #include "test/harness/fake_http.h"
 
 namespace ocicache::registry {
@@ -790,6 +791,28 @@ TEST_F(ClientTest, RequestCountIncludesEveryRequest) {
   (void)c->StatBlob("cache/x", oci::Digest::Of("b"));
   EXPECT_EQ(c->request_count(), server_->request_count());
   EXPECT_EQ(c->request_count(), 2);  // no GET /v2/ before them
+}
+
+// A registry that does not answer, and a call whose own deadline passes: the
+// request ends as that call's DEADLINE_EXCEEDED, never as a timeout of the
+// registry (which would count as an outage and turn later lookups into quick
+// misses). curl's timer is set from the call's end and must not fire before it.
+TEST_F(ClientTest, ACallersDeadlineIsNeverARegistryTimeout) {
+  Serve([](const FakeRequest&) {
+    FakeResponse r = FakeResponse::Json(200, "{}");
+    r.stall_ms = 10000;
+    return r;
+  });
+  auto c = NewClient();
+  ASSERT_TRUE(c->Ping().ok());
+  for (int i = 0; i < 30; ++i) {
+    absl::Time end = absl::Now() + absl::Milliseconds(20 + i % 7);
+    base::CallScope scope({.deadline = end});
+    auto m = c->GetManifest("a/b", "t");
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kDeadlineExceeded) << i << ": " << m.status();
+    EXPECT_FALSE(IsTemporary(m.status())) << i << ": " << m.status();
+  }
 }
 
 }  // namespace

@@ -47,6 +47,7 @@ struct Exchange {
   const base::CallScope* scope = nullptr;
   absl::Status abort;
   absl::Time next_check;  // the scope is checked at most every kScopeCheckEvery
+  bool timeout_from_scope = false;  // CURLOPT_TIMEOUT_MS is the scope's end
 };
 
 // curl calls the progress callback on every pass of its transfer loop; checking
@@ -347,8 +348,13 @@ absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
   if (ex.scope != nullptr) {
     // The call's limits: its end as a total timeout, its checks once a second.
     if (ex.scope->end() != absl::InfiniteFuture()) {
-      int64_t ms = absl::ToInt64Milliseconds(ex.scope->end() - absl::Now());
-      curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<int64_t>(ms, 1)));
+      // Rounded up, and a little past: curl's timer (its own clock, millisecond
+      // steps) must not fire before the call's end, or the end of the call
+      // would look like a registry that timed out (an outage).
+      int64_t ms = absl::ToInt64Milliseconds(
+          absl::Ceil(ex.scope->end() - absl::Now(), absl::Milliseconds(1)));
+      curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<int64_t>(ms, 0) + 2));
+      ex.timeout_from_scope = true;
     }
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &ProgressCallback);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &ex);
@@ -415,7 +421,10 @@ absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
 
   if (!ex.error.ok()) return ex.error;
   if (rc == CURLE_ABORTED_BY_CALLBACK && !ex.abort.ok()) return CallEnded(ex.abort, req.url);
-  if (rc == CURLE_OPERATION_TIMEDOUT && ex.scope != nullptr && absl::Now() >= ex.scope->end()) {
+  // The total timeout came from the call's end; a stall (LOW_SPEED) long
+  // before it is the registry's fault.
+  if (rc == CURLE_OPERATION_TIMEDOUT && ex.timeout_from_scope &&
+      absl::Now() >= ex.scope->end() - absl::Milliseconds(50)) {
     return CallEnded(ex.scope->TimeUp(), req.url);
   }
   if (rc != CURLE_OK) return CurlError(rc, errbuf, opts_.ca_file);

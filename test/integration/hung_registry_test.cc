@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "api/grpc/health/v1/health.grpc.pb.h"
 #include "api/ocicache/v1/cache.grpc.pb.h"
@@ -213,14 +214,23 @@ TEST(HungRegistryTest, CallsEndWhenTheirCallersGiveUp) {
   constexpr int kCallers = 24;
   std::vector<std::thread> callers;
   std::atomic<int> deadline_exceeded{0};
+  absl::Mutex others_mu;
+  std::string others;  // what the callers that did not time out got
   for (int i = 0; i < kCallers; ++i) {
     callers.emplace_back([&, i] {
-      grpc::Status s = server.Lookup(absl::StrCat("gone-", i), absl::Seconds(1));
-      if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) ++deadline_exceeded;
+      absl::Duration took;
+      grpc::Status s = server.Lookup(absl::StrCat("gone-", i), absl::Seconds(1), &took);
+      if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+        ++deadline_exceeded;
+      } else {
+        absl::MutexLock l(&others_mu);
+        absl::StrAppend(&others, "caller ", i, ": code ", s.error_code(), " \"", s.error_message(),
+                        "\" after ", absl::FormatDuration(took), "; ");
+      }
     });
   }
   for (auto& t : callers) t.join();
-  EXPECT_EQ(deadline_exceeded.load(), kCallers);
+  EXPECT_EQ(deadline_exceeded.load(), kCallers) << others << "\n" << (*d)->Stderr();
   absl::Time end = absl::Now() + absl::Seconds(5);
   int ended = 0;
   while (absl::Now() < end && (ended = LoggedCalls(**d, "Entries/Lookup") - before) < kCallers) {
