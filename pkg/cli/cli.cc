@@ -248,7 +248,7 @@ absl::StatusOr<oci::Descriptor> WriteBlobFromPath(Store& store, const std::strin
       ::close(fd);
       return absl::InvalidArgumentError(absl::StrCat("cannot ", d.status().message(), " (", path, ")"));
     }
-    if (hashed == size) want = *d;  // a file that changed meanwhile is sent unchecked
+    if (hashed == size) want = *d;  // else it is changing: hashed on the way instead
   }
   oci::FdSource src(fd);
   auto d = store.WriteBlob(want, size, src);
