@@ -16,6 +16,7 @@
 #include "pkg/cmdline/args.h"
 #include "pkg/client/grpc_store.h"
 #include "pkg/gocacheprog/server.h"
+#include "pkg/gocacheprog/session_key.h"
 #include "pkg/gocacheprog/stream.h"
 #include "pkg/layout/layout_store.h"
 #include "pkg/oci/digest.h"
@@ -48,8 +49,8 @@ directory); a put is stored locally, answered at once and uploaded in the
 background; close waits for the uploads (--flush-timeout) and records the
 session list: the ActionID -> output pairs this build used (unless it differs
 little from the list read at start: then that one is kept). The next build with
-the same session (directory, go version, platform, GOFLAGS; or --session NAME)
-reads it at start and prefetches those outputs, so a fresh machine rarely
+the same session (module and directory within it, go version, platform,
+GOFLAGS; or --session NAME; else the module's latest list) reads it at start and prefetches those outputs, so a fresh machine rarely
 waits for the registry one lookup at a time. With the list goes a pack (the
 outputs back to back, up to 2 GiB): a fresh directory reads it in one GET
 instead of one per output (costs one more copy of the outputs in the
@@ -83,8 +84,9 @@ const std::vector<cmdline::FlagSpec>& Flags() {
       {"lookup-timeout", true, false, "DURATION",
        "give up a registry lookup that stalls this long (default 5s)"},
       {"session", true, false, "NAME",
-       "session list to read at start and write at close (default: one per working "
-       "directory, go version, GOOS/GOARCH and GOFLAGS)"},
+       "session list to read at start and write at close (default: one per Go module "
+       "and directory in it, go version, GOOS/GOARCH and GOFLAGS, falling back to the "
+       "module's latest list; outside a module one per working directory)"},
       {"no-session", false, false, "", "no session list: no prefetching"},
       {"no-session-pack", false, false, "",
        "session list without the pack of its outputs: prefetch one by one"},
@@ -129,19 +131,6 @@ std::string EnvOr(const char* name) {
   return v != nullptr ? std::string(v) : std::string();
 }
 
-// The key of the session list. Builds that share one are assumed to need the
-// same outputs: by default the same directory, toolchain, platform and flags.
-std::string SessionKey(const std::string& name) {
-  std::string scope = name;
-  if (scope.empty()) {
-    char buf[4096];
-    std::string cwd = ::getcwd(buf, sizeof buf) != nullptr ? buf : "";
-    scope = absl::StrCat(cwd, "\n", EnvOr("GOVERSION"), "\n", EnvOr("GOOS"), "/",
-                         EnvOr("GOARCH"), "\n", EnvOr("GOFLAGS"), "\n", EnvOr("GOEXPERIMENT"));
-  }
-  return absl::StrCat("gocacheprog.session.", oci::Digest::Of(scope).hex().substr(0, 32));
-}
-
 }  // namespace
 
 int Main(const cmdline::CommandEnv& env) {
@@ -175,7 +164,12 @@ int Main(const cmdline::CommandEnv& env) {
     opts.go_version = std::string(absl::StripAsciiWhitespace(v));
   }
   if (!a->GetBool("no-session")) {
-    opts.session_key = SessionKey(a->Get("session"));
+    char buf[4096];
+    std::string cwd = ::getcwd(buf, sizeof buf) != nullptr ? buf : "";
+    SessionKeys keys =
+        SessionKeysFor(a->Get("session"), cwd, [](const char* n) { return EnvOr(n); });
+    opts.session_key = keys.exact;
+    opts.session_fallback_key = keys.fallback;
   }
   opts.session_pack = !a->GetBool("no-session-pack");
   std::ostream* err = env.err;

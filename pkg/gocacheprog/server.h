@@ -84,6 +84,10 @@ struct ServerOptions {
   // fresh machine answers most gets without a registry round trip of its own.
   // Empty: no list, no prefetch.
   std::string session_key;
+  // Read when session_key has no list, and written with it (the same list): the
+  // nearest earlier session, e.g. the module's latest build in another
+  // directory of it or with other flags (session_key.h). Empty: none.
+  std::string session_fallback_key;
   int prefetch_threads = 8;
   // With the list, the session pack: the listed objects' bytes back to back in one
   // blob (see docs/FORMAT.md), so a fresh machine reads them in one GET instead of

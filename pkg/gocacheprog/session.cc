@@ -73,6 +73,12 @@ void Session::LoadRemote() {
   if (!env_.registry->Enter(&probe)) return;
   cache::LookupOptions lo;
   auto e = env_.remote_lookup->Lookup(env_.opts->session_key, lo);
+  bool fallback = false;
+  if (absl::IsNotFound(e.status()) && !env_.opts->session_fallback_key.empty()) {
+    // No build like this one yet: the nearest one's list (one more round trip).
+    e = env_.remote_lookup->Lookup(env_.opts->session_fallback_key, lo);
+    fallback = e.ok();
+  }
   // The lookup settles the probe: gets waiting for it need not wait for the list.
   env_.registry->Exit(probe, e.status(), "reading the session list");
   if (!e.ok()) return;
@@ -91,6 +97,8 @@ void Session::LoadRemote() {
     return;
   }
   Use(list, *e, /*from_local=*/false, e->blobs.size() >= 2);
+  absl::MutexLock l(&mu_);
+  loaded_fallback_ = fallback;
 }
 
 void Session::Use(const std::string& list, const cache::Entry& e, bool from_local,
@@ -282,7 +290,8 @@ void Session::Write() {
     }
     // A list written without a pack (an older version, or too big then) gets one.
     bool want_pack = opts.session_pack && total > 0 && total <= opts.max_pack_bytes;
-    if (same && (loaded_pack_ || !want_pack)) return;
+    // A list read under the fallback key is written under this build's own key.
+    if (same && (loaded_pack_ || !want_pack) && !loaded_fallback_) return;
   }
   oci::Digest digest = oci::Digest::Of(list);
   bool probe = false;
@@ -304,6 +313,13 @@ void Session::Write() {
     e.blobs.push_back(*d);
     if (pack_desc) e.blobs.push_back(*pack_desc);
     s = env_.remote_upload->Put(e);
+    // The same list as the module's latest: its blobs are there, so one manifest.
+    if (s.ok() && !opts.session_fallback_key.empty()) {
+      e.key = opts.session_fallback_key;
+      if (absl::Status f = env_.remote_upload->Put(e); !f.ok()) {
+        env_.warn(absl::StrCat("writing the session list as the module's latest: ", f.message()));
+      }
+    }
   }
   // The directory's copy follows the list this build wrote: the next build here
   // compares against it, so an unchanged build does not write the list again.

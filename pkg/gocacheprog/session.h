@@ -136,6 +136,7 @@ class Session {
   absl::flat_hash_map<std::string, Prefetch> prefetch_ ABSL_GUARDED_BY(mu_);
   oci::Digest loaded_session_ ABSL_GUARDED_BY(mu_);  // the list read at start
   bool loaded_pack_ ABSL_GUARDED_BY(mu_) = false;    // it came with a pack
+  bool loaded_fallback_ ABSL_GUARDED_BY(mu_) = false;  // under session_fallback_key
   // Pairs used by this session, in order of first use.
   std::vector<std::pair<std::string, GoObject>> used_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> used_keys_ ABSL_GUARDED_BY(mu_);

@@ -283,5 +283,45 @@ TEST_F(RegistryTest, ASmallChangeKeepsTheSessionList) {
   EXPECT_NE(rewritten->blobs[0].digest, first->blobs[0].digest);
 }
 
+// A build with no list of its own (another directory of the module, other flags)
+// reads the module's latest list (the fallback key), then writes its own.
+TEST_F(RegistryTest, AFreshSessionFallsBackToTheModulesLatestList) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.fb-dir-a";
+  o.session_fallback_key = "gocacheprog.session.fb-module";
+  o.lookup_threads = 1;
+  const std::vector<std::string> bodies = PutSessionOf20(700, o, lookup.get(), upload.get());
+  auto a_list = upload->Lookup(o.session_key, {});
+  auto module_list = upload->Lookup(o.session_fallback_key, {});
+  ASSERT_TRUE(a_list.ok()) << a_list.status();
+  ASSERT_TRUE(module_list.ok()) << module_list.status();
+  ASSERT_EQ(module_list->blobs.size(), a_list->blobs.size());
+  EXPECT_EQ(module_list->blobs[0].digest, a_list->blobs[0].digest);
+
+  ServerOptions ob = o;
+  ob.session_key = "gocacheprog.session.fb-dir-b";
+  ASSERT_TRUE(absl::IsNotFound(upload->Lookup(ob.session_key, {}).status()));
+  Fixture b;
+  Result rb = b.Run(GetsOf(700, 20), ob, lookup.get(), upload.get());
+  for (int i = 0; i < 20; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.session_listed, 20);
+  EXPECT_EQ(rb.stats.misses, 0);
+  // The same pairs, but read under the fallback key: written under its own.
+  auto b_list = upload->Lookup(ob.session_key, {});
+  ASSERT_TRUE(b_list.ok()) << b_list.status();
+  EXPECT_EQ(b_list->blobs[0].digest, a_list->blobs[0].digest);
+
+  // Without a fallback key a fresh session lists nothing.
+  ServerOptions oc = ob;
+  oc.session_key = "gocacheprog.session.fb-dir-c";
+  oc.session_fallback_key.clear();
+  Fixture c;
+  Result rc = c.Run(GetsOf(700, 20), oc, lookup.get(), upload.get());
+  for (int i = 0; i < 20; ++i) ExpectHit(rc, i + 1, bodies[i]);
+  EXPECT_EQ(rc.stats.session_listed, 0);
+}
+
 }  // namespace
 }  // namespace ocicache::gocacheprog

@@ -93,6 +93,23 @@ fi
 if cmp -s "$WORK/b1/sample" "$WORK/b2/sample"; then pass go-fresh-identical-binary; else fail go-fresh-identical-binary "binaries differ"; fi
 ((errors + $(sum_stats "$S2" errors) == 0)) && pass go-no-err-responses || fail go-no-err-responses "Err responses sent"
 
+# Another checkout of the module at another path (another runner): its session list
+# is the same (keyed by module, not path), so the fresh build prefetches from it; and
+# from a subdirectory never built before, the module's latest list (the fallback).
+cp -r "$here/gomod" "$WORK/src-other"
+cd "$WORK/src-other" || exit 1
+gobuild go-build-other-checkout "$WORK/oc-other" "$WORK/gc-other" "$REPO" "$WORK/b2/other"
+listed=$(sum_stats "$WORK/go-build-other-checkout.stats" session_listed)
+rh=$(sum_stats "$WORK/go-build-other-checkout.stats" remote_hits)
+((listed > 100 && rh > 100)) && pass "go-other-checkout-session ($listed listed, $rh remote hits)" \
+  || fail go-other-checkout-session "session_listed $listed, remote hits $rh (want > 100 each)"
+cd "$WORK/src-other/cmd/sample" || exit 1
+gobuild go-build-subdir "$WORK/oc-subdir" "$WORK/gc-subdir" "$REPO" "$WORK/b2/subdir" .
+listed=$(sum_stats "$WORK/go-build-subdir.stats" session_listed)
+((listed > 100)) && pass "go-subdir-module-session ($listed listed)" \
+  || fail go-subdir-module-session "session_listed $listed (want > 100: the module's latest list)"
+cd "$WORK/src" || exit 1
+
 # The directory it filled serves a build alone (no registry).
 rm -rf "$WORK/gc1"
 gobuild go-build-local-only "$WORK/oc1" "$WORK/gc1" "" "$WORK/b3/sample"
