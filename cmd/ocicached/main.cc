@@ -35,6 +35,9 @@ ABSL_FLAG(std::string, ca_file, "", "extra CA certificates (PEM) for the registr
 ABSL_FLAG(std::string, username, "", "registry user ($OCICACHE_USERNAME)");
 ABSL_FLAG(bool, password_stdin, false, "read the registry password from stdin");
 ABSL_FLAG(std::string, docker_config, "", "directory of docker's config.json");
+ABSL_FLAG(double, registry_rate, 0,
+          "at most N registry requests per second, evenly spaced, for all callers together "
+          "(for registries that rate-limit or bill per request; 0: no limit)");
 ABSL_FLAG(std::vector<std::string>, allowed_registries, {},
           "registries (HOST[:PORT], comma-separated; * for any) this server may contact on a "
           "caller's behalf besides --repo's: Blobs.Mount targets and sources, recorded "

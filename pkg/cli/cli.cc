@@ -99,6 +99,10 @@ const std::vector<FlagSpec>& GlobalFlags() {
     for (const stores::StoreFlag& f : stores::StoreFlags()) {
       v->push_back({f.name, !f.value_name.empty(), false, f.value_name, f.help});
     }
+    v->push_back({"registry-budget", true, false, "N",
+                  "send at most N registry requests, then stop with an error (exit 3); what "
+                  "was done stays done, so gc and sync go on where they stopped when run "
+                  "again"});
     v->push_back({"password-stdin", false, false, "", "read the registry password from stdin"});
     v->push_back({"json", false, false, "", "machine-readable output"});
     v->push_back({"quiet", false, false, "", "no progress or miss messages"});
@@ -133,8 +137,9 @@ int Fail(Ctx& c, const absl::Status& s) {
       code = kExitUsage;
       break;
     case absl::StatusCode::kResourceExhausted:
-      // Our own size limits are bad input; a registry's 429 is a store error.
-      code = registry::IsTemporary(s) ? kExitStoreError : kExitUsage;
+      // Our own size limits are bad input; a registry's 429 and the request
+      // budget (--registry-budget) are store errors.
+      code = registry::IsTemporary(s) || registry::IsBudgetSpent(s) ? kExitStoreError : kExitUsage;
       break;
     default:
       break;
@@ -316,6 +321,11 @@ absl::StatusOr<StoreConfig> ConfigFromFlags(Ctx& c) {
   for (const stores::StoreFlag& f : stores::StoreFlags()) {
     if (!c.global.Has(f.name)) continue;
     if (absl::Status s = f.apply(&*cfg, c.global.Get(f.name)); !s.ok()) return s;
+  }
+  if (c.global.Has("registry-budget") &&
+      (!absl::SimpleAtoi(c.global.Get("registry-budget"), &cfg->registry_budget) ||
+       cfg->registry_budget < 0)) {
+    return absl::InvalidArgumentError("--registry-budget takes a number of requests (0: no budget)");
   }
   if (!c.password.empty()) cfg->password = c.password;
   if (absl::Status s = stores::FinishStoreConfig(&*cfg); !s.ok()) return s;
@@ -553,11 +563,20 @@ int RunGc(Ctx& c, const Args& a) {
   if (a.Has("keep-last")) req.keep_last = keep;
   req.dry_run = a.GetBool("dry-run");
   bool dry = req.dry_run;
+  int64_t done = 0, total = 0;
   auto r = c.admin->CollectGarbage(req, [&](const admin::ProgressEvent& ev) {
+    done = ev.done, total = ev.total;
     if (!c.quiet && !c.json) c.out << (dry ? "would delete " : "deleted ") << ev.key << "\n";
     return true;
   });
-  if (!r.ok()) return Fail(c, r.status());
+  if (!r.ok()) {
+    int rc = Fail(c, r.status());
+    // What an interrupted gc did stays done; the next run lists again and goes on.
+    if (!dry && done > 0) {
+      c.err << absl::StrFormat("ocicache: gc stopped after %d of the %d entries to delete\n", done, total);
+    }
+    return rc;
+  }
   if (!r->records_error.empty()) {
     c.err << "ocicache: warning: the registry's listing records were not merged: "
           << r->records_error << "\n";
@@ -619,14 +638,23 @@ int RunSync(Ctx& c, const Args& a) {
   req.dry_run = a.GetBool("dry-run");
   bool dry = req.dry_run;
   Progress progress(c.err, !c.quiet, "sync");
+  int64_t done = 0, total = 0;
   auto r = c.admin->Sync(req, [&](const admin::ProgressEvent& ev) {
+    done = ev.done, total = ev.total;
     if (!c.quiet && !c.json && !isatty(2)) c.out << (dry ? "would " : "") << ev.action << " " << ev.key << "\n";
     progress.Step(ev.done, ev.total);
     return true;
   });
   // The server lacks a tier: the same usage error as without --server.
   if (c.via_server && absl::IsFailedPrecondition(r.status())) return Usage(c, r.status().message());
-  if (!r.ok()) return Fail(c, r.status());
+  if (!r.ok()) {
+    int rc = Fail(c, r.status());
+    // Entries copied stay copied; the next run copies only what is still missing.
+    if (!dry && total > 0) {
+      c.err << absl::StrFormat("ocicache: sync stopped after %d of %d entries\n", done, total);
+    }
+    return rc;
+  }
   if (c.json) {
     c.out << json{{"pushed", r->pushed}, {"pulled", r->pulled}, {"dryRun", dry}}.dump(2) << "\n";
   } else if (!c.quiet) {

@@ -266,7 +266,7 @@ struct Client::Impl {
             "://", registry)),
         transport(internal::TransportOptions{opts.ca_file, opts.user_agent,
                                              opts.connect_timeout, opts.stall_timeout,
-                                             opts.http2}),
+                                             opts.http2, 16, opts.pacer}),
         auth(
             registry,
             [this](const HttpRequest& req) {

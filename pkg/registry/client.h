@@ -52,6 +52,7 @@
 #include "pkg/oci/stream.h"
 #include "pkg/oci/types.h"
 #include "pkg/registry/credentials.h"  // Credentials
+#include "pkg/registry/pacer.h"
 
 namespace ocicache::registry {
 
@@ -98,6 +99,9 @@ struct ClientOptions {
   int64_t chunk_size = 8 << 20;
   // HTTP/1.1 unless set (curl 7.88's HTTP/2 has known bugs).
   bool http2 = false;
+  // Rate and budget of requests, shared by the clients that hold it (pacer.h);
+  // null: unlimited.
+  std::shared_ptr<RequestPacer> pacer;
 };
 
 // Where a manifest came from, and its bytes.

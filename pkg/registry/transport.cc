@@ -308,6 +308,15 @@ void Transport::Release(void* h) {
 }
 
 absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
+  if (opts_.pacer != nullptr) {
+    const base::CallScope* scope = base::CallScope::Current();
+    absl::Status turn =
+        opts_.pacer->Admit(scope != nullptr ? scope->end() : absl::InfiniteFuture());
+    if (absl::IsDeadlineExceeded(turn) && scope != nullptr) {
+      return CallEnded(scope->TimeUp(), req.url);
+    }
+    if (!turn.ok()) return turn;
+  }
   CURL* c = static_cast<CURL*>(Acquire());
   if (c == nullptr) return absl::ResourceExhaustedError("curl_easy_init failed");
   struct Releaser {

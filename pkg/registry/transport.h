@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "pkg/oci/stream.h"
+#include "pkg/registry/pacer.h"
 
 namespace ocicache::registry::internal {
 
@@ -74,6 +75,8 @@ struct TransportOptions {
   absl::Duration stall_timeout = absl::Seconds(60);
   bool http2 = false;   // HTTP/1.1 unless set
   size_t max_idle_handles = 16;
+  // Each exchange takes a turn first (rate and budget); null: none.
+  std::shared_ptr<RequestPacer> pacer;
 };
 
 class Transport {

@@ -69,6 +69,18 @@ const std::vector<StoreFlag>& StoreFlags() {
          c->username = std::string(v);
          return absl::OkStatus();
        }},
+      {"registry-rate", "N",
+       "at most N registry requests per second, evenly spaced (for registries that "
+       "rate-limit or bill per request; default: no limit)",
+       [](StoreConfig* c, absl::string_view v) {
+         double r = 0;
+         if (!absl::SimpleAtod(v, &r) || !(r >= 0) || r > 1e6) {
+           return absl::InvalidArgumentError(
+               "--registry-rate takes requests per second, e.g. 20 or 0.5 (0: no limit)");
+         }
+         c->registry_rate = r;
+         return absl::OkStatus();
+       }},
       {"docker-config", "DIR", "directory of docker's config.json ($DOCKER_CONFIG)",
        [](StoreConfig* c, absl::string_view v) {
          c->docker_config = std::string(v);
@@ -88,6 +100,10 @@ absl::Status ApplyStoreFlag(StoreConfig* config, absl::string_view name, absl::s
 }
 
 absl::Status FinishStoreConfig(StoreConfig* config) {
+  if (config->pacer == nullptr && (config->registry_rate > 0 || config->registry_budget > 0)) {
+    config->pacer = std::make_shared<registry::RequestPacer>(
+        registry::PacerOptions{config->registry_rate, config->registry_budget});
+  }
   if (!config->no_dir) return absl::OkStatus();
   if (config->repo.empty()) {
     return absl::InvalidArgumentError("--no-dir needs --repo: there would be no store at all");

@@ -23,7 +23,8 @@ struct StoreFlag {
   absl::Status (*apply)(StoreConfig* config, absl::string_view value);
 };
 
-// repo, dir, no-dir, shards, insecure, tls, ca-file, username, docker-config.
+// repo, dir, no-dir, shards, insecure, tls, ca-file, username, registry-rate,
+// docker-config.
 // (--password-stdin reads stdin, which each binary does itself.)
 const std::vector<StoreFlag>& StoreFlags();
 
@@ -31,8 +32,9 @@ const std::vector<StoreFlag>& StoreFlags();
 // StoreFlags(), InvalidArgument for a bad value.
 absl::Status ApplyStoreFlag(StoreConfig* config, absl::string_view name, absl::string_view value);
 
-// Once every flag is applied: --no-dir needs --repo (InvalidArgument), and then
-// clears `dir`, so that what follows sees no local tier.
+// Once every flag is applied: makes the request pacer of registry_rate and
+// registry_budget; --no-dir needs --repo (InvalidArgument), and then clears
+// `dir`, so that what follows sees no local tier.
 absl::Status FinishStoreConfig(StoreConfig* config);
 
 }  // namespace ocicache::stores

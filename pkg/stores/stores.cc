@@ -68,6 +68,7 @@ registry::ClientOptions RegistryClientOptions(const StoreConfig& config, Profile
   opts.docker_config_dir = config.docker_config;
   opts.credentials.username = config.username;
   opts.credentials.password = config.password;
+  opts.pacer = config.pacer;
   switch (profile) {
     case Profile::kInteractive:
     case Profile::kServer:

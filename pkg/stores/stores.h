@@ -51,6 +51,13 @@ struct StoreConfig {
   // are kept (they may belong to a write in progress).
   int64_t max_local_bytes = 0;
   absl::Duration local_evict_grace = absl::Minutes(2);
+  // At most this many registry requests per second, evenly spaced (0: no limit),
+  // and at most registry_budget in all (0: none; the CLI's --registry-budget).
+  // FinishStoreConfig makes `pacer` from them: one for every client opened from
+  // this configuration (and its copies).
+  double registry_rate = 0;
+  int64_t registry_budget = 0;
+  std::shared_ptr<registry::RequestPacer> pacer;
 };
 
 // OCICACHE_SERVER, OCICACHE_SERVER_TOKEN, OCICACHE_SERVER_CA, OCICACHE_SERVER_CERT,
