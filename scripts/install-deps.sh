@@ -11,7 +11,7 @@ set -euo pipefail
 want=(bazel-bootstrap bazel-rules-java default-jdk-headless g++ pkg-config
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
       libabsl-dev libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
-      libgtest-dev libgmock-dev libmicrohttpd-dev)
+      libgtest-dev libgmock-dev libmicrohttpd-dev libzstd-dev)
 if [[ "${1:-}" == "--test" ]]; then
   want+=(docker-registry skopeo apache2-utils curl python3 python3-yaml openssl
         libnetty-tcnative-jni iproute2 haproxy ccache gradle make)

@@ -3,12 +3,14 @@
 #include "pkg/gocacheprog/session.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -19,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "pkg/oci/digest.h"
 #include "pkg/oci/stream.h"
+#include "zstd.h"
 
 namespace ocicache::gocacheprog {
 namespace {
@@ -108,6 +111,90 @@ class PackSplitter : public oci::ByteSink {
   size_t next_ = 0;
 };
 
+// Decompresses one zstd frame into `inner` (a PackSplitter): the stream of a
+// compressed pack's frame, which ends where the frame does.
+class ZstdFrameSink : public oci::ByteSink {
+ public:
+  explicit ZstdFrameSink(oci::ByteSink& inner) : inner_(inner), out_(256 << 10, '\0') {
+    dctx_ = ZSTD_createDCtx();
+  }
+  ~ZstdFrameSink() override { ZSTD_freeDCtx(dctx_); }
+  absl::Status Write(absl::string_view chunk) override {
+    if (dctx_ == nullptr) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
+    if (ended_) return PackSplitter::SegmentDone();
+    ZSTD_inBuffer in{chunk.data(), chunk.size(), 0};
+    while (in.pos < in.size) {
+      ZSTD_outBuffer out{out_.data(), out_.size(), 0};
+      size_t r = ZSTD_decompressStream(dctx_, &out, &in);
+      if (ZSTD_isError(r)) {
+        return absl::DataLossError(
+            absl::StrCat("session pack frame: ", ZSTD_getErrorName(r)));
+      }
+      if (out.pos > 0) {
+        if (absl::Status s = inner_.Write(absl::string_view(out_.data(), out.pos)); !s.ok()) {
+          return s;
+        }
+      }
+      if (r == 0) {  // the frame is complete: the rest belongs to the next one
+        ended_ = true;
+        return PackSplitter::SegmentDone();
+      }
+    }
+    return absl::OkStatus();
+  }
+  bool ChecksEveryByte() const override { return true; }
+
+ private:
+  oci::ByteSink& inner_;
+  ZSTD_DCtx* dctx_ = nullptr;
+  std::string out_;
+  bool ended_ = false;
+};
+
+// Compresses files (a run of the pack's objects) as one zstd frame into fd,
+// hashing what it writes; returns the frame's size.
+absl::StatusOr<int64_t> CompressFrame(const std::vector<std::string>& paths, int level, int fd,
+                                      oci::Sha256& sha) {
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
+  if (cctx == nullptr) return absl::ResourceExhaustedError("ZSTD_createCCtx failed");
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  // Both cores when libzstd has threads (Debian's does); ignored otherwise.
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers,
+                         static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  std::string inbuf(1 << 20, '\0'), outbuf(ZSTD_CStreamOutSize(), '\0');
+  int64_t written = 0;
+  auto drain = [&](ZSTD_inBuffer* in, ZSTD_EndDirective mode) -> absl::Status {
+    for (;;) {
+      ZSTD_outBuffer out{outbuf.data(), outbuf.size(), 0};
+      size_t left = ZSTD_compressStream2(cctx.get(), &out, in, mode);
+      if (ZSTD_isError(left)) {
+        return absl::InternalError(absl::StrCat("zstd: ", ZSTD_getErrorName(left)));
+      }
+      if (out.pos > 0) {
+        oci::FdSink sink(fd);
+        if (absl::Status s = sink.Write(absl::string_view(outbuf.data(), out.pos)); !s.ok()) {
+          return s;
+        }
+        sha.Update(outbuf.data(), out.pos);
+        written += static_cast<int64_t>(out.pos);
+      }
+      const bool done = mode == ZSTD_e_end ? left == 0 : in->pos == in->size;
+      if (done) return absl::OkStatus();
+    }
+  };
+  ConcatFiles files(paths);
+  for (;;) {
+    auto n = files.Read(inbuf.data(), inbuf.size());
+    if (!n.ok()) return n.status();
+    if (*n == 0) break;
+    ZSTD_inBuffer in{inbuf.data(), *n, 0};
+    if (absl::Status s = drain(&in, ZSTD_e_continue); !s.ok()) return s;
+  }
+  ZSTD_inBuffer none{nullptr, 0, 0};
+  if (absl::Status s = drain(&none, ZSTD_e_end); !s.ok()) return s;
+  return written;
+}
+
 // Splits a pack's objects into at most `streams` runs of whole objects with about
 // equal bytes each; returns the index of each run's first object, plus pack.size().
 std::vector<size_t> PackSegments(const std::vector<int64_t>& sizes, int streams,
@@ -132,7 +219,8 @@ std::vector<size_t> PackSegments(const std::vector<int64_t>& sizes, int streams,
 
 }  // namespace
 
-void Session::ReadPack(const oci::Digest& digest, const std::string& list,
+void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
+                       const std::string& list,
                        const std::vector<GoObject>& pack,
                        const std::vector<std::vector<std::string>>& pack_keys,
                        const std::vector<std::string>& empty) {
@@ -146,10 +234,24 @@ void Session::ReadPack(const oci::Digest& digest, const std::string& list,
   std::vector<int64_t> sizes;
   sizes.reserve(pack.size());
   for (const auto& o : pack) sizes.push_back(o.size);
-  const std::vector<size_t> starts =
-      PackSegments(sizes, opts.pack_streams, opts.pack_segment_min_bytes);
-  std::vector<int64_t> offsets{0};  // byte offset of each object
-  for (int64_t n : sizes) offsets.push_back(offsets.back() + n);
+  // A raw pack is cut into runs here; a compressed one is read frame by frame
+  // (each frame a run, starting at its compressed offset).
+  std::vector<size_t> starts;
+  std::vector<int64_t> run_offsets;  // where each run starts in the stored blob
+  if (frames.raw()) {
+    starts = PackSegments(sizes, opts.pack_streams, opts.pack_segment_min_bytes);
+    std::vector<int64_t> offsets{0};  // byte offset of each object
+    for (int64_t n : sizes) offsets.push_back(offsets.back() + n);
+    for (size_t r = 0; r + 1 < starts.size(); ++r) run_offsets.push_back(offsets[starts[r]]);
+  } else {
+    starts = frames.starts;
+    starts.push_back(pack.size());
+    int64_t at = 0;
+    for (int64_t n : frames.bytes) {
+      run_offsets.push_back(at);
+      at += n;
+    }
+  }
 
   // go may have an object as soon as its file is in place. What later builds in
   // this directory read is recorded after the streams: the local session copy (one
@@ -212,7 +314,13 @@ void Session::ReadPack(const oci::Digest& digest, const std::string& list,
     PackSplitter splitter(
         std::move(run_sizes), [&](size_t i, const std::string& b) { done(first + i, b); },
         [this] { return draining_.load(); });
-    absl::Status s = env_.remote_lookup->ReadBlob(digest, offsets[first], splitter);
+    absl::Status s;
+    if (frames.raw()) {
+      s = env_.remote_lookup->ReadBlob(digest, run_offsets[r], splitter);
+    } else {
+      ZstdFrameSink frame(splitter);
+      s = env_.remote_lookup->ReadBlob(digest, run_offsets[r], frame);
+    }
     completed[r] = splitter.completed();
     if (splitter.finished()) s = absl::OkStatus();  // stopped on purpose, or read to the end
     status[r] = s;
@@ -268,18 +376,27 @@ void Session::ReadPack(const oci::Digest& digest, const std::string& list,
   }
 }
 
-std::optional<oci::Descriptor> Session::UploadPack(const std::vector<GoObject>& pack) {
+std::optional<oci::Descriptor> Session::UploadPack(const std::vector<GoObject>& pack,
+                                                   PackFrames* frames) {
+  const ServerOptions& opts = *env_.opts;
   layout::LayoutStore* local = env_.local;
+  *frames = PackFrames{};
   int64_t total = 0;
   std::vector<std::string> paths;
+  std::vector<int64_t> sizes;
   bool complete = true;
   for (const auto& o : pack) {
     total += o.size;
     auto have = local->StatBlob(o.output_id);
     complete = complete && have.ok() && *have == o.size;
     paths.push_back(local->BlobPath(o.output_id));
+    sizes.push_back(o.size);
   }
-  if (!complete || total <= 0 || total > env_.opts->max_pack_bytes) return std::nullopt;
+  if (!complete || total <= 0 || total > opts.max_pack_bytes) return std::nullopt;
+  if (opts.pack_compression) {
+    if (auto d = UploadCompressedPack(paths, sizes, total, frames)) return d;
+    *frames = PackFrames{};
+  }
   ConcatFiles files(std::move(paths));
   oci::Sha256 sha;
   std::string buf(1 << 20, '\0');
@@ -300,6 +417,51 @@ std::optional<oci::Descriptor> Session::UploadPack(const std::vector<GoObject>& 
     return std::nullopt;
   }
   env_.n->pack_bytes_written += total;
+  return *pd;
+}
+
+std::optional<oci::Descriptor> Session::UploadCompressedPack(const std::vector<std::string>& paths,
+                                                             const std::vector<int64_t>& sizes,
+                                                             int64_t total, PackFrames* frames) {
+  const ServerOptions& opts = *env_.opts;
+  // Frames are the runs a reader streams in parallel, cut as a raw pack's would be.
+  std::vector<size_t> starts =
+      PackSegments(sizes, opts.pack_streams, opts.pack_segment_min_bytes);
+  // An unnamed file in the directory's tmp/ (the pack may be large): gone on close.
+  std::string name = absl::StrCat(env_.local->dir(), "/tmp/session-pack-XXXXXX");
+  int fd = ::mkstemp(name.data());
+  if (fd < 0) {
+    env_.warn(absl::StrCat("compressing the session pack: ", name, ": ", std::strerror(errno)));
+    return std::nullopt;
+  }
+  ::unlink(name.c_str());
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  oci::Sha256 sha;
+  int64_t stored = 0;
+  for (size_t r = 0; r + 1 < starts.size(); ++r) {
+    std::vector<std::string> run(paths.begin() + starts[r], paths.begin() + starts[r + 1]);
+    auto n = CompressFrame(run, opts.pack_zstd_level, fd, sha);
+    if (!n.ok()) {
+      env_.warn(absl::StrCat("compressing the session pack: ", n.status().message()));
+      return std::nullopt;
+    }
+    frames->starts.push_back(starts[r]);
+    frames->bytes.push_back(*n);
+    stored += *n;
+  }
+  // Not worth a format a reader must decode: stored raw instead.
+  if (stored * 10 > total * 9) return std::nullopt;
+  oci::FdSource src(fd);
+  if (!src.Rewind().ok()) return std::nullopt;
+  auto pd = env_.remote_upload->WriteBlob(sha.Finish(), stored, src);
+  if (!pd.ok()) {
+    env_.warn(absl::StrCat("uploading the session pack: ", pd.status().message()));
+    return std::nullopt;
+  }
+  env_.n->pack_bytes_written += stored;
   return *pd;
 }
 

@@ -96,13 +96,40 @@ void Session::LoadRemote() {
     env_.registry->Exit(false, s, "reading the session list");
     return;
   }
-  Use(list, *e, /*from_local=*/false, e->blobs.size() >= 2);
+  PackFrames frames;
+  // A pack stored in a way this version does not know is not used (one by one).
+  const bool pack = e->blobs.size() >= 2 && ParsePackFrames(e->config, &frames);
+  Use(list, *e, /*from_local=*/false, pack, frames);
   absl::MutexLock l(&mu_);
   loaded_fallback_ = fallback;
 }
 
+bool Session::ParsePackFrames(const std::string& config, PackFrames* frames) {
+  *frames = PackFrames{};
+  auto j = nlohmann::json::parse(config, nullptr, false);
+  if (!j.is_object() || !j.contains("packEncoding")) return true;  // raw
+  if (!j["packEncoding"].is_string() || j["packEncoding"] != "zstd") return false;
+  const auto& f = j.value("packFrames", nlohmann::json());
+  if (!f.is_array() || f.empty()) return false;
+  for (const auto& row : f) {
+    if (!row.is_array() || row.size() != 2 || !row[0].is_number_unsigned() ||
+        !row[1].is_number_unsigned()) {
+      return false;
+    }
+    const size_t start = row[0].get<size_t>();
+    const int64_t bytes = row[1].get<int64_t>();
+    // Frames start at object 0, in ascending order, and are never empty.
+    if ((frames->starts.empty() ? start != 0 : start <= frames->starts.back()) || bytes <= 0) {
+      return false;
+    }
+    frames->starts.push_back(start);
+    frames->bytes.push_back(bytes);
+  }
+  return true;
+}
+
 void Session::Use(const std::string& list, const cache::Entry& e, bool from_local,
-                  bool remote_pack) {
+                  bool remote_pack, const PackFrames& frames) {
   // Lines "ACTIONHEX OUTPUTHEX SIZE", in the order the last session used them.
   // The pack (blobs[1], if any) holds each object of size > 0 once, in list order.
   std::vector<std::string> keys;
@@ -175,7 +202,14 @@ void Session::Use(const std::string& list, const cache::Entry& e, bool from_loca
     }
     // Worth it when most bytes are missing here (a fresh machine); a warm local
     // directory is topped up object by object.
-    pack_usable = pack_usable && !pack.empty() && total == e.blobs[1].size && 2 * missing > total;
+    // The stored pack must match the list: its size, or its frames' sizes and
+    // object ranges.
+    int64_t stored = 0;
+    for (int64_t n : frames.bytes) stored += n;
+    const bool matches =
+        frames.raw() ? total == e.blobs[1].size
+                     : stored == e.blobs[1].size && frames.starts.back() < pack.size();
+    pack_usable = pack_usable && !pack.empty() && matches && 2 * missing > total;
     if (pack_usable) {
       // The pack stream brings them all: gets for them wait for it.
       for (const auto& k : keys) {
@@ -189,7 +223,7 @@ void Session::Use(const std::string& list, const cache::Entry& e, bool from_loca
   }
   env_.n->session_listed += static_cast<int64_t>(keys.size());
   if (pack_usable) {
-    ReadPack(e.blobs[1].digest, list, pack, pack_keys, empty);
+    ReadPack(e.blobs[1].digest, frames, list, pack, pack_keys, empty);
     return;
   }
   // Pairs read from the registry whose objects were here get no entries of
@@ -301,14 +335,23 @@ void Session::Write() {
   absl::Status s = d.status();
   std::optional<oci::Descriptor> pack_desc;
   // The objects' bytes back to back: a fresh machine reads them in one stream.
-  if (s.ok() && opts.session_pack) pack_desc = UploadPack(pack);
+  PackFrames frames;
+  if (s.ok() && opts.session_pack) pack_desc = UploadPack(pack, &frames);
   if (s.ok()) {
     cache::Entry e;
     e.key = opts.session_key;
+    std::string encoding;
+    if (pack_desc && !frames.raw()) {
+      nlohmann::json rows = nlohmann::json::array();
+      for (size_t r = 0; r < frames.starts.size(); ++r) {
+        rows.push_back({frames.starts[r], frames.bytes[r]});
+      }
+      encoding = absl::StrCat(R"(,"packEncoding":"zstd","packFrames":)", rows.dump());
+    }
     e.config = absl::StrCat(R"({"kind":")", kSessionKind, R"(","pairs":)",
                             std::count(list.begin(), list.end(), '\n'),
                             pack_desc ? absl::StrCat(R"(,"packedObjects":)", pack.size()) : "",
-                            "}");
+                            encoding, "}");
     if (!opts.go_version.empty()) e.annotations[kToolAnnotation] = opts.go_version;
     e.blobs.push_back(*d);
     if (pack_desc) e.blobs.push_back(*pack_desc);

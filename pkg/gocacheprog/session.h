@@ -63,6 +63,17 @@ class Session {
     std::function<void(absl::string_view)> warn;
   };
   enum class State { kQueued, kFetching, kOk, kFailed };
+  // How a session pack's bytes are stored (docs/FORMAT.md): raw (no frames), or
+  // as independent zstd frames, frame r holding objects starts[r] up to the next
+  // frame's first (the last: to the end), compressed to bytes[r].
+  struct PackFrames {
+    std::vector<size_t> starts;
+    std::vector<int64_t> bytes;
+    bool raw() const { return starts.empty(); }
+  };
+  // Reads "packEncoding"/"packFrames" of a session list's config; false when they
+  // are present but not understood (then the pack is not used).
+  static bool ParsePackFrames(const std::string& config, PackFrames* frames);
 
   explicit Session(Env env);
   // Joins the prefetch threads.
@@ -104,7 +115,9 @@ class Session {
   // Settles the pairs of a session list whose objects are here, and fetches the
   // others: by reading the registry's pack into this directory when most bytes are
   // missing, else one by one. `remote_pack`: the registry's list had a pack.
-  void Use(const std::string& list, const cache::Entry& e, bool from_local, bool remote_pack);
+  // `frames`: how the registry's pack (e.blobs[1]) is stored.
+  void Use(const std::string& list, const cache::Entry& e, bool from_local, bool remote_pack,
+           const PackFrames& frames = {});
   // Stores the local session copy: `list` and those of `objects` present here;
   // `remote_pack`: the registry's list has a pack.
   void StoreLocal(const std::string& list, const std::vector<GoObject>& objects,
@@ -116,13 +129,19 @@ class Session {
   // Then records the session in the local directory: the local session copy, or
   // for a very large session one entry per key (also for the empty objects,
   // `empty`). Returns once all of that is stored.
-  void ReadPack(const oci::Digest& digest, const std::string& list,
+  void ReadPack(const oci::Digest& digest, const PackFrames& frames, const std::string& list,
                 const std::vector<GoObject>& pack,
                 const std::vector<std::vector<std::string>>& pack_keys,
                 const std::vector<std::string>& empty);
   // Uploads the objects of `pack` (all of size > 0, each once) back to back as the
   // session pack, when all are here and they total at most max_pack_bytes.
-  std::optional<oci::Descriptor> UploadPack(const std::vector<GoObject>& pack);
+  // Compressed as zstd frames when that saves at least a tenth (*frames says how).
+  std::optional<oci::Descriptor> UploadPack(const std::vector<GoObject>& pack,
+                                            PackFrames* frames);
+  // The compressed form: nullopt when it fails or saves less than a tenth.
+  std::optional<oci::Descriptor> UploadCompressedPack(const std::vector<std::string>& paths,
+                                                      const std::vector<int64_t>& sizes,
+                                                      int64_t total, PackFrames* frames);
 
   // prefetch.cc.
   void PrefetchOne(const std::string& key);
