@@ -1,6 +1,7 @@
 #include "pkg/admin/admin.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 #include <vector>
@@ -41,6 +42,51 @@ absl::Status CopyEntry(cache::Store& from, cache::Store& to, const std::string& 
     if (!s.ok()) return s;
   }
   return to.Put(*e);
+}
+
+absl::StatusOr<ReshardResult> Reshard(cache::RegistryStore& from, cache::RegistryStore& to,
+                                      bool dry_run, const ProgressFn& progress) {
+  auto all = ListAll(from);
+  if (!all.ok()) return all.status();
+  ReshardResult r;
+  r.listed = static_cast<int64_t>(all->size());
+  std::vector<const cache::EntryInfo*> moves;
+  for (const auto& info : *all) {
+    if (from.RepositoryForKey(info.key) == to.RepositoryForKey(info.key)) {
+      ++r.in_place;
+    } else {
+      moves.push_back(&info);
+    }
+  }
+  int64_t done = 0;
+  for (const cache::EntryInfo* info : moves) {
+    ++done;
+    if (!dry_run) {
+      // Listed from a repository the old count does not put it in (moved by an
+      // earlier run, or put under the new count): nothing to move.
+      absl::Status s = CopyEntry(from, to, info->key);
+      if (absl::IsNotFound(s)) {
+        ++r.gone;
+        continue;
+      }
+      if (!s.ok()) return s;
+      s = from.Delete(info->key);
+      if (!s.ok() && !absl::IsNotFound(s)) return s;
+    }
+    ++r.moved;
+    ProgressEvent ev{done, static_cast<int64_t>(moves.size()), info->key, "move", info->size};
+    if (progress && !progress(ev)) return Stopped();
+  }
+  return r;
+}
+
+int ShardsFor(int64_t entries, int64_t limit, double fill) {
+  if (limit <= 0) return 0;
+  for (int n = 1; n <= 256; ++n) {
+    const double mean = static_cast<double>(entries) / n;
+    if (mean + 4 * std::sqrt(mean) <= fill * static_cast<double>(limit)) return n;
+  }
+  return 0;
 }
 
 absl::StatusOr<GcResult> LocalAdmin::CollectGarbage(const GcRequest& req,

@@ -121,6 +121,30 @@ class LocalAdmin : public Admin {
 // lacks first (streamed), then the entry.
 absl::Status CopyEntry(cache::Store& from, cache::Store& to, const std::string& key);
 
+// Re-sharding: moving a repository's entries from one shard count to another
+// (docs/FORMAT.md, "Sharding"). `from` and `to` are the same repository opened
+// with the old and the new count. Every entry `from` lists whose repository
+// differs under the new count is copied there (blobs are in the base repository
+// already: the new shard mounts them), then deleted where it was. An entry is
+// never deleted before its copy is stored, so an interruption loses nothing: run
+// it again to go on (entries already moved are skipped: `from` no longer finds
+// them). Readers and writers still on the old count miss moved entries until
+// they use the new one.
+struct ReshardResult {
+  int64_t listed = 0;    // entries `from` listed
+  int64_t moved = 0;     // copied to their new repository and deleted from the old
+  int64_t in_place = 0;  // the same repository under both counts
+  int64_t gone = 0;      // listed, but not found where the old count puts them
+};
+absl::StatusOr<ReshardResult> Reshard(cache::RegistryStore& from, cache::RegistryStore& to,
+                                      bool dry_run, const ProgressFn& progress);
+
+// How many shards a repository of `entries` needs under a registry's limit of
+// `limit` entries (tags) per repository: the smallest count (1..256) whose fullest
+// shard stays at most `fill` of the limit, allowing for hashing's unevenness
+// (mean + 4 standard deviations). 0 when 256 are not enough.
+int ShardsFor(int64_t entries, int64_t limit, double fill = 0.8);
+
 }  // namespace ocicache::admin
 
 #endif  // OCICACHE_PKG_ADMIN_ADMIN_H_

@@ -1,6 +1,7 @@
 #include "pkg/admin/admin.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -178,6 +179,29 @@ TEST(AdminTest, SyncNeedsTwoTiers) {
   auto store = Open();
   LocalAdmin admin(*store, store.get(), nullptr);
   EXPECT_TRUE(absl::IsFailedPrecondition(admin.Sync({}, nullptr).status()));
+}
+
+// The shard count for a per-repository limit: the fullest shard (mean plus four
+// standard deviations of hashing's unevenness) within 80% of the limit.
+TEST(AdminTest, ShardsForALimit) {
+  EXPECT_EQ(ShardsFor(0, 10000), 1);
+  EXPECT_EQ(ShardsFor(5000, 10000), 1);
+  EXPECT_EQ(ShardsFor(7800, 10000), 2);  // 7,800 + 4 x 88 > 8,000
+  EXPECT_EQ(ShardsFor(100000, 10000), 14);
+  EXPECT_EQ(ShardsFor(1000000, 10000), 131);
+  EXPECT_EQ(ShardsFor(40, 20), 7);
+  EXPECT_EQ(ShardsFor(100000000, 10000), 0);  // more than 256
+  EXPECT_EQ(ShardsFor(10, 0), 0);
+  for (int64_t n : {1000, 30000, 250000, 1500000}) {
+    const int s = ShardsFor(n, 10000);
+    ASSERT_GT(s, 0) << n;
+    const double mean = static_cast<double>(n) / s;
+    EXPECT_LE(mean + 4 * std::sqrt(mean), 8000) << n;
+    if (s > 1) {
+      const double fewer = static_cast<double>(n) / (s - 1);
+      EXPECT_GT(fewer + 4 * std::sqrt(fewer), 8000) << n << ": " << s - 1 << " would do";
+    }
+  }
 }
 
 }  // namespace

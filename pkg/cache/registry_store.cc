@@ -1,5 +1,6 @@
 #include "pkg/cache/registry_store.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -428,6 +429,19 @@ absl::Status RegistryStore::ReplaceRecords(const std::vector<EntryInfo>& live) {
   absl::MutexLock l(&rec_mu_);
   records_read_.clear();
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> RegistryStore::CountEntryTags() {
+  std::vector<std::pair<std::string, int64_t>> counts;
+  for (int i = 0; i < std::max(1, opts_.shards); ++i) {
+    std::string repo = opts_.shards <= 1 ? repo_ : absl::StrFormat("%s/%02x", repo_, i);
+    auto tags = client_->ListTags(repo);
+    if (!tags.ok() && !absl::IsNotFound(tags.status())) return tags.status();
+    int64_t n = 0;
+    if (tags.ok()) n = std::count_if(tags->begin(), tags->end(), IsEntryTag);
+    counts.emplace_back(std::move(repo), n);
+  }
+  return counts;
 }
 
 absl::Status RegistryStore::List(const std::function<bool(const EntryInfo&)>& fn) {

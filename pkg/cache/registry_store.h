@@ -120,6 +120,10 @@ class RegistryStore : public Store {
   Location LocationOf(const oci::Descriptor& d) const;
   registry::Client& client() { return *client_; }
   const std::string& repository() const { return repo_; }
+  int shards() const { return opts_.shards; }
+  // The entry tags in each repository of this layout (the base repository, or
+  // each shard in order): one tag list per repository, no manifest read.
+  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> CountEntryTags();
 
  private:
   RegistryStore(std::shared_ptr<registry::Client> client, std::string repo,

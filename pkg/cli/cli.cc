@@ -68,6 +68,8 @@ Commands:
   rm KEY...       delete entries
   gc              delete entries by age (--older-than) or count (--keep-last)
   sync            copy entries between the directory and the registry
+  shards          entries per shard repository, and the shard count a limit needs
+  reshard         move entries to another shard count (--to-shards N)
   status          the store, its size, and what still has to reach the registry
   blob push|pull|stat|mount   work on single blobs
   demo            store and look up a few entries: a quick self-check
@@ -664,6 +666,100 @@ int RunSync(Ctx& c, const Args& a) {
   return kExitOk;
 }
 
+// ---- shards / reshard ------------------------------------------------------------
+
+int RunShards(Ctx& c, const Args& a) {
+  if (!a.positional().empty()) return Usage(c, "shards takes no arguments");
+  if (c.via_server || c.remote == nullptr) return Usage(c, "shards needs a registry (--repo), not --server");
+  int64_t limit = 10000, entries = -1;
+  if (a.Has("limit") && (!absl::SimpleAtoi(a.Get("limit"), &limit) || limit < 1)) {
+    return Usage(c, "--limit takes a number of entries per repository");
+  }
+  if (a.Has("entries") && (!absl::SimpleAtoi(a.Get("entries"), &entries) || entries < 0)) {
+    return Usage(c, "--entries takes a number of entries");
+  }
+  auto counts = c.remote->CountEntryTags();
+  if (!counts.ok()) return Fail(c, counts.status());
+  int64_t total = 0, fullest = 0;
+  for (const auto& [repo, n] : *counts) {
+    total += n;
+    fullest = std::max(fullest, n);
+  }
+  const int64_t target = entries >= 0 ? entries : total;
+  const int want = admin::ShardsFor(target, limit);
+  const int now = std::max(1, c.remote->shards());
+  if (c.json) {
+    json per = json::object();
+    for (const auto& [repo, n] : *counts) per[repo] = n;
+    c.out << json{{"repositories", per}, {"entries", total}, {"fullest", fullest},
+                  {"shards", now}, {"limit", limit}, {"target", target}, {"needed", want}}
+                 .dump(2)
+          << "\n";
+    return kExitOk;
+  }
+  if (!c.quiet) {
+    for (const auto& [repo, n] : *counts) c.out << absl::StrFormat("%8d  %s\n", n, repo);
+  }
+  c.out << absl::StrFormat("%d entries in %d repositor%s, the fullest %d (%.0f%% of a limit of %d)\n",
+                           total, counts->size(), counts->size() == 1 ? "y" : "ies", fullest,
+                           100.0 * fullest / limit, limit);
+  if (want == 0) {
+    c.out << absl::StrFormat("%d entries need more than 256 shards under that limit: split the cache "
+                             "over several repositories\n", target);
+  } else {
+    c.out << absl::StrFormat("%d entries need --shards %d (%s now)%s\n", target, want,
+                             now == 1 ? std::string("unsharded") : absl::StrCat(now),
+                             want > now ? absl::StrFormat(": ocicache reshard --to-shards %d", want)
+                                        : "");
+  }
+  return kExitOk;
+}
+
+int RunReshard(Ctx& c, const Args& a) {
+  if (!a.positional().empty()) return Usage(c, "reshard takes no arguments");
+  if (c.via_server || c.remote == nullptr) return Usage(c, "reshard needs a registry (--repo), not --server");
+  int to = -1;
+  if (!a.Has("to-shards") || !absl::SimpleAtoi(a.Get("to-shards"), &to) || to < 0 || to > 256) {
+    return Usage(c, "reshard needs --to-shards N (0 or 1: unsharded; up to 256)");
+  }
+  if (std::max(1, to) == std::max(1, c.remote->shards())) {
+    return Usage(c, absl::StrCat("the repository has ", std::max(1, to),
+                                 " shard(s) already (--shards names the current count)"));
+  }
+  auto cfg = ConfigFromFlags(c);
+  if (!cfg.ok()) return Fail(c, cfg.status());
+  cfg->shards = to;
+  cfg->dir.clear();
+  cfg->no_dir = true;
+  auto target = stores::OpenStores(*cfg);
+  if (!target.ok()) return Fail(c, target.status());
+  if (target->tiers.remote == nullptr) return Fail(c, absl::InternalError("no registry store"));
+  const bool dry = a.GetBool("dry-run");
+  int64_t done = 0, total = 0;
+  auto r = admin::Reshard(*c.remote, *target->tiers.remote, dry, [&](const admin::ProgressEvent& ev) {
+    done = ev.done, total = ev.total;
+    if (!c.quiet && !c.json) c.out << (dry ? "would move " : "moved ") << ev.key << "\n";
+    return true;
+  });
+  if (!r.ok()) {
+    int rc = Fail(c, r.status());
+    if (!dry && done > 0) {
+      c.err << absl::StrFormat("ocicache: reshard stopped after %d of the %d entries to move; "
+                               "nothing is lost: run it again to go on\n", done, total);
+    }
+    return rc;
+  }
+  if (c.json) {
+    c.out << json{{"listed", r->listed}, {"moved", r->moved}, {"inPlace", r->in_place},
+                  {"gone", r->gone}, {"dryRun", dry}}.dump(2) << "\n";
+  } else {
+    c.out << absl::StrFormat("%s %d of %d entries to --shards %d (%d in place%s)\n",
+                             dry ? "would move" : "moved", r->moved, r->listed, to, r->in_place,
+                             r->gone > 0 ? absl::StrFormat(", %d moved before", r->gone) : "");
+  }
+  return kExitOk;
+}
+
 // ---- status -------------------------------------------------------------------
 
 int RunStatus(Ctx& c, const Args& a) {
@@ -851,6 +947,21 @@ const std::vector<Command>& Commands() {
         {"dry-run", false, false, "", "only print what would be copied"},
         kJson, kHelp},
        RunSync},
+      {"shards", "", "Count the entries in each repository of the current layout (one tag list "
+                     "each) and say how many shards a registry's per-repository limit needs.",
+       {{"limit", true, false, "N", "entries (tags) a repository may hold (default 10000: ECR's)"},
+        {"entries", true, false, "N", "size the shards for N entries instead of today's count"},
+        kJson, kHelp},
+       RunShards},
+      {"reshard", "--to-shards N",
+       "Move entries from the current shard count (--shards, default unsharded) to N: each "
+       "entry whose repository changes is copied, then deleted where it was. Interrupted, it "
+       "loses nothing; run it again to go on. Readers and writers still on the old count miss "
+       "moved entries until they switch.",
+       {{"to-shards", true, false, "N", "the new shard count (0 or 1: unsharded; up to 256)"},
+        {"dry-run", false, false, "", "only print what would be moved"},
+        kJson, kHelp},
+       RunReshard},
       {"blob", "push FILE | pull DIGEST | stat DIGEST | mount DIGEST --from URL",
        "Work on single blobs.",
        {{"output", true, false, "FILE", "pull: where to write (default stdout)", 'o'},
