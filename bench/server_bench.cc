@@ -11,6 +11,9 @@
 //       at the registry: registry requests per lookup (ocicached's metrics and the
 //       registry's own log), and throughput against libcurl (multi interface,
 //       same concurrency) GETting the same manifests;
+//   (2b) the same cold lookups with the registry behind a link model (one-way
+//       delay and a bandwidth cap per direction; --links, default 20 ms RTT at
+//       200 Mbit/s and 40 ms at 100), against curl through the same link;
 //   (3) a large blob (1 GiB) written and read through ocicached (Blobs.Write and
 //       Blobs.Read via pkg/client) against libcurl straight to the registry
 //       (POST+PUT upload, GET download): median ratio of --blob_rounds
@@ -59,6 +62,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -67,6 +71,7 @@
 #include "pkg/client/grpc_store.h"
 #include "pkg/oci/digest.h"
 #include "pkg/oci/stream.h"
+#include "test/harness/link_proxy.h"
 #include "test/harness/registry.h"
 #include "test/harness/spawn.h"
 
@@ -80,7 +85,10 @@ ABSL_FLAG(int, cold_lookups, 2000, "cold lookups per round (ours and curl's)");
 ABSL_FLAG(int, blob_mib, 1024, "size of the streamed blob in MiB (0: skip part 3)");
 ABSL_FLAG(int, blob_rounds, 3, "rounds of part 3 (each figure is their median)");
 ABSL_FLAG(int, max_seconds, 1800, "watchdog: the whole run fails after this long");
-ABSL_FLAG(std::string, only, "", "run one part only: warm, cold or blob");
+ABSL_FLAG(std::string, only, "", "run one part only: warm, cold (with the links) or blob");
+ABSL_FLAG(std::string, links, "10ms:200 20ms:100",
+          "link models for the cold lookups across a network: one-way delay:Mbit/s, "
+          "space-separated (empty: none)");
 ABSL_FLAG(std::string, server_flags, "",
           "extra flags for every ocicached started, space-separated (e.g. --access_log=false)");
 ABSL_FLAG(std::string, ocicached, "", "ocicached binary (default: from the runfiles)");
@@ -571,17 +579,26 @@ void WarmLookups(const Flags& f, const std::string& ocicached, const std::string
 // ---------------------------------------------------------------------------
 // (2) cold lookups
 
+// `link`: how ocicached and curl reach the registry: "" for loopback, else the
+// address of a link model (test/harness/link_proxy.h) in front of it, named
+// `link_name` in the rows. The entries are put first on loopback.
 void ColdLookups(const Flags& f, const std::string& ocicached, const std::string& dir,
-                 harness::RegistryProcess& reg) {
+                 harness::RegistryProcess& reg, const std::string& link = "",
+                 const std::string& link_name = "") {
   const std::string repo = "bench/cold";
+  const std::string host = link.empty() ? reg.host() : link;
+  // A name per server: it names the server's port file too.
+  static int servers = 0;
+  const std::string tag_name =
+      link.empty() ? "cold" : absl::StrCat("cold-wan", ++servers);
   auto server = Child::Start(
       {ocicached, "--listen=127.0.0.1:0", "--port_file=PORT_FILE",
-       absl::StrCat("--repo=", reg.host(), "/", repo), "--no_dir", "--metrics_listen=127.0.0.1:0",
+       absl::StrCat("--repo=", host, "/", repo), "--no_dir", "--metrics_listen=127.0.0.1:0",
        // A BatchLookup fans out as many registry GETs at once as curl keeps in flight.
        absl::StrCat("--batch_parallelism=", f.threads)},
-      dir, "ocicached-cold");
+      dir, absl::StrCat("ocicached-", tag_name));
   client::GrpcStore store(client::Dial(server->address()), server->address());
-  PutEntries(store, f.entries, "cold");
+  if (link.empty()) PutEntries(store, f.entries, "cold");
   int metrics = server->MetricsPort();
   const std::string reg_metric = "ocicached_registry_requests_total";
 
@@ -589,7 +606,7 @@ void ColdLookups(const Flags& f, const std::string& ocicached, const std::string
   for (int i = 0; i < f.entries; ++i) {
     auto tag = cache::TagForKey(Key(i));
     Check(tag.status(), "tag");
-    urls.push_back(absl::StrCat(reg.base_url(), "/v2/", repo, "/manifests/", *tag));
+    urls.push_back(absl::StrCat("http://", host, "/v2/", repo, "/manifests/", *tag));
   }
 
   // Baseline: libcurl multi, `threads` transfers at a time on reused connections,
@@ -695,8 +712,25 @@ void ColdLookups(const Flags& f, const std::string& ocicached, const std::string
   curl_slist_free_all(hdrs);
   if (base.failures || ours.failures || ours_b.failures) {
     Fail(absl::StrCat("cold lookups failed: ", base.failures, " curl, ", ours.failures,
-                      " ocicached, ", ours_b.failures, " BatchLookup; ",
-                      ReadFile(server->stderr_path()).substr(0, 2000)));
+                      " ocicached, ", ours_b.failures, " BatchLookup; the server's log ends: ",
+                      [&] {
+                        std::string log = ReadFile(server->stderr_path());
+                        return log.substr(log.size() > 3000 ? log.size() - 3000 : 0);
+                      }()));
+  }
+  if (!link.empty()) {
+    // Across the link: the same measurements, fewer rows.
+    rows.push_back({absl::StrFormat("cold Lookup at %s (%d at once)", link_name, f.threads),
+                    Rate(ours.per_second()), Rate(base.per_second()) + " curl multi",
+                    Ratio(ours.per_second() / base.per_second()), ">= 0.8"});
+    rows.push_back({"  latency", Lat(ours), Lat(base), "", ""});
+    rows.push_back({absl::StrFormat("cold BatchLookup of %d keys at %s", batch, link_name),
+                    Rate(ours_b.per_second() * batch, " keys/s"),
+                    Rate(base.per_second()) + " curl multi",
+                    Ratio(ours_b.per_second() * batch / base.per_second()), ">= 0.8"});
+    rows.push_back({"  registry requests per lookup (metrics)",
+                    absl::StrFormat("%.3f", double(server_requests) / ours.calls), "1", "", "1"});
+    return;
   }
   rows.push_back({absl::StrFormat("cold Lookup, no local tier (%d at once)", f.threads),
                   Rate(ours.per_second()), Rate(base.per_second()) + " curl multi",
@@ -1020,6 +1054,28 @@ int Main(const char* argv0) {
   if (only.empty() || only == "cold") {
     std::cerr << "server_bench: (2) cold lookups\n";
     ColdLookups(f, ocicached, dir, *registry);
+  }
+  if (only.empty() || only == "cold") {
+    // Cold lookups across the link models, of the entries part 2 put.
+    const std::string links = absl::GetFlag(FLAGS_links);
+    for (absl::string_view spec : absl::StrSplit(links, ' ', absl::SkipEmpty())) {
+      std::vector<std::string> parts = absl::StrSplit(spec, ':');
+      absl::Duration delay;
+      double mbit = 0;
+      if (parts.size() != 2 || !absl::ParseDuration(parts[0], &delay) ||
+          !absl::SimpleAtod(parts[1], &mbit)) {
+        Fail(absl::StrCat("--links: \"", spec, "\" is not DELAY:MBIT (one-way delay, e.g. 10ms:200)"));
+      }
+      harness::LinkOptions lo;
+      lo.one_way_delay = delay;
+      lo.bits_per_second = static_cast<int64_t>(mbit * 1e6);
+      auto proxy = harness::LinkProxy::Start(registry->host(), lo);
+      Check(proxy.status(), "link proxy");
+      const std::string name = absl::StrFormat(
+          "%d ms RTT, %g Mbit/s", static_cast<int>(2 * absl::ToDoubleMilliseconds(delay)), mbit);
+      std::cerr << "server_bench: (2b) cold lookups at " << name << "\n";
+      ColdLookups(f, ocicached, dir, *registry, (*proxy)->address(), name);
+    }
   }
   int64_t blob = int64_t{absl::GetFlag(FLAGS_blob_mib)} << 20;
   if (blob > 0 && (only.empty() || only == "blob")) {
