@@ -143,10 +143,12 @@ absl::StatusOr<GcResult> LocalAdmin::CollectGarbage(const GcRequest& req,
   // The registry's listing records become one merged set of what is left.
   if (auto* registry = dynamic_cast<cache::RegistryStore*>(remote_);
       registry != nullptr && !req.dry_run) {
+    // Moved out of the listing (not used after this): no second copy of a large
+    // repository's rows.
     std::vector<cache::EntryInfo> live;
     live.reserve(all->size() - deleted.size());
-    for (const auto& info : *all) {
-      if (!deleted.count(info.key)) live.push_back(info);
+    for (auto& info : *all) {
+      if (!deleted.count(info.key)) live.push_back(std::move(info));
     }
     if (absl::Status s = registry->ReplaceRecords(live); !s.ok()) {
       r.records_error = std::string(s.message());

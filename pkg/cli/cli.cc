@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -508,9 +509,19 @@ int RunLs(Ctx& c, const Args& a) {
   std::sort(all->begin(), all->end(),
             [](const EntryInfo& x, const EntryInfo& y) { return x.last_used > y.last_used; });
   if (c.json) {
-    json arr = json::array();
-    for (const auto& i : *all) arr.push_back(InfoJson(i));
-    c.out << arr.dump(2) << "\n";
+    // One entry at a time (as json::dump(2) of the whole array would print it):
+    // the array's DOM would cost about a kilobyte per entry.
+    if (all->empty()) {
+      c.out << "[]\n";
+      return kExitOk;
+    }
+    c.out << "[\n";
+    for (size_t n = 0; n < all->size(); ++n) {
+      std::string one = InfoJson((*all)[n]).dump(2);
+      c.out << "  " << absl::StrReplaceAll(one, {{"\n", "\n  "}})
+            << (n + 1 < all->size() ? ",\n" : "\n");
+    }
+    c.out << "]\n";
     return kExitOk;
   }
   c.out << absl::StrFormat("%-8s %-8s %10s  %s\n", "USED", "CREATED", "SIZE", "KEY");
