@@ -16,6 +16,12 @@ absl::StatusOr<int64_t> GuardedStore::StatBlob(const oci::Digest& digest) {
   return Noted(remote_->StatBlob(digest));
 }
 
+absl::Status GuardedStore::ReadBlobRange(const oci::Digest& digest, int64_t offset,
+                                         int64_t length, oci::ByteSink& sink) {
+  if (absl::Status g = Gate(); !g.ok()) return g;
+  return Noted(remote_->ReadBlobRange(digest, offset, length, sink));
+}
+
 absl::Status GuardedStore::ReadBlob(const oci::Digest& digest, int64_t offset,
                                     oci::ByteSink& sink) {
   if (absl::Status g = Gate(); !g.ok()) return g;

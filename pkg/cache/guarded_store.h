@@ -23,6 +23,8 @@ class GuardedStore : public Store {
 
   absl::StatusOr<int64_t> StatBlob(const oci::Digest& digest) override;
   absl::Status ReadBlob(const oci::Digest& digest, int64_t offset, oci::ByteSink& sink) override;
+  absl::Status ReadBlobRange(const oci::Digest& digest, int64_t offset, int64_t length,
+                             oci::ByteSink& sink) override;
   absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
                                             oci::ByteSource& source) override;
   absl::Status MountBlob(const Location& from) override;

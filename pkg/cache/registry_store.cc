@@ -217,6 +217,23 @@ absl::Status RegistryStore::ReadBlob(const oci::Digest& digest, int64_t offset,
   return client_->GetBlob(repo_, digest, size, sink, offset);
 }
 
+absl::Status RegistryStore::ReadBlobRange(const oci::Digest& digest, int64_t offset,
+                                          int64_t length, oci::ByteSink& sink) {
+  if (offset < 0 || length < 0) {
+    return absl::InvalidArgumentError("ReadBlobRange: a negative offset or length");
+  }
+  absl::Status s = client_->GetBlob(repo_, digest, -1, sink, offset, length);
+  // A range past the blob's end: 416 from the registry (or a short answer).
+  if (absl::IsDataLoss(s) || absl::IsInvalidArgument(s)) {
+    auto size = client_->StatBlob(repo_, digest);
+    if (size.ok() && offset + length > *size) {
+      return absl::OutOfRangeError(absl::StrCat("bytes ", offset, "+", length,
+                                                " pass the blob's end ", *size));
+    }
+  }
+  return s;
+}
+
 absl::StatusOr<oci::Descriptor> RegistryStore::WriteBlob(const oci::Digest& expected, int64_t size,
                                                          oci::ByteSource& source) {
   if (expected.valid()) {

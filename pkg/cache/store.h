@@ -39,6 +39,13 @@ class BlobStore {
   // digest (DataLoss on mismatch; the sink must discard what it got).
   virtual absl::Status ReadBlob(const oci::Digest& digest, int64_t offset,
                                 oci::ByteSink& sink) = 0;
+  // Streams exactly `length` bytes from `offset` (not checked against the
+  // digest, which covers the whole blob: the caller verifies what it reads).
+  // OutOfRange when the blob ends before. Stores that can ask for an exact range
+  // (a registry's Range: bytes=X-Y, a server's read_limit) override it; the
+  // default reads from `offset` and stops after `length` bytes.
+  virtual absl::Status ReadBlobRange(const oci::Digest& digest, int64_t offset, int64_t length,
+                                     oci::ByteSink& sink);
   // Stores a blob. `expected` may be invalid (the digest is computed); `size` may
   // be -1 (unknown). A mismatch with expected digest or size is InvalidArgument and
   // stores nothing. Writing a blob that exists already succeeds.

@@ -160,6 +160,36 @@ TEST_P(StoreConformanceTest, MissingBlobIsNotFound) {
   EXPECT_EQ(store_->ReadBlob(d, 0, sink).code(), StatusCode::kNotFound);
 }
 
+// Exact ranges: the bytes asked for and no more, anywhere in the blob; a range
+// past the end is OutOfRange; an empty range reads nothing.
+TEST_P(StoreConformanceTest, ReadBlobRangeIsExact) {
+  const std::string data = Pattern(300000, 11);
+  auto d = WriteString(*store_, data);
+  ASSERT_TRUE(d.ok()) << d.status();
+  struct Case {
+    int64_t offset, length;
+  };
+  for (Case c : {Case{0, 1}, Case{0, 1000}, Case{12345, 54321}, Case{299999, 1},
+                 Case{250000, 50000}, Case{0, 300000}}) {
+    std::string got;
+    oci::StringSink sink(&got);
+    absl::Status st = store_->ReadBlobRange(d->digest, c.offset, c.length, sink);
+    ASSERT_TRUE(st.ok()) << c.offset << "+" << c.length << ": " << st;
+    EXPECT_EQ(got, data.substr(c.offset, c.length)) << c.offset << "+" << c.length;
+  }
+  std::string none;
+  oci::StringSink empty(&none);
+  EXPECT_TRUE(store_->ReadBlobRange(d->digest, 100, 0, empty).ok());
+  EXPECT_TRUE(none.empty());
+  std::string past;
+  oci::StringSink past_sink(&past);
+  absl::Status st = store_->ReadBlobRange(d->digest, 299000, 2000, past_sink);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfRange) << st;
+  oci::NullSink null;
+  EXPECT_EQ(store_->ReadBlobRange(oci::Digest::Of("never written"), 0, 10, null).code(),
+            StatusCode::kNotFound);
+}
+
 TEST_P(StoreConformanceTest, LargeBlobStreams) {
   const int64_t n = 24 << 20;
   PatternSource src(n, 6);

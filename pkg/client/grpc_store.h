@@ -116,6 +116,9 @@ class GrpcStore : public cache::Store {
 
   absl::StatusOr<int64_t> StatBlob(const oci::Digest& digest) override;
   absl::Status ReadBlob(const oci::Digest& digest, int64_t offset, oci::ByteSink& sink) override;
+  // One Read with read_limit.
+  absl::Status ReadBlobRange(const oci::Digest& digest, int64_t offset, int64_t length,
+                             oci::ByteSink& sink) override;
   absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
                                             oci::ByteSource& source) override;
   absl::Status MountBlob(const cache::Location& from) override;
@@ -127,6 +130,9 @@ class GrpcStore : public cache::Store {
   absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override;
 
  private:
+  // ReadBlob (length -1: to the end, digest checked from offset 0) and ReadBlobRange.
+  absl::Status Read(const oci::Digest& digest, int64_t offset, int64_t length,
+                    oci::ByteSink& sink);
   // Adds the token, and with a deadline the unary timeout.
   void Prepare(grpc::ClientContext* ctx, bool deadline) const;
   absl::Status Convert(const grpc::Status& s, bool server_spoke = false) const;

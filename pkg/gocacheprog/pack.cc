@@ -236,19 +236,24 @@ void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
   for (const auto& o : pack) sizes.push_back(o.size);
   // A raw pack is cut into runs here; a compressed one is read frame by frame
   // (each frame a run, starting at its compressed offset).
+  // Each run is one exact byte range of the stored blob (Range: bytes=X-Y).
   std::vector<size_t> starts;
-  std::vector<int64_t> run_offsets;  // where each run starts in the stored blob
+  std::vector<int64_t> run_offsets, run_bytes;  // each run's range in the stored blob
   if (frames.raw()) {
     starts = PackSegments(sizes, opts.pack_streams, opts.pack_segment_min_bytes);
     std::vector<int64_t> offsets{0};  // byte offset of each object
     for (int64_t n : sizes) offsets.push_back(offsets.back() + n);
-    for (size_t r = 0; r + 1 < starts.size(); ++r) run_offsets.push_back(offsets[starts[r]]);
+    for (size_t r = 0; r + 1 < starts.size(); ++r) {
+      run_offsets.push_back(offsets[starts[r]]);
+      run_bytes.push_back(offsets[starts[r + 1]] - offsets[starts[r]]);
+    }
   } else {
     starts = frames.starts;
     starts.push_back(pack.size());
     int64_t at = 0;
     for (int64_t n : frames.bytes) {
       run_offsets.push_back(at);
+      run_bytes.push_back(n);
       at += n;
     }
   }
@@ -316,10 +321,10 @@ void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
         [this] { return draining_.load(); });
     absl::Status s;
     if (frames.raw()) {
-      s = env_.remote_lookup->ReadBlob(digest, run_offsets[r], splitter);
+      s = env_.remote_lookup->ReadBlobRange(digest, run_offsets[r], run_bytes[r], splitter);
     } else {
       ZstdFrameSink frame(splitter);
-      s = env_.remote_lookup->ReadBlob(digest, run_offsets[r], frame);
+      s = env_.remote_lookup->ReadBlobRange(digest, run_offsets[r], run_bytes[r], frame);
     }
     completed[r] = splitter.completed();
     if (splitter.finished()) s = absl::OkStatus();  // stopped on purpose, or read to the end

@@ -143,13 +143,24 @@ class CountingSource : public oci::ByteSource {
 // byte to the caller's sink once, and hashes the blob when it saw it from byte 0.
 class BlobReceiver : public oci::ByteSink {
  public:
-  BlobReceiver(oci::ByteSink& out, int64_t offset, int64_t expected_size)
-      : out_(out), delivered_(offset), expected_size_(expected_size) {
-    if (offset == 0 && !out.ChecksEveryByte()) sha_ = std::make_unique<oci::PipelinedSha256>();
+  // `end`: one past the last byte wanted (exact range), or -1 for the blob's end.
+  BlobReceiver(oci::ByteSink& out, int64_t offset, int64_t expected_size, int64_t end = -1)
+      : out_(out), delivered_(offset), expected_size_(expected_size), end_(end) {
+    if (offset == 0 && end < 0 && !out.ChecksEveryByte()) {
+      sha_ = std::make_unique<oci::PipelinedSha256>();
+    }
   }
+
+  // Returned by Write once an exact range is complete and the registry sends on
+  // (it ignored the Range): the transfer stops there, successfully.
+  static bool IsRangeDone(const absl::Status& s) {
+    return absl::IsCancelled(s) && s.GetPayload(kRangeDonePayload).has_value();
+  }
+  bool range_complete() const { return end_ >= 0 && delivered_ == end_; }
 
   // The Range header for the next attempt, if any.
   std::optional<std::string> RangeHeader() const {
+    if (end_ >= 0) return absl::StrCat("Range: bytes=", delivered_, "-", end_ - 1);
     if (delivered_ == 0) return std::nullopt;
     return absl::StrCat("Range: bytes=", delivered_, "-");
   }
@@ -189,6 +200,15 @@ class BlobReceiver : public oci::ByteSink {
   }
 
   absl::Status Write(absl::string_view chunk) override {
+    if (range_complete()) {
+      absl::Status done = absl::CancelledError("the range is complete");
+      done.SetPayload(kRangeDonePayload, absl::Cord("1"));  // kept when annotated
+      return done;
+    }
+    if (end_ >= 0 && pos_ + static_cast<int64_t>(chunk.size()) > end_) {
+      // Only up to the range's end (a registry that ignored the Range).
+      chunk = chunk.substr(0, static_cast<size_t>(std::max<int64_t>(0, end_ - pos_)));
+    }
     const int64_t n = static_cast<int64_t>(chunk.size());
     const int64_t end = pos_ + n;
     if (expected_size_ >= 0 && end > expected_size_) {
@@ -208,6 +228,11 @@ class BlobReceiver : public oci::ByteSink {
 
   // After the last attempt succeeded: size and (if hashed from 0) digest.
   absl::Status Verify(const oci::Digest& want) {
+    if (end_ >= 0) {
+      if (delivered_ == end_) return absl::OkStatus();
+      return absl::DataLossError(absl::StrCat("the range ends at ", end_, ", got bytes up to ",
+                                              delivered_));
+    }
     if (expected_size_ >= 0 && delivered_ != expected_size_) {
       return absl::DataLossError(
           absl::StrCat("got ", delivered_, " bytes, expected ", expected_size_));
@@ -223,10 +248,12 @@ class BlobReceiver : public oci::ByteSink {
   }
 
  private:
+  static constexpr char kRangeDonePayload[] = "ocicache.registry/range-done";
   oci::ByteSink& out_;
   int64_t delivered_;     // blob offset up to which `out_` has the bytes
   int64_t pos_ = 0;       // blob offset of the next incoming byte
   const int64_t expected_size_;
+  const int64_t end_;     // exact range end (exclusive), or -1
   std::unique_ptr<oci::PipelinedSha256> sha_;  // over [0, sha_->size())
 };
 
@@ -653,16 +680,22 @@ absl::StatusOr<int64_t> Client::StatBlob(absl::string_view repo, const oci::Dige
 }
 
 absl::Status Client::GetBlob(absl::string_view repo, const oci::Digest& digest,
-                             int64_t expected_size, oci::ByteSink& sink, int64_t offset) {
+                             int64_t expected_size, oci::ByteSink& sink, int64_t offset,
+                             int64_t length) {
   if (absl::Status s = ValidateRepo(repo); !s.ok()) return s;
   if (!digest.valid()) return absl::InvalidArgumentError("GetBlob: invalid digest");
   if (offset < 0 || (expected_size >= 0 && offset > expected_size)) {
     return absl::InvalidArgumentError(absl::StrCat("GetBlob: bad offset ", offset));
   }
+  if (length >= 0 && expected_size >= 0 && offset + length > expected_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GetBlob: ", length, " bytes from ", offset, " pass the blob's end"));
+  }
   const std::string op = absl::StrCat("GET blob ", repo, "@", digest.str());
+  if (length == 0) return absl::OkStatus();
   if (expected_size >= 0 && offset == expected_size && offset > 0) return absl::OkStatus();
 
-  BlobReceiver recv(sink, offset, expected_size);
+  BlobReceiver recv(sink, offset, expected_size, length >= 0 ? offset + length : -1);
   HttpRequest req;
   req.url = impl_->Url(absl::StrCat("/v2/", repo, "/blobs/", digest.str()));
   req.follow_redirects = true;
@@ -677,7 +710,9 @@ absl::Status Client::GetBlob(absl::string_view repo, const oci::Digest& digest,
     if (auto range = recv.RangeHeader()) headers->push_back(*range);
   };
   absl::StatusOr<HttpResponse> r = impl_->Send(op, std::move(req), {PullScope(repo)}, so);
-  if (!r.ok()) return r.status();
+  if (!r.ok() && !(BlobReceiver::IsRangeDone(r.status()) && recv.range_complete())) {
+    return r.status();
+  }
   absl::Status v = recv.Verify(digest);
   if (!v.ok()) {
     return MakeError(absl::StatusCode::kDataLoss, absl::StrCat(impl_->Prefix(op), ": ", v.message()),

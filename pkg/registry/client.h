@@ -146,8 +146,10 @@ class Client {
   // offset is 0 the whole body is hashed and a size or digest mismatch is DataLoss
   // (the sink has then received bad bytes: the caller discards them). expected_size
   // -1 means unknown. Interrupted transfers are resumed with Range on retry.
+  // With `length` >= 0, exactly the bytes [offset, offset + length) (Range
+  // bytes=X-Y; not checked against the digest, which covers the whole blob).
   absl::Status GetBlob(absl::string_view repo, const oci::Digest& digest, int64_t expected_size,
-                       oci::ByteSink& sink, int64_t offset = 0);
+                       oci::ByteSink& sink, int64_t offset = 0, int64_t length = -1);
   // Upload: POST an empty session, then a streamed PUT with ?digest= (size known),
   // or PATCH chunks then PUT (size -1). If `expected` is valid it is the digest the
   // bytes must have (a mismatch is InvalidArgument and nothing is committed);

@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <thread>
 #include <vector>
 #include <memory>
 #include <set>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "pkg/oci/digest.h"
@@ -31,6 +33,7 @@ RegistryProcess* Registry(Auth auth) {
   if (!r) {
     RegistryProcess::Options o;
     o.auth = auth;
+    o.access_log = true;  // what the registry sent (BlobExactRange)
     absl::StatusOr<std::unique_ptr<RegistryProcess>> started = RegistryProcess::Start(o);
     if (!started.ok()) {
       ADD_FAILURE() << started.status();
@@ -199,6 +202,37 @@ TEST_P(ClientIntegrationTest, BlobKnownSizeRoundTrip) {
   s = client_->GetBlob(repo, digest, size, tail, size - 1000);
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_EQ(tail.size(), 1000);
+}
+
+// An exact range: the registry answers 206 with just those bytes (its access log
+// says how many it sent), and they are the blob's bytes at that offset.
+TEST_P(ClientIntegrationTest, BlobExactRange) {
+  const std::string repo = Repo("range");
+  std::string data(2 * 1024 * 1024 + 3, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
+  oci::StringSource src(data);
+  auto d = client_->PutBlob(repo, oci::Digest::Of(data), static_cast<int64_t>(data.size()), src);
+  ASSERT_TRUE(d.ok()) << d.status();
+  for (auto [offset, length] : {std::pair<int64_t, int64_t>{1000000, 5000}, {0, 77},
+                                {static_cast<int64_t>(data.size()) - 9, 9}}) {
+    std::string got;
+    oci::StringSink sink(&got);
+    absl::Status s = client_->GetBlob(repo, d->digest, -1, sink, offset, length);
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(got, data.substr(offset, length));
+    // The registry's line for this GET: status 206 and `length` bytes sent.
+    std::ifstream log(Registry(GetParam())->log_path());
+    std::string line, last;
+    while (std::getline(log, line)) {
+      if (absl::StrContains(line, absl::StrCat("GET /v2/", repo, "/blobs/"))) last = line;
+    }
+    EXPECT_TRUE(absl::StrContains(last, absl::StrCat("\" 206 ", length, " "))) << last;
+  }
+  // Past the end: an error, nothing pretended.
+  std::string got;
+  oci::StringSink sink(&got);
+  absl::Status s = client_->GetBlob(repo, d->digest, -1, sink, data.size() - 5, 10);
+  EXPECT_FALSE(s.ok());
 }
 
 TEST_P(ClientIntegrationTest, BlobUnknownSizeIsChunked) {

@@ -95,7 +95,12 @@ grpc::Status BlobsService::Read(grpc::ServerContext* ctx, const v1::ReadRequest*
   }
   if (req->read_offset() == *size) return call.Done(absl::OkStatus());
   rpc::ChunkSink<v1::ReadResponse> sink(writer, b_.options.read_chunk_bytes, req->read_limit());
-  absl::Status s = b_.store->ReadBlob(*digest, req->read_offset(), sink);
+  // A limit is an exact range: a registry behind this server sends just those bytes.
+  absl::Status s =
+      req->read_limit() > 0
+          ? b_.store->ReadBlobRange(*digest, req->read_offset(),
+                                    std::min(req->read_limit(), *size - req->read_offset()), sink)
+          : b_.store->ReadBlob(*digest, req->read_offset(), sink);
   if (sink.limit_reached() && absl::IsCancelled(s)) s = absl::OkStatus();
   if (s.ok()) s = sink.Flush();
   call.AddBytes(sink.sent());
