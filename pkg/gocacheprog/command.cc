@@ -90,6 +90,8 @@ const std::vector<cmdline::FlagSpec>& Flags() {
       {"no-session", false, false, "", "no session list: no prefetching"},
       {"no-session-pack", false, false, "",
        "session list without the pack of its outputs: prefetch one by one"},
+      {"no-pack-compression", false, false, "",
+       "store the session pack raw, not as zstd frames (for a registry on a fast LAN)"},
       {"lookup-threads", true, false, "N", "concurrent lookups (default 16)"},
       {"upload-threads", true, false, "N", "concurrent uploads (default 4)"},
       {"help", false, false, "", "show help"},
@@ -172,6 +174,7 @@ int Main(const cmdline::CommandEnv& env) {
     opts.session_fallback_key = keys.fallback;
   }
   opts.session_pack = !a->GetBool("no-session-pack");
+  opts.pack_compression = !a->GetBool("no-pack-compression");
   std::ostream* err = env.err;
   opts.warn = [err](absl::string_view line) { *err << line << "\n" << std::flush; };
 
