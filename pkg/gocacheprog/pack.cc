@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "pkg/oci/digest.h"
+#include "pkg/gocacheprog/zstd_frame.h"
 #include "pkg/oci/stream.h"
 #include "zstd.h"
 
@@ -111,46 +112,6 @@ class PackSplitter : public oci::ByteSink {
   size_t next_ = 0;
 };
 
-// Decompresses one zstd frame into `inner` (a PackSplitter): the stream of a
-// compressed pack's frame, which ends where the frame does.
-class ZstdFrameSink : public oci::ByteSink {
- public:
-  explicit ZstdFrameSink(oci::ByteSink& inner) : inner_(inner), out_(256 << 10, '\0') {
-    dctx_ = ZSTD_createDCtx();
-  }
-  ~ZstdFrameSink() override { ZSTD_freeDCtx(dctx_); }
-  absl::Status Write(absl::string_view chunk) override {
-    if (dctx_ == nullptr) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
-    if (ended_) return PackSplitter::SegmentDone();
-    ZSTD_inBuffer in{chunk.data(), chunk.size(), 0};
-    while (in.pos < in.size) {
-      ZSTD_outBuffer out{out_.data(), out_.size(), 0};
-      size_t r = ZSTD_decompressStream(dctx_, &out, &in);
-      if (ZSTD_isError(r)) {
-        return absl::DataLossError(
-            absl::StrCat("session pack frame: ", ZSTD_getErrorName(r)));
-      }
-      if (out.pos > 0) {
-        if (absl::Status s = inner_.Write(absl::string_view(out_.data(), out.pos)); !s.ok()) {
-          return s;
-        }
-      }
-      if (r == 0) {  // the frame is complete: the rest belongs to the next one
-        ended_ = true;
-        return PackSplitter::SegmentDone();
-      }
-    }
-    return absl::OkStatus();
-  }
-  bool ChecksEveryByte() const override { return true; }
-
- private:
-  oci::ByteSink& inner_;
-  ZSTD_DCtx* dctx_ = nullptr;
-  std::string out_;
-  bool ended_ = false;
-};
-
 // Compresses files (a run of the pack's objects) as one zstd frame into fd,
 // hashing what it writes; returns the frame's size.
 absl::StatusOr<int64_t> CompressFrame(const std::vector<std::string>& paths, int level, int fd,
@@ -158,7 +119,7 @@ absl::StatusOr<int64_t> CompressFrame(const std::vector<std::string>& paths, int
   std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
   if (cctx == nullptr) return absl::ResourceExhaustedError("ZSTD_createCCtx failed");
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
-  // Both cores when libzstd has threads (Debian's does); ignored otherwise.
+  // Every core when libzstd has threads (Debian's does); ignored otherwise.
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers,
                          static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::string inbuf(1 << 20, '\0'), outbuf(ZSTD_CStreamOutSize(), '\0');
@@ -323,7 +284,7 @@ void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
     if (frames.raw()) {
       s = env_.remote_lookup->ReadBlobRange(digest, run_offsets[r], run_bytes[r], splitter);
     } else {
-      ZstdFrameSink frame(splitter);
+      ZstdFrameSink frame(splitter);  // zstd_frame.h
       s = env_.remote_lookup->ReadBlobRange(digest, run_offsets[r], run_bytes[r], frame);
     }
     completed[r] = splitter.completed();
