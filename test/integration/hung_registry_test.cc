@@ -5,6 +5,8 @@
 // fails, lookups answer from the local tier (or miss) at once, a tiered server
 // takes puts into its directory, and calls already waiting give up.
 #include <signal.h>
+#include <fstream>
+#include <dirent.h>
 
 #include <atomic>
 #include <memory>
@@ -38,10 +40,35 @@ using testing::DaemonProcess;
 // RegistryProcess can stop it.
 class Paused {
  public:
-  explicit Paused(pid_t pid) : pid_(pid) { ::kill(pid_, SIGSTOP); }
+  // kill() only queues SIGSTOP: until every thread of the registry is stopped it
+  // may still answer a request (a quick real miss). Wait for that, up to 2 s.
+  explicit Paused(pid_t pid) : pid_(pid) {
+    ::kill(pid_, SIGSTOP);
+    const absl::Time end = absl::Now() + absl::Seconds(2);
+    while (!AllStopped() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(2));
+  }
   ~Paused() { ::kill(pid_, SIGCONT); }
 
  private:
+  // Every thread's state in /proc/PID/task/TID/stat is T (stopped).
+  bool AllStopped() const {
+    const std::string dir = absl::StrCat("/proc/", pid_, "/task");
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return false;
+    bool all = true;
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream stat(absl::StrCat(dir, "/", e->d_name, "/stat"));
+      std::string line;
+      std::getline(stat, line);
+      const size_t paren = line.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= line.size()) continue;  // thread gone
+      const char state = line[paren + 2];
+      if (state != 'T' && state != 't') all = false;
+    }
+    ::closedir(d);
+    return all;
+  }
   pid_t pid_;
 };
 
