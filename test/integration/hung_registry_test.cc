@@ -4,11 +4,11 @@
 // no blob stream waits at most --registry_timeout, and once the health probe
 // fails, lookups answer from the local tier (or miss) at once, a tiered server
 // takes puts into its directory, and calls already waiting give up.
-#include <signal.h>
-#include <fstream>
 #include <dirent.h>
+#include <signal.h>
 
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
