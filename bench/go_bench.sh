@@ -9,11 +9,11 @@
 # plus, for reference, the build that fills the registry, and one from a warm local
 # tier. Each timed build writes its output into a new directory (no up-to-date
 # shortcut; same file name, which the link step's action ID includes).
-# Goals: fresh-vm <= 1.5x warm-local, and >= 3x faster than cold.
+# Goals: fresh-vm <= 1.5x warm-local (the median, and each run), and >= 3x faster than cold.
 #
 # Then the same across modelled networks (test/harness/link_proxy.h: a loopback
 # proxy with a one-way delay and one bandwidth cap per direction; BENCH_LINKS,
-# default "10ms:200 20ms:100" = 20 ms RTT at 200 Mbit/s and 40 ms RTT at 100):
+# default "10ms:200 20ms:100" = 20 ms RTT at 200 Mbit/s and 40 ms RTT at 100; "none": loopback only):
 #   fresh-vm         as above, the registry behind the link
 #   other checkout   fresh-vm from another directory of the same module (another
 #                    runner's path: the session list is keyed by module, not path)
@@ -88,7 +88,9 @@ cp -r "$root/test/e2e/gomod" "$WORK/src-other"
 # Across the link models: LINK_ADDR[k], LINK_NAME[k]; per link, fresh-vm runs, one
 # from the other checkout, and a filling build into a repository of its own.
 LINK_ADDR=() LINK_NAME=() WAN_FRESH=() WAN_OTHER=() WAN_FILL=() WAN_FILL_CPU=()
-for spec in ${BENCH_LINKS:-10ms:200 20ms:100}; do
+links=${BENCH_LINKS:-10ms:200 20ms:100}
+[[ $links == none ]] && links=""
+for spec in $links; do
   delay=${spec%%:*} mbit=${spec##*:}
   k=${#LINK_ADDR[@]}
   "$LINKPROXY" --target="$REG" --delay="$delay" --mbit="$mbit" >"$WORK/link-$k.out" 2>"$WORK/link-$k.err" &
@@ -138,7 +140,10 @@ echo "fresh-vm run 1: $(stat fresh1 gets) gets, $(stat fresh1 remote_hits) remot
      "registry lookups $(( $(stat fresh1 remote_lookup_us) / 1000 )) ms, downloads $(( $(stat fresh1 fetch_us) / 1000 )) ms in total," \
      "at most $(stat fresh1 max_in_flight) gets in flight"
 goal() { python3 -c "import sys; sys.exit(0 if $1 else 1)" && echo "goal met: $2" || echo "goal missed: $2"; }
+echo "fresh-vm runs, downloads and lookups (ms): $(for i in $(seq "$runs"); do printf '%s/%s ' $(( $(stat "fresh$i" fetch_us) / 1000 )) $(( $(stat "fresh$i" remote_lookup_us) / 1000 )); done)"
 goal "$f <= 1.5 * $w" "fresh-vm <= 1.5x warm-local"
+fmax=$(printf '%s\n' "${fresh[@]}" | sort -g | tail -1)
+goal "$fmax <= 1.5 * $w" "fresh-vm <= 1.5x warm-local in each of $runs runs (slowest $fmax)"
 goal "$cold >= 3 * $f" "fresh-vm >= 3x faster than cold"
 if ((${#LINK_ADDR[@]} > 0)); then
   goal "${WAN_FRESH[0]} <= 2 * $w" "fresh-vm at ${LINK_NAME[0]} <= 2x warm-local"

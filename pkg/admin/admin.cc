@@ -37,7 +37,10 @@ absl::Status CopyEntry(cache::Store& from, cache::Store& to, const std::string& 
   for (const auto& b : e->blobs) {
     if (to.StatBlob(b.digest).ok()) continue;
     absl::Status s = oci::Transfer(
-        [&](oci::ByteSink& sink) { return from.ReadBlob(b.digest, 0, sink); },
+        [&](oci::ByteSink& sink) {
+          oci::CheckedDownstreamSink checked(sink);  // `to` checks the digest
+          return from.ReadBlob(b.digest, 0, checked);
+        },
         [&](oci::ByteSource& src) { return to.WriteBlob(b.digest, b.size, src).status(); });
     if (!s.ok()) return s;
   }

@@ -63,7 +63,10 @@ absl::StatusOr<Placement> PlaceBlob(Store& cache, absl::string_view key,
   }
   if (!last.ok() && cache.StatBlob(digest).ok()) {
     last = oci::Transfer(
-        [&](oci::ByteSink& sink) { return cache.ReadBlob(digest, 0, sink); },
+        [&](oci::ByteSink& sink) {
+          oci::CheckedDownstreamSink checked(sink);  // the target checks the digest
+          return cache.ReadBlob(digest, 0, checked);
+        },
         [&](oci::ByteSource& src) { return target.WriteBlob(digest, desc->size, src).status(); });
     if (last.ok()) p.by = PlacedBy::kCacheCopy;
   }

@@ -290,7 +290,11 @@ absl::Status RegistryStore::CopyBlob(registry::Client& source, const std::string
                                      int64_t size) {
   // Streamed: the download feeds a bounded pipe that the upload reads.
   return oci::Transfer(
-      [&](oci::ByteSink& sink) { return source.GetBlob(from_repo, digest, size, sink); },
+      [&](oci::ByteSink& sink) {
+        // The target registry commits the upload only if it hashes to `digest`.
+        oci::CheckedDownstreamSink checked(sink);
+        return source.GetBlob(from_repo, digest, size, checked);
+      },
       [&](oci::ByteSource& src) { return client_->PutBlob(to_repo, digest, size, src).status(); });
 }
 

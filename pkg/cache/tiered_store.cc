@@ -88,9 +88,20 @@ absl::Status TieredStore::FillBlob(const oci::Digest& digest, int64_t size) {
     }
     return copy->status;
   }
+  // The local tier hashes what it stores and commits nothing that misses
+  // `digest`, so the remote's reader need not hash the same bytes as well.
   absl::Status s = oci::Transfer(
-      [&](oci::ByteSink& sink) { return remote_->ReadBlob(digest, 0, sink); },
+      [&](oci::ByteSink& sink) {
+        oci::CheckedDownstreamSink checked(sink);
+        return remote_->ReadBlob(digest, 0, checked);
+      },
       [&](oci::ByteSource& src) { return local_->WriteBlob(digest, size, src).status(); });
+  // The request was well formed, so a refusal is the remote's bytes not
+  // matching their digest.
+  if (absl::IsInvalidArgument(s)) {
+    s = absl::DataLossError(absl::StrCat("the remote's copy of ", digest.str(),
+                                         " is damaged: ", s.message()));
+  }
   copy->status = s;
   {
     absl::MutexLock l(&fill_mu_);

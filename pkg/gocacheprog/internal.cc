@@ -78,10 +78,13 @@ absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const
   if (have.ok() && *have == o.size) return absl::OkStatus();
   absl::Time t0 = absl::Now();
   absl::Status s;
+  // The local tier checks the digest before it keeps the object, so the
+  // remote's reader does not hash it as well.
   if (o.size <= kInMemoryFetch) {
     std::string data;
     data.reserve(static_cast<size_t>(o.size));
-    oci::StringSink sink(&data);
+    oci::StringSink into(&data);
+    oci::CheckedDownstreamSink sink(into);
     s = remote->ReadBlob(o.output_id, 0, sink);
     if (s.ok()) {
       oci::StringSource src(data);
@@ -89,7 +92,10 @@ absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const
     }
   } else {
     s = oci::Transfer(
-        [&](oci::ByteSink& sink) { return remote->ReadBlob(o.output_id, 0, sink); },
+        [&](oci::ByteSink& sink) {
+          oci::CheckedDownstreamSink checked(sink);
+          return remote->ReadBlob(o.output_id, 0, checked);
+        },
         [&](oci::ByteSource& src) { return local->WriteBlob(o.output_id, o.size, src).status(); });
   }
   n->fetch_us += Micros(t0);

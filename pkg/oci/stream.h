@@ -81,6 +81,19 @@ class FdSink : public ByteSink {
   int fd_;
 };
 
+// Forwards to `next`, which hands the bytes to something that checks them
+// against the digest before keeping them (a store's WriteBlob with an expected
+// digest): the reader feeding it need not hash them too.
+class CheckedDownstreamSink : public ByteSink {
+ public:
+  explicit CheckedDownstreamSink(ByteSink& next) : next_(next) {}
+  absl::Status Write(absl::string_view chunk) override { return next_.Write(chunk); }
+  bool ChecksEveryByte() const override { return true; }
+
+ private:
+  ByteSink& next_;
+};
+
 // Discards bytes.
 class NullSink : public ByteSink {
  public:

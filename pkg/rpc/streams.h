@@ -58,6 +58,14 @@ class ChunkSink : public oci::ByteSink {
 
   bool limit_reached() const { return limit_reached_; }
   bool client_gone() const { return client_gone_; }
+
+  // Says that the receiver of this stream checks the digest of what it gets
+  // (ocicache.v1 Blobs.Read's contract): a store streaming bytes it does not
+  // keep (a registry's, passed through) then leaves the hash to that one end
+  // instead of both ends hashing in series. A store that keeps the bytes (a
+  // local tier filling) still verifies them before it commits them.
+  void set_receiver_verifies(bool v) { receiver_verifies_ = v; }
+  bool ChecksEveryByte() const override { return receiver_verifies_; }
   int64_t sent() const { return sent_; }
 
  private:
@@ -79,6 +87,7 @@ class ChunkSink : public oci::ByteSink {
   std::string* buf_;  // msg_'s data
   bool limit_reached_ = false;
   bool client_gone_ = false;
+  bool receiver_verifies_ = false;
   int64_t sent_ = 0;
 };
 

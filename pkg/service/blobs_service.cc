@@ -95,6 +95,9 @@ grpc::Status BlobsService::Read(grpc::ServerContext* ctx, const v1::ReadRequest*
   }
   if (req->read_offset() == *size) return call.Done(absl::OkStatus());
   rpc::ChunkSink<v1::ReadResponse> sink(writer, b_.options.read_chunk_bytes, req->read_limit());
+  // A v1 reader checks the digest itself (api/ocicache/v1: Read), so bytes
+  // passed through from the registry are hashed once, by the client.
+  sink.set_receiver_verifies(true);
   // A limit is an exact range: a registry behind this server sends just those bytes.
   absl::Status s =
       req->read_limit() > 0

@@ -4,8 +4,10 @@
 // and directory: the local tier must be consistent and the client finishes by
 // resuming), clients that disconnect in the middle of a stream, and
 // GrpcStore's resumable writes through a connection that breaks.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <dirent.h>
 
 #include <atomic>
@@ -243,6 +245,82 @@ TEST(FaultTest, RegistryKilledMidUploadTiered) {
   testing::FsckReport r = testing::FsckLayout(dir);
   EXPECT_TRUE(r.problems.empty()) << r.problems[0];
   EXPECT_EQ(r.entries, 1);
+}
+
+// ---- A registry's copy of a blob is damaged ----------------------------------
+
+// A blob is hashed once per hop that does not keep it: a registry-only server
+// passes the registry's bytes through and the reader's check fails; a tiered
+// server's local tier checks them before it keeps them and refuses them.
+TEST(FaultTest, DamagedRegistryBlobIsCaughtWhereItIsChecked) {
+  auto reg = RegistryProcess::Start({});
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  const std::string repo = "faults/damaged";
+  auto only = DaemonProcess::Start({"--repo=" + (*reg)->host() + "/" + repo, "--no_dir"});
+  ASSERT_TRUE(only.ok()) << only.status();
+  std::string dir = testing::TempDir("damaged");
+  auto tiered = DaemonProcess::Start({"--repo=" + (*reg)->host() + "/" + repo, "--dir=" + dir});
+  ASSERT_TRUE(tiered.ok()) << tiered.status();
+
+  std::string data = Pattern(3 << 20, 21);
+  oci::Digest digest = oci::Digest::Of(data);
+  auto store = Client((*only)->address());
+  oci::StringSource src(data);
+  ASSERT_TRUE(store->WriteBlob(digest, static_cast<int64_t>(data.size()), src).ok());
+
+  // One byte flipped in the registry's file, the size unchanged.
+  const std::string file = absl::StrCat((*reg)->root_dir(), "/storage/docker/registry/v2/blobs/sha256/",
+                                        digest.hex().substr(0, 2), "/", digest.hex(), "/data");
+  int fd = ::open(file.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0) << file;
+  char flipped = static_cast<char>(data[1 << 20] ^ 0x5a);
+  ASSERT_EQ(::pwrite(fd, &flipped, 1, 1 << 20), 1);
+  ::close(fd);
+
+  // Registry only: the bytes come through as stored, and the client's check
+  // refuses them.
+  auto raw = v1::Blobs::NewStub(client::Dial((*only)->address()));
+  grpc::ClientContext ctx;
+  v1::ReadRequest req;
+  req.set_digest(digest.str());
+  auto reader = raw->Read(&ctx, req);
+  std::string got;
+  v1::ReadResponse chunk;
+  while (reader->Read(&chunk)) got += chunk.data();
+  grpc::Status fin = reader->Finish();
+  EXPECT_TRUE(fin.ok()) << fin.error_message();
+  ASSERT_EQ(got.size(), data.size());
+  EXPECT_NE(oci::Digest::Of(got), digest);
+  std::string back;
+  oci::StringSink sink(&back);
+  absl::Status r = store->ReadBlob(digest, 0, sink);
+  EXPECT_TRUE(absl::IsDataLoss(r)) << r;
+
+  // Tiered: the local tier refuses to keep them (DATA_LOSS naming the blob)
+  // and holds nothing of it afterwards.
+  auto via_tier = Client((*tiered)->address());
+  std::string back2;
+  oci::StringSink sink2(&back2);
+  absl::Status r2 = via_tier->ReadBlob(digest, 0, sink2);
+  EXPECT_TRUE(absl::IsDataLoss(r2)) << r2;
+  EXPECT_TRUE(absl::StrContains(r2.message(), digest.str())) << r2;
+  EXPECT_EQ(FileSize(absl::StrCat(dir, "/blobs/sha256/", digest.hex())), -1);
+
+  // Repaired in the registry (pushed again), both read it whole.
+  ASSERT_TRUE((*reg)->Stop().ok());
+  ASSERT_EQ(::unlink(file.c_str()), 0);
+  ASSERT_TRUE((*reg)->Restart().ok());
+  oci::StringSource again(data);
+  ASSERT_TRUE(store->WriteBlob(digest, static_cast<int64_t>(data.size()), again).ok());
+  for (auto* s : {store.get(), via_tier.get()}) {
+    std::string whole;
+    oci::StringSink ws(&whole);
+    absl::Status rs = s->ReadBlob(digest, 0, ws);
+    ASSERT_TRUE(rs.ok()) << rs;
+    EXPECT_TRUE(whole == data);
+  }
+  EXPECT_EQ((*only)->Terminate(), 0);
+  EXPECT_EQ((*tiered)->Terminate(), 0);
 }
 
 // ---- ocicached killed with SIGKILL in the middle of writes --------------------
