@@ -60,6 +60,9 @@ timed() {
   local label=$1; shift
   local t0 t1 out
   out=$(mktemp -d "$WORK/out.XXXXXX") || exit 1
+  # Each build starts with no dirty pages: none pays for the writeback of the
+  # files an earlier build wrote (a fresh VM has none).
+  sync
   t0=$(date +%s.%N)
   if ! env "$@" "$GO" build -o "$out/sample" ./cmd/sample >"$out/log" 2>&1; then
     echo "build failed ($label):" >&2; tail -20 "$out/log" >&2; exit 1
@@ -76,9 +79,11 @@ for i in $(seq "$runs"); do warm+=("$(timed warm-local GOCACHE="$WORK/gc-cold")"
 cpu0=$(registry_cpu)
 fill=$(timed fill "$(prog fill)" OCICACHE_REPO="$REG/go/bench" OCICACHE_DIR="$WORK/oc-fill" GOCACHE="$WORK/gc-fill")
 fill_registry_cpu=$(python3 -c "print(f'{$(registry_cpu) - $cpu0:.1f}')")
-fresh=()
+fresh=() fresh_diag=()
 for i in $(seq "$runs"); do
+  c0=$(registry_cpu) d0=$(awk '/^Dirty:/{print int($2/1024)}' /proc/meminfo)
   fresh+=("$(timed fresh-vm "$(prog fresh$i)" OCICACHE_REPO="$REG/go/bench" OCICACHE_DIR="$WORK/oc-fresh$i" GOCACHE="$WORK/gc-fresh$i")")
+  fresh_diag+=("$(python3 -c "print(f'{$(registry_cpu) - $c0:.2f}')")s/${d0}MB")
 done
 tier=$(timed local-tier "$(prog tier)" OCICACHE_REPO="$REG/go/bench" OCICACHE_DIR="$WORK/oc-fresh1" GOCACHE="$WORK/gc-tier")
 
@@ -140,7 +145,8 @@ echo "fresh-vm run 1: $(stat fresh1 gets) gets, $(stat fresh1 remote_hits) remot
      "registry lookups $(( $(stat fresh1 remote_lookup_us) / 1000 )) ms, downloads $(( $(stat fresh1 fetch_us) / 1000 )) ms in total," \
      "at most $(stat fresh1 max_in_flight) gets in flight"
 goal() { python3 -c "import sys; sys.exit(0 if $1 else 1)" && echo "goal met: $2" || echo "goal missed: $2"; }
-echo "fresh-vm runs, downloads and lookups (ms): $(for i in $(seq "$runs"); do printf '%s/%s ' $(( $(stat "fresh$i" fetch_us) / 1000 )) $(( $(stat "fresh$i" remote_lookup_us) / 1000 )); done)"
+echo "fresh-vm runs, registry CPU during each / dirty MB before each: ${fresh_diag[*]}"
+echo "fresh-vm runs, downloads/lookups/close (ms), uploaded, pack bytes written: $(for i in $(seq "$runs"); do printf '%s/%s/%s %s %s; ' $(( $(stat "fresh$i" fetch_us) / 1000 )) $(( $(stat "fresh$i" remote_lookup_us) / 1000 )) $(( $(stat "fresh$i" close_us) / 1000 )) "$(stat "fresh$i" uploaded)" "$(stat "fresh$i" pack_bytes_written)"; done)"
 goal "$f <= 1.5 * $w" "fresh-vm <= 1.5x warm-local"
 fmax=$(printf '%s\n' "${fresh[@]}" | sort -g | tail -1)
 goal "$fmax <= 1.5 * $w" "fresh-vm <= 1.5x warm-local in each of $runs runs (slowest $fmax)"

@@ -517,6 +517,7 @@ void Server::RunUpload(const Upload& u) {
 }
 
 void Server::Drain() {
+  const absl::Time drain_start = absl::Now();
   lookups_->WaitIdle(absl::InfiniteFuture());
   if (session_ != nullptr) session_->StopPrefetching();
   if (uploads_ != nullptr &&
@@ -537,6 +538,7 @@ void Server::Drain() {
   if (absl::Status s = local_->Flush(); !s.ok()) {
     Warn(absl::StrCat("updating ", local_->Describe(), "/index.json: ", s.message()));
   }
+  n_->close_us += Micros(drain_start);
   int64_t failed = n_->upload_failures.load();
   if (failed > 0) {
     Warn(absl::StrCat(failed, " of ", n_->puts.load(), " puts were not uploaded to the registry",

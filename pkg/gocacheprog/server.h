@@ -141,7 +141,8 @@ struct ServerOptions {
   X(prefetched)         /* remote hits answered from the session list */                   \
   X(session_listed)     /* pairs in the session list read at start */                      \
   X(packs_read)         /* session packs read whole at start (0 or 1) */                   \
-  X(pack_bytes_written) /* size of the session pack written at close */
+  X(pack_bytes_written) /* size of the session pack written at close */            \
+  X(close_us)           /* time from close to the end: uploads, session, index */
 
 struct ServerStats {
 #define OCICACHE_GOCACHEPROG_STATS_FIELD(name) int64_t name = 0;

@@ -296,8 +296,12 @@ void Session::Write() {
     // A list close to this build's is kept too: rewriting costs a hash and an
     // upload of the whole pack while go waits for close, for every build that
     // changed a package. Close: at most a tenth of the pairs (and of the pack's
-    // bytes) new or changed, and at most a quarter listed but unused; the next
-    // machine looks the new pairs up one by one, concurrently.
+    // bytes) new or changed, and at most a quarter of the pack's bytes (and half
+    // the pairs) listed but unused; the next machine looks the new pairs up one
+    // by one, concurrently. Unused pairs are judged by their bytes: a cold build
+    // lists about a third more pairs than a warm one asks for (entries a hit
+    // higher up makes unnecessary), nearly all without bytes, and a rewrite
+    // for them would upload a pack of the same size again.
     if (!same && loaded_session_.valid() && loaded_pack_ && !prefetch_.empty()) {
       size_t new_pairs = 0, unused_pairs = 0;
       int64_t listed_bytes = 0, new_bytes = 0, unused_bytes = 0;
@@ -319,7 +323,7 @@ void Session::Write() {
         }
       }
       const size_t n = prefetch_.size();
-      same = new_pairs * 10 <= n && new_bytes * 10 <= listed_bytes && unused_pairs * 4 <= n &&
+      same = new_pairs * 10 <= n && new_bytes * 10 <= listed_bytes && unused_pairs * 2 <= n &&
              unused_bytes * 4 <= listed_bytes;
     }
     // A list written without a pack (an older version, or too big then) gets one.

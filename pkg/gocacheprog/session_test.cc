@@ -284,6 +284,45 @@ TEST_F(RegistryTest, ASmallChangeKeepsTheSessionList) {
   EXPECT_NE(rewritten->blobs[0].digest, first->blobs[0].digest);
 }
 
+// A cold build lists pairs a warm build never asks for, nearly all without
+// bytes: a build that leaves over a quarter of the pairs unused, but none of
+// the pack's bytes, keeps the list and its pack (no pack upload at close).
+TEST_F(RegistryTest, UnusedPairsWithoutBytesKeepTheSessionList) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.emptyunused1";
+  o.lookup_threads = 1;
+  std::vector<std::string> bodies;
+  std::string puts;
+  for (int i = 0; i < 20; ++i) {
+    bodies.push_back(Body(800 + i, 1500 + 100 * i));
+    puts += Put(i + 1, ActionID(800 + i), bodies.back());
+  }
+  // Eight empty outputs: 8 of 28 pairs, over a quarter.
+  for (int i = 0; i < 8; ++i) puts += Put(30 + i, ActionID(850 + i), "");
+  Fixture a;
+  Result ra = a.Run(puts + Close(99), o, lookup.get(), upload.get());
+  ASSERT_GT(ra.stats.pack_bytes_written, 0);
+  auto first = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(absl::StrContains(first->config, R"("pairs":28)")) << first->config;
+
+  Fixture b;
+  Result rb = b.Run(GetsOf(800, 20), o, lookup.get(), upload.get());
+  for (int i = 0; i < 20; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.pack_bytes_written, 0);
+  auto kept = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->blobs[0].digest, first->blobs[0].digest);
+
+  // Half the pack's bytes unused: rewritten.
+  Fixture c;
+  Result rc = c.Run(GetsOf(800, 10), o, lookup.get(), upload.get());
+  for (int i = 0; i < 10; ++i) ExpectHit(rc, i + 1, bodies[i]);
+  EXPECT_GT(rc.stats.pack_bytes_written, 0);
+}
+
 // A build with no list of its own (another directory of the module, other flags)
 // reads the module's latest list (the fallback key), then writes its own.
 TEST_F(RegistryTest, AFreshSessionFallsBackToTheModulesLatestList) {
