@@ -84,6 +84,9 @@ OCICACHE_SERVER_CERT, OCICACHE_SERVER_KEY), OCICACHE_REPO (KOCACHE_REPO is an al
 OCICACHE_SHARDS, OCICACHE_INSECURE, OCICACHE_TLS, OCICACHE_CA_FILE,
 OCICACHE_USERNAME and OCICACHE_PASSWORD; docker's config.json ($DOCKER_CONFIG or
 ~/.docker: auths, credHelpers, credsStore) supplies credentials otherwise.
+OCICACHE_AUTH_CACHE: where the registry's auth challenge and Bearer tokens are kept
+for the next process until they expire (default ~/.cache/ocicache-auth, files 0600;
+"off": keep nothing). Credentials themselves are never written.
 
 Exit codes: 0 success or hit, 1 miss, 2 usage or invalid input,
 3 registry, auth or storage error.

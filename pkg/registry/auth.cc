@@ -178,10 +178,44 @@ std::string UrlEncode(absl::string_view s) {
   return out;
 }
 
-Authenticator::Authenticator(std::string registry, SendFn send, CredentialsFn credentials)
+Authenticator::Authenticator(std::string registry, SendFn send, CredentialsFn credentials,
+                             std::string cache_dir)
     : registry_(std::move(registry)),
       send_(std::move(send)),
-      credentials_fn_(std::move(credentials)) {}
+      credentials_fn_(std::move(credentials)),
+      cache_dir_(std::move(cache_dir)) {
+  if (cache_dir_.empty()) return;
+  AuthCacheState kept = LoadAuthCache(cache_dir_, registry_, absl::Now());
+  absl::MutexLock l(&mu_);
+  if (kept.known && kept.challenge) {
+    known_ = true;
+    challenge_ = Challenge{kept.challenge->first, kept.challenge->second};
+    challenge_kept_ = true;
+  }
+  kept_ = std::move(kept.tokens);
+}
+
+// The user a token was fetched for: the same user's later processes may use it.
+static std::string TokenUser(const Credentials& c) {
+  return c.identity_token.empty() ? c.username : absl::StrCat("identity-token:", c.username);
+}
+
+void Authenticator::Persist() {
+  if (cache_dir_.empty()) return;
+  AuthCacheState state;
+  {
+    absl::MutexLock l(&mu_);
+    if (!challenge_) return;  // anonymous access: nothing worth keeping
+    state.known = true;
+    state.challenge.emplace(challenge_->scheme, challenge_->params);
+    for (const auto& [key, t] : tokens_) state.tokens.push_back({user_, key, t.value, t.expiry});
+    for (const auto& e : kept_) {
+      if (e.user == user_ && tokens_.count(e.key) > 0) continue;  // replaced here
+      state.tokens.push_back(e);
+    }
+  }
+  SaveAuthCache(cache_dir_, registry_, state, absl::Now());
+}
 
 bool Authenticator::known() const {
   absl::MutexLock l(&mu_);
@@ -189,9 +223,13 @@ bool Authenticator::known() const {
 }
 
 void Authenticator::SetChallenge(std::optional<Challenge> c) {
-  absl::MutexLock l(&mu_);
-  known_ = true;
-  challenge_ = std::move(c);
+  {
+    absl::MutexLock l(&mu_);
+    known_ = true;
+    challenge_ = std::move(c);
+    challenge_kept_ = false;
+  }
+  Persist();
 }
 
 void Authenticator::NoteAnonymousOk() {
@@ -239,10 +277,19 @@ absl::StatusOr<std::string> Authenticator::Authorization(const std::vector<std::
   }
   std::vector<std::string> scopes = NormalizeScopes(raw);
   std::string key = CacheKey(*ch, scopes);
+  const std::string user = TokenUser(*creds);
   auto cached = [&]() -> std::optional<std::string> {
     absl::MutexLock l(&mu_);
+    user_ = user;
     auto it = tokens_.find(key);
     if (it != tokens_.end() && absl::Now() < it->second.expiry) return it->second.value;
+    // One an earlier process of this user fetched for the same scopes.
+    for (const auto& e : kept_) {
+      if (e.user == user && e.key == key && absl::Now() < e.expiry) {
+        tokens_[key] = Token{e.token, e.expiry};
+        return e.token;
+      }
+    }
     return std::nullopt;
   };
   if (auto t = cached()) return absl::StrCat("Bearer ", *t);
@@ -250,10 +297,24 @@ absl::StatusOr<std::string> Authenticator::Authorization(const std::vector<std::
   absl::MutexLock fetch(&fetch_mu_);
   if (auto t = cached()) return absl::StrCat("Bearer ", *t);  // fetched meanwhile
   absl::StatusOr<Token> t = FetchToken(*ch, *creds, scopes);
-  if (!t.ok()) return t.status();
-  absl::MutexLock l(&mu_);
-  ++tokens_fetched_;
-  tokens_[key] = *t;
+  if (!t.ok()) {
+    // A challenge kept by an earlier process may be stale (the realm moved or
+    // is gone): forget it and let this request learn the registry's own.
+    absl::MutexLock l(&mu_);
+    if (challenge_kept_) {
+      challenge_kept_ = false;
+      known_ = false;
+      challenge_.reset();
+      return std::string();
+    }
+    return t.status();
+  }
+  {
+    absl::MutexLock l(&mu_);
+    ++tokens_fetched_;
+    tokens_[key] = *t;
+  }
+  Persist();
   return absl::StrCat("Bearer ", t->value);
 }
 
@@ -319,8 +380,14 @@ bool Authenticator::OnUnauthorized(const HttpHeaders& headers, std::vector<std::
   bool was_basic = known_ && challenge_ && challenge_->scheme == "basic";
   known_ = true;
   if (ch->scheme == "bearer") {
-    // The token we sent (if any) did not do: forget it. A token cached by another
-    // request meanwhile (this one went out without it) is kept.
+    // The token we sent (if any) did not do: forget it, also as kept by an
+    // earlier process. A token cached by another request meanwhile (this one
+    // went out without it) is kept.
+    kept_.erase(std::remove_if(kept_.begin(), kept_.end(),
+                               [&](const AuthCacheState::Entry& e) {
+                                 return sent == absl::StrCat("Bearer ", e.token);
+                               }),
+                kept_.end());
     auto drop_if_sent = [&](const std::string& key) {
       auto it = tokens_.find(key);
       if (it != tokens_.end() && sent == absl::StrCat("Bearer ", it->second.value)) {
@@ -334,9 +401,11 @@ bool Authenticator::OnUnauthorized(const HttpHeaders& headers, std::vector<std::
     *scopes = NormalizeScopes(*scopes);
     drop_if_sent(CacheKey(*ch, *scopes));
     challenge_ = ch;
+    challenge_kept_ = false;
     return true;
   }
   challenge_ = ch;
+  challenge_kept_ = false;
   // Basic: a retry helps unless Basic credentials were sent already.
   return ch->scheme == "basic" && !(was_basic && !sent.empty());
 }

@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "pkg/registry/auth_cache.h"
 #include "pkg/registry/credentials.h"
 #include "pkg/registry/transport.h"
 
@@ -65,7 +66,10 @@ class Authenticator {
   // Resolves the credentials to use (called at most once, when first needed).
   using CredentialsFn = std::function<absl::StatusOr<Credentials>()>;
 
-  Authenticator(std::string registry, SendFn send, CredentialsFn credentials);
+  // With `cache_dir`, what it learns is kept there for the next process, and
+  // what an earlier one kept is used (auth_cache.h).
+  Authenticator(std::string registry, SendFn send, CredentialsFn credentials,
+                std::string cache_dir = "");
 
   // Whether a challenge (or its absence) is known, from a ping, a 401, or an
   // anonymous request the registry answered.
@@ -95,15 +99,24 @@ class Authenticator {
   absl::StatusOr<Token> FetchToken(const Challenge& c, const Credentials& creds,
                                    const std::vector<std::string>& scopes);
   std::string CacheKey(const Challenge& c, const std::vector<std::string>& scopes) const;
+  // Writes what is known to cache_dir_ (no-op without one). Not under mu_.
+  void Persist();
 
   const std::string registry_;
   const SendFn send_;
   const CredentialsFn credentials_fn_;
+  const std::string cache_dir_;
 
   mutable absl::Mutex mu_;
   bool known_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<Challenge> challenge_ ABSL_GUARDED_BY(mu_);
+  // challenge_ came from cache_dir_ and has not been confirmed by the registry.
+  bool challenge_kept_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, Token> tokens_ ABSL_GUARDED_BY(mu_);
+  // Tokens an earlier process kept (cache_dir_), any user's; and the user the
+  // tokens_ of this process belong to, once credentials are resolved.
+  std::vector<AuthCacheState::Entry> kept_ ABSL_GUARDED_BY(mu_);
+  std::string user_ ABSL_GUARDED_BY(mu_);
   int64_t tokens_fetched_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Serializes token fetches so concurrent callers of one scope fetch once.

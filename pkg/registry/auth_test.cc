@@ -1,5 +1,14 @@
 #include "pkg/registry/auth.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
@@ -215,6 +224,155 @@ TEST_F(AuthenticatorTest, RegistryTokenSentAsIs) {
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(*a, "Bearer registry-token");
   EXPECT_TRUE(requests_.empty());
+}
+
+// ---- The auth cache kept for later processes (auth_cache.h) -----------------
+
+class AuthCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* tmp = getenv("TEST_TMPDIR");
+    base_ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/authcache-XXXXXX");
+    ASSERT_NE(mkdtemp(base_.data()), nullptr);
+    dir_ = base_ + "/auth";
+  }
+
+  // A new authenticator on dir_, as a new process would make.
+  std::unique_ptr<Authenticator> Process(const Credentials& creds) {
+    return std::make_unique<Authenticator>(
+        "reg.example.com",
+        [this](const HttpRequest& r) -> absl::StatusOr<HttpResponse> {
+          ++fetches_;
+          HttpResponse resp;
+          resp.status = 200;
+          resp.body = absl::StrCat(R"({"token":"tok)", fetches_, R"(","expires_in":300})");
+          return resp;
+        },
+        [creds]() -> absl::StatusOr<Credentials> { return creds; }, dir_);
+  }
+
+  std::string base_, dir_;
+  int fetches_ = 0;
+};
+
+TEST_F(AuthCacheTest, ALaterProcessUsesTheChallengeAndTheTokenOfItsUser) {
+  const Credentials alice{"alice", "a-pass", ""};
+  auto p1 = Process(alice);
+  EXPECT_FALSE(p1->known());
+  p1->SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token",service="svc")"}));
+  absl::StatusOr<std::string> a = p1->Authorization({"repository:a:pull"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, "Bearer tok1");
+
+  // Known before any request, and the same token without a fetch.
+  auto p2 = Process(alice);
+  EXPECT_TRUE(p2->known());
+  a = p2->Authorization({"repository:a:pull"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, "Bearer tok1");
+  EXPECT_EQ(fetches_, 1);
+  EXPECT_EQ(p2->tokens_fetched(), 0);
+  // Other scopes: a fetch.
+  a = p2->Authorization({"repository:a:pull,push"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer tok2");
+
+  // Another user never gets alice's tokens.
+  auto p3 = Process(Credentials{"bob", "b-pass", ""});
+  a = p3->Authorization({"repository:a:pull"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer tok3");
+
+  // Both users' tokens are kept side by side; the file holds no password.
+  auto p4 = Process(alice);
+  a = p4->Authorization({"repository:a:pull,push"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer tok2");
+  std::ifstream in(AuthCachePath(dir_, "reg.example.com"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text.find("a-pass"), std::string::npos);
+  EXPECT_EQ(text.find("b-pass"), std::string::npos);
+  EXPECT_NE(text.find("tok3"), std::string::npos);
+
+  // A kept token the registry refused is not used again.
+  std::vector<std::string> scopes = {"repository:a:pull"};
+  auto p5 = Process(alice);
+  a = p5->Authorization(scopes);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer tok1");
+  HttpHeaders h;
+  h.entries.emplace_back("www-authenticate",
+                         R"(Bearer realm="http://127.0.0.1:1/token",service="svc")");
+  EXPECT_TRUE(p5->OnUnauthorized(h, &scopes, *a));
+  a = p5->Authorization(scopes);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer tok4");
+}
+
+TEST_F(AuthCacheTest, ExpiredTokensAreDropped) {
+  auto p1 = Process(Credentials{"alice", "a-pass", ""});
+  p1->SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token")"}));
+  ASSERT_TRUE(p1->Authorization({"repository:a:pull"}).ok());
+  EXPECT_EQ(LoadAuthCache(dir_, "reg.example.com", absl::Now()).tokens.size(), 1u);
+  EXPECT_TRUE(LoadAuthCache(dir_, "reg.example.com", absl::Now() + absl::Minutes(10)).tokens.empty());
+}
+
+TEST_F(AuthCacheTest, FilesOthersCouldWriteOrReadAreIgnored) {
+  auto p1 = Process(Credentials{"alice", "a-pass", ""});
+  p1->SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token")"}));
+  ASSERT_TRUE(p1->Authorization({"repository:a:pull"}).ok());
+  const std::string path = AuthCachePath(dir_, "reg.example.com");
+  ASSERT_TRUE(LoadAuthCache(dir_, "reg.example.com", absl::Now()).known);
+  // Readable by others: not a file we wrote.
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  EXPECT_FALSE(LoadAuthCache(dir_, "reg.example.com", absl::Now()).known);
+  EXPECT_FALSE(Process(Credentials{"alice", "a-pass", ""})->known());
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  // A directory others may write into.
+  ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);
+  EXPECT_FALSE(LoadAuthCache(dir_, "reg.example.com", absl::Now()).known);
+  ASSERT_EQ(::chmod(dir_.c_str(), 0700), 0);
+  EXPECT_TRUE(LoadAuthCache(dir_, "reg.example.com", absl::Now()).known);
+  // Another registry's file, or one that does not parse: nothing.
+  EXPECT_FALSE(LoadAuthCache(dir_, "other.example.com", absl::Now()).known);
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << "{not json";
+  }
+  EXPECT_FALSE(LoadAuthCache(dir_, "reg.example.com", absl::Now()).known);
+  auto p2 = Process(Credentials{"alice", "a-pass", ""});
+  EXPECT_FALSE(p2->known());
+}
+
+TEST_F(AuthCacheTest, AnonymousAccessIsNotKept) {
+  auto p1 = Process(Credentials{});
+  p1->SetChallenge(std::nullopt);
+  p1->NoteAnonymousOk();
+  EXPECT_FALSE(Process(Credentials{})->known());
+  struct stat st;
+  EXPECT_NE(::stat(AuthCachePath(dir_, "reg.example.com").c_str(), &st), 0);
+}
+
+// A kept challenge whose realm no longer answers is dropped: the request goes
+// out without credentials and learns the registry's current challenge.
+TEST_F(AuthCacheTest, AKeptChallengeWhoseRealmFailsIsForgotten) {
+  auto p1 = Process(Credentials{"alice", "a-pass", ""});
+  p1->SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token")"}));
+  ASSERT_TRUE(p1->Authorization({"repository:a:pull"}).ok());
+  auto p2 = std::make_unique<Authenticator>(
+      "reg.example.com",
+      [](const HttpRequest&) -> absl::StatusOr<HttpResponse> {
+        return absl::UnavailableError("connection refused");
+      },
+      []() -> absl::StatusOr<Credentials> { return Credentials{"alice", "a-pass", ""}; }, dir_);
+  EXPECT_TRUE(p2->known());
+  absl::StatusOr<std::string> a = p2->Authorization({"repository:other:pull"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, "");
+  EXPECT_FALSE(p2->known());
+  // A challenge the registry itself gave is not forgotten so.
+  p2->SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token")"}));
+  EXPECT_FALSE(p2->Authorization({"repository:other:pull"}).ok());
 }
 
 }  // namespace

@@ -308,7 +308,8 @@ struct Client::Impl {
                   LoadDockerCredentials(registry, opts.docker_config_dir);
               if (!c.ok()) return Annotate(c.status(), "docker credentials");
               return c;
-            }) {}
+            },
+            opts.auth_cache_dir) {}
 
   std::string Prefix(absl::string_view op) const {
     return absl::StrCat("registry ", registry, ": ", op);

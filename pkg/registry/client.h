@@ -97,6 +97,11 @@ struct ClientOptions {
   // PutBlob of unknown size (or without an expected digest) sends PATCH chunks of
   // this many bytes, buffered one at a time.
   int64_t chunk_size = 8 << 20;
+  // Where the registry's challenge and the Bearer tokens fetched are kept for
+  // the next process of this user (auth_cache.h; one 0600 file per registry):
+  // a short-lived process then sends its first request with a token instead of
+  // collecting a 401 and fetching one. Empty: nothing kept (servers, tests).
+  std::string auth_cache_dir;
   // HTTP/1.1 unless set (curl 7.88's HTTP/2 has known bugs).
   bool http2 = false;
   // Rate and budget of requests, shared by the clients that hold it (pacer.h);

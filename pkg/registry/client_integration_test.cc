@@ -1,5 +1,6 @@
 // The client against Debian's real docker-registry (distribution 2.8.2) on loopback,
 // without auth, with htpasswd (Basic) and with token auth.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +15,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "pkg/oci/digest.h"
 #include "pkg/oci/types.h"
+#include "pkg/registry/auth_cache.h"
 #include "pkg/registry/client.h"
 #include "test/harness/registry.h"
 
@@ -116,9 +119,11 @@ class ClientIntegrationTest : public ::testing::TestWithParam<Auth> {
     ASSERT_NE(client_, nullptr);
   }
 
-  std::unique_ptr<Client> NewClient(const std::string& password, int64_t chunk = 8 << 20) {
+  std::unique_ptr<Client> NewClient(const std::string& password, int64_t chunk = 8 << 20,
+                                    const std::string& auth_cache_dir = "") {
     ClientOptions o;
     o.docker_config_dir = "/nonexistent";
+    o.auth_cache_dir = auth_cache_dir;
     o.retry.max_attempts = 3;
     o.retry.initial_backoff = absl::Milliseconds(10);
     o.chunk_size = chunk;
@@ -457,6 +462,57 @@ TEST_P(ClientTokenIntegrationTest, TokensAreCachedPerScope) {
   ASSERT_TRUE(c->PutBlob(repo, oci::Digest::Of("data"), 4, src).ok());
   EXPECT_EQ(reg_->token_issuer()->tokens_issued(), issued0 + 2);
   EXPECT_EQ(c->token_count(), 2);
+}
+
+// A later process (a new client on the same auth cache directory) sends its
+// first request with the token an earlier one fetched: one request, not a 401,
+// a token fetch and the retry.
+TEST_P(ClientTokenIntegrationTest, ALaterProcessReusesTheKeptToken) {
+  const std::string repo = Repo("kept");
+  const char* tmp = getenv("TEST_TMPDIR");
+  std::string base = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/authcache-XXXXXX");
+  ASSERT_NE(mkdtemp(base.data()), nullptr);
+  const std::string dir = base + "/auth";
+  const int issued0 = reg_->token_issuer()->tokens_issued();
+
+  std::unique_ptr<Client> first = NewClient(reg_->options().password, 8 << 20, dir);
+  EXPECT_EQ(first->StatBlob(repo, oci::Digest::Of("a")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(first->request_count(), 3);  // 401, token, the retry
+  EXPECT_EQ(reg_->token_issuer()->tokens_issued(), issued0 + 1);
+  struct stat st;
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat(internal::AuthCachePath(dir, reg_->host()).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  std::unique_ptr<Client> later = NewClient(reg_->options().password, 8 << 20, dir);
+  EXPECT_EQ(later->StatBlob(repo, oci::Digest::Of("b")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(later->request_count(), 1);
+  EXPECT_EQ(later->token_count(), 0);
+  EXPECT_EQ(reg_->token_issuer()->tokens_issued(), issued0 + 1);
+  // Another scope: the kept challenge saves the 401, the token is fetched.
+  oci::StringSource src("kept data");
+  ASSERT_TRUE(later->PutBlob(repo, oci::Digest::Of("kept data"), 9, src).ok());
+  EXPECT_EQ(later->token_count(), 1);
+
+  // The control: a client without the cache pays the 401 and the fetch.
+  std::unique_ptr<Client> uncached = NewClient(reg_->options().password);
+  EXPECT_EQ(uncached->StatBlob(repo, oci::Digest::Of("c")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(uncached->request_count(), 3);
+
+  // A kept token the registry refuses (here: the file edited to a bogus one)
+  // costs one 401 and a fresh token, nothing worse.
+  {
+    std::string path = internal::AuthCachePath(dir, reg_->host());
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    nlohmann::json j = nlohmann::json::parse(text);
+    for (auto& t : j["tokens"]) t["token"] = "bogus";
+    std::ofstream(path) << j.dump();
+  }
+  std::unique_ptr<Client> refused = NewClient(reg_->options().password, 8 << 20, dir);
+  EXPECT_EQ(refused->StatBlob(repo, oci::Digest::Of("d")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(refused->token_count(), 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Auth, ClientTokenIntegrationTest,

@@ -1,5 +1,7 @@
 #include "pkg/stores/settings.h"
 
+#include <cstdlib>
+
 #include "gtest/gtest.h"
 
 namespace ocicache::stores {
@@ -35,6 +37,29 @@ TEST(SettingsTest, NoDirNeedsARepoAndClearsTheDirectory) {
   c.repo = "127.0.0.1:5000/c";
   ASSERT_TRUE(FinishStoreConfig(&c).ok());
   EXPECT_TRUE(c.dir.empty());
+}
+
+// The auth cache: on by default for the short-lived front ends, off with
+// OCICACHE_AUTH_CACHE=off, and never for a server.
+TEST(SettingsTest, AuthCacheForShortLivedProcessesOnly) {
+  ::setenv("HOME", "/home/someone", 1);
+  ::unsetenv("XDG_CACHE_HOME");
+  ::unsetenv("OCICACHE_AUTH_CACHE");
+  auto c = ConfigFromEnv();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->auth_cache_dir, "/home/someone/.cache/ocicache-auth");
+  EXPECT_EQ(RegistryClientOptions(*c, Profile::kLookup).auth_cache_dir, c->auth_cache_dir);
+  EXPECT_EQ(RegistryClientOptions(*c, Profile::kInteractive).auth_cache_dir, c->auth_cache_dir);
+  EXPECT_EQ(RegistryClientOptions(*c, Profile::kServer).auth_cache_dir, "");
+  ::setenv("OCICACHE_AUTH_CACHE", "off", 1);
+  c = ConfigFromEnv();
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(RegistryClientOptions(*c, Profile::kLookup).auth_cache_dir, "");
+  ::setenv("OCICACHE_AUTH_CACHE", "/elsewhere", 1);
+  c = ConfigFromEnv();
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->auth_cache_dir, "/elsewhere");
+  ::unsetenv("OCICACHE_AUTH_CACHE");
 }
 
 }  // namespace

@@ -35,6 +35,14 @@ std::string DefaultDir() {
   return (home.empty() ? std::string("/tmp") : home) + "/.cache/ocicache";
 }
 
+std::string DefaultAuthCacheDir() {
+  std::string xdg = Env("XDG_CACHE_HOME");
+  if (!xdg.empty()) return xdg + "/ocicache-auth";
+  std::string home = Env("HOME");
+  // Without a home there is no directory that is surely ours alone: keep nothing.
+  return home.empty() ? std::string() : home + "/.cache/ocicache-auth";
+}
+
 absl::StatusOr<StoreConfig> ConfigFromEnv() {
   StoreConfig c;
   c.server = Env("OCICACHE_SERVER");
@@ -57,6 +65,9 @@ absl::StatusOr<StoreConfig> ConfigFromEnv() {
   c.username = Env("OCICACHE_USERNAME");
   c.password = Env("OCICACHE_PASSWORD");
   c.docker_config = Env("DOCKER_CONFIG");
+  c.auth_cache_dir = Env("OCICACHE_AUTH_CACHE");
+  if (c.auth_cache_dir.empty()) c.auth_cache_dir = DefaultAuthCacheDir();
+  if (c.auth_cache_dir == "off") c.auth_cache_dir.clear();
   return c;
 }
 
@@ -69,6 +80,7 @@ registry::ClientOptions RegistryClientOptions(const StoreConfig& config, Profile
   opts.credentials.username = config.username;
   opts.credentials.password = config.password;
   opts.pacer = config.pacer;
+  if (profile != Profile::kServer) opts.auth_cache_dir = config.auth_cache_dir;
   switch (profile) {
     case Profile::kInteractive:
     case Profile::kServer:

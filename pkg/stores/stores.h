@@ -42,6 +42,10 @@ struct StoreConfig {
   std::string username;   // explicit credentials: sent to the registry of `repo` only
   std::string password;
   std::string docker_config;
+  // Where a short-lived process keeps the registry's challenge and its Bearer
+  // tokens for the next one (registry::ClientOptions::auth_cache_dir); empty:
+  // nothing kept. Servers never use it (they live long and fetch once).
+  std::string auth_cache_dir;
   // Servers: contact no registry but repo's and these hosts ("*": any) on a
   // caller's behalf (cache::ClientPoolOptions). The CLI leaves it off.
   bool restrict_registries = false;
@@ -63,11 +67,15 @@ struct StoreConfig {
 // OCICACHE_SERVER, OCICACHE_SERVER_TOKEN, OCICACHE_SERVER_CA, OCICACHE_SERVER_CERT,
 // OCICACHE_SERVER_KEY, OCICACHE_REPO (or KOCACHE_REPO), OCICACHE_DIR (default DefaultDir()),
 // OCICACHE_SHARDS, OCICACHE_USERNAME, OCICACHE_PASSWORD, OCICACHE_INSECURE,
-// OCICACHE_TLS, OCICACHE_CA_FILE, DOCKER_CONFIG.
+// OCICACHE_TLS, OCICACHE_CA_FILE, DOCKER_CONFIG, OCICACHE_AUTH_CACHE (default
+// DefaultAuthCacheDir(); "off": none).
 absl::StatusOr<StoreConfig> ConfigFromEnv();
 
 // $XDG_CACHE_HOME/ocicache or ~/.cache/ocicache.
 std::string DefaultDir();
+// $XDG_CACHE_HOME/ocicache-auth or ~/.cache/ocicache-auth (beside the local
+// tier, not in it: that directory is an OCI image layout).
+std::string DefaultAuthCacheDir();
 
 // How a front end uses the registry, which sets its client's patience. One
 // table for every front end (stores.cc), so that their retry policies cannot drift.
