@@ -187,6 +187,7 @@ Authenticator::Authenticator(std::string registry, SendFn send, CredentialsFn cr
   if (cache_dir_.empty()) return;
   AuthCacheState kept = LoadAuthCache(cache_dir_, registry_, absl::Now());
   absl::MutexLock l(&mu_);
+  salt_ = kept.salt.empty() ? NewAuthCacheSalt() : kept.salt;
   if (kept.known && kept.challenge) {
     known_ = true;
     challenge_ = Challenge{kept.challenge->first, kept.challenge->second};
@@ -195,10 +196,6 @@ Authenticator::Authenticator(std::string registry, SendFn send, CredentialsFn cr
   kept_ = std::move(kept.tokens);
 }
 
-// The user a token was fetched for: the same user's later processes may use it.
-static std::string TokenUser(const Credentials& c) {
-  return c.identity_token.empty() ? c.username : absl::StrCat("identity-token:", c.username);
-}
 
 void Authenticator::Persist() {
   if (cache_dir_.empty()) return;
@@ -207,6 +204,7 @@ void Authenticator::Persist() {
     absl::MutexLock l(&mu_);
     if (!challenge_) return;  // anonymous access: nothing worth keeping
     state.known = true;
+    state.salt = salt_;
     state.challenge.emplace(challenge_->scheme, challenge_->params);
     for (const auto& [key, t] : tokens_) state.tokens.push_back({user_, key, t.value, t.expiry});
     for (const auto& e : kept_) {
@@ -277,9 +275,13 @@ absl::StatusOr<std::string> Authenticator::Authorization(const std::vector<std::
   }
   std::vector<std::string> scopes = NormalizeScopes(raw);
   std::string key = CacheKey(*ch, scopes);
-  const std::string user = TokenUser(*creds);
   auto cached = [&]() -> std::optional<std::string> {
     absl::MutexLock l(&mu_);
+    // Tokens kept for later processes belong to these exact credentials.
+    const std::string user =
+        cache_dir_.empty() ? std::string()
+                           : AuthCacheUser(salt_, creds->username, creds->password,
+                                           creds->identity_token);
     user_ = user;
     auto it = tokens_.find(key);
     if (it != tokens_.end() && absl::Now() < it->second.expiry) return it->second.value;

@@ -117,6 +117,7 @@ class Authenticator {
   // tokens_ of this process belong to, once credentials are resolved.
   std::vector<AuthCacheState::Entry> kept_ ABSL_GUARDED_BY(mu_);
   std::string user_ ABSL_GUARDED_BY(mu_);
+  std::string salt_ ABSL_GUARDED_BY(mu_);  // of cache_dir_'s file (AuthCacheUser)
   int64_t tokens_fetched_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Serializes token fetches so concurrent callers of one scope fetch once.

@@ -26,6 +26,30 @@ bool OursAlone(const struct stat& st) {
 
 }  // namespace
 
+std::string NewAuthCacheSalt() {
+  unsigned char raw[16] = {0};
+  int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)!::read(fd, raw, sizeof raw);
+    ::close(fd);
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : raw) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
+std::string AuthCacheUser(const std::string& salt, const std::string& username,
+                          const std::string& password, const std::string& identity_token) {
+  return oci::Digest::Of(absl::StrCat("ocicache auth cache v1\n", salt, "\n", username.size(),
+                                      ":", username, "\n", password.size(), ":", password,
+                                      "\n", identity_token))
+      .hex();
+}
+
 std::string AuthCachePath(const std::string& dir, const std::string& registry) {
   return absl::StrCat(dir, "/", oci::Digest::Of(registry).hex().substr(0, 32), ".json");
 }
@@ -56,6 +80,10 @@ AuthCacheState LoadAuthCache(const std::string& dir, const std::string& registry
       j["registry"].get<std::string>() != registry) {
     return out;
   }
+  if (!j.contains("salt") || !j["salt"].is_string() || j["salt"].get<std::string>().size() != 32) {
+    return out;
+  }
+  out.salt = j["salt"].get<std::string>();
   const nlohmann::json& ch = j.contains("challenge") ? j["challenge"] : nlohmann::json();
   if (ch.is_object() && ch.contains("scheme") && ch["scheme"].is_string() &&
       ch.contains("params") && ch["params"].is_object()) {
@@ -88,13 +116,14 @@ AuthCacheState LoadAuthCache(const std::string& dir, const std::string& registry
 
 void SaveAuthCache(const std::string& dir, const std::string& registry,
                    const AuthCacheState& state, absl::Time now) {
-  if (dir.empty() || !state.known || !state.challenge) return;
+  if (dir.empty() || !state.known || !state.challenge || state.salt.size() != 32) return;
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return;
   struct stat dst;
   if (::stat(dir.c_str(), &dst) != 0 || !S_ISDIR(dst.st_mode) || !OursAlone(dst)) return;
   nlohmann::json j;
   j["version"] = kVersion;
   j["registry"] = registry;
+  j["salt"] = state.salt;
   j["challenge"] = {{"scheme", state.challenge->first}, {"params", state.challenge->second}};
   nlohmann::json tokens = nlohmann::json::array();
   for (const auto& e : state.tokens) {

@@ -23,12 +23,16 @@
 namespace ocicache::registry::internal {
 
 // The file's contents. Format (version 1):
-//   {"version":1,"registry":R,"challenge":{"scheme":S,"params":{...}},
+//   {"version":1,"registry":R,"salt":HEX,"challenge":{"scheme":S,"params":{...}},
 //    "tokens":[{"user":U,"key":K,"token":T,"expires":UNIX_SECONDS},...]}
+// U names the credentials a token was fetched with: a salted SHA-256 of user
+// name, password and identity token (AuthCacheUser), so a process with other
+// credentials (a wrong password) never uses it.
 // Only registries that ask for credentials are kept (anonymous access costs
 // no round trip to learn).
 struct AuthCacheState {
   bool known = false;  // a challenge was learnt
+  std::string salt;    // 32 hex digits
   std::optional<std::pair<std::string, std::map<std::string, std::string>>> challenge;
   struct Entry {
     std::string user;
@@ -38,6 +42,12 @@ struct AuthCacheState {
   };
   std::vector<Entry> tokens;
 };
+
+// A new random salt (32 hex digits).
+std::string NewAuthCacheSalt();
+// The "user" of tokens fetched with these credentials, under `salt`.
+std::string AuthCacheUser(const std::string& salt, const std::string& username,
+                          const std::string& password, const std::string& identity_token);
 
 // The file of `registry` in `dir`.
 std::string AuthCachePath(const std::string& dir, const std::string& registry);

@@ -277,11 +277,17 @@ TEST_F(AuthCacheTest, ALaterProcessUsesTheChallengeAndTheTokenOfItsUser) {
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(*a, "Bearer tok2");
 
-  // Another user never gets alice's tokens.
+  // Another user never gets alice's tokens, nor does alice with another
+  // password (a wrong one must fail as it would without the cache).
   auto p3 = Process(Credentials{"bob", "b-pass", ""});
   a = p3->Authorization({"repository:a:pull"});
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(*a, "Bearer tok3");
+  auto wrong = Process(Credentials{"alice", "not-a-pass", ""});
+  a = wrong->Authorization({"repository:a:pull"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, "Bearer tok4");
+  EXPECT_EQ(fetches_, 4);
 
   // Both users' tokens are kept side by side; the file holds no password.
   auto p4 = Process(alice);
@@ -292,6 +298,7 @@ TEST_F(AuthCacheTest, ALaterProcessUsesTheChallengeAndTheTokenOfItsUser) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(text.find("a-pass"), std::string::npos);
   EXPECT_EQ(text.find("b-pass"), std::string::npos);
+  EXPECT_EQ(text.find("alice"), std::string::npos);
   EXPECT_NE(text.find("tok3"), std::string::npos);
 
   // A kept token the registry refused is not used again.
@@ -306,7 +313,7 @@ TEST_F(AuthCacheTest, ALaterProcessUsesTheChallengeAndTheTokenOfItsUser) {
   EXPECT_TRUE(p5->OnUnauthorized(h, &scopes, *a));
   a = p5->Authorization(scopes);
   ASSERT_TRUE(a.ok());
-  EXPECT_EQ(*a, "Bearer tok4");
+  EXPECT_EQ(*a, "Bearer tok5");
 }
 
 TEST_F(AuthCacheTest, ExpiredTokensAreDropped) {

@@ -6,7 +6,7 @@ oc() { "$OCICACHE_BIN" "$@"; }
 
 start_registry none PLAIN || { fail registry-start "registryctl did not start"; exit 1; }
 start_registry htpasswd AUTHREG || { fail registry-start-htpasswd "registryctl did not start"; exit 1; }
-start_registry token TOKREG || { fail registry-start-token "registryctl did not start"; exit 1; }
+start_registry token TOKREG --access_log || { fail registry-start-token "registryctl did not start"; exit 1; }
 
 # --- help and usage ---------------------------------------------------------
 expect_rc help 0 oc --help && expect_contains help-exit-codes "$OUT" "Exit codes"
@@ -184,6 +184,22 @@ OCICACHE_PASSWORD=wrong expect_rc basic-wrong-password 3 oc --repo "$AUTHREG/tea
 expect_one_line basic-wrong-password-one-line "$ERR"
 grep -q wrong <<<"$ERR" && fail basic-no-secret-in-error "password printed" || pass basic-no-secret-in-error
 OCICACHE_PASSWORD=wrong expect_rc token-wrong-password 3 oc --repo "$TOKREG/team/cache" --no-dir get t/1
+# The auth cache: a later process sends its first request with the token the one
+# before kept (one registry request for a stat), a process without the cache pays
+# the 401 first (and the wrong password above was refused despite the cache).
+TOKLOG=$WORK/reg-TOKREG/registry.log
+export OCICACHE_AUTH_CACHE=$WORK/authcache
+expect_rc token-cache-first 0 oc --repo "$TOKREG/team/cache" --no-dir stat t/1
+n0=$(wc -l <"$TOKLOG")
+expect_rc token-cache-later 0 oc --repo "$TOKREG/team/cache" --no-dir stat t/1
+n1=$(wc -l <"$TOKLOG")
+OCICACHE_AUTH_CACHE=off expect_rc token-cache-off 0 oc --repo "$TOKREG/team/cache" --no-dir stat t/1
+n2=$(wc -l <"$TOKLOG")
+unset OCICACHE_AUTH_CACHE
+if (( n1 - n0 == 1 && n2 - n1 > 1 )); then pass token-cache-saves-the-401
+else fail token-cache-saves-the-401 "registry requests: $((n1 - n0)) with the kept token, $((n2 - n1)) without"; fi
+[[ $(stat -c %a "$WORK/authcache") == 700 ]] && pass token-cache-dir-private || fail token-cache-dir-private "mode $(stat -c %a "$WORK/authcache")"
+grep -rq s3cret "$WORK/authcache" && fail token-cache-no-password "the password is in the cache" || pass token-cache-no-password
 unset OCICACHE_USERNAME OCICACHE_PASSWORD
 # Credentials from docker's config.json.
 mkdir -p "$WORK/docker"
