@@ -196,7 +196,6 @@ Authenticator::Authenticator(std::string registry, SendFn send, CredentialsFn cr
   kept_ = std::move(kept.tokens);
 }
 
-
 void Authenticator::Persist() {
   if (cache_dir_.empty()) return;
   AuthCacheState state;
@@ -277,17 +276,17 @@ absl::StatusOr<std::string> Authenticator::Authorization(const std::vector<std::
   std::string key = CacheKey(*ch, scopes);
   auto cached = [&]() -> std::optional<std::string> {
     absl::MutexLock l(&mu_);
-    // Tokens kept for later processes belong to these exact credentials.
-    const std::string user =
-        cache_dir_.empty() ? std::string()
-                           : AuthCacheUser(salt_, creds->username, creds->password,
-                                           creds->identity_token);
-    user_ = user;
     auto it = tokens_.find(key);
     if (it != tokens_.end() && absl::Now() < it->second.expiry) return it->second.value;
-    // One an earlier process of this user fetched for the same scopes.
+    if (cache_dir_.empty()) return std::nullopt;
+    // Tokens kept for later processes belong to these exact credentials (the
+    // same for the whole process: resolved once).
+    if (user_.empty()) {
+      user_ = AuthCacheUser(salt_, creds->username, creds->password, creds->identity_token);
+    }
+    // One an earlier process with them fetched for the same scopes.
     for (const auto& e : kept_) {
-      if (e.user == user && e.key == key && absl::Now() < e.expiry) {
+      if (e.user == user_ && e.key == key && absl::Now() < e.expiry) {
         tokens_[key] = Token{e.token, e.expiry};
         return e.token;
       }
