@@ -6,6 +6,7 @@
 
 #include <cerrno>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "pkg/base/files.h"
@@ -27,19 +28,13 @@ bool OursAlone(const struct stat& st) {
 }  // namespace
 
 std::string NewAuthCacheSalt() {
-  unsigned char raw[16] = {0};
+  char raw[16] = {0};
   int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
     (void)!::read(fd, raw, sizeof raw);
     ::close(fd);
   }
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
-  }
-  return out;
+  return absl::BytesToHexString(absl::string_view(raw, sizeof raw));
 }
 
 std::string AuthCacheUser(const std::string& salt, const std::string& username,
