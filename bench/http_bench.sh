@@ -7,7 +7,8 @@
 #                      static files. Goal: at least 0.5 of nginx.
 #   256 MiB GET        curl -o /dev/null: ocicached vs nginx static. Goal 0.8.
 #   256 MiB PUT        curl -T: ocicached vs nginx WebDAV PUT. Goal 0.8.
-#   RSS                ocicached's peak RSS during the 256 MiB transfers, above
+#   RSS                ocicached's peak RSS during the rounds (the 256 MiB
+#                      transfers and the small GETs), above
 #                      its idle RSS. Goal: at most 64 MiB.
 #   ccache rebuild     (with --clients) the test project rebuilt from the remote
 #                      cache only (empty local ccache, fresh ocicached over the
@@ -133,11 +134,26 @@ seconds() {
 }
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-# Samples the RSS of PID every 20 ms into FILE until the file STOP exists.
+# Samples the RSS of PID every 20 ms and writes the peak (KiB) to FILE when the
+# file STOP exists. One process for the whole run, started before the rounds, so
+# both servers' transfers run beside the same sampler (a shell loop forking
+# awk and sleep 100 times a second took a core's share from whichever server it
+# watched).
 sample_rss() {
-  local pid=$1 file=$2 stop=$3
-  : >"$file"
-  while [[ ! -e $stop ]]; do rss_kb "$pid" >>"$file"; sleep 0.02; done
+  python3 - "$@" <<'PY'
+import os, sys, time
+pid, out, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+peak = 0
+while not os.path.exists(stop):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                peak = max(peak, int(line.split()[1]))
+    except OSError:
+        pass
+    time.sleep(0.02)
+open(out, "w").write(f"{peak}\n")
+PY
 }
 
 head -c $((256 << 20)) /dev/urandom >"$WORK/big"
@@ -152,23 +168,34 @@ first_get=$(seconds curl -s -f -o /dev/null "http://$H/cache/bench/big")
 cmp -s <(curl -s "http://$H/cache/bench/big") "$WORK/big" || { echo "GET big differs" >&2; exit 1; }
 
 idle_kb=$(rss_kb "$D_PID_NUM")
-: >"$WORK/rss-all"
+rm -f "$WORK/stop"
+sample_rss "$D_PID_NUM" "$WORK/rss-peak" "$WORK/stop" &
+sampler=$!
 declare -a o_rps n_rps o_get n_get o_put n_put n_puth
-for r in $(seq 1 "$runs"); do
+# ocicached's and nginx's figures of round R: the order of the two servers
+# alternates between rounds, and every PUT starts with the disk's dirty pages
+# written back (sync), so neither server pays for the other's writes.
+o_round() {
   o_rps+=("$(h2load_rps "http://$H")")
-  n_rps+=("$(h2load_rps "http://127.0.0.1:$NPORT")")
-  rm -f "$WORK/stop"; sample_rss "$D_PID_NUM" "$WORK/rss" "$WORK/stop" &
-  sampler=$!
   o_get+=("$(seconds curl -s -f -o /dev/null "http://$H/cache/bench/big")")
-  o_put+=("$(seconds curl -s -f -T "$WORK/big" "http://$H/cache/bench/put$r")")
-  touch "$WORK/stop"; wait "$sampler"; cat "$WORK/rss" >>"$WORK/rss-all"
+  sync
+  o_put+=("$(seconds curl -s -f -T "$WORK/big" "http://$H/cache/bench/put$1")")
+}
+n_round() {
+  n_rps+=("$(h2load_rps "http://127.0.0.1:$NPORT")")
   n_get+=("$(seconds curl -s -f -o /dev/null "http://127.0.0.1:$NPORT/cache/bench/big")")
-  n_put+=("$(seconds curl -s -f -T "$WORK/big" "http://127.0.0.1:$NPORT/put/big$r")")
+  sync
+  n_put+=("$(seconds curl -s -f -T "$WORK/big" "http://127.0.0.1:$NPORT/put/big$1")")
   # What a content-addressed store must do besides: the body's SHA-256.
-  n_puth+=("$(seconds bash -c "curl -s -f -T '$WORK/big' 'http://127.0.0.1:$NPORT/put/bigh$r' &&
-                                openssl dgst -sha256 '$NGX/www/put/bigh$r'")")
+  sync
+  n_puth+=("$(seconds bash -c "curl -s -f -T '$WORK/big' 'http://127.0.0.1:$NPORT/put/bigh$1' &&
+                                openssl dgst -sha256 '$NGX/www/put/bigh$1'")")
+}
+for r in $(seq 1 "$runs"); do
+  if ((r % 2)); then o_round "$r"; n_round "$r"; else n_round "$r"; o_round "$r"; fi
 done
-peak_kb=$(sort -n "$WORK/rss-all" | tail -1)
+touch "$WORK/stop"; wait "$sampler"
+peak_kb=$(cat "$WORK/rss-peak")
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}' if b>0 else 'n/a')"; }
