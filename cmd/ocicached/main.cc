@@ -106,6 +106,10 @@ ABSL_FLAG(std::string, max_local_size, "",
           "on its own; unset: unbounded");
 ABSL_FLAG(absl::Duration, local_evict_grace, absl::Minutes(2),
           "eviction keeps entries used and blobs written this recently (uploads in progress)");
+ABSL_FLAG(bool, fill_in_background, true,
+          "with --dir and --repo: answer a registry hit as soon as its blobs are known to "
+          "exist and copy them into the local tier from a pool of threads (a read of a blob "
+          "being copied waits for that copy); false: copy a hit's blobs before answering it");
 
 namespace {
 
@@ -258,6 +262,7 @@ int main(int argc, char** argv) {
     }
   }
   o.store.local_evict_grace = absl::GetFlag(FLAGS_local_evict_grace);
+  o.store.fill_in_background = absl::GetFlag(FLAGS_fill_in_background);
   if (o.store.local_evict_grace < absl::ZeroDuration()) {
     std::cerr << "ocicached: --local_evict_grace must not be negative\n";
     return 2;

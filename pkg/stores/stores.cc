@@ -232,10 +232,7 @@ absl::StatusOr<StoreSet> OpenStores(const StoreConfig& given, OpenOptions open) 
     if (!backlog.ok()) return backlog.status();
     topts.backlog = *std::move(backlog);
     topts.drain_in_background = open.profile == Profile::kServer;
-    // Background fills (TieredStoreOptions::fill_in_background) stay off for now:
-    // one chaos run (registry paused, a replica killed, a disk filled) had 3
-    // failed calls with them on, not yet explained.
-    topts.fill_in_background = false;
+    topts.fill_in_background = config.fill_in_background && open.profile == Profile::kServer;
     set.tiers.backlog = topts.backlog.get();
     set.store = std::make_unique<cache::TieredStore>(std::move(local), std::move(remote), topts);
   } else if (local) {

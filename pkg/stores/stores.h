@@ -55,6 +55,9 @@ struct StoreConfig {
   // are kept (they may belong to a write in progress).
   int64_t max_local_bytes = 0;
   absl::Duration local_evict_grace = absl::Minutes(2);
+  // Servers with both tiers: answer a registry hit at once and copy its blobs
+  // into the local tier from a pool (cache::TieredStoreOptions::fill_in_background).
+  bool fill_in_background = false;
   // At most this many registry requests per second, evenly spaced (0: no limit),
   // and at most registry_budget in all (0: none; the CLI's --registry-budget).
   // FinishStoreConfig makes `pacer` from them: one for every client opened from
