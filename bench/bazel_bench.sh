@@ -11,6 +11,12 @@
 #                     test/harness/link_proxy.h (one-way delay, a bandwidth cap per
 #                     direction): by default 20 ms RTT / 200 Mbit/s and 40 ms RTT /
 #                     100 Mbit/s (BENCH_LINKS="10ms:200 20ms:100": one-way delay:Mbit/s)
+#   WAN, minimal      the same with --remote_download_minimal (Bazel downloads no
+#                     output it does not need: the remote cache answers, the
+#                     outputs stay in the cache)
+# BENCH_TREE=N makes the sample's tree artifact N files (default 5; the issue's
+# 300-file tree: BENCH_TREE=300). BENCH_OCICACHED_FLAGS adds flags to every
+# ocicached (e.g. --fill_in_background=false, to compare).
 # Every timed rebuild must be all remote cache hits (checked). The states alternate
 # within each round, so load changes on the machine hit them alike.
 # Goal: remote cache rebuild <= 1.3x the disk_cache rebuild.
@@ -38,10 +44,16 @@ trap 'bzl_shutdown; cleanup' EXIT
 
 start_registry none REG || exit 1
 bzl_setup || exit 1
+if [[ -n ${BENCH_TREE:-} ]]; then
+  [[ $BENCH_TREE =~ ^[0-9]+$ ]] || { echo "BENCH_TREE must be a number of files" >&2; exit 2; }
+  sed -i "s/count = 5,/count = $BENCH_TREE,/" "$BZL_WS/BUILD.bazel"
+  grep -q "count = $BENCH_TREE," "$BZL_WS/BUILD.bazel" || { echo "BENCH_TREE: no tree count in the sample" >&2; exit 1; }
+fi
+read -r -a OCD_FLAGS <<<"${BENCH_OCICACHED_FLAGS:-}"
 REPO=$REG/bazel/bench
 DC=$WORK/disk-cache
 # The access log costs a line per call; a production server would log too, keep it.
-start_ocicached D --repo "$REPO" --dir "$WORK/tier-fill" || exit 1
+start_ocicached D --repo "$REPO" --dir "$WORK/tier-fill" "${OCD_FLAGS[@]}" || exit 1
 
 # Fill both caches in one build (Bazel 4.2.3 writes to --disk_cache and
 # --remote_cache together).
@@ -111,7 +123,7 @@ disk=() reg=() tier=()
 for i in $(seq "$runs"); do
   disk+=("$(timed disk_cache --disk_cache="$DC")") || exit 1
   stop_ocicached D
-  start_ocicached D --repo "$REPO" --dir "$WORK/tier-$i" --metrics_listen=127.0.0.1:0 || exit 1
+  start_ocicached D --repo "$REPO" --dir "$WORK/tier-$i" --metrics_listen=127.0.0.1:0 "${OCD_FLAGS[@]}" || exit 1
   reg+=("$(timed registry-only --remote_cache="grpc://$D")") || exit 1
   cp "$WORK/D.err" "$WORK/registry-only.err"
   reg_requests=$(registry_requests)
@@ -121,15 +133,21 @@ for i in $(seq "$runs"); do
   for k in "${!LINK_ADDR[@]}"; do
     stop_ocicached D
     start_ocicached D --repo "${LINK_ADDR[$k]}/bazel/bench" --dir "$WORK/tier-$i-wan$k" \
-      --metrics_listen=127.0.0.1:0 || exit 1
+      --metrics_listen=127.0.0.1:0 "${OCD_FLAGS[@]}" || exit 1
     t=$(timed "wan$k" --remote_cache="grpc://$D") || exit 1
     eval "wan$k+=(\"\$t\")"
+    stop_ocicached D
+    start_ocicached D --repo "${LINK_ADDR[$k]}/bazel/bench" --dir "$WORK/tier-$i-wanmin$k" \
+      --metrics_listen=127.0.0.1:0 "${OCD_FLAGS[@]}" || exit 1
+    t=$(timed "wanmin$k" --remote_cache="grpc://$D" --remote_download_minimal) || exit 1
+    eval "wanmin$k+=(\"\$t\")"
   done
 done
 
 d=$(median "${disk[@]}") r=$(median "${reg[@]}") t=$(median "${tier[@]}")
 echo
-echo "bazel clean && bazel test //... of test/e2e/bazelws ($N processes, all cache hits; 32 MiB largest output)"
+echo "bazel clean && bazel test //... of test/e2e/bazelws ($N processes, all cache hits; 32 MiB largest output; tree of ${BENCH_TREE:-5} files)"
+[[ -n ${BENCH_OCICACHED_FLAGS:-} ]] && echo "ocicached flags: $BENCH_OCICACHED_FLAGS"
 echo "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $runs rounds, median; goal <= 1.30x disk_cache"
 printf '%-40s %8s %13s\n' state seconds "x disk_cache"
 printf '%-40s %8s %13s\n' "--disk_cache (baseline)" "$d" "1.00"
@@ -139,6 +157,9 @@ for k in "${!LINK_ADDR[@]}"; do
   eval "w=(\"\${wan$k[@]}\")"
   m=$(median "${w[@]}")
   printf '%-40s %8s %13s\n' "  registry only, ${LINK_NAME[$k]}" "$m" "$(ratio "$m" "$d")"
+  eval "w=(\"\${wanmin$k[@]}\")"
+  m=$(median "${w[@]}")
+  printf '%-40s %8s %13s\n' "    same, --remote_download_minimal" "$m" "$(ratio "$m" "$d")"
 done
 echo
 echo "runs (s): disk_cache ${disk[*]}; registry only ${reg[*]}; warm tier ${tier[*]}"
