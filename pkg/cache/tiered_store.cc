@@ -60,7 +60,33 @@ bool TieredStore::NoteRemote(const absl::Status& s) {
   return breaker_->Note(s);
 }
 
-absl::Status TieredStore::FillBlob(const oci::Digest& digest, int64_t size) {
+absl::Status TieredStore::AcquireCopySlot(bool background, const InFlight& copy) {
+  // With background fills, more copies at once than kMaxCopies only add
+  // connections and load on the registry, not speed: a Bazel download of a
+  // 300-file tree asks for 64 blobs at once while a background fill copies 16.
+  // Callers go first: a background copy takes a slot while no caller waits for
+  // one, or when a caller waits for this very copy. Without background fills
+  // each caller's copies are its own (FillEntry's 16 at a time), unbounded
+  // across callers as before.
+  if (fill_pool_ == nullptr) return absl::OkStatus();  // no background fills: callers' own copies
+  const base::CallScope* scope = base::CallScope::Current();
+  absl::MutexLock l(&copies_mu_);
+  if (!background) ++callers_waiting_;
+  auto free = [this, background, &copy]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(copies_mu_) {
+    return copies_ < kMaxCopies && (!background || callers_waiting_ == 0 || copy.callers > 0);
+  };
+  absl::Status s;
+  // The timeout re-checks the caller's scope, and a background copy's waiters
+  // (counted outside this mutex).
+  while (!copies_mu_.AwaitWithTimeout(absl::Condition(&free), absl::Milliseconds(50))) {
+    if (scope != nullptr && !(s = scope->Check()).ok()) break;
+  }
+  if (!background) --callers_waiting_;
+  if (s.ok()) ++copies_;
+  return s;
+}
+
+absl::Status TieredStore::FillBlob(const oci::Digest& digest, int64_t size, bool background) {
   std::shared_ptr<InFlight> copy;
   bool mine = false;
   {
@@ -75,27 +101,48 @@ absl::Status TieredStore::FillBlob(const oci::Digest& digest, int64_t size) {
   if (!mine) {
     // Another call copies it: wait for that, while this call may go on.
     const base::CallScope* scope = base::CallScope::Current();
+    if (!background) ++copy->callers;
+    absl::Status gone;
     while (!copy->done.WaitForNotificationWithTimeout(absl::Milliseconds(50))) {
-      if (scope != nullptr) {
-        if (absl::Status s = scope->Check(); !s.ok()) return s;
-      }
+      if (scope != nullptr && !(gone = scope->Check()).ok()) break;
     }
+    if (!background) --copy->callers;
+    if (!gone.ok()) return gone;
     if (copy->status.ok() || local_->StatBlob(digest).ok()) return absl::OkStatus();
     // The copying call ended for its own reasons (its caller went, its time
     // was up): not this call's; copy it here.
     if (absl::IsCancelled(copy->status) || absl::IsDeadlineExceeded(copy->status)) {
-      return FillBlob(digest, size);
+      return FillBlob(digest, size, background);
     }
     return copy->status;
   }
-  // The local tier hashes what it stores and commits nothing that misses
-  // `digest`, so the remote's reader need not hash the same bytes as well.
-  absl::Status s = oci::Transfer(
-      [&](oci::ByteSink& sink) {
-        oci::CheckedDownstreamSink checked(sink);
-        return remote_->ReadBlob(digest, 0, checked);
-      },
-      [&](oci::ByteSource& src) { return local_->WriteBlob(digest, size, src).status(); });
+  // A copy that ended between the caller's look at the local tier and this
+  // slot (a read's own copy while a background fill went through its list,
+  // or the other way round) has committed the blob: copying it again would
+  // fetch it twice.
+  if (local_->StatBlob(digest).ok()) {
+    {
+      absl::MutexLock l(&fill_mu_);
+      in_flight_.erase(digest.hex());
+    }
+    copy->done.Notify();
+    return absl::OkStatus();
+  }
+  absl::Status s = AcquireCopySlot(background, *copy);
+  if (s.ok()) {
+    // The local tier hashes what it stores and commits nothing that misses
+    // `digest`, so the remote's reader need not hash the same bytes as well.
+    s = oci::Transfer(
+        [&](oci::ByteSink& sink) {
+          oci::CheckedDownstreamSink checked(sink);
+          return remote_->ReadBlob(digest, 0, checked);
+        },
+        [&](oci::ByteSource& src) { return local_->WriteBlob(digest, size, src).status(); });
+    if (fill_pool_ != nullptr) {
+      absl::MutexLock l(&copies_mu_);
+      --copies_;
+    }
+  }
   // The request was well formed, so a refusal is the remote's bytes not
   // matching their digest.
   if (absl::IsInvalidArgument(s)) {
@@ -132,7 +179,7 @@ std::optional<int64_t> TieredStore::KnownRemoteSize(const oci::Digest& digest) {
   return it->second.size;
 }
 
-absl::Status TieredStore::FillEntry(const Entry& remote_entry) {
+absl::Status TieredStore::FillEntry(const Entry& remote_entry, bool background) {
   // The blobs are copied in parallel: one after another, a hit of many blobs
   // (a Bazel tree output) cost a registry round trip per blob.
   std::vector<const oci::Descriptor*> missing;
@@ -146,12 +193,22 @@ absl::Status TieredStore::FillEntry(const Entry& remote_entry) {
       absl::MutexLock l(&fill_mu);
       if (!fill.ok()) return;  // one failure decides; skip the rest
     }
-    absl::Status s = FillBlob(missing[i]->digest, missing[i]->size);
+    absl::Status s = FillBlob(missing[i]->digest, missing[i]->size, background);
     absl::MutexLock l(&fill_mu);
     if (!s.ok() && fill.ok()) fill = s;
   });
-  if (fill.ok()) fill = local_->Put(remote_entry);
-  return fill;
+  if (!fill.ok()) return fill;
+  if (background) {
+    // A put through this store while the copy ran is newer than the
+    // registry's entry the copy started from: keep it. (An older local entry,
+    // one the lookup's annotations did not match, is replaced as always;
+    // times are whole seconds, so the same second counts as newer.)
+    LookupOptions peek;
+    peek.touch = false;
+    auto local = local_->Lookup(remote_entry.key, peek);
+    if (local.ok() && local->created >= remote_entry.created) return absl::OkStatus();
+  }
+  return local_->Put(remote_entry);
 }
 
 absl::Status TieredStore::PushBlob(const oci::Digest& digest, int64_t size) {
@@ -241,7 +298,7 @@ absl::StatusOr<Entry> TieredStore::Lookup(absl::string_view key, const LookupOpt
         return fills_stopping_.load() ? absl::CancelledError("the store is closing")
                                       : absl::OkStatus();
       }});
-      absl::Status s = FillEntry(*entry);
+      absl::Status s = FillEntry(*entry, /*background=*/true);
       if (!s.ok() && !base::IsDiskFull(s)) NoteRemote(s);
     });
     return r;

@@ -129,6 +129,7 @@ class TieredStore : public Store {
  private:
   // Blobs of one hit copied into the local tier at once (Lookup).
   static constexpr size_t kFillParallelism = 16;
+  static constexpr int kMaxCopies = 16;
   // A blob the remote did not take (outage): record it, best effort.
   void DeferBlob(const oci::Digest& digest);
   // The remote did not take `entry`'s Put (outage): record it. OK when recorded.
@@ -151,9 +152,14 @@ class TieredStore : public Store {
   bool NoteRemote(const absl::Status& s);
   // Copies a blob from the remote into the local tier; one copy per blob at a
   // time (a second caller waits for the first copy, or its own call's end).
-  absl::Status FillBlob(const oci::Digest& digest, int64_t size);
+  // `background`: a background fill's copy, which yields copy slots to callers
+  // waiting for one (a read wants its blob now; the fill can wait).
+  absl::Status FillBlob(const oci::Digest& digest, int64_t size, bool background = false);
   // Copies a remote hit's missing blobs (16 at a time), then the entry.
-  absl::Status FillEntry(const Entry& remote_entry);
+  // background: a background fill's, whose copies yield to callers', and which
+  // keeps a local entry of that key created no earlier than the registry's
+  // (a put through this store while the copy ran).
+  absl::Status FillEntry(const Entry& remote_entry, bool background = false);
   // Blobs a registry hit named, present there: size by digest hex, until when.
   void NoteKnownRemote(const Entry& remote_entry);
   std::optional<int64_t> KnownRemoteSize(const oci::Digest& digest);
@@ -179,7 +185,11 @@ class TieredStore : public Store {
   struct InFlight {
     absl::Notification done;
     absl::Status status;  // written before done is notified
+    std::atomic<int> callers{0};  // non-background calls waiting for this copy
   };
+  // With background fills: waits for one of kMaxCopies copy slots (see the
+  // .cc); an error when the caller's scope ends first.
+  absl::Status AcquireCopySlot(bool background, const InFlight& copy);
   absl::Mutex fill_mu_;
   std::unordered_map<std::string, std::shared_ptr<InFlight>> in_flight_ ABSL_GUARDED_BY(fill_mu_);
   struct Known {
@@ -189,6 +199,11 @@ class TieredStore : public Store {
   std::unordered_map<std::string, Known> known_remote_ ABSL_GUARDED_BY(fill_mu_);
   std::list<std::string> known_order_ ABSL_GUARDED_BY(fill_mu_);
   std::atomic<bool> fills_stopping_{false};
+  // Copies from the remote running now, at most kMaxCopies (reads that fill
+  // and background fills share them).
+  absl::Mutex copies_mu_;
+  int copies_ ABSL_GUARDED_BY(copies_mu_) = 0;
+  int callers_waiting_ ABSL_GUARDED_BY(copies_mu_) = 0;  // for a slot, not background
   // Last member: destroyed first, so its running copies end before the tiers go.
   std::unique_ptr<base::ThreadPool> fill_pool_;
 };
