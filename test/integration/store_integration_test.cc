@@ -358,60 +358,103 @@ TEST(TieredStoreTest, ARegistryHitCopiesItsBlobsInParallel) {
   EXPECT_LT(took, absl::Milliseconds(48 * 40)) << "as slow as one copy after another";
 }
 
+// Background-fill tests: an entry of `n` blobs of about `bytes` each put in
+// the registry's `repo` through a tiered store (as another machine would),
+// and the blobs' contents.
+struct PutBlobs {
+  cache::Entry entry;
+  std::vector<std::string> contents;
+  int64_t total = 0;
+};
+PutBlobs PutEntryOfBlobs(const std::string& repo, const std::string& key, int n, int bytes) {
+  PutBlobs out;
+  auto remote = MakeRegistryStore(RegistryProcess::Options::kNone, 0, repo);
+  EXPECT_TRUE(remote.ok()) << remote.status();
+  if (!remote.ok()) return out;
+  auto writer = MakeTiered(*std::move(remote));
+  EXPECT_TRUE(writer.ok()) << writer.status();
+  if (!writer.ok()) return out;
+  out.entry.key = key;
+  out.entry.config = R"({"kind":"test"})";
+  for (int i = 0; i < n; ++i) {
+    out.contents.push_back(absl::StrCat(key, " blob ", i, std::string(bytes, 'a' + i % 26)));
+    out.total += static_cast<int64_t>(out.contents.back().size());
+    oci::StringSource src(out.contents.back());
+    auto d = (*writer)->WriteBlob(oci::Digest(), -1, src);
+    EXPECT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) return out;
+    out.entry.blobs.push_back(*d);
+  }
+  absl::Status s = (*writer)->Put(out.entry);
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+// A tiered store with background fills over a new, empty local tier, whose
+// registry `repo` is reached through a link of `bits_per_second` (and a 10 ms
+// round trip).
+struct SlowTiered {
+  std::unique_ptr<harness::LinkProxy> proxy;
+  std::unique_ptr<cache::TieredStore> store;
+};
+SlowTiered BackgroundFillOverSlowLink(const std::string& repo, int64_t bits_per_second) {
+  SlowTiered out;
+  harness::LinkOptions link;
+  link.one_way_delay = absl::Milliseconds(5);
+  link.bits_per_second = bits_per_second;
+  auto proxy = harness::LinkProxy::Start(Registry(RegistryProcess::Options::kNone)->host(), link);
+  EXPECT_TRUE(proxy.ok()) << proxy.status();
+  if (!proxy.ok()) return out;
+  out.proxy = *std::move(proxy);
+  auto remote =
+      MakeRegistryStore(RegistryProcess::Options::kNone, 0, repo, out.proxy->address());
+  EXPECT_TRUE(remote.ok()) << remote.status();
+  if (!remote.ok()) return out;
+  cache::TieredStoreOptions o;
+  o.fill_in_background = true;
+  auto store = MakeTiered(*std::move(remote), TempDir(), o);
+  EXPECT_TRUE(store.ok()) << store.status();
+  if (store.ok()) out.store = *std::move(store);
+  return out;
+}
+
+// Waits (at most 60 s) until `store`'s local tier holds `key`'s entry.
+absl::StatusOr<cache::Entry> LocalEntry(cache::TieredStore& store, const std::string& key,
+                                        const cache::LookupOptions& opts = {}) {
+  const absl::Time end = absl::Now() + absl::Seconds(60);
+  absl::StatusOr<cache::Entry> local = absl::NotFoundError("not yet");
+  cache::LookupOptions peek = opts;
+  peek.touch = false;
+  while (absl::Now() < end && !(local = store.local().Lookup(key, peek)).ok()) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return local;
+}
+
 // A server's hit (fill_in_background) is answered before its blobs are copied:
 // over a link whose bandwidth makes the copy take about 2 s, the lookup takes
 // a manifest GET. Reads of the blobs meanwhile get the right bytes (waiting for
 // the copy in flight, not fetching twice), and the local tier ends up with the
 // entry without any further call.
 TEST(TieredStoreTest, ABackgroundFillAnswersBeforeCopying) {
-  auto remote = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/lazy");
-  ASSERT_TRUE(remote.ok());
-  auto first = MakeTiered(*std::move(remote));
-  ASSERT_TRUE(first.ok());
-  cache::Entry e;
-  e.key = "lazy/blobs";
-  e.config = R"({"kind":"test"})";
-  std::vector<std::string> contents;
-  for (int i = 0; i < 24; ++i) {
-    contents.push_back(absl::StrCat("blob number ", i, std::string(100000, 'a' + i % 26)));
-    oci::StringSource src(contents.back());
-    auto d = (*first)->WriteBlob(oci::Digest(), -1, src);
-    ASSERT_TRUE(d.ok()) << d.status();
-    e.blobs.push_back(*d);
-  }
-  ASSERT_TRUE((*first)->Put(e).ok());
-
-  harness::LinkOptions link;
-  link.one_way_delay = absl::Milliseconds(10);
-  link.bits_per_second = 10'000'000;  // 2.4 MB: about 2 s
-  auto proxy = harness::LinkProxy::Start(Registry(RegistryProcess::Options::kNone)->host(), link);
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
-  auto remote2 =
-      MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/lazy", (*proxy)->address());
-  ASSERT_TRUE(remote2.ok());
-  std::string dir = TempDir();
-  cache::TieredStoreOptions o;
-  o.fill_in_background = true;
-  auto second = MakeTiered(*std::move(remote2), dir, o);
-  ASSERT_TRUE(second.ok());
+  PutBlobs put = PutEntryOfBlobs("tiered/lazy", "lazy/blobs", 24, 100000);
+  ASSERT_EQ(put.entry.blobs.size(), 24u);
+  SlowTiered second = BackgroundFillOverSlowLink("tiered/lazy", 10'000'000);  // 2.4 MB: ~2 s
+  ASSERT_NE(second.store, nullptr);
   absl::Time t0 = absl::Now();
-  auto hit = (*second)->Lookup("lazy/blobs", {});
+  auto hit = second.store->Lookup("lazy/blobs", {});
   absl::Duration took = absl::Now() - t0;
   ASSERT_TRUE(hit.ok()) << hit.status();
   EXPECT_LT(took, absl::Seconds(1)) << "the hit waited for its blobs to be copied";
   // Present, as the completeness checks of callers ask, without a copy first.
-  for (const auto& b : hit->blobs) EXPECT_TRUE((*second)->StatBlob(b.digest).ok());
+  for (const auto& b : hit->blobs) EXPECT_TRUE(second.store->StatBlob(b.digest).ok());
   for (size_t i = 0; i < hit->blobs.size(); ++i) {
     std::string back;
     oci::StringSink sink(&back);
-    ASSERT_TRUE((*second)->ReadBlob(hit->blobs[i].digest, 0, sink).ok()) << i;
-    EXPECT_EQ(back, contents[i]) << i;
+    ASSERT_TRUE(second.store->ReadBlob(hit->blobs[i].digest, 0, sink).ok()) << i;
+    EXPECT_EQ(back, put.contents[i]) << i;
   }
-  absl::Time end = absl::Now() + absl::Seconds(30);
-  absl::StatusOr<cache::Entry> local = absl::NotFoundError("not yet");
-  while (absl::Now() < end && !(local = (*second)->local().Lookup("lazy/blobs", {})).ok()) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  auto local = LocalEntry(*second.store, "lazy/blobs");
   ASSERT_TRUE(local.ok()) << local.status();
   EXPECT_EQ(local->blobs.size(), 24u);
 }
@@ -419,109 +462,53 @@ TEST(TieredStoreTest, ABackgroundFillAnswersBeforeCopying) {
 // A blob is fetched from the registry once when a read copies it while a
 // background fill of its entry is under way: the fill listed it as missing
 // before the read's copy, and on reaching it finds it local instead of
-// fetching it again (before, Bazel's download of a 300-file tree fetched 187 blobs
-// twice). Counted as the bytes the link carried.
+// fetching it again (before, Bazel's download of a 300-file tree fetched 187
+// blobs twice). Counted as the bytes the link carried.
 TEST(TieredStoreTest, AReadDuringABackgroundFillFetchesNoBlobTwice) {
-  auto remote = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/once");
-  ASSERT_TRUE(remote.ok());
-  auto first = MakeTiered(*std::move(remote));
-  ASSERT_TRUE(first.ok());
-  cache::Entry e;
-  e.key = "once/blobs";
-  std::vector<std::string> contents;
-  int64_t total = 0;
-  for (int i = 0; i < 64; ++i) {
-    contents.push_back(absl::StrCat("once blob ", i, std::string(50000, 'a' + i % 26)));
-    total += static_cast<int64_t>(contents.back().size());
-    oci::StringSource src(contents.back());
-    auto d = (*first)->WriteBlob(oci::Digest(), -1, src);
-    ASSERT_TRUE(d.ok()) << d.status();
-    e.blobs.push_back(*d);
-  }
-  ASSERT_TRUE((*first)->Put(e).ok());
-
-  harness::LinkOptions link;
-  link.one_way_delay = absl::Milliseconds(5);
-  link.bits_per_second = 10'000'000;  // 3.2 MB: about 2.6 s
-  auto proxy = harness::LinkProxy::Start(Registry(RegistryProcess::Options::kNone)->host(), link);
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
-  auto remote2 =
-      MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/once", (*proxy)->address());
-  ASSERT_TRUE(remote2.ok());
-  cache::TieredStoreOptions o;
-  o.fill_in_background = true;
-  auto second = MakeTiered(*std::move(remote2), TempDir(), o);
-  ASSERT_TRUE(second.ok());
-  auto hit = (*second)->Lookup(e.key, {});
+  PutBlobs put = PutEntryOfBlobs("tiered/once", "once/blobs", 64, 50000);
+  ASSERT_EQ(put.entry.blobs.size(), 64u);
+  SlowTiered second = BackgroundFillOverSlowLink("tiered/once", 10'000'000);  // 3.2 MB: ~2.6 s
+  ASSERT_NE(second.store, nullptr);
+  auto hit = second.store->Lookup(put.entry.key, {});
   ASSERT_TRUE(hit.ok()) << hit.status();
   // The last blobs of the list, read (and copied first: a read goes before a
   // background copy) while the fill works through the start of its list.
   for (int i = 63; i >= 60; --i) {
     std::string back;
     oci::StringSink sink(&back);
-    ASSERT_TRUE((*second)->ReadBlob(hit->blobs[i].digest, 0, sink).ok()) << i;
-    EXPECT_EQ(back, contents[i]) << i;
+    ASSERT_TRUE(second.store->ReadBlob(hit->blobs[i].digest, 0, sink).ok()) << i;
+    EXPECT_EQ(back, put.contents[i]) << i;
   }
-  const absl::Time end = absl::Now() + absl::Seconds(60);
-  absl::StatusOr<cache::Entry> local = absl::NotFoundError("not yet");
-  cache::LookupOptions peek;
-  peek.touch = false;
-  while (absl::Now() < end && !(local = (*second)->local().Lookup(e.key, peek)).ok()) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  auto local = LocalEntry(*second.store, put.entry.key);
   ASSERT_TRUE(local.ok()) << local.status();
   // Every blob once, plus the manifest and HTTP headers (about 45 KB; the
   // four read blobs fetched twice would be 200 KB more).
-  EXPECT_LT((*proxy)->bytes_down(), total + 100'000) << "blobs fetched twice";
-  EXPECT_GE((*proxy)->bytes_down(), total);
+  EXPECT_LT(second.proxy->bytes_down(), put.total + 100'000) << "blobs fetched twice";
+  EXPECT_GE(second.proxy->bytes_down(), put.total);
 }
 
 // A put through a tiered store while a background copy of the same key's
 // registry entry is in flight is the newer entry: the copy, when it ends, must
 // not put the registry's older entry over it in the local tier.
 TEST(TieredStoreTest, ABackgroundFillKeepsAnEntryPutMeanwhile) {
-  auto remote = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/meanwhile");
-  ASSERT_TRUE(remote.ok());
-  auto first = MakeTiered(*std::move(remote));
-  ASSERT_TRUE(first.ok());
-  cache::Entry older;
-  older.key = "meanwhile/key";
-  older.config = R"({"which":"older"})";
-  for (int i = 0; i < 16; ++i) {
-    std::string bytes = absl::StrCat("older blob ", i, std::string(100000, 'a' + i));
-    oci::StringSource src(bytes);
-    auto d = (*first)->WriteBlob(oci::Digest(), -1, src);
-    ASSERT_TRUE(d.ok()) << d.status();
-    older.blobs.push_back(*d);
-  }
-  ASSERT_TRUE((*first)->Put(older).ok());
-
-  harness::LinkOptions link;
-  link.one_way_delay = absl::Milliseconds(5);
-  link.bits_per_second = 5'000'000;  // 1.6 MB: about 2.5 s
-  auto proxy = harness::LinkProxy::Start(Registry(RegistryProcess::Options::kNone)->host(), link);
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
-  auto remote2 = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/meanwhile",
-                                   (*proxy)->address());
-  ASSERT_TRUE(remote2.ok());
-  cache::TieredStoreOptions o;
-  o.fill_in_background = true;
-  auto second = MakeTiered(*std::move(remote2), TempDir(), o);
-  ASSERT_TRUE(second.ok());
-  auto hit = (*second)->Lookup(older.key, {});
+  PutBlobs older = PutEntryOfBlobs("tiered/meanwhile", "meanwhile/key", 16, 100000);
+  ASSERT_EQ(older.entry.blobs.size(), 16u);
+  SlowTiered second = BackgroundFillOverSlowLink("tiered/meanwhile", 5'000'000);  // 1.6 MB: ~2.5 s
+  ASSERT_NE(second.store, nullptr);
+  auto hit = second.store->Lookup(older.entry.key, {});
   ASSERT_TRUE(hit.ok()) << hit.status();
-  EXPECT_EQ(hit->config, older.config);
+  EXPECT_EQ(hit->config, older.entry.config);
 
   // The newer entry, while the copy runs (it takes seconds on this link).
   cache::Entry newer;
-  newer.key = older.key;
+  newer.key = older.entry.key;
   newer.config = R"({"which":"newer"})";
-  ASSERT_TRUE((*second)->Put(newer).ok());
+  ASSERT_TRUE(second.store->Put(newer).ok());
   // The copy ends: every blob of the older entry is local.
   const absl::Time end = absl::Now() + absl::Seconds(60);
   auto all_local = [&] {
-    for (const auto& b : older.blobs) {
-      if (!(*second)->local().StatBlob(b.digest).ok()) return false;
+    for (const auto& b : older.entry.blobs) {
+      if (!second.store->local().StatBlob(b.digest).ok()) return false;
     }
     return true;
   };
@@ -530,9 +517,7 @@ TEST(TieredStoreTest, ABackgroundFillKeepsAnEntryPutMeanwhile) {
   // The copy puts its entry right after its last blob; give it time to, then
   // the local tier must still hold the newer entry.
   absl::SleepFor(absl::Milliseconds(500));
-  cache::LookupOptions peek;
-  peek.touch = false;
-  auto local = (*second)->local().Lookup(older.key, peek);
+  auto local = LocalEntry(*second.store, older.entry.key);
   ASSERT_TRUE(local.ok()) << local.status();
   EXPECT_EQ(local->config, newer.config);
 }
@@ -561,11 +546,7 @@ TEST(TieredStoreTest, ABackgroundFillReplacesAnOlderLocalEntry) {
   want.require["org.example.tool"] = "v2";
   auto hit = (*reader)->Lookup(e.key, want);
   ASSERT_TRUE(hit.ok()) << hit.status();
-  const absl::Time end = absl::Now() + absl::Seconds(30);
-  absl::StatusOr<cache::Entry> local = absl::NotFoundError("not yet");
-  while (absl::Now() < end && !(local = (*reader)->local().Lookup(e.key, want)).ok()) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  auto local = LocalEntry(**reader, e.key, want);
   EXPECT_TRUE(local.ok()) << "the older local entry was kept: " << local.status();
 }
 
