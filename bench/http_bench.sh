@@ -144,13 +144,15 @@ sample_rss() {
 import os, sys, time
 pid, out, stop = sys.argv[1], sys.argv[2], sys.argv[3]
 peak = 0
-while not os.path.exists(stop):
+end = time.time() + 3600  # bounded, whatever becomes of the script
+# Ends with the watched process too (the script's cleanup stops it on any exit).
+while not os.path.exists(stop) and time.time() < end:
     try:
         for line in open(f"/proc/{pid}/status"):
             if line.startswith("VmRSS:"):
                 peak = max(peak, int(line.split()[1]))
     except OSError:
-        pass
+        break
     time.sleep(0.02)
 open(out, "w").write(f"{peak}\n")
 PY
