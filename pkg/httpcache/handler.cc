@@ -183,7 +183,22 @@ Handler::Handler(cache::Store* store, reapi::Instances* instances, const rpc::To
       instances_(instances),
       auth_(auth),
       breaker_(std::move(breaker)),
-      opts_(std::move(opts)) {}
+      opts_(std::move(opts)) {
+  if (opts_.recall.max_keys > 0) {
+    cache::RecallOptions ro = opts_.recall;
+    if (!ro.log && opts_.access_log) ro.log = opts_.access_log;
+    recall_ = std::make_unique<cache::Recall>(store_, std::move(ro));
+  }
+}
+
+Handler::~Handler() = default;
+
+absl::Status Handler::SaveRecall(absl::Duration timeout) {
+  if (recall_ == nullptr) return absl::OkStatus();
+  recall_->Stop();
+  base::CallScope scope({.cap = absl::Now() + timeout});
+  return recall_->Save();
+}
 
 Response Handler::Error(const Exchange& ex, int status, absl::string_view message) const {
   Response r;
@@ -251,6 +266,9 @@ std::unique_ptr<Exchange> Handler::Begin(Request request) {
       return ex;
     }
   }
+  // The first object request of a namespace fetches what the last server
+  // saw used there (cache/recall.h).
+  if (recall_ != nullptr && route.target == Target::kObject) recall_->Begin(route.group);
   // A body on a GET or DELETE is odd, not wrong: the server drops it.
   bool takes_body = rq.method == "PUT" || rq.method == "POST";
   if (takes_body) {
@@ -357,6 +375,7 @@ Response Handler::Serve(Exchange& ex, oci::ByteSource* body) {
 
 Response Handler::GetObject(Exchange& ex) {
   const Route& route = ex.routed.route;
+  if (recall_ != nullptr) recall_->AwaitPrefetch(route.key, absl::Now() + opts_.read_timeout);
   auto entry = store_->Lookup(route.key, cache::LookupOptions{});
   if (!entry.ok()) return Miss(ex, entry.status());
   std::string scratch;
@@ -609,6 +628,10 @@ void Handler::End(const Exchange& ex, int status, int64_t bytes_out, absl::strin
   if (lookup && status == 200) outcome = Outcome::kHit;
   if (lookup && status == 404) outcome = Outcome::kMiss;
   stats_.Count(p, ex.request.method, status, outcome, ex.bytes_in, bytes_out, took);
+  if (recall_ != nullptr && ex.routed.error == 0 && ex.routed.route.target == Target::kObject &&
+      ((outcome == Outcome::kHit) || (ex.request.method == "PUT" && status / 100 == 2))) {
+    recall_->Note(ex.routed.route.group, ex.routed.route.key);
+  }
   if (opts_.access_log) {
     std::string line = absl::StrCat(
         ex.request.peer.empty() ? "-" : ex.request.peer, " HTTP ", ProtocolName(p), " ",
@@ -641,6 +664,15 @@ std::string Handler::StatusJson() const {
     };
   }
   j["protocols"] = protocols;
+  if (recall_ != nullptr) {
+    nlohmann::ordered_json groups = nlohmann::ordered_json::object();
+    for (const auto& g : recall_->Stats()) {
+      groups[g.group] = {{"listed", g.listed},  {"prefetched", g.prefetched},
+                         {"failed", g.failed},  {"done", g.done},
+                         {"noted", g.noted}};
+    }
+    j["recall"] = groups;
+  }
   return j.dump();
 }
 

@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "pkg/base/files.h"
 #include "pkg/cache/breaker.h"
+#include "pkg/cache/recall.h"
 #include "pkg/cache/store.h"
 #include "pkg/httpcache/router.h"
 #include "pkg/httpcache/stats.h"
@@ -89,6 +90,11 @@ struct HandlerOptions {
   std::string store_description;
   absl::Time started = absl::Now();
   std::function<void(absl::string_view line)> access_log;
+  // Recall lists of the object URL spaces (cache/recall.h): the keys clients
+  // used are saved at stop (SaveRecall) and prefetched by the next server on
+  // its first request in the namespace. max_keys = 0: off (servers without
+  // both a local tier and a registry, where a prefetch would copy nothing).
+  cache::RecallOptions recall{.max_keys = 0};
 };
 
 // One request in progress: what Begin decided, for Body and End.
@@ -108,6 +114,13 @@ class Handler {
   // null (no authentication), as may `breaker` (no registry).
   Handler(cache::Store* store, reapi::Instances* instances, const rpc::TokenAuth* auth,
           std::shared_ptr<cache::Breaker> breaker, HandlerOptions opts);
+  ~Handler();
+  Handler(const Handler&) = delete;
+  Handler& operator=(const Handler&) = delete;
+
+  // Stops prefetching and stores the recall lists of the namespaces used
+  // (nothing without recall). Call once no request is in flight.
+  absl::Status SaveRecall(absl::Duration timeout);
 
   // Routes and authorizes the request, checks its declared size. Body (when
   // `early` is unset) comes next, then End.
@@ -147,6 +160,7 @@ class Handler {
   std::shared_ptr<cache::Breaker> breaker_;
   const HandlerOptions opts_;
   Stats stats_;
+  std::unique_ptr<cache::Recall> recall_;  // null: recall off
 };
 
 // "Bearer T" for Authorization: Bearer T, and for Basic with password T (any

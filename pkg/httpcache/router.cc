@@ -97,6 +97,7 @@ Routed Object(Protocol p, std::string key, absl::string_view method, absl::strin
   Routed r;
   r.route.protocol = p;
   r.route.target = Target::kObject;
+  r.route.group = key.substr(0, key.rfind(':'));
   r.route.key = std::move(key);
   r.route.writes = method == "PUT" || method == "DELETE";
   return r;

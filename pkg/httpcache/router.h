@@ -40,6 +40,9 @@ struct Route {
   std::string hash;      // kActionResult, kCasBlob: 64 lowercase hex
   // kObject: the cache entry key (docs/FORMAT.md, "HTTP cache objects").
   std::string key;
+  // kObject: the key up to its last ':' (protocol and namespace, e.g.
+  // "http:kv:ccache"): what a recall list covers (cache/recall.h).
+  std::string group;
   bool writes = false;   // PUT, DELETE: needs a write token
 };
 

@@ -255,6 +255,8 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
     ho.store_description = b.store->Describe();
     ho.started = b.started;
     ho.access_log = s->opts_.service.access_log;
+    // Prefetching copies registry entries into the local tier: only with both.
+    if (b.tiers.local == nullptr || b.tiers.remote == nullptr) ho.recall.max_keys = 0;
     s->http_handler_ = std::make_unique<httpcache::Handler>(b.store, s->reapi_instances_.get(),
                                                             b.auth, b.breaker, std::move(ho));
     httpcache::HttpServerOptions hs = s->opts_.http;
@@ -412,6 +414,12 @@ void CacheServer::Shutdown(absl::Duration grace) {
     health_server_->Wait();
   }
   if (http_stop.joinable()) http_stop.join();
+  if (http_handler_ != nullptr) {
+    absl::Status saved = http_handler_->SaveRecall(absl::Seconds(10));
+    if (!saved.ok() && opts_.service.access_log) {
+      opts_.service.access_log(absl::StrCat("warning: ", saved.message()));
+    }
+  }
 }
 
 }  // namespace ocicache::server

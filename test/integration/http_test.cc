@@ -28,6 +28,7 @@
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "pkg/cache/recall.h"
 #include "pkg/httpcache/router.h"
 #include "pkg/oci/digest.h"
 #include "pkg/rpc/auth.h"
@@ -121,6 +122,7 @@ class HttpTest : public ::testing::Test {
     absl::Duration read_timeout = absl::Seconds(5);
     std::vector<std::string>* log = nullptr;
     bool metrics = false;
+    size_t recall_keys = 0;  // HandlerOptions::recall.max_keys (0: off)
   };
 
   std::unique_ptr<server::CacheServer> Serve(Setup s) {
@@ -145,6 +147,7 @@ class HttpTest : public ::testing::Test {
     o.http.idle_timeout = s.idle_timeout;
     o.http_handler.max_body_bytes = s.max_body;
     o.http_handler.read_timeout = s.read_timeout;
+    o.http_handler.recall.max_keys = s.recall_keys;
     if (s.metrics) o.metrics_listen = "127.0.0.1:0";
     if (s.log != nullptr) {
       auto* mu = new absl::Mutex;  // leaked with the test: the server may log until it stops
@@ -265,6 +268,159 @@ TEST_F(HttpTest, ObjectsComeFromTheRegistryOnAFreshMachine) {
   EXPECT_EQ(got.body, "tarball");
   EXPECT_EQ(got.header("x-artifact-duration"), "1234");
   EXPECT_EQ(got.header("x-artifact-tag"), "c2lnbmF0dXJl");
+}
+
+// The recall list of the namespace's group in /status, once its prefetch has
+// ended (bounded wait); null if it does not end in time.
+nlohmann::json RecallWhenDone(HttpClient& c, const std::string& base, const std::string& group) {
+  absl::Time until = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < until) {
+    HttpCall call;
+    call.url = base + "/status";
+    auto r = c.Do(call);
+    if (r.ok() && r->status == 200) {
+      auto j = nlohmann::json::parse(r->body, nullptr, false);
+      if (j.is_object() && j.contains("recall") && j["recall"].contains(group) &&
+          j["recall"][group].value("done", false)) {
+        return j["recall"][group];
+      }
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return nullptr;
+}
+
+TEST_F(HttpTest, AFreshServerPrefetchesWhatTheLastServerSawUsed) {
+  std::string repo;
+  std::string large = Pattern(1 << 20, 3);
+  constexpr int kSmall = 20;
+  {
+    Setup s;
+    s.recall_keys = 100;
+    auto srv = Serve(s);
+    ASSERT_NE(srv, nullptr);
+    repo = repo_;
+    HttpClient c;
+    for (int i = 0; i < kSmall; ++i) {
+      ASSERT_EQ(Do(c, "PUT", absl::StrCat("/cache/ccache/k", i), absl::StrCat("object ", i)).status,
+                200);
+    }
+    ASSERT_EQ(Do(c, "PUT", "/cache/ccache/large", large).status, 200);
+    ASSERT_EQ(Do(c, "GET", "/cache/ccache/k0").status, 200);
+    ASSERT_EQ(Do(c, "GET", "/cache/ccache/never-stored").status, 404);  // a miss is not listed
+    ASSERT_EQ(Do(c, "PUT", "/v8/artifacts/00aa?teamId=team_a", "tarball").status, 200);
+    srv->Shutdown(absl::Seconds(2));  // saves the lists
+  }
+  stores::StoreConfig rc;
+  rc.repo = registry_->host() + "/" + repo;
+  auto registry = stores::OpenRegistry(rc, stores::RegistryClientOptions(rc));
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  cache::LookupOptions quiet;
+  quiet.touch = false;
+  auto list = (*registry)->Lookup(cache::RecallKey("http:kv:ccache"), quiet);
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_TRUE((*registry)->Lookup(cache::RecallKey("http:turbo:team_a"), quiet).ok());
+
+  // A fresh machine: an empty local directory, the same repository.
+  Setup s;
+  s.repo = repo;
+  s.recall_keys = 100;
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  ASSERT_EQ(Do(c, "GET", "/cache/ccache/k0").body, "object 0");
+  nlohmann::json g = RecallWhenDone(c, base_, "http:kv:ccache");
+  ASSERT_FALSE(g.is_null()) << "the prefetch did not end within 30 s";
+  EXPECT_EQ(g["listed"], kSmall + 1);
+  EXPECT_EQ(g["prefetched"], kSmall + 1);
+  EXPECT_EQ(g["failed"], 0);
+  // Only the namespace asked for was prefetched.
+  HttpCall status_call;
+  status_call.url = base_ + "/status";
+  auto status = c.Do(status_call);
+  ASSERT_TRUE(status.ok());
+  EXPECT_FALSE(nlohmann::json::parse(status->body)["recall"].contains("http:turbo:team_a"))
+      << status->body;
+  // Everything listed is local now: the registry is not needed to answer.
+  ASSERT_TRUE(registry_->Stop().ok());
+  struct Restart {
+    RegistryProcess* r;
+    ~Restart() { EXPECT_TRUE(r->Restart().ok()); }
+  } restart{registry_};
+  for (int i = 1; i < kSmall; ++i) {
+    HttpReply got = Do(c, "GET", absl::StrCat("/cache/ccache/k", i));
+    EXPECT_EQ(got.status, 200) << "k" << i;
+    EXPECT_EQ(got.body, absl::StrCat("object ", i));
+  }
+  HttpReply got = Do(c, "GET", "/cache/ccache/large");
+  EXPECT_EQ(got.status, 200);
+  EXPECT_TRUE(got.body == large) << "body of " << got.body.size() << " bytes differs";
+}
+
+TEST_F(HttpTest, AnUnchangedRecallListIsNotWrittenAgain) {
+  std::string repo;
+  {
+    Setup s;
+    s.recall_keys = 100;
+    auto srv = Serve(s);
+    ASSERT_NE(srv, nullptr);
+    repo = repo_;
+    HttpClient c;
+    ASSERT_EQ(Do(c, "PUT", "/cache/gradle/0123456789abcdef0123456789abcdef", "a").status, 200);
+    ASSERT_EQ(Do(c, "PUT", "/cache/gradle/fedcba9876543210fedcba9876543210", "b").status, 200);
+    srv->Shutdown(absl::Seconds(2));
+  }
+  stores::StoreConfig rc;
+  rc.repo = registry_->host() + "/" + repo;
+  auto registry = stores::OpenRegistry(rc, stores::RegistryClientOptions(rc));
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  cache::LookupOptions quiet;
+  quiet.touch = false;
+  auto first = (*registry)->Lookup(cache::RecallKey("http:kv:gradle"), quiet);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto saved_list = [&](const cache::Entry& e) {
+    std::string blob;
+    oci::StringSink sink(&blob);
+    EXPECT_TRUE((*registry)->ReadBlob(e.blobs.at(0).digest, 0, sink).ok());
+    auto keys = cache::ParseRecallList(blob);
+    EXPECT_TRUE(keys.ok()) << keys.status();
+    return keys.ok() ? *keys : std::vector<std::string>{};
+  };
+  EXPECT_EQ(saved_list(*first),
+            (std::vector<std::string>{"http:kv:gradle:0123456789abcdef0123456789abcdef",
+                                      "http:kv:gradle:fedcba9876543210fedcba9876543210"}));
+  absl::SleepFor(absl::Milliseconds(1100));  // a rewrite would carry a later created time
+  {
+    // The same two keys used again, in the other order: the list stays.
+    Setup s;
+    s.repo = repo;
+    s.recall_keys = 100;
+    auto srv = Serve(s);
+    ASSERT_NE(srv, nullptr);
+    HttpClient c;
+    EXPECT_EQ(Do(c, "GET", "/cache/gradle/fedcba9876543210fedcba9876543210").body, "b");
+    EXPECT_EQ(Do(c, "GET", "/cache/gradle/0123456789abcdef0123456789abcdef").body, "a");
+    ASSERT_FALSE(RecallWhenDone(c, base_, "http:kv:gradle").is_null());
+    srv->Shutdown(absl::Seconds(2));
+  }
+  auto second = (*registry)->Lookup(cache::RecallKey("http:kv:gradle"), quiet);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->created, first->created);
+  {
+    // One key only: the next list is what this server's clients used.
+    Setup s;
+    s.repo = repo;
+    s.recall_keys = 100;
+    auto srv = Serve(s);
+    ASSERT_NE(srv, nullptr);
+    HttpClient c;
+    EXPECT_EQ(Do(c, "GET", "/cache/gradle/fedcba9876543210fedcba9876543210").body, "b");
+    srv->Shutdown(absl::Seconds(2));
+  }
+  auto third = (*registry)->Lookup(cache::RecallKey("http:kv:gradle"), quiet);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(saved_list(*third),
+            (std::vector<std::string>{"http:kv:gradle:fedcba9876543210fedcba9876543210"}));
 }
 
 TEST_F(HttpTest, TurborepoTeamsStatusEventsAndQuery) {

@@ -1,0 +1,270 @@
+#include "pkg/cache/recall.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "pkg/base/call_scope.h"
+#include "pkg/oci/digest.h"
+#include "pkg/oci/stream.h"
+
+namespace ocicache::cache {
+namespace {
+
+constexpr char kHeader[] = "ocicache-recall 1\n";
+// A list's blob is at most this large, whatever max_keys says (keys are short
+// in practice: a ccache key path is 36 bytes, a Turborepo hash 16).
+constexpr size_t kMaxListBytes = 4 << 20;
+constexpr char kConfigFormat[] = "ocicache.recall.v1";
+
+// A sink that refuses to grow past a bound (a list read from the registry is
+// not trusted to be small).
+class BoundedSink : public oci::ByteSink {
+ public:
+  BoundedSink(std::string* out, size_t max) : out_(out), max_(max) {}
+  absl::Status Write(absl::string_view chunk) override {
+    if (out_->size() + chunk.size() > max_) {
+      return absl::ResourceExhaustedError(absl::StrCat("a recall list is larger than ", max_,
+                                                       " bytes"));
+    }
+    out_->append(chunk.data(), chunk.size());
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string* out_;
+  size_t max_;
+};
+
+}  // namespace
+
+std::string RecallKey(absl::string_view group) { return absl::StrCat("recall:", group); }
+
+std::string FormatRecallList(const std::vector<std::string>& keys) {
+  std::string out = kHeader;
+  for (const std::string& k : keys) {
+    if (k.empty() || k.find('\n') != std::string::npos) continue;
+    if (out.size() + k.size() + 1 > kMaxListBytes) break;
+    absl::StrAppend(&out, k, "\n");
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> ParseRecallList(absl::string_view blob) {
+  if (!absl::ConsumePrefix(&blob, kHeader)) {
+    return absl::DataLossError("not a recall list (its first line is not \"ocicache-recall 1\")");
+  }
+  std::vector<std::string> keys;
+  for (absl::string_view line : absl::StrSplit(blob, '\n', absl::SkipEmpty())) {
+    keys.emplace_back(line);
+  }
+  return keys;
+}
+
+Recall::Recall(Store* store, RecallOptions opts) : store_(store), opts_(std::move(opts)) {}
+
+Recall::~Recall() { Stop(); }
+
+absl::Status Recall::StopCheck() {
+  absl::MutexLock l(&mu_);
+  return stopping_ ? absl::CancelledError("the server is stopping") : absl::OkStatus();
+}
+
+void Recall::Stop() {
+  std::unique_ptr<base::ThreadPool> pool;
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+    pool = std::move(pool_);
+  }
+  pool.reset();  // drops queued lookups, joins the running ones (they see stopping_)
+}
+
+Recall::Group* Recall::GroupLocked(absl::string_view group) {
+  auto it = groups_.find(group);
+  if (it != groups_.end()) return &it->second;
+  if (groups_.size() >= opts_.max_groups) return nullptr;
+  return &groups_[std::string(group)];
+}
+
+void Recall::Begin(absl::string_view group) {
+  if (opts_.max_keys == 0) return;
+  absl::MutexLock l(&mu_);
+  if (stopping_) return;
+  Group* g = GroupLocked(group);
+  if (g == nullptr || g->started) return;
+  g->started = true;
+  g->began = absl::Now();
+  if (pool_ == nullptr) pool_ = std::make_unique<base::ThreadPool>(std::max(1, opts_.parallel), 0);
+  if (!pool_->Submit([this, name = std::string(group)] { LoadList(name); })) g->done = true;
+}
+
+void Recall::LoadList(const std::string& group) {
+  std::vector<std::string> keys;
+  {
+    base::CallScope scope(
+        {.cap = absl::Now() + opts_.lookup_timeout, .check = [this] { return StopCheck(); }});
+    LookupOptions quiet;
+    quiet.touch = false;
+    auto e = store_->Lookup(RecallKey(group), quiet);
+    std::string blob;
+    absl::Status s = e.status();
+    if (s.ok()) {
+      if (e->blobs.size() != 1) {
+        s = absl::DataLossError("a recall entry names one blob");
+      } else {
+        BoundedSink sink(&blob, kMaxListBytes);
+        s = store_->ReadBlob(e->blobs[0].digest, 0, sink);
+      }
+    }
+    if (s.ok()) {
+      auto parsed = ParseRecallList(blob);
+      s = parsed.status();
+      if (parsed.ok()) keys = *std::move(parsed);
+    }
+    if (!s.ok() && !absl::IsNotFound(s) && opts_.log) {
+      opts_.log(absl::StrCat("recall: the list of ", group, " could not be read: ", s.message()));
+    }
+  }
+  // Once each, in the order of the list.
+  {
+    absl::flat_hash_set<std::string> seen;
+    std::vector<std::string> unique;
+    for (const std::string& k : keys) {
+      if (unique.size() >= opts_.max_keys) break;
+      if (seen.insert(k).second) unique.push_back(k);
+    }
+    keys = std::move(unique);
+  }
+  absl::MutexLock l(&mu_);
+  Group& g = groups_[group];
+  g.listed = static_cast<int64_t>(keys.size());
+  g.read = keys;
+  std::sort(g.read.begin(), g.read.end());
+  g.read.erase(std::unique(g.read.begin(), g.read.end()), g.read.end());
+  if (stopping_ || pool_ == nullptr) {
+    g.done = true;
+    return;
+  }
+  // In the order the previous process first used them, which is about the
+  // order this build will ask for them.
+  for (std::string& k : keys) {
+    if (pool_->Submit([this, group, key = std::move(k)] { PrefetchKey(group, key); })) ++g.pending;
+  }
+  if (g.pending == 0) g.done = true;
+}
+
+void Recall::PrefetchKey(const std::string& group, const std::string& key) {
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return;
+    in_flight_.insert(key);
+  }
+  bool hit = false;
+  {
+    base::CallScope scope(
+        {.cap = absl::Now() + opts_.lookup_timeout, .check = [this] { return StopCheck(); }});
+    LookupOptions quiet;
+    quiet.touch = false;  // a prefetch is not a use: only the client's own request is
+    hit = store_->Lookup(key, quiet).ok();
+  }
+  absl::MutexLock l(&mu_);
+  in_flight_.erase(key);
+  Finish(group, hit);
+}
+
+void Recall::Finish(const std::string& group, bool hit) {
+  Group& g = groups_[group];
+  (hit ? g.prefetched : g.failed) += 1;
+  if (--g.pending > 0 || g.done) return;
+  g.done = true;
+  if (opts_.log) {
+    opts_.log(absl::StrCat("recall: prefetched ", g.prefetched, " of ", g.listed, " entries of ",
+                           group, " in ", absl::FormatDuration(absl::Now() - g.began)));
+  }
+}
+
+void Recall::AwaitPrefetch(absl::string_view key, absl::Time deadline) {
+  if (opts_.max_keys == 0) return;
+  struct Wait {
+    const Recall* recall;
+    std::string key;
+  } wait{this, std::string(key)};
+  absl::MutexLock l(&mu_);
+  if (!in_flight_.contains(wait.key)) return;
+  // Await evaluates the condition with mu_ held, which the analysis cannot see.
+  mu_.AwaitWithDeadline(
+      absl::Condition(
+          +[](Wait* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return !w->recall->in_flight_.contains(w->key);
+          },
+          &wait),
+      deadline);
+}
+
+void Recall::Note(absl::string_view group, absl::string_view key) {
+  if (opts_.max_keys == 0) return;
+  absl::MutexLock l(&mu_);
+  Group* g = GroupLocked(group);
+  if (g == nullptr || g->noted.size() >= opts_.max_keys) return;
+  if (g->noted_set.insert(std::string(key)).second) g->noted.emplace_back(key);
+}
+
+absl::Status Recall::Save() {
+  std::vector<std::pair<std::string, std::vector<std::string>>> todo;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [name, g] : groups_) {
+      if (g.noted.empty()) continue;
+      std::vector<std::string> sorted = g.noted;
+      std::sort(sorted.begin(), sorted.end());
+      if (sorted == g.read) continue;  // the list it would write is there already
+      todo.emplace_back(name, g.noted);
+    }
+  }
+  std::vector<std::string> errors;
+  for (const auto& [group, keys] : todo) {
+    absl::Status s = SaveGroup(group, keys);
+    if (!s.ok()) errors.push_back(absl::StrCat(group, ": ", s.message()));
+  }
+  if (errors.empty()) return absl::OkStatus();
+  return absl::UnavailableError(
+      absl::StrCat("recall lists not saved: ", absl::StrJoin(errors, "; ")));
+}
+
+absl::Status Recall::SaveGroup(const std::string& group, const std::vector<std::string>& keys) {
+  const std::string blob = FormatRecallList(keys);
+  oci::StringSource source(blob);
+  auto desc = store_->WriteBlob(oci::Digest::Of(blob), static_cast<int64_t>(blob.size()), source);
+  if (!desc.ok()) return desc.status();
+  desc->media_type = "text/plain";
+  Entry e;
+  e.key = RecallKey(group);
+  nlohmann::ordered_json config = {{"recall", kConfigFormat},
+                                   {"group", group},
+                                   {"keys", keys.size()}};
+  e.config = config.dump();
+  e.blobs.push_back(*desc);
+  return store_->Put(e);
+}
+
+std::vector<Recall::GroupStats> Recall::Stats() const {
+  absl::MutexLock l(&mu_);
+  std::vector<GroupStats> out;
+  for (const auto& [name, g] : groups_) {
+    GroupStats s;
+    s.group = name;
+    s.listed = g.listed;
+    s.prefetched = g.prefetched;
+    s.failed = g.failed;
+    s.noted = static_cast<int64_t>(g.noted.size());
+    s.done = g.done;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace ocicache::cache
