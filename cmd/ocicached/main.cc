@@ -89,12 +89,12 @@ ABSL_FLAG(absl::Duration, http_read_timeout, absl::Seconds(5),
           "so a registry outage never fails a build");
 ABSL_FLAG(std::string, http_max_body_size, "16G",
           "HTTP: largest request body (K, M, G suffixes); larger ones get 413");
-ABSL_FLAG(int, http_recall_keys, 10000,
-          "HTTP, with both --dir and --repo: per namespace (ccache's, a Gradle URL's, a "
-          "Turborepo team, Nx), the keys clients used are saved in the registry when the server "
-          "stops, at most this many, and the next server fetches them all into its local tier "
-          "on its first request there, so a fresh machine's build finds them local "
-          "(docs/HTTP.md, \"Recall\"); 0: off");
+ABSL_FLAG(int, recall_keys, 10000,
+          "with both --dir and --repo: per namespace of HTTP objects (ccache's, a Gradle URL's, "
+          "a Turborepo team, Nx) and per REAPI instance, the keys clients used are saved in the "
+          "registry when the server stops, at most this many, and the next server fetches them "
+          "all into its local tier on its first request there, so a fresh machine's build finds "
+          "them local (docs/HTTP.md, \"Recall\"); 0: off");
 
 ABSL_FLAG(std::string, health_listen, "",
           "HOST:PORT of an extra plaintext port serving only grpc.health.v1, for probes that "
@@ -252,12 +252,6 @@ int main(int argc, char** argv) {
       return 2;
     }
     o.server.http.max_body_bytes = max_body;
-    int recall = absl::GetFlag(FLAGS_http_recall_keys);
-    if (recall < 0) {
-      std::cerr << "ocicached: --http_recall_keys must be 0 (off) or more\n";
-      return 2;
-    }
-    o.server.http_handler.recall.max_keys = static_cast<size_t>(recall);
     o.server.http_handler.max_body_bytes = max_body;
   }
   o.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
@@ -281,6 +275,11 @@ int main(int argc, char** argv) {
     std::cerr << "ocicached: --local_evict_grace must not be negative\n";
     return 2;
   }
+  if (absl::GetFlag(FLAGS_recall_keys) < 0) {
+    std::cerr << "ocicached: --recall_keys must be 0 (off) or more\n";
+    return 2;
+  }
+  o.server.recall_keys = static_cast<size_t>(absl::GetFlag(FLAGS_recall_keys));
   o.server.reapi_instances.exists_ttl = absl::GetFlag(FLAGS_reapi_cache_ttl);
   o.server.reapi_instances.complete_ttl = absl::GetFlag(FLAGS_reapi_cache_ttl);
   o.server.reapi_instances.max_open_instances = absl::GetFlag(FLAGS_reapi_max_open_instances);

@@ -664,11 +664,19 @@ std::string Handler::StatusJson() const {
     };
   }
   j["protocols"] = protocols;
-  if (recall_ != nullptr) {
+  // Recall lists: this endpoint's object namespaces, and the action results
+  // of the default REAPI instance (group "ac").
+  std::vector<cache::Recall::GroupStats> recalled;
+  if (recall_ != nullptr) recalled = recall_->Stats();
+  if (auto inst = instances_ != nullptr ? instances_->Get("") : absl::NotFoundError("");
+      inst.ok() && (*inst)->recall() != nullptr) {
+    for (auto& g : (*inst)->recall()->Stats()) recalled.push_back(std::move(g));
+  }
+  if (!recalled.empty() || recall_ != nullptr) {
     nlohmann::ordered_json groups = nlohmann::ordered_json::object();
-    for (const auto& g : recall_->Stats()) {
-      groups[g.group] = {{"listed", g.listed},  {"prefetched", g.prefetched},
-                         {"failed", g.failed},  {"done", g.done},
+    for (const auto& g : recalled) {
+      groups[g.group] = {{"listed", g.listed}, {"prefetched", g.prefetched},
+                         {"failed", g.failed}, {"done", g.done},
                          {"noted", g.noted}};
     }
     j["recall"] = groups;

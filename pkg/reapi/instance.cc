@@ -6,10 +6,15 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "pkg/base/call_scope.h"
 #include "pkg/base/parallel.h"
 
 namespace ocicache::reapi {
 namespace {
+
+// The recall group of action results (in each instance's own store).
+constexpr char kRecallGroup[] = "ac";
 
 // Collects a blob in memory, refusing more than a limit.
 class BoundedSink : public oci::ByteSink {
@@ -43,7 +48,11 @@ Instance::Instance(std::string name, std::shared_ptr<cache::Store> store, Instan
       store_(std::move(store)),
       opts_(opts),
       exists_(opts.exists_max, opts.exists_ttl),
-      complete_(opts.complete_max, opts.complete_ttl) {}
+      complete_(opts.complete_max, opts.complete_ttl) {
+  if (opts_.recall.max_keys > 0) {
+    recall_ = std::make_unique<cache::Recall>(store_.get(), opts_.recall);
+  }
+}
 
 absl::StatusOr<bool> Instance::Exists(const BlobId& blob) {
   if (blob.empty()) return true;
@@ -155,6 +164,11 @@ absl::Status Instance::RequirePresent(const std::vector<BlobId>& blobs, absl::st
 
 absl::StatusOr<v2::ActionResult> Instance::GetActionResult(const BlobId& action) {
   std::string key = ActionKey(action);
+  if (recall_ != nullptr) {
+    recall_->Begin(kRecallGroup);
+    const base::CallScope* scope = base::CallScope::Current();
+    recall_->AwaitPrefetch(key, scope != nullptr ? scope->end() : absl::Now() + absl::Seconds(10));
+  }
   cache::LookupOptions lo;
   auto entry = store_->Lookup(key, lo);
   if (!entry.ok()) {
@@ -198,6 +212,7 @@ absl::StatusOr<v2::ActionResult> Instance::GetActionResult(const BlobId& action)
         absl::StrCat("the stored result of action ", action.str(), " does not parse"));
   }
   Count(true);
+  if (recall_ != nullptr) recall_->Note(kRecallGroup, key);
   return result;
 }
 
@@ -268,6 +283,7 @@ absl::StatusOr<v2::ActionResult> Instance::UpdateActionResult(const BlobId& acti
     return s;
   }
   complete_.Add(key);
+  if (recall_ != nullptr) recall_->Note(kRecallGroup, key);
   return result;
 }
 
@@ -379,6 +395,26 @@ std::vector<Instances::Stats> Instances::AllStats() {
   std::vector<Stats> out;
   for (auto& [name, r] : rows) out.push_back(std::move(r));
   return out;
+}
+
+absl::Status Instances::SaveRecall(absl::Duration timeout) {
+  std::vector<std::shared_ptr<Instance>> all{default_};
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [name, o] : open_) all.push_back(o.instance);
+  }
+  std::vector<std::string> errors;
+  for (const auto& inst : all) {
+    cache::Recall* r = inst->recall();
+    if (r == nullptr) continue;
+    r->Stop();
+    base::CallScope scope({.cap = absl::Now() + timeout});
+    if (absl::Status s = r->Save(); !s.ok()) {
+      errors.push_back(absl::StrCat("instance \"", inst->name(), "\": ", s.message()));
+    }
+  }
+  if (errors.empty()) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrJoin(errors, "; "));
 }
 
 size_t Instances::open_count() {

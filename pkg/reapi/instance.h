@@ -28,6 +28,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "pkg/cache/recall.h"
 #include "pkg/cache/store.h"
 #include "pkg/oci/stream.h"
 #include "pkg/reapi/convert.h"
@@ -51,6 +52,12 @@ struct InstanceOptions {
   int max_open_instances = 64;
   // Instances: the non-empty names served; empty: any valid name.
   std::vector<std::string> allowed_instances;
+  // Recall of action results (cache/recall.h, group "ac" in each instance's
+  // store): the results clients got or stored are saved at stop
+  // (Instances::SaveRecall), and the next server prefetches them (with their
+  // blobs, into the local tier) on its first GetActionResult. max_keys = 0:
+  // off (stores without both a local tier and a registry).
+  cache::RecallOptions recall{.max_keys = 0};
 };
 
 class Instance {
@@ -101,6 +108,8 @@ class Instance {
 
   int64_t hits() const { return hits_.load(std::memory_order_relaxed); }
   int64_t misses() const { return misses_.load(std::memory_order_relaxed); }
+  // Null with recall off.
+  cache::Recall* recall() { return recall_.get(); }
 
  private:
   absl::Status RequirePresent(const std::vector<BlobId>& blobs, absl::string_view what);
@@ -113,6 +122,7 @@ class Instance {
   TtlSet complete_;
   std::atomic<int64_t> hits_{0};
   std::atomic<int64_t> misses_{0};
+  std::unique_ptr<cache::Recall> recall_;  // declared last: stopped first
 };
 
 // Opens the store of a non-empty instance name (already validated).
@@ -142,6 +152,10 @@ class Instances {
   };
   std::vector<Stats> AllStats();
   static constexpr size_t kMaxCountedNames = 1024;
+
+  // Stops the prefetches of every open instance and saves their recall lists
+  // (an instance closed before saves nothing). Errors are joined.
+  absl::Status SaveRecall(absl::Duration timeout);
 
   // Non-empty instances open now, and closed so far.
   size_t open_count();

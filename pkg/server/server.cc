@@ -170,8 +170,14 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
   s->entries_ = std::make_unique<service::EntriesService>(b);
   s->blobs_ = std::make_unique<service::BlobsService>(b);
   s->admin_ = std::make_unique<service::AdminService>(b);
-  s->reapi_instances_ = std::make_unique<reapi::Instances>(
-      b.store, s->opts_.open_instance, s->opts_.reapi_instances);
+  // Prefetching copies registry entries into the local tier: only with both.
+  const size_t recall_keys =
+      b.tiers.local != nullptr && b.tiers.remote != nullptr ? s->opts_.recall_keys : 0;
+  reapi::InstanceOptions instance_opts = s->opts_.reapi_instances;
+  instance_opts.recall.max_keys = recall_keys;
+  instance_opts.recall.log = s->opts_.service.access_log;
+  s->reapi_instances_ = std::make_unique<reapi::Instances>(b.store, s->opts_.open_instance,
+                                                           std::move(instance_opts));
   s->reapi_backend_.base = &s->backend_;
   s->reapi_backend_.instances = s->reapi_instances_.get();
   s->reapi_backend_.options = s->opts_.reapi;
@@ -255,8 +261,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
     ho.store_description = b.store->Describe();
     ho.started = b.started;
     ho.access_log = s->opts_.service.access_log;
-    // Prefetching copies registry entries into the local tier: only with both.
-    if (b.tiers.local == nullptr || b.tiers.remote == nullptr) ho.recall.max_keys = 0;
+    ho.recall.max_keys = recall_keys;
     s->http_handler_ = std::make_unique<httpcache::Handler>(b.store, s->reapi_instances_.get(),
                                                             b.auth, b.breaker, std::move(ho));
     httpcache::HttpServerOptions hs = s->opts_.http;
@@ -414,8 +419,11 @@ void CacheServer::Shutdown(absl::Duration grace) {
     health_server_->Wait();
   }
   if (http_stop.joinable()) http_stop.join();
-  if (http_handler_ != nullptr) {
-    absl::Status saved = http_handler_->SaveRecall(absl::Seconds(10));
+  // No call is in flight now: save what they used for the next server.
+  for (absl::Status saved :
+       {http_handler_ != nullptr ? http_handler_->SaveRecall(absl::Seconds(10)) : absl::OkStatus(),
+        reapi_instances_ != nullptr ? reapi_instances_->SaveRecall(absl::Seconds(10))
+                                    : absl::OkStatus()}) {
     if (!saved.ok() && opts_.service.access_log) {
       opts_.service.access_log(absl::StrCat("warning: ", saved.message()));
     }

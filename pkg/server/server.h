@@ -71,6 +71,12 @@ struct ServerOptions {
   std::string metrics_listen;
   // REAPI: existence and completeness caches, batch limits.
   reapi::InstanceOptions reapi_instances;
+  // Recall lists (cache/recall.h): per namespace of HTTP objects and per REAPI
+  // instance, the keys clients used are saved at Shutdown, at most this many,
+  // and prefetched by the next server. Only with both a local tier and a
+  // registry (where a prefetch has somewhere to copy to); 0: off. Overrides
+  // the recall options of http_handler and reapi_instances.
+  size_t recall_keys = 0;
   reapi::ReapiOptions reapi;
   // Opens the store of a non-empty REAPI instance name; unset: only the
   // empty instance name is served. See InstanceOpener.

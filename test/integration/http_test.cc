@@ -122,7 +122,7 @@ class HttpTest : public ::testing::Test {
     absl::Duration read_timeout = absl::Seconds(5);
     std::vector<std::string>* log = nullptr;
     bool metrics = false;
-    size_t recall_keys = 0;  // HandlerOptions::recall.max_keys (0: off)
+    size_t recall_keys = 0;  // ServerOptions::recall_keys (0: off)
   };
 
   std::unique_ptr<server::CacheServer> Serve(Setup s) {
@@ -147,7 +147,7 @@ class HttpTest : public ::testing::Test {
     o.http.idle_timeout = s.idle_timeout;
     o.http_handler.max_body_bytes = s.max_body;
     o.http_handler.read_timeout = s.read_timeout;
-    o.http_handler.recall.max_keys = s.recall_keys;
+    o.recall_keys = s.recall_keys;
     if (s.metrics) o.metrics_listen = "127.0.0.1:0";
     if (s.log != nullptr) {
       auto* mu = new absl::Mutex;  // leaked with the test: the server may log until it stops
@@ -592,6 +592,54 @@ v2::Digest D(absl::string_view data) {
   d.set_hash(Hex(data));
   d.set_size_bytes(static_cast<int64_t>(data.size()));
   return d;
+}
+
+TEST_F(HttpTest, AFreshServerPrefetchesActionResultsAndTheirBlobs) {
+  constexpr int kActions = 6;
+  std::vector<std::string> outputs;
+  for (int i = 0; i < kActions; ++i) outputs.push_back(Pattern(20000 + i, 40 + i));
+  auto action = [](int i) { return absl::StrCat("recalled action ", i); };
+  std::string repo;
+  {
+    Setup s;
+    s.recall_keys = 100;
+    auto srv = Serve(s);
+    ASSERT_NE(srv, nullptr);
+    repo = repo_;
+    HttpClient c;
+    for (int i = 0; i < kActions; ++i) {
+      ASSERT_EQ(Do(c, "PUT", "/cas/" + Hex(outputs[i]), outputs[i]).status, 200);
+      v2::ActionResult result;
+      auto* f = result.add_output_files();
+      f->set_path("out");
+      *f->mutable_digest() = D(outputs[i]);
+      ASSERT_EQ(Do(c, "PUT", "/ac/" + Hex(action(i)), result.SerializeAsString()).status, 200);
+    }
+    srv->Shutdown(absl::Seconds(2));  // saves recall:ac
+  }
+  Setup s;
+  s.repo = repo;  // a fresh machine
+  s.recall_keys = 100;
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  ASSERT_EQ(Do(c, "GET", "/ac/" + Hex(action(0))).status, 200);
+  nlohmann::json g = RecallWhenDone(c, base_, "ac");
+  ASSERT_FALSE(g.is_null()) << "the prefetch did not end within 30 s";
+  EXPECT_EQ(g["listed"], kActions);
+  EXPECT_EQ(g["prefetched"], kActions);
+  ASSERT_TRUE(registry_->Stop().ok());
+  struct Restart {
+    RegistryProcess* r;
+    ~Restart() { EXPECT_TRUE(r->Restart().ok()); }
+  } restart{registry_};
+  for (int i = 1; i < kActions; ++i) {
+    HttpReply hit = Do(c, "GET", "/ac/" + Hex(action(i)));
+    EXPECT_EQ(hit.status, 200) << "action " << i;
+    HttpReply blob = Do(c, "GET", "/cas/" + Hex(outputs[i]));
+    EXPECT_EQ(blob.status, 200) << "output " << i;
+    EXPECT_TRUE(blob.body == outputs[i]) << "output " << i;
+  }
 }
 
 TEST_F(HttpTest, BazelActionsAreSharedWithTheGrpcEndpoint) {
