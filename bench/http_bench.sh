@@ -14,6 +14,11 @@
 #                      cache only (empty local ccache, fresh ocicached over the
 #                      registry: a fresh VM) vs from a warm local ccache. Goal 1.5x.
 #   turbo rebuild      (with --clients) likewise for turbo vs its local cache.
+#   ccache over a WAN  (with --clients, LINKPROXY set) the fresh-VM ccache rebuild
+#                      with the registry behind the link model (20 ms RTT,
+#                      200 Mbit/s; test/harness/link_proxy.h), with the recall
+#                      list of the previous server (docs/HTTP.md, "Recall") and
+#                      without (--recall_keys=0).
 #
 # ocicached serves a local directory only (its embedded default), as nginx serves
 # files: both write and read the same disk; no registry is involved except in
@@ -39,12 +44,13 @@ for tool in nginx h2load curl; do
 done
 
 if [[ -z ${OCICACHED_BIN:-} || -z ${REGISTRYCTL:-} ]]; then
-  bazel build -c opt //cmd/ocicache //cmd/ocicached //test/harness:registryctl >/tmp/http-bench-build.log 2>&1 ||
-    { tail -20 /tmp/http-bench-build.log; exit 1; }
+  bazel build -c opt //cmd/ocicache //cmd/ocicached //test/harness:registryctl //test/harness:linkproxy \
+    >/tmp/http-bench-build.log 2>&1 || { tail -20 /tmp/http-bench-build.log; exit 1; }
   bin=$(bazel info -c opt bazel-bin)
   OCICACHE_BIN=$bin/cmd/ocicache/ocicache
   OCICACHED_BIN=$bin/cmd/ocicached/ocicached
   REGISTRYCTL=$bin/test/harness/registryctl
+  LINKPROXY=$bin/test/harness/linkproxy
 fi
 export OCICACHE_BIN=${OCICACHE_BIN:-unused} OCICACHED_BIN REGISTRYCTL
 source test/e2e/lib.sh  # WORK, start_registry, cleanup

@@ -3,7 +3,11 @@
 # caches, a fresh ocicached with an empty local tier over a loopback registry)
 # against the same rebuild from their warm local cache. Goal: at most 1.5x.
 #
-#   ccache  the test/e2e/ccachews sample (25 units), `make -j2` after `make clean`
+#   ccache  the test/e2e/ccachews sample (25 units), `make -j2` after `make clean`;
+#           also with recall off (--recall_keys=0: each object a registry GET on
+#           the build's path), against a shared server whose tier is warm, against
+#           nginx as the remote (ccache's own cost of a remote hit), and with
+#           LINKPROXY set, with the registry at 20 ms RTT with and without recall
 #   turbo   the test/e2e/jsws workspace (3 packages), `turbo run build`
 #
 # Uses WORK, runs, start_daemon, start_registry, median and ratio from the caller.
@@ -13,12 +17,13 @@ REPO=$REG/bench/http
 
 # fresh_server NAME: a new ocicached on REPO with an empty local tier.
 fresh_server() {
-  rm -rf "$WORK/tier-$1"
-  start_daemon "$1" --repo "$REPO" --dir "$WORK/tier-$1" --access_log=false || exit 1
+  local name=$1; shift
+  rm -rf "$WORK/tier-$name"
+  start_daemon "$name" --repo "$REPO" --dir "$WORK/tier-$name" --access_log=false "$@" || exit 1
 }
 
 # --- ccache ---------------------------------------------------------------------------
-declare -a c_local c_remote c_warm c_nginx
+declare -a c_local c_remote c_remote_off c_warm c_nginx c_wan c_wan_off
 if command -v ccache >/dev/null && command -v gcc >/dev/null; then
   export CCACHE_DIR=$WORK/ccache CCACHE_CONFIGPATH=$WORK/ccache.conf
   : >"$CCACHE_CONFIGPATH"
@@ -52,6 +57,15 @@ if command -v ccache >/dev/null && command -v gcc >/dev/null; then
     hits=$(ccache --print-stats | awk '$1=="remote_storage_hit" {print $2}')
     [[ $hits == 25 ]] || { echo "ccache warm-server rebuild: $hits of 25 remote hits" >&2; exit 1; }
     stop_daemon CR
+    # The fresh VM again with recall off: every object is a registry GET on
+    # the build's path.
+    rm -rf "$CCACHE_DIR"
+    fresh_server CO --recall_keys=0
+    ccache -z >/dev/null
+    c_remote_off+=("$(cbuild "http://$CO_HTTP/cache/ccache")")
+    hits=$(ccache --print-stats | awk '$1=="remote_storage_hit" {print $2}')
+    [[ $hits == 25 ]] || { echo "ccache remote rebuild, no recall: $hits of 25 remote hits" >&2; exit 1; }
+    stop_daemon CO
     # The field's plain baseline: ccache's http storage on nginx (GET static
     # files, WebDAV PUT), filled once, fresh client.
     if ((r == 1)); then
@@ -65,6 +79,30 @@ if command -v ccache >/dev/null && command -v gcc >/dev/null; then
     [[ $hits == 25 ]] || { echo "ccache nginx rebuild: $hits of 25 remote hits" >&2; exit 1; }
     rm -rf "$CCACHE_DIR" && mv "$WORK/ccache-warm" "$CCACHE_DIR"
   done
+  # Over a WAN: the registry behind the link model, a fresh VM each time, with
+  # the recall list the servers above saved, and with recall off.
+  if [[ -n ${LINKPROXY:-} ]]; then
+    "$LINKPROXY" --target="$REG" --delay=10ms --mbit=200 >"$WORK/link.out" 2>"$WORK/link.err" &
+    REG_PIDS+=($!)
+    for _ in $(seq 1 50); do [[ -s $WORK/link.out ]] && break; sleep 0.1; done
+    LINK=$(head -1 "$WORK/link.out")
+    cp -r "$CCACHE_DIR" "$WORK/ccache-warm"
+    for r in $(seq 1 "$runs"); do
+      for mode in recall off; do
+        rm -rf "$CCACHE_DIR" "$WORK/tier-CW"
+        flags=()
+        [[ $mode == off ]] && flags=(--recall_keys=0)
+        start_daemon CW --repo "$LINK/bench/http" --dir "$WORK/tier-CW" --access_log=false "${flags[@]}" || exit 1
+        ccache -z >/dev/null
+        t=$(cbuild "http://$CW_HTTP/cache/ccache")
+        hits=$(ccache --print-stats | awk '$1=="remote_storage_hit" {print $2}')
+        [[ $hits == 25 ]] || { echo "ccache WAN rebuild ($mode): $hits of 25 remote hits" >&2; exit 1; }
+        stop_daemon CW
+        if [[ $mode == recall ]]; then c_wan+=("$t"); else c_wan_off+=("$t"); fi
+      done
+    done
+    rm -rf "$CCACHE_DIR" && mv "$WORK/ccache-warm" "$CCACHE_DIR"
+  fi
 else
   echo "ccache or gcc missing: skipping the ccache rows" >&2
 fi
@@ -120,11 +158,17 @@ echo "Rebuilds on a fresh VM from ocicached (registry on loopback) vs the client
 printf '%-34s %14s %14s %8s %8s\n' "rebuild" "remote, s" "local, s" "ratio" "goal"
 if ((${#c_local[@]})); then
   mc_l=$(median "${c_local[@]}"); mc_r=$(median "${c_remote[@]}")
-  mc_w=$(median "${c_warm[@]}")
+  mc_w=$(median "${c_warm[@]}") mc_o=$(median "${c_remote_off[@]}")
   printf '%-34s %14s %14s %8s %8s\n' "ccache, 25 units, make -j2" "$mc_r" "$mc_l" "$(ratio "$mc_r" "$mc_l")" "<=1.5"
+  printf '%-34s %14s %14s %8s %8s\n' "  same, --recall_keys=0" "$mc_o" "$mc_l" "$(ratio "$mc_o" "$mc_l")" ""
   mc_n=$(median "${c_nginx[@]}")
   printf '%-34s %14s %14s %8s %8s\n' "  same, shared server warm" "$mc_w" "$mc_l" "$(ratio "$mc_w" "$mc_l")" ""
   printf '%-34s %14s %14s %8s %8s\n' "  same, nginx as the remote" "$mc_n" "$mc_l" "$(ratio "$mc_n" "$mc_l")" ""
+  if ((${#c_wan[@]})); then
+    mc_wan=$(median "${c_wan[@]}"); mc_wo=$(median "${c_wan_off[@]}")
+    printf '%-34s %14s %14s %8s %8s\n' "  registry at 20 ms RTT, recall" "$mc_wan" "$mc_l" "$(ratio "$mc_wan" "$mc_l")" ""
+    printf '%-34s %14s %14s %8s %8s\n' "  same, --recall_keys=0" "$mc_wo" "$mc_l" "$(ratio "$mc_wo" "$mc_l")" ""
+  fi
 fi
 if ((${#t_local[@]})); then
   mt_l=$(median "${t_local[@]}"); mt_r=$(median "${t_remote[@]}")
