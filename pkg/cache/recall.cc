@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -19,6 +20,9 @@ constexpr char kHeader[] = "ocicache-recall 1\n";
 // in practice: a ccache key path is 36 bytes, a Turborepo hash 16).
 constexpr size_t kMaxListBytes = 4 << 20;
 constexpr char kConfigFormat[] = "ocicache.recall.v1";
+// The longest entry key (cache/format.h's kMaxKeyBytes; not included here to
+// keep this library apart from the manifest format).
+constexpr size_t kMaxKeyBytes = 4096;
 
 // A sink that refuses to grow past a bound (a list read from the registry is
 // not trusted to be small).
@@ -129,12 +133,16 @@ void Recall::LoadList(const std::string& group) {
       opts_.log(absl::StrCat("recall: the list of ", group, " could not be read: ", s.message()));
     }
   }
-  // Once each, in the order of the list.
+  // Once each, in the order of the list, and only keys of this group: a list
+  // is read from a shared repository, and naming other keys would make this
+  // server fetch what nobody here asked for.
   {
+    const std::string prefix = absl::StrCat(group, ":");
     absl::flat_hash_set<std::string> seen;
     std::vector<std::string> unique;
     for (const std::string& k : keys) {
       if (unique.size() >= opts_.max_keys) break;
+      if (!absl::StartsWith(k, prefix) || k.size() > kMaxKeyBytes) continue;
       if (seen.insert(k).second) unique.push_back(k);
     }
     keys = std::move(unique);

@@ -16,6 +16,9 @@
 // requests find them there. A request for a key whose prefetch is in flight
 // waits for it (AwaitPrefetch) rather than asking the registry a second time.
 //
+// A list is trusted no further than a hint: keys outside its group, or too long
+// to be keys, are skipped, and it is read up to 4 MiB.
+//
 // Lists are last writer wins: the list a process saves is what its clients
 // used (at most max_keys per group, first used first), so a key no build asks
 // for again drops off the next list. A process saves nothing for a group whose
@@ -50,7 +53,9 @@ struct RecallOptions {
   size_t max_keys = 10000;
   // Groups noted and prefetched at most per process: more are ignored (a
   // client naming many namespaces cannot make the server read many lists).
-  size_t max_groups = 64;
+  // Memory: about 2 x 100 bytes per noted key, so at most about
+  // max_groups x max_keys x 200 bytes (32 MB with the defaults).
+  size_t max_groups = 16;
   // Prefetch lookups in flight.
   int parallel = 8;
   // Each prefetch lookup (and the read of a list) gives up after this long.

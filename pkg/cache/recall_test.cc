@@ -1,12 +1,130 @@
 #include "pkg/cache/recall.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include <thread>
+
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "pkg/oci/digest.h"
+#include "pkg/oci/stream.h"
 
 namespace ocicache::cache {
 namespace {
+
+// Entries and blobs in memory; lookups are counted, and a lookup of `hold`
+// waits for `release` (a prefetch in flight).
+class MemStore : public Store {
+ public:
+  absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override {
+    absl::MutexLock l(&mu_);
+    auto it = blobs_.find(d.str());
+    if (it == blobs_.end()) return absl::NotFoundError("no blob");
+    return static_cast<int64_t>(it->second.size());
+  }
+  absl::Status ReadBlob(const oci::Digest& d, int64_t offset, oci::ByteSink& sink) override {
+    std::string data;
+    {
+      absl::MutexLock l(&mu_);
+      auto it = blobs_.find(d.str());
+      if (it == blobs_.end()) return absl::NotFoundError("no blob");
+      data = it->second.substr(static_cast<size_t>(offset));
+    }
+    return sink.Write(data);
+  }
+  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
+                                            oci::ByteSource& source) override {
+    std::string data;
+    char buf[4096];
+    for (;;) {
+      auto n = source.Read(buf, sizeof buf);
+      if (!n.ok()) return n.status();
+      if (*n == 0) break;
+      data.append(buf, *n);
+    }
+    oci::Descriptor d;
+    d.digest = oci::Digest::Of(data);
+    d.size = static_cast<int64_t>(data.size());
+    if ((expected.valid() && expected.str() != d.digest.str()) || (size >= 0 && size != d.size)) {
+      return absl::InvalidArgumentError("mismatch");
+    }
+    absl::MutexLock l(&mu_);
+    blobs_[d.digest.str()] = std::move(data);
+    ++blob_writes;
+    return d;
+  }
+  absl::Status MountBlob(const Location&) override { return absl::UnimplementedError("no"); }
+  absl::StatusOr<Entry> Lookup(absl::string_view key, const LookupOptions&) override {
+    if (key == hold) {
+      if (!entered.HasBeenNotified()) entered.Notify();
+      release.WaitForNotification();
+    }
+    absl::MutexLock l(&mu_);
+    lookups.push_back(std::string(key));
+    auto it = entries_.find(std::string(key));
+    if (it == entries_.end()) return absl::NotFoundError("miss");
+    return it->second;
+  }
+  absl::Status Put(const Entry& e) override {
+    absl::MutexLock l(&mu_);
+    entries_[e.key] = e;
+    ++puts;
+    return absl::OkStatus();
+  }
+  absl::Status Delete(absl::string_view key) override {
+    absl::MutexLock l(&mu_);
+    return entries_.erase(std::string(key)) ? absl::OkStatus() : absl::NotFoundError("miss");
+  }
+  absl::Status List(const std::function<bool(const EntryInfo&)>&) override {
+    return absl::UnimplementedError("no");
+  }
+  std::string Describe() const override { return "memory"; }
+
+  std::vector<std::string> Lookups() {
+    absl::MutexLock l(&mu_);
+    return lookups;
+  }
+  int Puts() {
+    absl::MutexLock l(&mu_);
+    return puts;
+  }
+
+  std::string hold;
+  absl::Notification entered;  // a lookup of `hold` began
+  absl::Notification release;
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::string> blobs_;
+  std::map<std::string, Entry> entries_;
+  std::vector<std::string> lookups;
+  int puts = 0;
+  int blob_writes = 0;
+};
+
+// The group's stats once its prefetch has ended (at most 10 s).
+Recall::GroupStats WaitDone(Recall& r, const std::string& group) {
+  absl::Time until = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < until) {
+    for (const auto& g : r.Stats()) {
+      if (g.group == group && g.done) return g;
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ADD_FAILURE() << "the prefetch of " << group << " did not end";
+  return {};
+}
+
+void PutObject(Store& s, const std::string& key) {
+  Entry e;
+  e.key = key;
+  ASSERT_TRUE(s.Put(e).ok());
+}
 
 TEST(RecallListTest, KeysRoundTripInOrder) {
   std::vector<std::string> keys = {"http:kv:ccache:ab/cdef", "http:kv:ccache:01/23", "z"};
@@ -43,6 +161,126 @@ TEST(RecallListTest, TheListIsBoundedInBytes) {
   EXPECT_GT(back->size(), 4000u);
   EXPECT_LT(back->size(), keys.size());
   EXPECT_EQ(back->front(), keys.front());
+}
+
+TEST(RecallTest, SavesWhatWasUsedAndTheNextOnePrefetchesIt) {
+  MemStore store;
+  for (const char* k : {"g:a", "g:b", "g:c"}) PutObject(store, k);
+  {
+    Recall r(&store, RecallOptions{});
+    r.Begin("g");  // no list yet
+    EXPECT_EQ(WaitDone(r, "g").listed, 0);
+    r.Note("g", "g:b");
+    r.Note("g", "g:a");
+    r.Note("g", "g:b");  // once
+    r.Stop();
+    ASSERT_TRUE(r.Save().ok());
+  }
+  auto list = store.Lookup(RecallKey("g"), {});
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->config, R"({"recall":"ocicache.recall.v1","group":"g","keys":2})");
+
+  RecallOptions one_at_a_time;
+  one_at_a_time.parallel = 1;
+  Recall next(&store, one_at_a_time);
+  size_t before = store.Lookups().size();
+  next.Begin("g");
+  Recall::GroupStats g = WaitDone(next, "g");
+  EXPECT_EQ(g.listed, 2);
+  EXPECT_EQ(g.prefetched, 2);
+  EXPECT_EQ(g.failed, 0);
+  std::vector<std::string> all = store.Lookups();
+  std::vector<std::string> looked(all.begin() + static_cast<std::ptrdiff_t>(before), all.end());
+  // The list first, then its keys in their order of first use.
+  EXPECT_EQ(looked, (std::vector<std::string>{RecallKey("g"), "g:b", "g:a"}));
+  // A second Begin does nothing.
+  next.Begin("g");
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(store.Lookups().size(), before + 3);
+  // The same keys used: nothing to save.
+  next.Note("g", "g:a");
+  next.Note("g", "g:b");
+  int puts = store.Puts();
+  ASSERT_TRUE(next.Save().ok());
+  EXPECT_EQ(store.Puts(), puts);
+}
+
+TEST(RecallTest, KeysOutsideTheGroupAreNotFetched) {
+  MemStore store;
+  std::string blob = FormatRecallList({"g:one", "other:secret", "ac:sha256:00", "g:two", "g"});
+  oci::StringSource src(blob);
+  auto d = store.WriteBlob(oci::Digest::Of(blob), static_cast<int64_t>(blob.size()), src);
+  ASSERT_TRUE(d.ok());
+  Entry list;
+  list.key = RecallKey("g");
+  list.blobs.push_back(*d);
+  ASSERT_TRUE(store.Put(list).ok());
+  PutObject(store, "g:one");
+  Recall r(&store, RecallOptions{});
+  r.Begin("g");
+  Recall::GroupStats g = WaitDone(r, "g");
+  EXPECT_EQ(g.listed, 2);
+  EXPECT_EQ(g.prefetched, 1);  // g:one
+  EXPECT_EQ(g.failed, 1);      // g:two is gone
+  for (const std::string& k : store.Lookups()) {
+    EXPECT_TRUE(k == RecallKey("g") || k == "g:one" || k == "g:two") << k;
+  }
+}
+
+TEST(RecallTest, ARequestForAKeyInFlightWaitsForItsPrefetch) {
+  MemStore store;
+  PutObject(store, "g:slow");
+  {
+    Recall r(&store, RecallOptions{});
+    r.Note("g", "g:slow");
+    ASSERT_TRUE(r.Save().ok());
+  }
+  store.hold = "g:slow";
+  Recall r(&store, RecallOptions{});
+  r.Begin("g");
+  // Once the prefetch is on it, ask: the wait ends when the prefetch does.
+  ASSERT_TRUE(store.entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  absl::Notification waited;
+  std::thread asker([&] {
+    r.AwaitPrefetch("g:slow", absl::Now() + absl::Seconds(10));
+    waited.Notify();
+  });
+  EXPECT_FALSE(waited.WaitForNotificationWithTimeout(absl::Milliseconds(100)));
+  store.release.Notify();
+  EXPECT_TRUE(waited.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  asker.join();
+  EXPECT_EQ(WaitDone(r, "g").prefetched, 1);
+  // A key nobody fetches does not wait at all.
+  absl::Time t = absl::Now();
+  r.AwaitPrefetch("g:other", absl::Now() + absl::Seconds(10));
+  EXPECT_LT(absl::Now() - t, absl::Seconds(1));
+}
+
+TEST(RecallTest, OffMeansNothingIsFetchedOrSaved) {
+  MemStore store;
+  RecallOptions off;
+  off.max_keys = 0;
+  Recall r(&store, off);
+  r.Begin("g");
+  r.Note("g", "g:a");
+  ASSERT_TRUE(r.Save().ok());
+  EXPECT_TRUE(store.Lookups().empty());
+  EXPECT_EQ(store.Puts(), 0);
+  EXPECT_TRUE(r.Stats().empty());
+}
+
+TEST(RecallTest, GroupsAreBounded) {
+  MemStore store;
+  RecallOptions o;
+  o.max_groups = 2;
+  o.max_keys = 3;
+  Recall r(&store, o);
+  for (const char* g : {"a", "b", "c"}) r.Note(g, absl::StrCat(g, ":1"));
+  for (int i = 0; i < 5; ++i) r.Note("a", absl::StrCat("a:", i));
+  auto stats = r.Stats();
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_EQ(stats[0].group, "a");
+  EXPECT_EQ(stats[0].noted, 3);
 }
 
 }  // namespace
