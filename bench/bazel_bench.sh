@@ -16,7 +16,7 @@
 #                     outputs stay in the cache)
 # BENCH_TREE=N makes the sample's tree artifact N files (default 5; the issue's
 # 300-file tree: BENCH_TREE=300). BENCH_OCICACHED_FLAGS adds flags to every
-# ocicached (e.g. --fill_in_background, to compare).
+# ocicached (e.g. --fill_in_background=false or --recall_keys=0, to compare).
 # Every timed rebuild must be all remote cache hits (checked). The states alternate
 # within each round, so load changes on the machine hit them alike.
 # Goal: remote cache rebuild <= 1.3x the disk_cache rebuild.

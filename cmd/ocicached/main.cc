@@ -112,12 +112,13 @@ ABSL_FLAG(std::string, max_local_size, "",
           "on its own; unset: unbounded");
 ABSL_FLAG(absl::Duration, local_evict_grace, absl::Minutes(2),
           "eviction keeps entries used and blobs written this recently (uploads in progress)");
-ABSL_FLAG(bool, fill_in_background, false,
+ABSL_FLAG(bool, fill_in_background, true,
           "with --dir and --repo: answer a registry hit as soon as its blobs are known to "
           "exist and copy them into the local tier in the background (a read of a blob "
-          "being copied waits for that copy). Pays when clients download few outputs "
-          "(Bazel --remote_download_minimal); costs when they download all "
-          "(docs/SERVER.md). Default: copy a hit's blobs before answering it");
+          "being copied waits for that copy); false: copy a hit's blobs before answering it. "
+          "Background fills pay when clients download few outputs (Bazel "
+          "--remote_download_minimal) and, with recall, cost nothing measurable when they "
+          "download all (docs/SERVER.md)");
 
 namespace {
 

@@ -1,10 +1,10 @@
 // How ocicached fills its local tier from a registry hit (docs/SERVER.md,
 // "Registry hits and the local tier"), with the real binary over the real
 // registry behind a slow link (test/harness/link_proxy.h):
-//   default               the blobs are copied before the answer
-//   --fill_in_background  the hit is answered once the registry's manifest is
-//                         read; its blobs are copied into the local tier by a
-//                         background pool
+//   --fill_in_background=false  the blobs are copied before the answer
+//   default (background fills)  the hit is answered once the registry's
+//                               manifest is read; its blobs are copied into
+//                               the local tier by a background pool
 // The link's bandwidth makes copying the entry's 2.4 MB take about 4 s, so
 // which of the two happened shows in the local tier right after the answer:
 // no blob yet, or every blob. Either way every read gets the right bytes and
@@ -131,18 +131,18 @@ class BackgroundFillTest : public ::testing::Test {
 RegistryProcess* BackgroundFillTest::registry_ = nullptr;
 harness::LinkProxy* BackgroundFillTest::proxy_ = nullptr;
 
-TEST_F(BackgroundFillTest, ByDefaultTheBlobsAreCopiedBeforeTheAnswer) {
+TEST_F(BackgroundFillTest, WithoutBackgroundFillsTheBlobsAreCopiedBeforeTheAnswer) {
   auto contents = PutEntry("bg/first", "bg/entry");
   ASSERT_EQ(contents.size(), static_cast<size_t>(kBlobs));
-  EXPECT_EQ(BlobsLocalAtTheAnswer("bg/first", "bg/entry", contents, {}), kBlobs);
+  EXPECT_EQ(BlobsLocalAtTheAnswer("bg/first", "bg/entry", contents, {"--fill_in_background=false"}),
+            kBlobs);
 }
 
-TEST_F(BackgroundFillTest, WithBackgroundFillsAHitIsAnsweredBeforeItsBlobsAreCopied) {
+TEST_F(BackgroundFillTest, ByDefaultAHitIsAnsweredBeforeItsBlobsAreCopied) {
   auto contents = PutEntry("bg/background", "bg/entry");
   ASSERT_EQ(contents.size(), static_cast<size_t>(kBlobs));
   // The copy of 2.4 MB takes about 4 s on this link; the answer one manifest GET.
-  EXPECT_LT(BlobsLocalAtTheAnswer("bg/background", "bg/entry", contents, {"--fill_in_background"}),
-            kBlobs);
+  EXPECT_LT(BlobsLocalAtTheAnswer("bg/background", "bg/entry", contents, {}), kBlobs);
 }
 
 }  // namespace
