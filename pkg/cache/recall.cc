@@ -4,11 +4,13 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "pkg/base/call_scope.h"
+#include "pkg/cache/format.h"
 #include "pkg/oci/digest.h"
 #include "pkg/oci/stream.h"
 
@@ -20,6 +22,11 @@ constexpr char kHeader[] = "ocicache-recall 1\n";
 // in practice: a ccache key path is 36 bytes, a Turborepo hash 16).
 constexpr size_t kMaxListBytes = 4 << 20;
 constexpr char kConfigFormat[] = "ocicache.recall.v1";
+constexpr char kPackHeader[] = "ocicache-recall-pack 1\n";
+constexpr char kPackMediaType[] = "application/vnd.ocicache.recall-pack.v1";
+// A pack holds small entries only (objects up to 16 KiB inside their manifest):
+// 16 MiB is a thousand or more of them.
+constexpr size_t kMaxPackBytes = 16 << 20;
 // The longest entry key (cache/format.h's kMaxKeyBytes; not included here to
 // keep this library apart from the manifest format).
 constexpr size_t kMaxKeyBytes = 4096;
@@ -108,6 +115,7 @@ void Recall::Begin(absl::string_view group) {
 
 void Recall::LoadList(const std::string& group) {
   std::vector<std::string> keys;
+  absl::flat_hash_set<std::string> packed;  // keys the pack put into the local tier
   {
     base::CallScope scope(
         {.cap = absl::Now() + opts_.lookup_timeout, .check = [this] { return StopCheck(); }});
@@ -117,8 +125,8 @@ void Recall::LoadList(const std::string& group) {
     std::string blob;
     absl::Status s = e.status();
     if (s.ok()) {
-      if (e->blobs.size() != 1) {
-        s = absl::DataLossError("a recall entry names one blob");
+      if (e->blobs.empty() || e->blobs.size() > 2) {
+        s = absl::DataLossError("a recall entry names its list and at most a pack");
       } else {
         BoundedSink sink(&blob, kMaxListBytes);
         s = store_->ReadBlob(e->blobs[0].digest, 0, sink);
@@ -131,6 +139,17 @@ void Recall::LoadList(const std::string& group) {
     }
     if (!s.ok() && !absl::IsNotFound(s) && opts_.log) {
       opts_.log(absl::StrCat("recall: the list of ", group, " could not be read: ", s.message()));
+    }
+    if (s.ok() && e->blobs.size() == 2 && opts_.local != nullptr) {
+      // Errors leave the pack's entries to be looked up one by one.
+      std::string pack;
+      BoundedSink sink(&pack, kMaxPackBytes);
+      absl::Status ps = store_->ReadBlob(e->blobs[1].digest, 0, sink);
+      if (ps.ok()) ps = LoadPack(group, pack, &packed);
+      if (!ps.ok() && opts_.log) {
+        opts_.log(absl::StrCat("recall: the pack of ", group, " could not be read: ",
+                               ps.message()));
+      }
     }
   }
   // Once each, in the order of the list, and only keys of this group: a list
@@ -151,6 +170,9 @@ void Recall::LoadList(const std::string& group) {
   Group& g = groups_[group];
   g.listed = static_cast<int64_t>(keys.size());
   g.read = keys;
+  for (const std::string& k : keys) {
+    if (packed.contains(k)) ++g.packed;
+  }
   std::sort(g.read.begin(), g.read.end());
   g.read.erase(std::unique(g.read.begin(), g.read.end()), g.read.end());
   if (stopping_ || pool_ == nullptr) {
@@ -160,9 +182,47 @@ void Recall::LoadList(const std::string& group) {
   // In the order the previous process first used them, which is about the
   // order this build will ask for them.
   for (std::string& k : keys) {
+    if (packed.contains(k)) continue;
     if (pool_->Submit([this, group, key = std::move(k)] { PrefetchKey(group, key); })) ++g.pending;
   }
-  if (g.pending == 0) g.done = true;
+  if (g.pending == 0) {
+    g.done = true;
+    if (g.packed > 0 && opts_.log) {
+      opts_.log(absl::StrCat("recall: ", g.packed, " of ", g.listed, " entries of ", group,
+                             " from its pack in ", absl::FormatDuration(absl::Now() - g.began)));
+    }
+  }
+}
+
+absl::Status Recall::LoadPack(const std::string& group, absl::string_view pack,
+                              absl::flat_hash_set<std::string>* packed) {
+  if (!absl::ConsumePrefix(&pack, kPackHeader)) {
+    return absl::DataLossError("not a recall pack (its first line is not \"ocicache-recall-pack 1\")");
+  }
+  const std::string prefix = absl::StrCat(group, ":");
+  while (!pack.empty()) {
+    if (!StopCheck().ok()) return absl::OkStatus();
+    size_t nl = pack.find('\n');
+    size_t n = 0;
+    if (nl == absl::string_view::npos || !absl::SimpleAtoi(pack.substr(0, nl), &n) ||
+        n > pack.size() - nl - 1) {
+      return absl::DataLossError("a recall pack record is cut short");
+    }
+    absl::string_view manifest = pack.substr(nl + 1, n);
+    pack.remove_prefix(nl + 1 + n);
+    absl::ConsumePrefix(&pack, "\n");
+    auto e = DecodeEntry(manifest, "");
+    // Only what a list may name, and nothing that needs blobs the local tier
+    // may not have: anything else is looked up in the registry as usual.
+    if (!e.ok() || !absl::StartsWith(e->key, prefix) || !e->blobs.empty()) continue;
+    LookupOptions quiet;
+    quiet.touch = false;
+    auto have = opts_.local->Lookup(e->key, quiet);
+    if (have.ok() || (absl::IsNotFound(have.status()) && opts_.local->Put(*e).ok())) {
+      packed->insert(e->key);
+    }
+  }
+  return absl::OkStatus();
 }
 
 void Recall::PrefetchKey(const std::string& group, const std::string& key) {
@@ -254,8 +314,35 @@ absl::Status Recall::SaveGroup(const std::string& group, const std::vector<std::
   nlohmann::ordered_json config = {{"recall", kConfigFormat},
                                    {"group", group},
                                    {"keys", keys.size()}};
-  e.config = config.dump();
   e.blobs.push_back(*desc);
+  // The pack: the listed entries that need no blob (small objects kept inside
+  // their manifest), as this server's local tier has them, so the next server
+  // gets them all with one GET.
+  if (opts_.local != nullptr) {
+    std::string pack = kPackHeader;
+    int64_t packed = 0;
+    for (const std::string& k : keys) {
+      LookupOptions quiet;
+      quiet.touch = false;
+      auto entry = opts_.local->Lookup(k, quiet);
+      if (!entry.ok() || !entry->blobs.empty()) continue;
+      auto enc = EncodeEntry(*entry, entry->created);
+      if (!enc.ok()) continue;
+      if (pack.size() + enc->manifest.size() + 24 > kMaxPackBytes) break;
+      absl::StrAppend(&pack, enc->manifest.size(), "\n", enc->manifest, "\n");
+      ++packed;
+    }
+    if (packed > 0) {
+      oci::StringSource pack_source(pack);
+      auto pd = store_->WriteBlob(oci::Digest::Of(pack), static_cast<int64_t>(pack.size()),
+                                  pack_source);
+      if (!pd.ok()) return pd.status();
+      pd->media_type = kPackMediaType;
+      e.blobs.push_back(*pd);
+      config["packed"] = packed;
+    }
+  }
+  e.config = config.dump();
   return store_->Put(e);
 }
 
@@ -268,6 +355,7 @@ std::vector<Recall::GroupStats> Recall::Stats() const {
     s.listed = g.listed;
     s.prefetched = g.prefetched;
     s.failed = g.failed;
+    s.packed = g.packed;
     s.noted = static_cast<int64_t>(g.noted.size());
     s.done = g.done;
     out.push_back(std::move(s));

@@ -60,6 +60,11 @@ struct RecallOptions {
   int parallel = 8;
   // Each prefetch lookup (and the read of a list) gives up after this long.
   absl::Duration lookup_timeout = absl::Seconds(10);
+  // The local tier, if there is one apart from `store`: a saved list then
+  // carries a pack of its small entries (those without blobs), and the next
+  // process puts the pack's entries straight into its local tier, one registry
+  // GET for all of them. Null: every key is looked up through `store`.
+  Store* local = nullptr;
   // One line when a group's prefetch ends (null: none).
   std::function<void(absl::string_view line)> log;
 };
@@ -100,6 +105,7 @@ class Recall {
     int64_t listed = 0;      // keys on the list read at start (-1: none found yet)
     int64_t prefetched = 0;  // listed keys whose lookup hit
     int64_t failed = 0;      // listed keys whose lookup missed or failed
+    int64_t packed = 0;      // listed keys that came from the pack (not counted above)
     int64_t noted = 0;       // keys used in this process
     bool done = false;       // the prefetch has ended
   };
@@ -113,6 +119,7 @@ class Recall {
     int64_t pending = 0;
     int64_t prefetched = 0;
     int64_t failed = 0;
+    int64_t packed = 0;
     absl::Time began;
     std::vector<std::string> read;  // the list read at start, sorted
     std::vector<std::string> noted;  // in order of first use
@@ -121,6 +128,10 @@ class Recall {
   Group* GroupLocked(absl::string_view group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadList(const std::string& group);
   void PrefetchKey(const std::string& group, const std::string& key);
+  // Puts the pack's entries of `group` into opts_.local (those it lacks);
+  // `packed` gets the keys it now has.
+  absl::Status LoadPack(const std::string& group, absl::string_view pack,
+                        absl::flat_hash_set<std::string>* packed);
   void Finish(const std::string& group, bool hit);
   absl::Status SaveGroup(const std::string& group, const std::vector<std::string>& keys);
   absl::Status StopCheck();

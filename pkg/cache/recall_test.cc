@@ -205,6 +205,85 @@ TEST(RecallTest, SavesWhatWasUsedAndTheNextOnePrefetchesIt) {
   EXPECT_EQ(store.Puts(), puts);
 }
 
+TEST(RecallTest, SmallEntriesTravelInAPackStraightIntoTheLocalTier) {
+  MemStore store, local_a, local_b;
+  Entry small;
+  small.key = "g:small";
+  small.config = R"({"data":"aGk="})";
+  small.created = absl::FromUnixSeconds(1700000000);
+  ASSERT_TRUE(store.Put(small).ok());
+  ASSERT_TRUE(local_a.Put(small).ok());
+  Entry big;  // names a blob: not packed
+  big.key = "g:big";
+  std::string content = "content";
+  oci::StringSource src(content);
+  auto d = store.WriteBlob(oci::Digest::Of(content), 7, src);
+  ASSERT_TRUE(d.ok());
+  big.blobs.push_back(*d);
+  ASSERT_TRUE(store.Put(big).ok());
+  ASSERT_TRUE(local_a.Put(big).ok());
+  Entry other = small;  // another group's entry in the local tier: never packed
+  other.key = "h:x";
+  ASSERT_TRUE(local_a.Put(other).ok());
+  {
+    RecallOptions o;
+    o.local = &local_a;
+    Recall r(&store, o);
+    r.Note("g", "g:small");
+    r.Note("g", "g:big");
+    r.Note("g", "g:gone");  // not in the local tier: listed, not packed
+    r.Stop();
+    ASSERT_TRUE(r.Save().ok());
+  }
+  auto list = store.Lookup(RecallKey("g"), {});
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->blobs.size(), 2u);
+  EXPECT_EQ(list->config, R"({"recall":"ocicache.recall.v1","group":"g","keys":3,"packed":1})");
+
+  RecallOptions o;
+  o.local = &local_b;
+  o.parallel = 1;
+  Recall next(&store, o);
+  size_t before = store.Lookups().size();
+  next.Begin("g");
+  Recall::GroupStats g = WaitDone(next, "g");
+  EXPECT_EQ(g.listed, 3);
+  EXPECT_EQ(g.packed, 1);
+  EXPECT_EQ(g.prefetched, 1);  // g:big
+  EXPECT_EQ(g.failed, 1);      // g:gone
+  std::vector<std::string> all = store.Lookups();
+  std::vector<std::string> looked(all.begin() + static_cast<std::ptrdiff_t>(before), all.end());
+  EXPECT_EQ(looked, (std::vector<std::string>{RecallKey("g"), "g:big", "g:gone"}));
+  auto got = local_b.Lookup("g:small", {});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->config, small.config);
+  EXPECT_EQ(got->created, small.created);
+  EXPECT_FALSE(local_b.Lookup("h:x", {}).ok());
+}
+
+TEST(RecallTest, ABrokenPackFallsBackToLookups) {
+  MemStore store, local;
+  PutObject(store, "g:a");
+  std::string list_blob = FormatRecallList({"g:a"});
+  std::string pack_blob = "ocicache-recall-pack 1\n99999\n{}";
+  Entry list;
+  list.key = RecallKey("g");
+  for (const std::string* b : {&list_blob, &pack_blob}) {
+    oci::StringSource src(*b);
+    auto d = store.WriteBlob(oci::Digest::Of(*b), static_cast<int64_t>(b->size()), src);
+    ASSERT_TRUE(d.ok());
+    list.blobs.push_back(*d);
+  }
+  ASSERT_TRUE(store.Put(list).ok());
+  RecallOptions o;
+  o.local = &local;
+  Recall r(&store, o);
+  r.Begin("g");
+  Recall::GroupStats g = WaitDone(r, "g");
+  EXPECT_EQ(g.packed, 0);
+  EXPECT_EQ(g.prefetched, 1);
+}
+
 TEST(RecallTest, KeysOutsideTheGroupAreNotFetched) {
   MemStore store;
   std::string blob = FormatRecallList({"g:one", "other:secret", "ac:sha256:00", "g:two", "g"});

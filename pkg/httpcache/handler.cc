@@ -675,9 +675,9 @@ std::string Handler::StatusJson() const {
   if (!recalled.empty() || recall_ != nullptr) {
     nlohmann::ordered_json groups = nlohmann::ordered_json::object();
     for (const auto& g : recalled) {
-      groups[g.group] = {{"listed", g.listed}, {"prefetched", g.prefetched},
-                         {"failed", g.failed}, {"done", g.done},
-                         {"noted", g.noted}};
+      groups[g.group] = {{"listed", g.listed}, {"packed", g.packed},
+                         {"prefetched", g.prefetched}, {"failed", g.failed},
+                         {"done", g.done}, {"noted", g.noted}};
     }
     j["recall"] = groups;
   }

@@ -262,6 +262,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(stores::StoreSet
     ho.started = b.started;
     ho.access_log = s->opts_.service.access_log;
     ho.recall.max_keys = recall_keys;
+    ho.recall.local = b.tiers.local;  // small objects travel in one pack
     s->http_handler_ = std::make_unique<httpcache::Handler>(b.store, s->reapi_instances_.get(),
                                                             b.auth, b.breaker, std::move(ho));
     httpcache::HttpServerOptions hs = s->opts_.http;
