@@ -188,8 +188,8 @@ void Recall::LoadList(const std::string& group) {
   if (g.pending == 0) {
     g.done = true;
     if (g.packed > 0 && opts_.log) {
-      opts_.log(absl::StrCat("recall: ", g.packed, " of ", g.listed, " entries of ", group,
-                             " from its pack in ", absl::FormatDuration(absl::Now() - g.began)));
+      opts_.log(absl::StrCat("recall: ", g.listed, " entries of ", group, ": ", g.packed,
+                             " from its pack, in ", absl::FormatDuration(absl::Now() - g.began)));
     }
   }
 }
@@ -250,8 +250,9 @@ void Recall::Finish(const std::string& group, bool hit) {
   if (--g.pending > 0 || g.done) return;
   g.done = true;
   if (opts_.log) {
-    opts_.log(absl::StrCat("recall: prefetched ", g.prefetched, " of ", g.listed, " entries of ",
-                           group, " in ", absl::FormatDuration(absl::Now() - g.began)));
+    opts_.log(absl::StrCat("recall: ", g.listed, " entries of ", group, ": ", g.packed,
+                           " from its pack, ", g.prefetched, " looked up, ", g.failed,
+                           " missed, in ", absl::FormatDuration(absl::Now() - g.began)));
   }
 }
 
