@@ -27,9 +27,6 @@ constexpr char kPackMediaType[] = "application/vnd.ocicache.recall-pack.v1";
 // A pack holds small entries only (objects up to 16 KiB inside their manifest):
 // 16 MiB is a thousand or more of them.
 constexpr size_t kMaxPackBytes = 16 << 20;
-// The longest entry key (cache/format.h's kMaxKeyBytes; not included here to
-// keep this library apart from the manifest format).
-constexpr size_t kMaxKeyBytes = 4096;
 
 // A sink that refuses to grow past a bound (a list read from the registry is
 // not trusted to be small).
@@ -38,8 +35,7 @@ class BoundedSink : public oci::ByteSink {
   BoundedSink(std::string* out, size_t max) : out_(out), max_(max) {}
   absl::Status Write(absl::string_view chunk) override {
     if (out_->size() + chunk.size() > max_) {
-      return absl::ResourceExhaustedError(absl::StrCat("a recall list is larger than ", max_,
-                                                       " bytes"));
+      return absl::ResourceExhaustedError(absl::StrCat("larger than ", max_, " bytes"));
     }
     out_->append(chunk.data(), chunk.size());
     return absl::OkStatus();
@@ -161,7 +157,7 @@ void Recall::LoadList(const std::string& group) {
     std::vector<std::string> unique;
     for (const std::string& k : keys) {
       if (unique.size() >= opts_.max_keys) break;
-      if (!absl::StartsWith(k, prefix) || k.size() > kMaxKeyBytes) continue;
+      if (!absl::StartsWith(k, prefix) || k.size() > format::kMaxKeyBytes) continue;
       if (seen.insert(k).second) unique.push_back(k);
     }
     keys = std::move(unique);
@@ -274,12 +270,15 @@ void Recall::AwaitPrefetch(absl::string_view key, absl::Time deadline) {
       deadline);
 }
 
-void Recall::Note(absl::string_view group, absl::string_view key) {
+void Recall::Note(absl::string_view group, absl::string_view key, bool written) {
   if (opts_.max_keys == 0) return;
   absl::MutexLock l(&mu_);
   Group* g = GroupLocked(group);
-  if (g == nullptr || g->noted.size() >= opts_.max_keys) return;
-  if (g->noted_set.insert(std::string(key)).second) g->noted.emplace_back(key);
+  if (g == nullptr) return;
+  if (g->noted.size() < opts_.max_keys && g->noted_set.insert(std::string(key)).second) {
+    g->noted.emplace_back(key);
+  }
+  if (written) g->written = true;
 }
 
 absl::Status Recall::Save() {
@@ -290,7 +289,9 @@ absl::Status Recall::Save() {
       if (g.noted.empty()) continue;
       std::vector<std::string> sorted = g.noted;
       std::sort(sorted.begin(), sorted.end());
-      if (sorted == g.read) continue;  // the list it would write is there already
+      // The list it would write is there already, and so is the pack: nothing
+      // was written here that a packed entry may hold in an older version.
+      if (sorted == g.read && !(g.written && opts_.local != nullptr)) continue;
       todo.emplace_back(name, g.noted);
     }
   }

@@ -22,7 +22,8 @@
 // Lists are last writer wins: the list a process saves is what its clients
 // used (at most max_keys per group, first used first), so a key no build asks
 // for again drops off the next list. A process saves nothing for a group whose
-// noted keys are the list it read (nothing changed), nor for groups nobody used.
+// noted keys are the list it read and where nothing was written (nothing
+// changed), nor for groups nobody used.
 // Prefetching is best effort: a miss or an error is counted and otherwise
 // ignored; the build's own request for that key goes its normal way.
 #ifndef OCICACHE_PKG_CACHE_RECALL_H_
@@ -92,10 +93,11 @@ class Recall {
   // If `key` is being prefetched now, waits (until `deadline` at most) for that
   // lookup to end, so the caller's own lookup finds its result.
   void AwaitPrefetch(absl::string_view key, absl::Time deadline);
-  // `key` of `group` answered a client (a hit, or a write).
-  void Note(absl::string_view group, absl::string_view key);
+  // `key` of `group` answered a client: a hit, or (`written`) a write.
+  void Note(absl::string_view group, absl::string_view key, bool written = false);
   // Stores the list of every group noted since the start, unless it is the
-  // list read for it. Errors of single groups are joined into one status.
+  // list read for it and (with a pack) nothing was written. Errors of single
+  // groups are joined into one status.
   absl::Status Save();
   // Stops prefetching: queued lookups are dropped, running ones end early.
   void Stop();
@@ -123,6 +125,7 @@ class Recall {
     absl::Time began;
     std::vector<std::string> read;  // the list read at start, sorted
     std::vector<std::string> noted;  // in order of first use
+    bool written = false;            // a noted key was written here
     absl::flat_hash_set<std::string> noted_set;
   };
   Group* GroupLocked(absl::string_view group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

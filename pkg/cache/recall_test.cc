@@ -259,6 +259,15 @@ TEST(RecallTest, SmallEntriesTravelInAPackStraightIntoTheLocalTier) {
   EXPECT_EQ(got->config, small.config);
   EXPECT_EQ(got->created, small.created);
   EXPECT_FALSE(local_b.Lookup("h:x", {}).ok());
+  // The same keys used again: nothing to save, unless one was written here
+  // (the pack would hold its older version).
+  for (const char* k : {"g:small", "g:big", "g:gone"}) next.Note("g", k);
+  int puts = store.Puts();
+  ASSERT_TRUE(next.Save().ok());
+  EXPECT_EQ(store.Puts(), puts);
+  next.Note("g", "g:small", /*written=*/true);
+  ASSERT_TRUE(next.Save().ok());
+  EXPECT_EQ(store.Puts(), puts + 1);
 }
 
 TEST(RecallTest, ABrokenPackFallsBackToLookups) {

@@ -630,7 +630,7 @@ void Handler::End(const Exchange& ex, int status, int64_t bytes_out, absl::strin
   stats_.Count(p, ex.request.method, status, outcome, ex.bytes_in, bytes_out, took);
   if (recall_ != nullptr && ex.routed.error == 0 && ex.routed.route.target == Target::kObject &&
       ((outcome == Outcome::kHit) || (ex.request.method == "PUT" && status / 100 == 2))) {
-    recall_->Note(ex.routed.route.group, ex.routed.route.key);
+    recall_->Note(ex.routed.route.group, ex.routed.route.key, ex.request.method == "PUT");
   }
   if (opts_.access_log) {
     std::string line = absl::StrCat(

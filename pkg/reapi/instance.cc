@@ -283,7 +283,7 @@ absl::StatusOr<v2::ActionResult> Instance::UpdateActionResult(const BlobId& acti
     return s;
   }
   complete_.Add(key);
-  if (recall_ != nullptr) recall_->Note(kRecallGroup, key);
+  if (recall_ != nullptr) recall_->Note(kRecallGroup, key, /*written=*/true);
   return result;
 }
 
