@@ -29,6 +29,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "pkg/cache/recall.h"
+#include "pkg/cache/registry_store.h"
 #include "pkg/httpcache/router.h"
 #include "pkg/oci/digest.h"
 #include "pkg/rpc/auth.h"
@@ -176,6 +177,29 @@ class HttpTest : public ::testing::Test {
     return r.ok() ? *r : HttpReply{};
   }
 
+  // A server with recall on, over `repo` ("" : a new one), with a new local directory.
+  std::unique_ptr<server::CacheServer> ServeWithRecall(const std::string& repo = "") {
+    Setup s;
+    s.repo = repo;
+    s.recall_keys = 100;
+    return Serve(s);
+  }
+
+  // The registry store of `repo`, as a reader apart from any server.
+  static std::unique_ptr<cache::RegistryStore> RepoStore(const std::string& repo) {
+    stores::StoreConfig rc;
+    rc.repo = registry_->host() + "/" + repo;
+    auto r = stores::OpenRegistry(rc, stores::RegistryClientOptions(rc));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *std::move(r) : nullptr;
+  }
+
+  // Stops the shared registry for the rest of a test; it runs again after.
+  struct RegistryDown {
+    RegistryDown() { EXPECT_TRUE(registry_->Stop().ok()); }
+    ~RegistryDown() { EXPECT_TRUE(registry_->Restart().ok()); }
+  };
+
   static RegistryProcess* registry_;
   std::string repo_;
   std::string base_;
@@ -295,9 +319,7 @@ TEST_F(HttpTest, AFreshServerPrefetchesWhatTheLastServerSawUsed) {
   std::string large = Pattern(1 << 20, 3);
   constexpr int kSmall = 20;
   {
-    Setup s;
-    s.recall_keys = 100;
-    auto srv = Serve(s);
+    auto srv = ServeWithRecall();
     ASSERT_NE(srv, nullptr);
     repo = repo_;
     HttpClient c;
@@ -311,21 +333,16 @@ TEST_F(HttpTest, AFreshServerPrefetchesWhatTheLastServerSawUsed) {
     ASSERT_EQ(Do(c, "PUT", "/v8/artifacts/00aa?teamId=team_a", "tarball").status, 200);
     srv->Shutdown(absl::Seconds(2));  // saves the lists
   }
-  stores::StoreConfig rc;
-  rc.repo = registry_->host() + "/" + repo;
-  auto registry = stores::OpenRegistry(rc, stores::RegistryClientOptions(rc));
-  ASSERT_TRUE(registry.ok()) << registry.status();
+  auto registry = RepoStore(repo);
+  ASSERT_NE(registry, nullptr);
   cache::LookupOptions quiet;
   quiet.touch = false;
-  auto list = (*registry)->Lookup(cache::RecallKey("http:kv:ccache"), quiet);
+  auto list = registry->Lookup(cache::RecallKey("http:kv:ccache"), quiet);
   ASSERT_TRUE(list.ok()) << list.status();
-  ASSERT_TRUE((*registry)->Lookup(cache::RecallKey("http:turbo:team_a"), quiet).ok());
+  ASSERT_TRUE(registry->Lookup(cache::RecallKey("http:turbo:team_a"), quiet).ok());
 
   // A fresh machine: an empty local directory, the same repository.
-  Setup s;
-  s.repo = repo;
-  s.recall_keys = 100;
-  auto srv = Serve(s);
+  auto srv = ServeWithRecall(repo);
   ASSERT_NE(srv, nullptr);
   HttpClient c;
   ASSERT_EQ(Do(c, "GET", "/cache/ccache/k0").body, "object 0");
@@ -344,11 +361,7 @@ TEST_F(HttpTest, AFreshServerPrefetchesWhatTheLastServerSawUsed) {
   EXPECT_FALSE(nlohmann::json::parse(status->body)["recall"].contains("http:turbo:team_a"))
       << status->body;
   // Everything listed is local now: the registry is not needed to answer.
-  ASSERT_TRUE(registry_->Stop().ok());
-  struct Restart {
-    RegistryProcess* r;
-    ~Restart() { EXPECT_TRUE(r->Restart().ok()); }
-  } restart{registry_};
+  RegistryDown down;
   for (int i = 1; i < kSmall; ++i) {
     HttpReply got = Do(c, "GET", absl::StrCat("/cache/ccache/k", i));
     EXPECT_EQ(got.status, 200) << "k" << i;
@@ -362,9 +375,7 @@ TEST_F(HttpTest, AFreshServerPrefetchesWhatTheLastServerSawUsed) {
 TEST_F(HttpTest, AnUnchangedRecallListIsNotWrittenAgain) {
   std::string repo;
   {
-    Setup s;
-    s.recall_keys = 100;
-    auto srv = Serve(s);
+    auto srv = ServeWithRecall();
     ASSERT_NE(srv, nullptr);
     repo = repo_;
     HttpClient c;
@@ -372,18 +383,16 @@ TEST_F(HttpTest, AnUnchangedRecallListIsNotWrittenAgain) {
     ASSERT_EQ(Do(c, "PUT", "/cache/gradle/fedcba9876543210fedcba9876543210", "b").status, 200);
     srv->Shutdown(absl::Seconds(2));
   }
-  stores::StoreConfig rc;
-  rc.repo = registry_->host() + "/" + repo;
-  auto registry = stores::OpenRegistry(rc, stores::RegistryClientOptions(rc));
-  ASSERT_TRUE(registry.ok()) << registry.status();
+  auto registry = RepoStore(repo);
+  ASSERT_NE(registry, nullptr);
   cache::LookupOptions quiet;
   quiet.touch = false;
-  auto first = (*registry)->Lookup(cache::RecallKey("http:kv:gradle"), quiet);
+  auto first = registry->Lookup(cache::RecallKey("http:kv:gradle"), quiet);
   ASSERT_TRUE(first.ok()) << first.status();
   auto saved_list = [&](const cache::Entry& e) {
     std::string blob;
     oci::StringSink sink(&blob);
-    EXPECT_TRUE((*registry)->ReadBlob(e.blobs.at(0).digest, 0, sink).ok());
+    EXPECT_TRUE(registry->ReadBlob(e.blobs.at(0).digest, 0, sink).ok());
     auto keys = cache::ParseRecallList(blob);
     EXPECT_TRUE(keys.ok()) << keys.status();
     return keys.ok() ? *keys : std::vector<std::string>{};
@@ -394,10 +403,7 @@ TEST_F(HttpTest, AnUnchangedRecallListIsNotWrittenAgain) {
   absl::SleepFor(absl::Milliseconds(1100));  // a rewrite would carry a later created time
   {
     // The same two keys used again, in the other order: the list stays.
-    Setup s;
-    s.repo = repo;
-    s.recall_keys = 100;
-    auto srv = Serve(s);
+    auto srv = ServeWithRecall(repo);
     ASSERT_NE(srv, nullptr);
     HttpClient c;
     EXPECT_EQ(Do(c, "GET", "/cache/gradle/fedcba9876543210fedcba9876543210").body, "b");
@@ -405,21 +411,18 @@ TEST_F(HttpTest, AnUnchangedRecallListIsNotWrittenAgain) {
     ASSERT_FALSE(RecallWhenDone(c, base_, "http:kv:gradle").is_null());
     srv->Shutdown(absl::Seconds(2));
   }
-  auto second = (*registry)->Lookup(cache::RecallKey("http:kv:gradle"), quiet);
+  auto second = registry->Lookup(cache::RecallKey("http:kv:gradle"), quiet);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->created, first->created);
   {
     // One key only: the next list is what this server's clients used.
-    Setup s;
-    s.repo = repo;
-    s.recall_keys = 100;
-    auto srv = Serve(s);
+    auto srv = ServeWithRecall(repo);
     ASSERT_NE(srv, nullptr);
     HttpClient c;
     EXPECT_EQ(Do(c, "GET", "/cache/gradle/fedcba9876543210fedcba9876543210").body, "b");
     srv->Shutdown(absl::Seconds(2));
   }
-  auto third = (*registry)->Lookup(cache::RecallKey("http:kv:gradle"), quiet);
+  auto third = registry->Lookup(cache::RecallKey("http:kv:gradle"), quiet);
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_EQ(saved_list(*third),
             (std::vector<std::string>{"http:kv:gradle:fedcba9876543210fedcba9876543210"}));
@@ -603,9 +606,7 @@ TEST_F(HttpTest, AFreshServerPrefetchesActionResultsAndTheirBlobs) {
   auto action = [](int i) { return absl::StrCat("recalled action ", i); };
   std::string repo;
   {
-    Setup s;
-    s.recall_keys = 100;
-    auto srv = Serve(s);
+    auto srv = ServeWithRecall();
     ASSERT_NE(srv, nullptr);
     repo = repo_;
     HttpClient c;
@@ -619,10 +620,7 @@ TEST_F(HttpTest, AFreshServerPrefetchesActionResultsAndTheirBlobs) {
     }
     srv->Shutdown(absl::Seconds(2));  // saves recall:ac
   }
-  Setup s;
-  s.repo = repo;  // a fresh machine
-  s.recall_keys = 100;
-  auto srv = Serve(s);
+  auto srv = ServeWithRecall(repo);  // a fresh machine
   ASSERT_NE(srv, nullptr);
   HttpClient c;
   ASSERT_EQ(Do(c, "GET", "/ac/" + Hex(action(0))).status, 200);
@@ -630,11 +628,7 @@ TEST_F(HttpTest, AFreshServerPrefetchesActionResultsAndTheirBlobs) {
   ASSERT_FALSE(g.is_null()) << "the prefetch did not end within 30 s";
   EXPECT_EQ(g["listed"], kActions);
   EXPECT_EQ(g["prefetched"], kActions);
-  ASSERT_TRUE(registry_->Stop().ok());
-  struct Restart {
-    RegistryProcess* r;
-    ~Restart() { EXPECT_TRUE(r->Restart().ok()); }
-  } restart{registry_};
+  RegistryDown down;
   for (int i = 1; i < kActions; ++i) {
     HttpReply hit = Do(c, "GET", "/ac/" + Hex(action(i)));
     EXPECT_EQ(hit.status, 200) << "action " << i;
