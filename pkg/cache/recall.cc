@@ -99,10 +99,19 @@ Recall::Group* Recall::GroupLocked(absl::string_view group) {
 
 void Recall::Begin(absl::string_view group) {
   if (opts_.max_keys == 0) return;
+  // Destroyed after the lock is released (declared before it): a pool whose
+  // prefetches have all ended, so a server with many instances keeps no idle
+  // prefetch threads for each.
+  std::unique_ptr<base::ThreadPool> idle;
   absl::MutexLock l(&mu_);
   if (stopping_) return;
   Group* g = GroupLocked(group);
-  if (g == nullptr || g->started) return;
+  if (g == nullptr || g->started) {
+    bool all_done = true;
+    for (const auto& [name, other] : groups_) all_done = all_done && (!other.started || other.done);
+    if (all_done) idle = std::move(pool_);
+    return;
+  }
   g->started = true;
   g->began = absl::Now();
   if (pool_ == nullptr) pool_ = std::make_unique<base::ThreadPool>(std::max(1, opts_.parallel), 0);

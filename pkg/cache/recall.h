@@ -145,7 +145,10 @@ class Recall {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, Group, std::less<>> groups_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);
-  // Made at the first Begin; its threads only prefetch.
+  // Made at the first Begin; its threads only prefetch. A Begin that finds
+  // every started prefetch ended drops it (a server keeps one Recall per REAPI
+  // instance, up to 64: no idle threads for each), and the next group's
+  // Begin makes a new one.
   std::unique_ptr<base::ThreadPool> pool_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -293,6 +293,24 @@ TEST(RecallTest, ABrokenPackFallsBackToLookups) {
   EXPECT_EQ(g.prefetched, 1);
 }
 
+TEST(RecallTest, AGroupStartedAfterTheOthersEndedStillPrefetches) {
+  MemStore store;
+  PutObject(store, "a:1");
+  PutObject(store, "b:1");
+  {
+    Recall r(&store, RecallOptions{});
+    r.Note("a", "a:1");
+    r.Note("b", "b:1");
+    ASSERT_TRUE(r.Save().ok());
+  }
+  Recall r(&store, RecallOptions{});
+  r.Begin("a");
+  EXPECT_EQ(WaitDone(r, "a").prefetched, 1);
+  r.Begin("a");  // every prefetch has ended: the idle pool goes
+  r.Begin("b");  // and a new one serves the next group
+  EXPECT_EQ(WaitDone(r, "b").prefetched, 1);
+}
+
 TEST(RecallTest, KeysOutsideTheGroupAreNotFetched) {
   MemStore store;
   std::string blob = FormatRecallList({"g:one", "other:secret", "ac:sha256:00", "g:two", "g"});
