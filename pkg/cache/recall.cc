@@ -124,9 +124,10 @@ void Recall::LoadList(const std::string& group) {
   {
     base::CallScope scope(
         {.cap = absl::Now() + opts_.lookup_timeout, .check = [this] { return StopCheck(); }});
-    LookupOptions quiet;
-    quiet.touch = false;
-    auto e = store_->Lookup(RecallKey(group), quiet);
+    // Reading the list is a use of it (last-used refreshed at most once a
+    // day): a list that stays the same is never rewritten, and gc by age
+    // must not take it.
+    auto e = store_->Lookup(RecallKey(group), LookupOptions{});
     std::string blob;
     absl::Status s = e.status();
     if (s.ok()) {
