@@ -15,6 +15,9 @@
 // tiered store copies each hit into its local tier, so the build's own
 // requests find them there. A request for a key whose prefetch is in flight
 // waits for it (AwaitPrefetch) rather than asking the registry a second time.
+// With a local tier apart (RecallOptions::local), a list also carries a pack:
+// the manifests of its entries that need no blob, which the next process puts
+// straight into its local tier (one GET for all of them, not one each).
 //
 // A list is trusted no further than a hint: keys outside its group, or too long
 // to be keys, are skipped, and it is read up to 4 MiB.
@@ -30,7 +33,6 @@
 #define OCICACHE_PKG_CACHE_RECALL_H_
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
