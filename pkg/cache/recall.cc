@@ -28,24 +28,6 @@ constexpr char kPackMediaType[] = "application/vnd.ocicache.recall-pack.v1";
 // 16 MiB is a thousand or more of them.
 constexpr size_t kMaxPackBytes = 16 << 20;
 
-// A sink that refuses to grow past a bound (a list read from the registry is
-// not trusted to be small).
-class BoundedSink : public oci::ByteSink {
- public:
-  BoundedSink(std::string* out, size_t max) : out_(out), max_(max) {}
-  absl::Status Write(absl::string_view chunk) override {
-    if (out_->size() + chunk.size() > max_) {
-      return absl::ResourceExhaustedError(absl::StrCat("larger than ", max_, " bytes"));
-    }
-    out_->append(chunk.data(), chunk.size());
-    return absl::OkStatus();
-  }
-
- private:
-  std::string* out_;
-  size_t max_;
-};
-
 }  // namespace
 
 std::string RecallKey(absl::string_view group) { return absl::StrCat("recall:", group); }
@@ -134,7 +116,7 @@ void Recall::LoadList(const std::string& group) {
       if (e->blobs.empty() || e->blobs.size() > 2) {
         s = absl::DataLossError("a recall entry names its list and at most a pack");
       } else {
-        BoundedSink sink(&blob, kMaxListBytes);
+        oci::BoundedStringSink sink(&blob, kMaxListBytes, "a recall list");
         s = store_->ReadBlob(e->blobs[0].digest, 0, sink);
       }
     }
@@ -149,7 +131,7 @@ void Recall::LoadList(const std::string& group) {
     if (s.ok() && e->blobs.size() == 2 && opts_.local != nullptr) {
       // Errors leave the pack's entries to be looked up one by one.
       std::string pack;
-      BoundedSink sink(&pack, kMaxPackBytes);
+      oci::BoundedStringSink sink(&pack, kMaxPackBytes, "a recall pack");
       absl::Status ps = store_->ReadBlob(e->blobs[1].digest, 0, sink);
       if (ps.ok()) ps = LoadPack(group, pack, &packed);
       if (!ps.ok() && opts_.log) {

@@ -10,6 +10,14 @@
 
 namespace ocicache::oci {
 
+absl::Status BoundedStringSink::Write(absl::string_view chunk) {
+  if (static_cast<int64_t>(out_->size() + chunk.size()) > max_) {
+    return absl::ResourceExhaustedError(absl::StrCat(what_, " larger than ", max_, " bytes"));
+  }
+  out_->append(chunk.data(), chunk.size());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<size_t> StringSource::Read(char* buf, size_t n) {
   size_t k = std::min(n, data_.size() - pos_);
   std::memcpy(buf, data_.data() + pos_, k);

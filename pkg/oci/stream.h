@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,6 +45,21 @@ class StringSink : public ByteSink {
 
  private:
   std::string* out_;
+};
+
+// Appends to a string, refusing (ResourceExhausted, "<what> larger than <max>
+// bytes") a write that would take it past `max` bytes: for what is read into
+// memory from a peer not trusted to send little.
+class BoundedStringSink : public ByteSink {
+ public:
+  BoundedStringSink(std::string* out, int64_t max, std::string what = "blob")
+      : out_(out), max_(max), what_(std::move(what)) {}
+  absl::Status Write(absl::string_view chunk) override;
+
+ private:
+  std::string* out_;
+  int64_t max_;
+  std::string what_;
 };
 
 class StringSource : public ByteSource {

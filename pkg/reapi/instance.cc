@@ -16,23 +16,6 @@ namespace {
 // The recall group of action results (in each instance's own store).
 constexpr char kRecallGroup[] = "ac";
 
-// Collects a blob in memory, refusing more than a limit.
-class BoundedSink : public oci::ByteSink {
- public:
-  BoundedSink(std::string* out, int64_t max) : out_(out), max_(max) {}
-  absl::Status Write(absl::string_view chunk) override {
-    if (static_cast<int64_t>(out_->size() + chunk.size()) > max_) {
-      return absl::ResourceExhaustedError(absl::StrCat("blob larger than ", max_, " bytes"));
-    }
-    out_->append(chunk.data(), chunk.size());
-    return absl::OkStatus();
-  }
-
- private:
-  std::string* out_;
-  int64_t max_;
-};
-
 std::string Listed(const std::vector<BlobId>& blobs) {
   std::string out;
   size_t n = std::min<size_t>(blobs.size(), 3);
@@ -143,7 +126,7 @@ absl::StatusOr<std::string> Instance::ReadAll(const BlobId& blob, int64_t max_by
         absl::StrCat("blob ", blob.str(), " is larger than ", max_bytes, " bytes"));
   }
   std::string out;
-  BoundedSink sink(&out, max_bytes);
+  oci::BoundedStringSink sink(&out, max_bytes);
   if (absl::Status s = Read(blob, 0, sink); !s.ok()) return s;
   if (static_cast<int64_t>(out.size()) != blob.size) {
     return absl::DataLossError(absl::StrCat("blob ", blob.str(), ": read ", out.size(), " bytes"));
