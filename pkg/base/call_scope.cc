@@ -16,10 +16,12 @@ CallScope::CallScope(CallLimits limits)
     : outer_(current),
       deadline_(limits.deadline),
       cap_(limits.cap),
-      check_(std::move(limits.check)) {
+      check_(std::move(limits.check)),
+      local_only_(std::move(limits.local_only)) {
   if (outer_ != nullptr) {
     deadline_ = std::min(deadline_, outer_->deadline_);
     cap_ = std::min(cap_, outer_->cap_);
+    if (local_only_ == nullptr) local_only_ = outer_->local_only_;
   }
   current = this;
 }
@@ -51,6 +53,7 @@ CallLimits CallScope::Capture() {
   if (s == nullptr) return l;
   l.deadline = s->deadline_;
   l.cap = s->cap_;
+  l.local_only = s->local_only_;
   // Copies of every check in the chain, so the captured limits outlive nothing.
   std::vector<std::function<absl::Status()>> checks;
   for (; s != nullptr; s = s->outer_) {
@@ -65,6 +68,13 @@ CallLimits CallScope::Capture() {
     };
   }
   return l;
+}
+
+bool LocalOnly() {
+  const CallScope* s = current;
+  if (s == nullptr || s->local_only_ == nullptr) return false;
+  s->local_only_->store(true, std::memory_order_relaxed);
+  return true;
 }
 
 std::function<void()> WithCurrentLimits(std::function<void()> fn) {

@@ -20,8 +20,9 @@
 #ifndef OCICACHE_PKG_BASE_CALL_SCOPE_H_
 #define OCICACHE_PKG_BASE_CALL_SCOPE_H_
 
-#include <functional>
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -36,7 +37,16 @@ struct CallLimits {
   // (e.g. CANCELLED when the caller went away). Called often: keep it cheap.
   // Must be safe to call from any thread the call's work runs on.
   std::function<absl::Status()> check;
+  // Set for a call that must not wait on a remote: an HTTP read tried on the
+  // server's event loop before it is handed to a thread that may block. Code
+  // about to reach a remote asks LocalOnly(), which notes the want here, and
+  // carries on as if the remote were out of reach; the caller sees the flag
+  // and runs the call again where it may wait. Reads only: a write must never
+  // take its out-of-reach path (deferral) for this.
+  std::shared_ptr<std::atomic<bool>> local_only;
 };
+
+bool LocalOnly();
 
 class CallScope {
  public:
@@ -59,17 +69,26 @@ class CallScope {
   // The status for end() having passed: DEADLINE_EXCEEDED when the caller's
   // deadline is the one that passed, else UNAVAILABLE (the cap).
   absl::Status TimeUp() const;
+  // Whether this call must stay off remotes (CallLimits::local_only, from
+  // this scope or an enclosing one).
+  bool local_only() const { return local_only_ != nullptr; }
 
   // The limits in force on this thread (none: default CallLimits), to install
   // on another thread with a CallScope of its own.
   static CallLimits Capture();
 
  private:
+  friend bool LocalOnly();
   const CallScope* outer_;
   absl::Time deadline_;
   absl::Time cap_;
   std::function<absl::Status()> check_;
+  std::shared_ptr<std::atomic<bool>> local_only_;
 };
+
+// True when the call this thread works for must stay off remotes
+// (CallLimits::local_only); then it also notes that the call wanted one.
+bool LocalOnly();
 
 // Runs fn under the limits captured from the thread that made the wrapper.
 std::function<void()> WithCurrentLimits(std::function<void()> fn);

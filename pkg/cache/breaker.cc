@@ -32,6 +32,8 @@ bool Breaker::Usable() {
     if (!OpenLocked()) return true;
     last_open_ = absl::Now();
     if (!opts_.recheck || rechecking_ || absl::Now() < next_recheck_) return false;
+    // A call that must not wait leaves the recheck to one that may.
+    if (base::LocalOnly()) return false;
     rechecking_ = true;
   }
   absl::Status s;
@@ -58,6 +60,10 @@ void Breaker::WarnOnce(bool was_usable, const absl::Status& why) {
 
 bool Breaker::Note(const absl::Status& s) {
   if (!IsOutage(s)) return false;
+  // A call kept off the registry (base::CallLimits::local_only) learnt
+  // nothing about it.
+  const base::CallScope* scope = base::CallScope::Current();
+  if (scope != nullptr && scope->local_only()) return true;
   bool was_usable;
   {
     absl::MutexLock l(&mu_);

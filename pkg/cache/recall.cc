@@ -252,6 +252,9 @@ void Recall::AwaitPrefetch(absl::string_view key, absl::Time deadline) {
   } wait{this, std::string(key)};
   absl::MutexLock l(&mu_);
   if (!in_flight_.contains(wait.key)) return;
+  // A call that must not wait goes on without the key; LocalOnly() notes
+  // that it wanted it, so the call runs again where it may wait.
+  if (base::LocalOnly()) return;
   // Await evaluates the condition with mu_ held, which the analysis cannot see.
   mu_.AwaitWithDeadline(
       absl::Condition(

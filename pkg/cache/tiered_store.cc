@@ -51,7 +51,12 @@ std::string TieredStore::Describe() const {
 
 bool TieredStore::degraded() { return !RemoteUsable(); }
 
-bool TieredStore::RemoteUsable() { return breaker_->Usable(); }
+bool TieredStore::RemoteUsable() {
+  // A call that must not wait (base::CallLimits::local_only) treats the
+  // remote as out of reach, before the breaker's recheck could reach it.
+  if (base::LocalOnly()) return false;
+  return breaker_->Usable();
+}
 
 bool TieredStore::NoteRemote(const absl::Status& s) {
   // A full local disk (met filling the local tier from the remote) says
@@ -461,6 +466,8 @@ absl::StatusOr<Entry> TieredStore::MaybeConfirm(absl::string_view key, Entry loc
     if (it == unconfirmed_.end() || absl::Now() - it->second < opts_.settle_after) {
       return local_entry;
     }
+    // Confirmed by the call that may reach the registry, not this one.
+    if (base::LocalOnly()) return local_entry;
     unconfirmed_.erase(it);  // its row in unconfirmed_order_ goes when it reaches the front
   }
   if (!RemoteUsable()) return local_entry;

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "pkg/base/call_scope.h"
 #include "pkg/layout/layout_internal.h"
 
 namespace ocicache::layout {
@@ -33,6 +34,10 @@ using internal::UniqueFd;
 namespace {
 
 constexpr size_t kChunk = 256 * 1024;
+// Hashing a blob longer than this is long work (about 5 ms at this VM's
+// SHA-256 speed): a call that must not wait (base::CallLimits::local_only,
+// an HTTP read on the server's event loop) leaves it to one that may.
+constexpr int64_t kLongHashBytes = 2 << 20;
 // Blobs reused by a write get a fresh mtime (so Gc's min_age protects them) when
 // their mtime is older than this.
 constexpr absl::Duration kFreshenAfter = absl::Minutes(1);
@@ -312,6 +317,10 @@ absl::StatusOr<int> LayoutStore::OpenVerifiedBlob(const oci::Digest& digest, int
   if (!fd.ok()) return fd.status();
   UniqueFd owned(*fd);
   if (!KnownGood(digest.hex(), st)) {
+    if (st.st_size > kLongHashBytes && base::LocalOnly()) {
+      return absl::UnavailableError(
+          absl::StrCat("blob ", digest.str(), " is to be verified by a call that may wait"));
+    }
     oci::Sha256 hash;
     std::string buf(kChunk, '\0');
     int64_t off = 0;

@@ -261,7 +261,8 @@ class BlobReceiver : public oci::ByteSink {
 // (base::CallScope) would be over by then or is already: then false, at once.
 bool SleepBeforeRetry(absl::Duration delay) {
   const base::CallScope* scope = base::CallScope::Current();
-  if (scope != nullptr && (absl::Now() + delay >= scope->end() || !scope->Check().ok())) {
+  if (scope != nullptr && (absl::Now() + delay >= scope->end() || !scope->Check().ok() ||
+                           scope->local_only())) {
     return false;
   }
   absl::SleepFor(delay);

@@ -308,6 +308,11 @@ void Transport::Release(void* h) {
 }
 
 absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
+  // The backstop of base::CallLimits::local_only: the stores keep such calls
+  // off the registry themselves; anything that still gets here is refused.
+  if (base::LocalOnly()) {
+    return absl::UnavailableError(absl::StrCat("not asked (a call that must not wait): ", req.url));
+  }
   if (opts_.pacer != nullptr) {
     const base::CallScope* scope = base::CallScope::Current();
     absl::Status turn =
