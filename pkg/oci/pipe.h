@@ -25,26 +25,118 @@ namespace ocicache::oci {
 // the end come. CloseWrite ends the stream (a non-OK status is what the reader
 // gets after the buffered bytes); CloseRead makes further writes fail with
 // Cancelled, so a producer stops when its consumer gave up.
+//
+// An event loop, which must not block, uses TryWrite/TryRead instead, and when
+// they cannot go on arms a wake-up (WakeWriter/WakeReader) that the other side
+// calls once it has made room, written or closed.
 class BoundedPipe {
  public:
   explicit BoundedPipe(size_t capacity) : capacity_(capacity) {}
 
   absl::Status Write(absl::string_view chunk) {
     while (!chunk.empty()) {
-      absl::MutexLock l(&mu_);
-      mu_.Await(absl::Condition(this, &BoundedPipe::WritableLocked));
-      if (reader_closed_) return absl::CancelledError("reader stopped");
-      size_t n = std::min(chunk.size(), capacity_ - buffered_);
-      chunks_.emplace_back(chunk.substr(0, n));
-      buffered_ += n;
-      chunk.remove_prefix(n);
+      std::function<void()> wake;
+      {
+        absl::MutexLock l(&mu_);
+        mu_.Await(absl::Condition(this, &BoundedPipe::WritableLocked));
+        if (reader_closed_) return absl::CancelledError("reader stopped");
+        size_t n = std::min(chunk.size(), capacity_ - buffered_);
+        chunks_.emplace_back(chunk.substr(0, n));
+        buffered_ += n;
+        chunk.remove_prefix(n);
+        wake.swap(wake_reader_);
+      }
+      if (wake) wake();
     }
     return absl::OkStatus();
   }
 
+  // Takes what fits now: the bytes taken (0 when full). Cancelled once the
+  // reader closed.
+  absl::StatusOr<size_t> TryWrite(absl::string_view chunk) {
+    std::function<void()> wake;
+    size_t n = 0;
+    {
+      absl::MutexLock l(&mu_);
+      if (reader_closed_) return absl::CancelledError("reader stopped");
+      n = std::min(chunk.size(), capacity_ - buffered_);
+      if (n == 0) return 0;
+      chunks_.emplace_back(chunk.substr(0, n));
+      buffered_ += n;
+      wake.swap(wake_reader_);
+    }
+    if (wake) wake();
+    return n;
+  }
+
   absl::StatusOr<size_t> Read(char* buf, size_t n) {
+    std::function<void()> wake;
+    absl::StatusOr<size_t> got;
+    {
+      absl::MutexLock l(&mu_);
+      mu_.Await(absl::Condition(this, &BoundedPipe::ReadableLocked));
+      got = ReadLocked(buf, n);
+      wake.swap(wake_writer_);
+    }
+    if (wake) wake();
+    return got;
+  }
+
+  // Read without waiting: sets *wait (and copies nothing) when no byte and
+  // no end is there yet.
+  absl::StatusOr<size_t> TryRead(char* buf, size_t n, bool* wait) {
+    std::function<void()> wake;
+    absl::StatusOr<size_t> got;
+    {
+      absl::MutexLock l(&mu_);
+      *wait = !ReadableLocked();
+      if (*wait) return 0;
+      got = ReadLocked(buf, n);
+      wake.swap(wake_writer_);
+    }
+    if (wake) wake();
+    return got;
+  }
+
+  // Arms `wake` to run once, on the writer's thread, when bytes or the end
+  // arrive; false (nothing armed) when the reader may go on already.
+  bool WakeReader(std::function<void()> wake) {
     absl::MutexLock l(&mu_);
-    mu_.Await(absl::Condition(this, &BoundedPipe::ReadableLocked));
+    if (ReadableLocked()) return false;
+    wake_reader_ = std::move(wake);
+    return true;
+  }
+  // Arms `wake` to run once, on the reader's thread, when there is room or
+  // the reader closed; false (nothing armed) when the writer may go on.
+  bool WakeWriter(std::function<void()> wake) {
+    absl::MutexLock l(&mu_);
+    if (WritableLocked()) return false;
+    wake_writer_ = std::move(wake);
+    return true;
+  }
+
+  void CloseWrite(absl::Status s) {
+    std::function<void()> wake;
+    {
+      absl::MutexLock l(&mu_);
+      writer_closed_ = true;
+      writer_status_ = std::move(s);  // payloads too (base::IsDiskFull)
+      wake.swap(wake_reader_);
+    }
+    if (wake) wake();
+  }
+  void CloseRead() {
+    std::function<void()> wake;
+    {
+      absl::MutexLock l(&mu_);
+      reader_closed_ = true;
+      wake.swap(wake_writer_);
+    }
+    if (wake) wake();
+  }
+
+ private:
+  absl::StatusOr<size_t> ReadLocked(char* buf, size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (chunks_.empty()) {
       if (!writer_status_.ok()) return writer_status_;
       return 0;
@@ -65,17 +157,6 @@ class BoundedPipe {
     return copied;
   }
 
-  void CloseWrite(absl::Status s) {
-    absl::MutexLock l(&mu_);
-    writer_closed_ = true;
-    writer_status_ = std::move(s);  // payloads too (base::IsDiskFull)
-  }
-  void CloseRead() {
-    absl::MutexLock l(&mu_);
-    reader_closed_ = true;
-  }
-
- private:
   bool WritableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return reader_closed_ || buffered_ < capacity_;
   }
@@ -91,6 +172,8 @@ class BoundedPipe {
   bool writer_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool reader_closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status writer_status_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> wake_reader_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> wake_writer_ ABSL_GUARDED_BY(mu_);
 };
 
 class PipeSink : public ByteSink {
