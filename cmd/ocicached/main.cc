@@ -87,6 +87,9 @@ ABSL_FLAG(std::string, http_port_file, "", "also write the HTTP endpoint's bound
 ABSL_FLAG(absl::Duration, http_read_timeout, absl::Seconds(5),
           "HTTP: the longest a read waits on the registry; past it the read is a miss (404), "
           "so a registry outage never fails a build");
+ABSL_FLAG(int, http_threads, 2,
+          "HTTP: threads of the event loop, which answers what the local tier answers; reads "
+          "that wait on the registry, writes and body streams get threads of their own");
 ABSL_FLAG(std::string, http_max_body_size, "16G",
           "HTTP: largest request body (K, M, G suffixes); larger ones get 413");
 ABSL_FLAG(int, recall_keys, 10000,
@@ -244,6 +247,11 @@ int main(int argc, char** argv) {
     o.server.http_handler.read_timeout = absl::GetFlag(FLAGS_http_read_timeout);
     if (o.server.http_handler.read_timeout <= absl::ZeroDuration()) {
       std::cerr << "ocicached: --http_read_timeout must be positive\n";
+      return 2;
+    }
+    o.server.http.event_threads = absl::GetFlag(FLAGS_http_threads);
+    if (o.server.http.event_threads < 1 || o.server.http.event_threads > 64) {
+      std::cerr << "ocicached: --http_threads takes 1 to 64\n";
       return 2;
     }
     int64_t max_body = ParseSize(absl::GetFlag(FLAGS_http_max_body_size));

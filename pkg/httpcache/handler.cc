@@ -285,6 +285,14 @@ std::unique_ptr<Exchange> Handler::Begin(Request request) {
       return ex;
     }
   }
+  return ex;
+}
+
+void Handler::Precheck(Exchange& ex) {
+  ex.prechecked = true;
+  if (ex.early.has_value()) return;
+  const Request& rq = ex.request;
+  const Route& route = ex.routed.route;
   base::CallLimits limits;
   limits.cap = absl::Now() + opts_.read_timeout;
   base::CallScope scope(std::move(limits));
@@ -299,8 +307,8 @@ std::unique_ptr<Exchange> Handler::Begin(Request request) {
       if (have.ok() && *have) {
         Response r;
         r.note = "present";
-        ex->early = std::move(r);
-        return ex;
+        ex.early = std::move(r);
+        return;
       }
     }
   }
@@ -309,14 +317,18 @@ std::unique_ptr<Exchange> Handler::Begin(Request request) {
     lo.touch = false;
     auto e = store_->Lookup(route.key, lo);
     if (e.ok()) {
-      ex->early = Error(*ex, 409, "this hash is stored already (Nx entries are never overwritten)");
-      return ex;
+      ex.early = Error(ex, 409, "this hash is stored already (Nx entries are never overwritten)");
+      return;
     }
   }
-  return ex;
 }
 
 Response Handler::Body(Exchange& ex, oci::ByteSource* body) {
+  if (!ex.prechecked) {
+    Precheck(ex);
+    // The rest of the body, if any, is the server's to drop.
+    if (ex.early.has_value()) return *std::move(ex.early);
+  }
   base::CallLimits limits;
   limits.cap = absl::Now() + (IsRead(ex.request.method) ? opts_.read_timeout : opts_.write_timeout);
   base::CallScope scope(std::move(limits));

@@ -102,9 +102,12 @@ struct Exchange {
   Request request;
   Routed routed;
   absl::Time start;
-  // Set by Begin when the answer is known before the body: the server sends
-  // it (reading and dropping any body first, so the connection stays usable).
+  // Set by Begin or Precheck when the answer is known before the body: the
+  // server sends it (reading and dropping any body first, so the connection
+  // stays usable).
   std::optional<Response> early;
+  // Whether Precheck ran (Body runs it otherwise).
+  bool prechecked = false;
   int64_t bytes_in = 0;
 };
 
@@ -122,9 +125,14 @@ class Handler {
   // (nothing without recall). Call once no request is in flight.
   absl::Status SaveRecall(absl::Duration timeout);
 
-  // Routes and authorizes the request, checks its declared size. Body (when
-  // `early` is unset) comes next, then End.
+  // Routes and authorizes the request, checks its declared size; never
+  // touches a store, so it never waits. Body (when `early` is unset) comes
+  // next, then End.
   std::unique_ptr<Exchange> Begin(Request request);
+  // The answers the stores give before a body is read (a CAS blob present,
+  // an Nx hash taken): may set `early`. Reads only; Body runs it when the
+  // server did not (e.g. because it would have waited on the registry).
+  void Precheck(Exchange& ex);
   // Serves the request; `body` is its body (null for requests without one).
   // Must read the body to its end for the response to be a success.
   Response Body(Exchange& ex, oci::ByteSource* body);

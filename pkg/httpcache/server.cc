@@ -14,6 +14,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -21,7 +22,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "pkg/base/call_scope.h"
 #include "pkg/oci/pipe.h"
 
 namespace ocicache::httpcache {
@@ -38,8 +41,55 @@ constexpr size_t kSendBlock = 256 << 10;
 // checked on arrival).
 constexpr size_t kConnectionMemory = 128 << 10;
 
-// A response body a producer thread writes while the connection's thread
-// sends it (libmicrohttpd pulls, the stores push).
+// Suspends and resumes connections for work that waits (a store call, a
+// body pipe), keeping count so Stop can wait until none is suspended
+// (libmicrohttpd must not stop with one suspended).
+class Parking {
+ public:
+  void Suspend(MHD_Connection* c) {
+    {
+      absl::MutexLock l(&mu_);
+      ++suspended_;
+    }
+    MHD_suspend_connection(c);
+  }
+  void Resume(MHD_Connection* c) {
+    MHD_resume_connection(c);
+    absl::MutexLock l(&mu_);
+    --suspended_;
+  }
+  // Waits until no connection is suspended; false at the deadline.
+  bool AwaitNone(absl::Time deadline) {
+    absl::MutexLock l(&mu_);
+    auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return suspended_ == 0; };
+    return mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
+  }
+
+  // Set once Stop's grace has passed: work still running ends (its scope
+  // check fails), so its connection resumes and closes.
+  std::atomic<bool> stopping{false};
+
+ private:
+  absl::Mutex mu_;
+  int suspended_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// The limits of work run apart from the event loop for one request: it ends
+// when the request is abandoned or the server stops.
+base::CallLimits WorkLimits(std::shared_ptr<std::atomic<bool>> abandoned, Parking* parking) {
+  return {.check = [abandoned = std::move(abandoned), parking]() -> absl::Status {
+    if (abandoned->load(std::memory_order_relaxed)) {
+      return absl::CancelledError("the HTTP request ended");
+    }
+    if (parking->stopping.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("the HTTP server is stopping");
+    }
+    return absl::OkStatus();
+  }};
+}
+
+// A response body a producer thread writes while the event loop sends it
+// (libmicrohttpd pulls, the stores push).
 struct Outgoing {
   Outgoing(std::function<absl::Status(oci::ByteSink&)> f, int64_t n)
       : produce(std::move(f)), size(n), pipe(kPipeBytes) {}
@@ -49,36 +99,65 @@ struct Outgoing {
   oci::BoundedPipe pipe;
   std::thread producer;
   std::shared_ptr<std::atomic<int64_t>> sent;
+  std::shared_ptr<std::atomic<bool>> abandoned = std::make_shared<std::atomic<bool>>(false);
+  Parking* parking = nullptr;
+  MHD_Connection* conn = nullptr;
+  // The body's last bytes, held until the producer ended well.
+  std::string held;
+
+  // Nothing to send yet: suspends the connection until the producer writes
+  // or ends. libmicrohttpd calls again after the resume.
+  ssize_t Wait() {
+    parking->Suspend(conn);
+    Parking* p = parking;
+    MHD_Connection* c = conn;
+    if (!pipe.WakeReader([p, c] { p->Resume(c); })) parking->Resume(conn);
+    return 0;
+  }
 };
 
 ssize_t ReadOutgoing(void* cls, uint64_t /*pos*/, char* buf, size_t max) {
   auto* out = static_cast<Outgoing*>(cls);
   if (!out->producer.joinable()) {
-    out->producer = std::thread([out] {
+    out->producer = std::thread([out, limits = WorkLimits(out->abandoned, out->parking)] {
+      base::CallScope scope(limits);
       oci::PipeSink sink(&out->pipe);
       absl::Status s = out->produce(sink);
       out->pipe.CloseWrite(s.ok() ? absl::OkStatus() : s);
     });
   }
-  auto n = out->pipe.Read(buf, max);
-  if (!n.ok()) return MHD_CONTENT_READER_END_WITH_ERROR;
-  if (*n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
-  out->delivered += static_cast<int64_t>(*n);
-  if (out->size >= 0 && out->delivered >= out->size) {
+  if (out->held.empty()) {
+    bool wait = false;
+    auto n = out->pipe.TryRead(buf, max, &wait);
+    if (!n.ok()) return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (wait) return out->Wait();
+    if (*n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+    out->delivered += static_cast<int64_t>(*n);
+    if (out->size < 0 || out->delivered < out->size) {
+      out->sent->fetch_add(static_cast<int64_t>(*n), std::memory_order_relaxed);
+      return static_cast<ssize_t>(*n);
+    }
     // The last bytes go out only once the producer finished well: stores
     // check a blob's digest after its last byte, and a body that completes
     // its Content-Length must never be a wrong one. A failure here cuts the
     // connection short of the declared length instead.
-    char extra;
-    auto end = out->pipe.Read(&extra, 1);
-    if (!end.ok() || *end != 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+    out->held.assign(buf, *n);
   }
-  out->sent->fetch_add(static_cast<int64_t>(*n), std::memory_order_relaxed);
-  return static_cast<ssize_t>(*n);
+  char extra;
+  bool wait = false;
+  auto end = out->pipe.TryRead(&extra, 1, &wait);
+  if (wait) return out->Wait();
+  if (!end.ok() || *end != 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+  size_t n = std::min(max, out->held.size());
+  std::memcpy(buf, out->held.data(), n);
+  out->held.erase(0, n);
+  out->sent->fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+  return static_cast<ssize_t>(n);
 }
 
 void FreeOutgoing(void* cls) {
   auto* out = static_cast<Outgoing*>(cls);
+  out->abandoned->store(true);
   out->pipe.CloseRead();
   if (out->producer.joinable()) out->producer.join();
   delete out;
@@ -87,25 +166,88 @@ void FreeOutgoing(void* cls) {
 // One request's state across libmicrohttpd's calls.
 struct RequestState {
   enum class Mode { kNoBody, kBuffer, kStream, kDiscard };
+  RequestState(Parking* p, MHD_Connection* c) : parking(p), conn(c) {}
+  Parking* const parking;
+  MHD_Connection* const conn;
   std::unique_ptr<Exchange> ex;
   Mode mode = Mode::kNoBody;
   std::string buffer;
   int64_t received = 0;
-  // kStream: the handler runs in `consumer`, reading `pipe`.
+  // kStream: the handler runs on the worker, reading `pipe`.
   std::unique_ptr<oci::BoundedPipe> pipe;
-  std::thread consumer;
-  Response consumed;
+  bool input_closed = false;
+  // Whether a read was tried on the event loop (base::CallLimits::local_only).
+  bool tried_local = false;
+  // The response the worker made.
+  std::optional<Response> answer;
   // What was queued, for End.
   bool queued = false;
   int status = 0;
   std::string note;
   std::shared_ptr<std::atomic<int64_t>> sent = std::make_shared<std::atomic<int64_t>>(0);
+  std::shared_ptr<std::atomic<bool>> abandoned = std::make_shared<std::atomic<bool>>(false);
 
-  void FinishConsumer(absl::Status end) {
-    if (!consumer.joinable()) return;
-    pipe->CloseWrite(std::move(end));
-    consumer.join();
+  // Runs `fn` on a thread of its own (the worker), for work that may wait.
+  void StartWork(std::function<void()> fn) {
+    {
+      absl::MutexLock l(&mu_);
+      work_done_ = false;
+    }
+    worker_ = std::thread([this, fn = std::move(fn), limits = WorkLimits(abandoned, parking)] {
+      {
+        base::CallScope scope(limits);
+        fn();
+      }
+      bool resume = false;
+      {
+        absl::MutexLock l(&mu_);
+        work_done_ = true;
+        resume = parked_;
+        parked_ = false;
+      }
+      if (resume) parking->Resume(conn);
+    });
   }
+  bool working() const { return worker_.joinable(); }
+  // In a libmicrohttpd callback: true when the worker still runs; the
+  // connection is then suspended until it ends (and libmicrohttpd calls
+  // again). False when it has ended (or never ran): its results are there.
+  bool Park() {
+    bool done;
+    {
+      absl::MutexLock l(&mu_);
+      done = work_done_;
+    }
+    if (done) {
+      if (worker_.joinable()) worker_.join();
+      return false;
+    }
+    parking->Suspend(conn);
+    bool resume_now = false;
+    {
+      absl::MutexLock l(&mu_);
+      resume_now = work_done_;
+      parked_ = !work_done_;
+    }
+    if (resume_now) parking->Resume(conn);
+    return true;
+  }
+  // The request ends: stops the worker (its body source fails, its scope
+  // check fails) and waits for it.
+  void Abandon(absl::Status why) {
+    abandoned->store(true);
+    if (pipe != nullptr && !input_closed) {
+      input_closed = true;
+      pipe->CloseWrite(std::move(why));
+    }
+    if (worker_.joinable()) worker_.join();
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool work_done_ ABSL_GUARDED_BY(mu_) = true;
+  bool parked_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread worker_;
 };
 
 enum MHD_Result CollectValue(void* cls, enum MHD_ValueKind, const char* key, const char* value) {
@@ -156,6 +298,7 @@ struct HttpServer::Impl {
   Handler* handler = nullptr;
   HttpServerOptions opts;
   std::string cert, key, ca;  // kept alive for libmicrohttpd
+  Parking parking;
 
   enum MHD_Result Queue(MHD_Connection* c, RequestState* st, Response r) {
     MHD_Response* resp;
@@ -169,6 +312,8 @@ struct HttpServer::Impl {
     } else if (r.stream) {
       auto* out = new Outgoing(std::move(r.stream), r.size);
       out->sent = st->sent;
+      out->parking = &parking;
+      out->conn = c;
       resp = MHD_create_response_from_callback(
           r.size < 0 ? MHD_SIZE_UNKNOWN : static_cast<uint64_t>(r.size), kSendBlock, &ReadOutgoing,
           out, &FreeOutgoing);
@@ -187,131 +332,180 @@ struct HttpServer::Impl {
     return ok;
   }
 
+  // The first call: the request line and headers are in.
+  enum MHD_Result Headers(MHD_Connection* c, const char* url, const char* method,
+                          RequestState* st) {
+    Request rq;
+    rq.method = method;
+    rq.path = url;
+    rq.peer = Peer(c);
+    std::map<std::string, std::string> raw;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, &CollectValue, &raw);
+    size_t header_bytes = std::strlen(url) + std::strlen(method);
+    for (auto& [k, v] : raw) {
+      header_bytes += k.size() + v.size() + 4;  // ": " and CRLF
+      rq.headers[absl::AsciiStrToLower(k)] = std::move(v);
+    }
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, &CollectValue, &rq.query);
+    std::string cl = rq.Header("content-length");
+    int64_t n = -1;
+    if (!cl.empty() && absl::SimpleAtoi(cl, &n) && n >= 0) rq.content_length = n;
+    rq.chunked = absl::StrContains(absl::AsciiStrToLower(rq.Header("transfer-encoding")), "chunked");
+    bool expects_continue = absl::EqualsIgnoreCase(rq.Header("expect"), "100-continue");
+    bool has_body = rq.HasBody();
+    if (!ca.empty() && !ClientCertificateOk(c)) {
+      st->ex = handler->Begin(Request{});  // for End's bookkeeping
+      st->ex->request = std::move(rq);
+      Response r;
+      r.status = 403;
+      r.body = "a client certificate from the configured CA is required\n";
+      r.note = "no valid client certificate";
+      return Queue(c, st, std::move(r));
+    }
+    if (header_bytes > opts.max_header_bytes) {
+      // libmicrohttpd's own bound is its memory pool (kConnectionMemory).
+      st->ex = handler->Begin(Request{});
+      st->ex->request = std::move(rq);
+      Response r;
+      r.status = 431;
+      r.body = absl::StrCat("the request line and headers exceed ", opts.max_header_bytes,
+                            " bytes\n");
+      r.note = "headers too large";
+      r.headers.emplace_back("Content-Type", "text/plain");
+      return Queue(c, st, std::move(r));
+    }
+    // Begin never waits; Precheck may (a store lookup), so the event loop
+    // tries it from local state only and leaves it to Body, on the worker,
+    // when it would have needed the registry.
+    st->ex = handler->Begin(std::move(rq));
+    if (!TryLocal([&] { handler->Precheck(*st->ex); })) st->ex->prechecked = false;
+    if (st->ex->early.has_value()) {
+      // Answer now when the client waits for "100 Continue", sends no body,
+      // or is refused with a large or unbounded one (libmicrohttpd then
+      // closes the connection rather than read it). Otherwise read the body
+      // first and drop it, so the connection stays usable: a success known
+      // early (a CAS blob present) must not look like a broken upload.
+      const Request& r = st->ex->request;
+      bool large = r.chunked || r.content_length > opts.max_buffered_body_bytes;
+      if (!has_body || expects_continue || (st->ex->early->status >= 400 && large)) {
+        return Queue(c, st, std::move(*st->ex->early));
+      }
+      st->mode = RequestState::Mode::kDiscard;
+      return MHD_YES;
+    }
+    const Request& r = st->ex->request;
+    bool takes_body = r.method == "PUT" || r.method == "POST";
+    if (takes_body && r.content_length == 0) {
+      st->mode = RequestState::Mode::kBuffer;  // an empty body is a body
+    } else if (!takes_body || !has_body) {
+      st->mode = has_body ? RequestState::Mode::kDiscard : RequestState::Mode::kNoBody;
+    } else if (r.content_length >= 0 && r.content_length <= opts.max_buffered_body_bytes) {
+      st->mode = RequestState::Mode::kBuffer;
+      st->buffer.reserve(static_cast<size_t>(r.content_length));
+    } else {
+      st->mode = RequestState::Mode::kStream;
+      st->pipe = std::make_unique<oci::BoundedPipe>(kPipeBytes);
+      st->StartWork([this, st] {
+        oci::PipeSource source(st->pipe.get());
+        st->answer = handler->Body(*st->ex, &source);
+        // Whatever the handler left unread is dropped from now on.
+        st->pipe->CloseRead();
+      });
+    }
+    return MHD_YES;
+  }
+
+  // A piece of the body: takes what it can without waiting.
+  enum MHD_Result Upload(MHD_Connection* c, RequestState* st, absl::string_view chunk,
+                         size_t* upload_data_size) {
+    if (st->received + static_cast<int64_t>(chunk.size()) > opts.max_body_bytes && !st->queued) {
+      // A chunked body (or one dropped) past the limit: answer now;
+      // libmicrohttpd then closes the connection instead of reading the rest.
+      *upload_data_size = 0;
+      st->received += static_cast<int64_t>(chunk.size());
+      st->Abandon(absl::ResourceExhaustedError("the body is too large"));
+      st->mode = RequestState::Mode::kDiscard;
+      Response r;
+      r.status = 413;
+      r.body = absl::StrCat("the body is larger than ", opts.max_body_bytes, " bytes\n");
+      r.note = "body too large";
+      return Queue(c, st, std::move(r));
+    }
+    size_t taken = chunk.size();
+    switch (st->mode) {
+      case RequestState::Mode::kBuffer:
+        st->buffer.append(chunk.data(), chunk.size());
+        break;
+      case RequestState::Mode::kStream: {
+        auto n = st->pipe->TryWrite(chunk);
+        if (!n.ok()) {
+          st->mode = RequestState::Mode::kDiscard;  // the handler stopped reading
+        } else {
+          taken = *n;
+        }
+        break;
+      }
+      case RequestState::Mode::kNoBody:
+      case RequestState::Mode::kDiscard:
+        break;
+    }
+    st->received += static_cast<int64_t>(taken);
+    *upload_data_size = chunk.size() - taken;
+    if (taken < chunk.size()) {
+      // The pipe is full: wait for the handler to read (libmicrohttpd hands
+      // the rest over again after the resume).
+      parking.Suspend(c);
+      Parking* p = &parking;
+      if (!st->pipe->WakeWriter([p, c] { p->Resume(c); })) parking.Resume(c);
+    }
+    return MHD_YES;
+  }
+
+  // The last call: the whole request is in.
+  enum MHD_Result Complete(MHD_Connection* c, RequestState* st) {
+    if (st->queued) return MHD_YES;
+    if (st->mode == RequestState::Mode::kStream && !st->input_closed) {
+      st->input_closed = true;
+      st->pipe->CloseWrite(absl::OkStatus());
+    }
+    if (st->working()) {
+      if (st->Park()) return MHD_YES;
+      if (st->answer.has_value()) return Queue(c, st, *std::move(st->answer));
+    }
+    if (st->ex->early.has_value()) return Queue(c, st, std::move(*st->ex->early));
+    // A read is tried on the event loop first, from local state only; when
+    // it would have waited on the registry it runs on the worker instead.
+    const std::string& m = st->ex->request.method;
+    if ((m == "GET" || m == "HEAD") && !st->tried_local) {
+      st->tried_local = true;
+      std::optional<Response> r;
+      if (TryLocal([&] { r = handler->Body(*st->ex, nullptr); })) return Queue(c, st, *std::move(r));
+    }
+    st->StartWork([this, st] {
+      if (st->mode == RequestState::Mode::kBuffer) {
+        oci::StringSource source(st->buffer);
+        st->answer = handler->Body(*st->ex, &source);
+        std::string().swap(st->buffer);
+      } else {
+        st->answer = handler->Body(*st->ex, nullptr);
+      }
+    });
+    if (st->Park()) return MHD_YES;
+    return Queue(c, st, *std::move(st->answer));
+  }
+
   enum MHD_Result Access(MHD_Connection* c, const char* url, const char* method,
                          const char* upload_data, size_t* upload_data_size, void** con_cls) {
     auto* st = static_cast<RequestState*>(*con_cls);
     if (st == nullptr) {
-      st = new RequestState;
+      st = new RequestState(&parking, c);
       *con_cls = st;
-      Request rq;
-      rq.method = method;
-      rq.path = url;
-      rq.peer = Peer(c);
-      std::map<std::string, std::string> raw;
-      MHD_get_connection_values(c, MHD_HEADER_KIND, &CollectValue, &raw);
-      size_t header_bytes = std::strlen(url) + std::strlen(method);
-      for (auto& [k, v] : raw) {
-        header_bytes += k.size() + v.size() + 4;  // ": " and CRLF
-        rq.headers[absl::AsciiStrToLower(k)] = std::move(v);
-      }
-      MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, &CollectValue, &rq.query);
-      std::string cl = rq.Header("content-length");
-      int64_t n = -1;
-      if (!cl.empty() && absl::SimpleAtoi(cl, &n) && n >= 0) rq.content_length = n;
-      rq.chunked = absl::StrContains(absl::AsciiStrToLower(rq.Header("transfer-encoding")), "chunked");
-      bool expects_continue = absl::EqualsIgnoreCase(rq.Header("expect"), "100-continue");
-      bool has_body = rq.HasBody();
-      if (!ca.empty() && !ClientCertificateOk(c)) {
-        st->ex = handler->Begin(Request{});  // for End's bookkeeping
-        st->ex->request = std::move(rq);
-        Response r;
-        r.status = 403;
-        r.body = "a client certificate from the configured CA is required\n";
-        r.note = "no valid client certificate";
-        return Queue(c, st, std::move(r));
-      }
-      if (header_bytes > opts.max_header_bytes) {
-        // libmicrohttpd's own bound is its memory pool (kConnectionMemory).
-        st->ex = handler->Begin(Request{});
-        st->ex->request = std::move(rq);
-        Response r;
-        r.status = 431;
-        r.body = absl::StrCat("the request line and headers exceed ", opts.max_header_bytes,
-                              " bytes\n");
-        r.note = "headers too large";
-        r.headers.emplace_back("Content-Type", "text/plain");
-        return Queue(c, st, std::move(r));
-      }
-      st->ex = handler->Begin(std::move(rq));
-      if (st->ex->early.has_value()) {
-        // Answer now when the client waits for "100 Continue", sends no body,
-        // or is refused with a large or unbounded one (libmicrohttpd then
-        // closes the connection rather than read it). Otherwise read the body
-        // first and drop it, so the connection stays usable: a success known
-        // early (a CAS blob present) must not look like a broken upload.
-        const Request& r = st->ex->request;
-        bool large = r.chunked || r.content_length > opts.max_buffered_body_bytes;
-        if (!has_body || expects_continue || (st->ex->early->status >= 400 && large)) {
-          return Queue(c, st, std::move(*st->ex->early));
-        }
-        st->mode = RequestState::Mode::kDiscard;
-        return MHD_YES;
-      }
-      const Request& r = st->ex->request;
-      bool takes_body = r.method == "PUT" || r.method == "POST";
-      if (takes_body && r.content_length == 0) {
-        st->mode = RequestState::Mode::kBuffer;  // an empty body is a body
-      } else if (!takes_body || !has_body) {
-        st->mode = has_body ? RequestState::Mode::kDiscard : RequestState::Mode::kNoBody;
-      } else if (r.content_length >= 0 && r.content_length <= opts.max_buffered_body_bytes) {
-        st->mode = RequestState::Mode::kBuffer;
-        st->buffer.reserve(static_cast<size_t>(r.content_length));
-      } else {
-        st->mode = RequestState::Mode::kStream;
-        st->pipe = std::make_unique<oci::BoundedPipe>(kPipeBytes);
-        st->consumer = std::thread([this, st] {
-          oci::PipeSource source(st->pipe.get());
-          st->consumed = handler->Body(*st->ex, &source);
-          // Whatever the handler left unread is dropped from now on.
-          st->pipe->CloseRead();
-        });
-      }
-      return MHD_YES;
+      return Headers(c, url, method, st);
     }
-
     if (*upload_data_size > 0) {
-      absl::string_view chunk(upload_data, *upload_data_size);
-      *upload_data_size = 0;
-      st->received += static_cast<int64_t>(chunk.size());
-      if (st->received > opts.max_body_bytes && !st->queued) {
-        // A chunked body (or one dropped) past the limit: answer now;
-        // libmicrohttpd then closes the connection instead of reading the rest.
-        st->FinishConsumer(absl::ResourceExhaustedError("the body is too large"));
-        st->mode = RequestState::Mode::kDiscard;
-        Response r;
-        r.status = 413;
-        r.body = absl::StrCat("the body is larger than ", opts.max_body_bytes, " bytes\n");
-        r.note = "body too large";
-        return Queue(c, st, std::move(r));
-      }
-      switch (st->mode) {
-        case RequestState::Mode::kBuffer:
-          st->buffer.append(chunk.data(), chunk.size());
-          break;
-        case RequestState::Mode::kStream:
-          if (!st->pipe->Write(chunk).ok()) st->mode = RequestState::Mode::kDiscard;
-          break;
-        case RequestState::Mode::kNoBody:
-        case RequestState::Mode::kDiscard:
-          break;
-      }
-      return MHD_YES;
+      return Upload(c, st, absl::string_view(upload_data, *upload_data_size), upload_data_size);
     }
-
-    // The whole request is in.
-    if (st->queued) return MHD_YES;
-    if (st->consumer.joinable()) {
-      st->FinishConsumer(absl::OkStatus());
-      if (!st->ex->early.has_value()) return Queue(c, st, std::move(st->consumed));
-    }
-    if (st->ex->early.has_value()) return Queue(c, st, std::move(*st->ex->early));
-    if (st->mode == RequestState::Mode::kBuffer) {
-      oci::StringSource source(st->buffer);
-      Response r = handler->Body(*st->ex, &source);
-      std::string().swap(st->buffer);
-      return Queue(c, st, std::move(r));
-    }
-    return Queue(c, st, handler->Body(*st->ex, nullptr));
+    return Complete(c, st);
   }
 
   void Completed(void** con_cls, enum MHD_RequestTerminationCode toe) {
@@ -319,7 +513,7 @@ struct HttpServer::Impl {
     if (st == nullptr) return;
     *con_cls = nullptr;
     // A body cut short: the handler's source fails, so nothing is stored.
-    st->FinishConsumer(absl::DataLossError("the client ended the request before its body did"));
+    st->Abandon(absl::DataLossError("the client ended the request before its body did"));
     std::string note = st->note;
     int status = st->queued ? st->status : 0;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
@@ -337,6 +531,18 @@ struct HttpServer::Impl {
     delete st;
   }
 
+  // Runs `fn` as a call that must not wait on a remote
+  // (base::CallLimits::local_only); false when it wanted one: its result is
+  // then to be dropped and the call made again where it may wait.
+  template <typename F>
+  static bool TryLocal(F&& fn) {
+    auto wanted = std::make_shared<std::atomic<bool>>(false);
+    {
+      base::CallScope scope({.local_only = wanted});
+      fn();
+    }
+    return !wanted->load();
+  }
 };
 
 namespace {
@@ -427,8 +633,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Handler* handler,
   std::string host;
   auto fd = Listen(opts.listen, opts.free_port_if_taken, &s->port_, &host);
   if (!fd.ok()) return fd.status();
-  unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                       MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+  unsigned int flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                       MHD_USE_ERROR_LOG | MHD_USE_ITC;
   if (tls) flags |= MHD_USE_TLS;
   unsigned int timeout = static_cast<unsigned int>(
       std::max<int64_t>(1, absl::ToInt64Seconds(opts.idle_timeout)));
@@ -443,7 +649,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Handler* handler,
   s->daemon_ = MHD_start_daemon(
       flags, 0, nullptr, nullptr, &AccessTrampoline, &impl, MHD_OPTION_EXTERNAL_LOGGER, &Log,
       nullptr, MHD_OPTION_LISTEN_SOCKET, *fd,
-      MHD_OPTION_NOTIFY_COMPLETED, &CompletedTrampoline, &impl, MHD_OPTION_CONNECTION_LIMIT,
+      MHD_OPTION_NOTIFY_COMPLETED, &CompletedTrampoline, &impl, MHD_OPTION_THREAD_POOL_SIZE,
+      static_cast<unsigned int>(std::max(1, opts.event_threads)), MHD_OPTION_CONNECTION_LIMIT,
       static_cast<unsigned int>(opts.max_connections), MHD_OPTION_CONNECTION_TIMEOUT, timeout,
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, kConnectionMemory, MHD_OPTION_ARRAY, tls ? tls_opts : no_opts, MHD_OPTION_END);
   if (s->daemon_ == nullptr) {
@@ -467,6 +674,13 @@ void HttpServer::Stop(absl::Duration grace) {
     const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
     if (info == nullptr || info->num_connections == 0) break;
     absl::SleepFor(absl::Milliseconds(20));
+  }
+  // Work still running ends now (its scope check fails); libmicrohttpd must
+  // not stop while a connection waits for it, suspended.
+  impl_->parking.stopping = true;
+  while (!impl_->parking.AwaitNone(absl::Now() + absl::Seconds(10))) {
+    std::string line = "ocicached: http: stopping: waiting for requests still at work\n";
+    (void)!write(2, line.data(), line.size());
   }
   MHD_stop_daemon(daemon_);
   daemon_ = nullptr;

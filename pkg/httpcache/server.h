@@ -2,12 +2,20 @@
 // libmicrohttpd12): it parses requests (keep-alive, chunked bodies,
 // `Expect: 100-continue`, bounded header block) and hands them to a Handler.
 //
-// Threads: one per connection (MHD_USE_THREAD_PER_CONNECTION), at most
-// max_connections, since the stores block on the registry. Bodies stream both
-// ways through bounded pipes: a PUT larger than the handler's buffered limit is
-// consumed by a second thread while the connection's thread feeds it, a GET
-// larger than it is produced by a second thread while the connection's thread
-// sends it; neither ever holds more than the pipe (4 MiB) in memory.
+// Threads: an event loop (libmicrohttpd's epoll thread pool, `event_threads`)
+// serves every connection and answers what local state answers (a hit in the
+// local tier, an error, a 404 with the registry known down) without waiting
+// and without a thread switch: ccache opens a connection per compile, and a
+// thread per connection cost it twice nginx's time on a busy machine. A read
+// that would wait on the registry, any write, and every body pipe run on a
+// thread of their own (the request's worker) while the connection is
+// suspended; the event loop tries a read under base::CallLimits::local_only,
+// so the stores tell it when the call wanted the registry. Bodies stream both
+// ways through bounded pipes: a PUT larger than the handler's buffered limit
+// is consumed by the worker as the event loop feeds it, a GET larger than it
+// is produced by a worker while the event loop sends it; neither ever holds
+// more than the pipe (4 MiB) in memory, and a full or empty pipe suspends the
+// connection instead of blocking the loop.
 //
 // A client that stops sending before its Content-Length ends its connection
 // (at EOF, or after idle_timeout without a byte): the handler's source then
@@ -42,6 +50,9 @@ struct HttpServerOptions {
   // The request line and headers must fit in this (431 beyond).
   size_t max_header_bytes = 32 << 10;
   int max_connections = 512;
+  // Threads of the event loop (libmicrohttpd's thread pool, one epoll set
+  // each); work that may wait runs on threads of its own.
+  int event_threads = 2;
   // Largest request body (413 beyond; a declared larger one is refused before
   // it is read).
   int64_t max_body_bytes = int64_t{16} << 30;

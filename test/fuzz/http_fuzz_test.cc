@@ -28,7 +28,9 @@ TEST(HttpFuzzTest, BoundedRun) {
   const uint64_t seed = static_cast<uint64_t>(EnvInt("OCICACHE_FUZZ_SEED", 7));
   absl::Time start = absl::Now();
   std::vector<std::string> seeds = HttpSeeds();
+  KeepWriteSideOpen(true);
   for (const auto& s : seeds) RunInput(s);
+  KeepWriteSideOpen(false);
   // Every seed routed or was answered.
   EXPECT_GE(HttpStats().routed, 7);
   EXPECT_EQ(HttpStats().answered, HttpStats().raw);

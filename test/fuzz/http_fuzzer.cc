@@ -70,7 +70,10 @@ Server& TheServer() {
   return *s;
 }
 
-// Sends `bytes`, closes the write side, and reads the answer (at most 1 s).
+bool keep_write_side_open = false;
+
+// Sends `bytes`, closes the write side (see KeepWriteSideOpen), and reads the
+// answer (at most 1 s).
 std::string Exchange(const std::string& bytes) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -87,7 +90,7 @@ std::string Exchange(const std::string& bytes) {
     if (n <= 0) break;
     off += static_cast<size_t>(n);
   }
-  shutdown(fd, SHUT_WR);
+  if (!keep_write_side_open) shutdown(fd, SHUT_WR);
   timeval tv{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string out;
@@ -173,6 +176,8 @@ void RawInput(absl::string_view rest, absl::string_view input) {
 
 const HttpFuzzStats& HttpStats() { return stats; }
 
+void KeepWriteSideOpen(bool open) { keep_write_side_open = open; }
+
 void CheckServerAlive() {
   std::string answer = Exchange("GET /status HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n");
   if (!absl::StartsWith(answer, "HTTP/1.1 200")) {
@@ -190,17 +195,17 @@ std::vector<std::string> HttpSeeds() {
       std::string("\x00", 1) + "POST\n/v8/artifacts/events\n",
       std::string("\x00", 1) + "PUT\n/v1/cache/1234567890\n",
       std::string("\x00", 1) + "GET\n/status\n",
-      "\x01GET /cache/ns/k HTTP/1.1\r\nHost: a\r\n\r\n",
-      "\x01PUT /cache/ns/k HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
-      "\x01PUT /cache/ns/k HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-      "\x01PUT /cas/" + h + " HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
-      "\x01PUT /v8/artifacts/abc?teamId=t HTTP/1.1\r\nHost: a\r\nx-artifact-duration: 5\r\n"
+      "\x01GET /cache/ns/k HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+      "\x01PUT /cache/ns/k HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+      "\x01PUT /cache/ns/k HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+      "\x01PUT /cas/" + h + " HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
+      "\x01PUT /v8/artifacts/abc?teamId=t HTTP/1.1\r\nHost: a\r\nConnection: close\r\nx-artifact-duration: 5\r\n"
       "Content-Length: 3\r\n\r\nabc",
-      "\x01POST /v8/artifacts?teamId=t HTTP/1.1\r\nHost: a\r\nContent-Length: 16\r\n\r\n"
+      "\x01POST /v8/artifacts?teamId=t HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 16\r\n\r\n"
       "{\"hashes\":[\"a\"]}",
-      "\x01PUT /v1/cache/77 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
-      "\x01GET /ac/" + h + " HTTP/1.1\r\nHost: a\r\n\r\nGET /status HTTP/1.1\r\nHost: a\r\n\r\n",
-      "\x01PUT /ac/" + h + " HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n\x0a\x02\x08\x01",
+      "\x01PUT /v1/cache/77 HTTP/1.1\r\nHost: a\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+      "\x01GET /ac/" + h + " HTTP/1.1\r\nHost: a\r\n\r\nGET /status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+      "\x01PUT /ac/" + h + " HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 4\r\n\r\n\x0a\x02\x08\x01",
   };
   return out;
 }

@@ -35,6 +35,14 @@ const HttpFuzzStats& HttpStats();
 // Valid inputs of both kinds (kind byte included): the driver's seeds.
 std::vector<std::string> HttpSeeds();
 
+// Raw inputs are sent and the write side closed, so the server sees their
+// end. libmicrohttpd takes a half-close as the client going away, so a request
+// answered after work on another thread (a write, a registry read) gets no
+// answer then, as from nginx. With `open`, raw inputs keep the write side open
+// instead (they must ask for "Connection: close" to end): for the seeds,
+// each of which must be answered.
+void KeepWriteSideOpen(bool open);
+
 // Checks that the server still answers GET /status (aborts otherwise).
 void CheckServerAlive();
 
