@@ -1,6 +1,7 @@
 #include "pkg/base/call_scope.h"
 
 #include <atomic>
+#include <memory>
 #include <thread>
 
 #include "absl/time/clock.h"
@@ -75,6 +76,24 @@ TEST(CallScopeTest, LimitsFollowWorkToAnotherThread) {
     fn();
   });
   u.join();
+}
+
+TEST(CallScopeTest, LocalOnlyIsNotedByWhoeverAsksAndFollowsWork) {
+  EXPECT_FALSE(LocalOnly());  // no scope: calls may wait
+  {
+    CallScope plain({});
+    EXPECT_FALSE(LocalOnly());
+  }
+  auto wanted = std::make_shared<std::atomic<bool>>(false);
+  CallScope outer({.local_only = wanted});
+  EXPECT_TRUE(CallScope::Current()->local_only());
+  EXPECT_FALSE(wanted->load());  // nothing asked yet
+  {
+    CallScope inner({.cap = absl::Now() + absl::Seconds(1)});  // inherits it
+    std::thread t(WithCurrentLimits([] { EXPECT_TRUE(LocalOnly()); }));
+    t.join();
+  }
+  EXPECT_TRUE(wanted->load());
 }
 
 }  // namespace

@@ -112,6 +112,51 @@ TEST(StreamTest, StringSourceReadsAll) {
 namespace ocicache::oci {
 namespace {
 
+TEST(PipeTest, TryWriteAndTryReadNeverWaitAndWakeTheOtherSide) {
+  BoundedPipe p(4);
+  bool wait = false;
+  char buf[8];
+  // Empty: a reader would wait; its wake-up runs on the writer's next write.
+  auto n = p.TryRead(buf, sizeof buf, &wait);
+  ASSERT_TRUE(n.ok());
+  EXPECT_TRUE(wait);
+  int reader_woken = 0;
+  EXPECT_TRUE(p.WakeReader([&] { ++reader_woken; }));
+  auto w = p.TryWrite("abcdef");
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(*w, 4u);  // what fits
+  EXPECT_EQ(reader_woken, 1);
+  EXPECT_FALSE(p.WakeReader([&] { ++reader_woken; }));  // bytes wait: go on now
+  // Full: a writer would wait; its wake-up runs on the reader's next read.
+  w = p.TryWrite("ef");
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(*w, 0u);
+  int writer_woken = 0;
+  EXPECT_TRUE(p.WakeWriter([&] { ++writer_woken; }));
+  n = p.TryRead(buf, 3, &wait);
+  ASSERT_TRUE(n.ok());
+  EXPECT_FALSE(wait);
+  EXPECT_EQ(std::string(buf, *n), "abc");
+  EXPECT_EQ(writer_woken, 1);
+  EXPECT_FALSE(p.WakeWriter([&] { ++writer_woken; }));  // room: go on now
+  // The end wakes a waiting reader; it then reads the rest, then the end.
+  n = p.TryRead(buf, sizeof buf, &wait);
+  EXPECT_EQ(std::string(buf, *n), "d");
+  EXPECT_TRUE(p.WakeReader([&] { ++reader_woken; }));
+  p.CloseWrite(absl::DataLossError("cut"));
+  EXPECT_EQ(reader_woken, 2);
+  n = p.TryRead(buf, sizeof buf, &wait);
+  EXPECT_FALSE(wait);
+  EXPECT_TRUE(absl::IsDataLoss(n.status())) << n.status();
+  // A reader that leaves wakes a waiting writer, whose writes then fail.
+  BoundedPipe q(1);
+  ASSERT_EQ(*q.TryWrite("x"), 1u);
+  EXPECT_TRUE(q.WakeWriter([&] { ++writer_woken; }));
+  q.CloseRead();
+  EXPECT_EQ(writer_woken, 2);
+  EXPECT_TRUE(absl::IsCancelled(q.TryWrite("y").status()));
+}
+
 TEST(PipeTest, TransfersLargeStreamThroughSmallBuffer) {
   std::string data(3 << 20, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + 7);

@@ -2,12 +2,14 @@
 // htpasswd, token, sharded) and the tiered store, plus the behaviour only a real
 // registry shows: one request per lookup, cross-repository mount and copy, and
 // degrading to the local tier when the registry goes away.
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "pkg/base/call_scope.h"
 #include "pkg/cache/format.h"
 #include "pkg/cache/place.h"
 #include "pkg/cache/registry_store.h"
@@ -292,6 +294,38 @@ TEST(TieredStoreTest, OutageDegradesToLocalAndRecovers) {
   EXPECT_TRUE(t.remote().Lookup("before", {}).ok());
   EXPECT_TRUE(t.remote().Lookup("after", {}).ok());
   EXPECT_TRUE(absl::IsNotFound(t.remote().Lookup("during", {}).status()));
+}
+
+// A call that must not wait (an HTTP read on ocicached's event loop) gets
+// what the local tier has, is told when it wanted the registry, and leaves the
+// registry's state alone: no request, no open breaker.
+TEST(TieredStoreTest, ALocalOnlyCallNeverAsksTheRegistry) {
+  auto remote = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/localonly");
+  ASSERT_TRUE(remote.ok());
+  auto first = MakeTiered(*std::move(remote));
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE((*first)->Put(EntryWithBlob(**first, "remote/only", "in the registry")).ok());
+  auto remote2 = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/localonly");
+  ASSERT_TRUE(remote2.ok());
+  auto second = MakeTiered(*std::move(remote2), TempDir());  // a fresh local tier
+  ASSERT_TRUE(second.ok());
+  cache::TieredStore& t = **second;
+  ASSERT_TRUE(t.Put(EntryWithBlob(t, "local/too", "here")).ok());
+  auto local_only = [](auto fn) {
+    auto wanted = std::make_shared<std::atomic<bool>>(false);
+    base::CallScope scope({.local_only = wanted});
+    fn();
+    return wanted->load();
+  };
+  // A local hit: answered, nothing wanted.
+  EXPECT_FALSE(local_only([&] { EXPECT_TRUE(t.Lookup("local/too", {}).ok()); }));
+  // A local miss the registry has: a miss here, and the want is noted.
+  EXPECT_TRUE(local_only([&] {
+    EXPECT_TRUE(absl::IsNotFound(t.Lookup("remote/only", {}).status()));
+  }));
+  EXPECT_FALSE(t.degraded());  // the refusal opened no breaker
+  // The same call where it may wait finds it.
+  EXPECT_TRUE(t.Lookup("remote/only", {}).ok());
 }
 
 TEST(TieredStoreTest, RegistryHitFillsAnEmptyLocalTier) {
