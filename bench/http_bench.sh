@@ -7,6 +7,11 @@
 #                      static files. Goal: at least 0.5 of nginx.
 #   256 MiB GET        curl -o /dev/null: ocicached vs nginx static. Goal 0.8.
 #   256 MiB PUT        curl -T: ocicached vs nginx WebDAV PUT. Goal 0.8.
+#   connection cost    ms per new connection carrying two 4 KiB GETs (what
+#                      ccache does per compile), 300 in a row from python's
+#                      http.client: idle, and with both cores busy (two spin
+#                      loops, as under make -j2). No goal in the issue; the
+#                      figure that showed a thread per connection's cost.
 #   RSS                ocicached's peak RSS during the rounds (the 256 MiB
 #                      transfers and the small GETs), above
 #                      its idle RSS. Goal: at most 64 MiB.
@@ -139,6 +144,39 @@ seconds() {
   python3 -c "print(f'{$t1 - $t0:.3f}')"
 }
 
+# conn_ms PORT [busy]: mean ms per connection of two 4 KiB GETs, 300 in a row;
+# with "busy", two spin loops (bounded to 60 s) hold both cores meanwhile.
+conn_ms() {
+  local spinners=()
+  if [[ ${2:-} == busy ]]; then
+    for _ in 1 2; do timeout 60 sh -c 'while :; do :; done' & spinners+=($!); done
+    sleep 0.2
+  fi
+  python3 - "$1" <<'PY'
+import http.client, sys, time
+port = int(sys.argv[1])
+n, total = 300, 0.0
+end = time.time() + 60
+for i in range(n):
+    t = time.perf_counter()
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    for path in ("/cache/bench/obj%d" % (2 * i % 1000), "/cache/bench/obj%d" % ((2 * i + 1) % 1000)):
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            sys.exit(f"GET {path}: {r.status}")
+    c.close()
+    total += time.perf_counter() - t
+    if time.time() > end:
+        sys.exit("conn_ms: over 60 s")
+print(f"{total / n * 1000:.2f}")
+PY
+  local rc=$?
+  ((${#spinners[@]})) && kill "${spinners[@]}" 2>/dev/null && wait "${spinners[@]}" 2>/dev/null
+  return $rc
+}
+
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # Samples the RSS of PID every 20 ms and writes the peak (KiB) to FILE when the
 # file STOP exists. One process for the whole run, started before the rounds, so
@@ -179,17 +217,21 @@ idle_kb=$(rss_kb "$D_PID_NUM")
 rm -f "$WORK/stop"
 sample_rss "$D_PID_NUM" "$WORK/rss-peak" "$WORK/stop" &
 sampler=$!
-declare -a o_rps n_rps o_get n_get o_put n_put n_puth
+declare -a o_conn n_conn o_connb n_connb o_rps n_rps o_get n_get o_put n_put n_puth
 # ocicached's and nginx's figures of round R: the order of the two servers
 # alternates between rounds, and every PUT starts with the disk's dirty pages
 # written back (sync), so neither server pays for the other's writes.
 o_round() {
+  o_conn+=("$(conn_ms "${H##*:}")")
+  o_connb+=("$(conn_ms "${H##*:}" busy)")
   o_rps+=("$(h2load_rps "http://$H")")
   o_get+=("$(seconds curl -s -f -o /dev/null "http://$H/cache/bench/big")")
   sync
   o_put+=("$(seconds curl -s -f -T "$WORK/big" "http://$H/cache/bench/put$1")")
 }
 n_round() {
+  n_conn+=("$(conn_ms "$NPORT")")
+  n_connb+=("$(conn_ms "$NPORT" busy)")
   n_rps+=("$(h2load_rps "http://127.0.0.1:$NPORT")")
   n_get+=("$(seconds curl -s -f -o /dev/null "http://127.0.0.1:$NPORT/cache/bench/big")")
   sync
@@ -210,12 +252,16 @@ ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}' if b>0 els
 mib_s() { python3 -c "print(f'{256/float(\"$1\"):.0f}')"; }
 
 mo_rps=$(median "${o_rps[@]}"); mn_rps=$(median "${n_rps[@]}")
+mo_conn=$(median "${o_conn[@]}"); mn_conn=$(median "${n_conn[@]}")
+mo_connb=$(median "${o_connb[@]}"); mn_connb=$(median "${n_connb[@]}")
 mo_get=$(median "${o_get[@]}"); mn_get=$(median "${n_get[@]}")
 mo_put=$(median "${o_put[@]}"); mn_put=$(median "${n_put[@]}"); mn_puth=$(median "${n_puth[@]}")
 echo
 echo "HTTP cache endpoint vs nginx, $runs rounds (median), $(nproc) cores"
 printf '%-34s %14s %14s %8s %8s\n' "measure" "ocicached" "nginx" "ratio" "goal"
 printf '%-34s %14s %14s %8s %8s\n' "4 KiB GET hits/s (8 conns)" "$mo_rps" "$mn_rps" "$(ratio "$mo_rps" "$mn_rps")" ">=0.5"
+printf '%-34s %14s %14s %8s %8s\n' "connection + 2 GETs, ms" "$mo_conn" "$mn_conn" "$(ratio "$mn_conn" "$mo_conn")" ""
+printf '%-34s %14s %14s %8s %8s\n' "  same, both cores busy, ms" "$mo_connb" "$mn_connb" "$(ratio "$mn_connb" "$mo_connb")" ""
 printf '%-34s %14s %14s %8s %8s\n' "256 MiB GET MiB/s" "$(mib_s "$mo_get")" "$(mib_s "$mn_get")" "$(ratio "$mn_get" "$mo_get")" ">=0.8"
 printf '%-34s %14s %14s %8s %8s\n' "256 MiB PUT MiB/s (nginx: WebDAV)" "$(mib_s "$mo_put")" "$(mib_s "$mn_put")" "$(ratio "$mn_put" "$mo_put")" ">=0.8"
 printf '%-34s %14s %14s %8s %8s\n' "  vs WebDAV PUT, then SHA-256" "$(mib_s "$mo_put")" "$(mib_s "$mn_puth")" "$(ratio "$mn_puth" "$mo_put")" ""

@@ -133,15 +133,18 @@ TEST(PipeTest, TryWriteAndTryReadNeverWaitAndWakeTheOtherSide) {
   EXPECT_EQ(*w, 0u);
   int writer_woken = 0;
   EXPECT_TRUE(p.WakeWriter([&] { ++writer_woken; }));
-  n = p.TryRead(buf, 3, &wait);
+  n = p.TryRead(buf, 1, &wait);
   ASSERT_TRUE(n.ok());
   EXPECT_FALSE(wait);
-  EXPECT_EQ(std::string(buf, *n), "abc");
-  EXPECT_EQ(writer_woken, 1);
-  EXPECT_FALSE(p.WakeWriter([&] { ++writer_woken; }));  // room: go on now
-  // The end wakes a waiting reader; it then reads the rest, then the end.
+  EXPECT_EQ(std::string(buf, *n), "a");
+  EXPECT_EQ(writer_woken, 0);  // a byte of room is not worth a wake-up
   n = p.TryRead(buf, sizeof buf, &wait);
-  EXPECT_EQ(std::string(buf, *n), "d");
+  EXPECT_EQ(std::string(buf, *n), "bcd");
+  EXPECT_EQ(writer_woken, 1);  // half the pipe is
+  EXPECT_FALSE(p.WakeWriter([&] { ++writer_woken; }));  // room: go on now
+  // The end wakes a waiting reader, which then reads it.
+  n = p.TryRead(buf, sizeof buf, &wait);
+  EXPECT_TRUE(wait);
   EXPECT_TRUE(p.WakeReader([&] { ++reader_woken; }));
   p.CloseWrite(absl::DataLossError("cut"));
   EXPECT_EQ(reader_woken, 2);

@@ -76,7 +76,7 @@ class BoundedPipe {
       absl::MutexLock l(&mu_);
       mu_.Await(absl::Condition(this, &BoundedPipe::ReadableLocked));
       got = ReadLocked(buf, n);
-      wake.swap(wake_writer_);
+      if (RoomForWriterLocked()) wake.swap(wake_writer_);
     }
     if (wake) wake();
     return got;
@@ -92,7 +92,7 @@ class BoundedPipe {
       *wait = !ReadableLocked();
       if (*wait) return 0;
       got = ReadLocked(buf, n);
-      wake.swap(wake_writer_);
+      if (RoomForWriterLocked()) wake.swap(wake_writer_);
     }
     if (wake) wake();
     return got;
@@ -106,11 +106,13 @@ class BoundedPipe {
     wake_reader_ = std::move(wake);
     return true;
   }
-  // Arms `wake` to run once, on the reader's thread, when there is room or
-  // the reader closed; false (nothing armed) when the writer may go on.
+  // Arms `wake` to run once, on the reader's thread, when half the pipe is
+  // free or the reader closed; false (nothing armed) when it is so already.
+  // (Half, not a byte: an event loop would otherwise wake for every read of
+  // a consumer slower than its client, and take a few bytes each time.)
   bool WakeWriter(std::function<void()> wake) {
     absl::MutexLock l(&mu_);
-    if (WritableLocked()) return false;
+    if (RoomForWriterLocked()) return false;
     wake_writer_ = std::move(wake);
     return true;
   }
@@ -159,6 +161,9 @@ class BoundedPipe {
 
   bool WritableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return reader_closed_ || buffered_ < capacity_;
+  }
+  bool RoomForWriterLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return reader_closed_ || capacity_ - buffered_ >= (capacity_ + 1) / 2;
   }
   bool ReadableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !chunks_.empty() || writer_closed_;
