@@ -46,17 +46,27 @@ constexpr size_t kConnectionMemory = 128 << 10;
 // (libmicrohttpd must not stop with one suspended).
 class Parking {
  public:
-  void Suspend(MHD_Connection* c) {
+  // False, and nothing suspended, once Stop began (BeginStop): the caller then
+  // goes on without waiting (the work it waits for is being cancelled).
+  bool Suspend(MHD_Connection* c) {
     {
       absl::MutexLock l(&mu_);
+      if (stopping.load()) return false;
       ++suspended_;
     }
     MHD_suspend_connection(c);
+    return true;
   }
   void Resume(MHD_Connection* c) {
     MHD_resume_connection(c);
     absl::MutexLock l(&mu_);
     --suspended_;
+  }
+  // From now on nothing is suspended, and work still running ends (its scope
+  // check fails), so its connection resumes and closes.
+  void BeginStop() {
+    absl::MutexLock l(&mu_);
+    stopping = true;
   }
   // Waits until no connection is suspended; false at the deadline.
   bool AwaitNone(absl::Time deadline) {
@@ -65,8 +75,8 @@ class Parking {
     return mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
   }
 
-  // Set once Stop's grace has passed: work still running ends (its scope
-  // check fails), so its connection resumes and closes.
+  // Set by BeginStop (under the mutex, so that a suspension is either
+  // counted before it or refused after it); read by work's scope checks.
   std::atomic<bool> stopping{false};
 
  private:
@@ -108,7 +118,7 @@ struct Outgoing {
   // Nothing to send yet: suspends the connection until the producer writes
   // or ends. libmicrohttpd calls again after the resume.
   ssize_t Wait() {
-    parking->Suspend(conn);
+    if (!parking->Suspend(conn)) return MHD_CONTENT_READER_END_WITH_ERROR;  // stopping
     Parking* p = parking;
     MHD_Connection* c = conn;
     if (!pipe.WakeReader([p, c] { p->Resume(c); })) parking->Resume(conn);
@@ -218,11 +228,11 @@ struct RequestState {
       absl::MutexLock l(&mu_);
       done = work_done_;
     }
-    if (done) {
+    if (done || !parking->Suspend(conn)) {
+      // Done, or the server is stopping: the work ends soon (cancelled).
       if (worker_.joinable()) worker_.join();
       return false;
     }
-    parking->Suspend(conn);
     bool resume_now = false;
     {
       absl::MutexLock l(&mu_);
@@ -454,9 +464,16 @@ struct HttpServer::Impl {
     if (taken < chunk.size()) {
       // The pipe is full: wait for the handler to read (libmicrohttpd hands
       // the rest over again after the resume).
-      parking.Suspend(c);
-      Parking* p = &parking;
-      if (!st->pipe->WakeWriter([p, c] { p->Resume(c); })) parking.Resume(c);
+      if (parking.Suspend(c)) {
+        Parking* p = &parking;
+        if (!st->pipe->WakeWriter([p, c] { p->Resume(c); })) parking.Resume(c);
+      } else {
+        // The server is stopping: the handler gets a cut body; the rest is dropped.
+        st->input_closed = true;
+        st->pipe->CloseWrite(absl::CancelledError("the HTTP server is stopping"));
+        st->mode = RequestState::Mode::kDiscard;
+        *upload_data_size = 0;
+      }
     }
     return MHD_YES;
   }
@@ -646,11 +663,17 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Handler* handler,
       {MHD_OPTION_END, 0, nullptr},
   };
   MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, nullptr}};
+  // One event thread is the daemon's own (libmicrohttpd warns of a pool of 1).
+  MHD_OptionItem pool_opts[] = {
+      {opts.event_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+       static_cast<intptr_t>(opts.event_threads), nullptr},
+      {MHD_OPTION_END, 0, nullptr},
+  };
   s->daemon_ = MHD_start_daemon(
       flags, 0, nullptr, nullptr, &AccessTrampoline, &impl, MHD_OPTION_EXTERNAL_LOGGER, &Log,
       nullptr, MHD_OPTION_LISTEN_SOCKET, *fd,
-      MHD_OPTION_NOTIFY_COMPLETED, &CompletedTrampoline, &impl, MHD_OPTION_THREAD_POOL_SIZE,
-      static_cast<unsigned int>(std::max(1, opts.event_threads)), MHD_OPTION_CONNECTION_LIMIT,
+      MHD_OPTION_NOTIFY_COMPLETED, &CompletedTrampoline, &impl, MHD_OPTION_ARRAY, pool_opts,
+      MHD_OPTION_CONNECTION_LIMIT,
       static_cast<unsigned int>(opts.max_connections), MHD_OPTION_CONNECTION_TIMEOUT, timeout,
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, kConnectionMemory, MHD_OPTION_ARRAY, tls ? tls_opts : no_opts, MHD_OPTION_END);
   if (s->daemon_ == nullptr) {
@@ -677,7 +700,7 @@ void HttpServer::Stop(absl::Duration grace) {
   }
   // Work still running ends now (its scope check fails); libmicrohttpd must
   // not stop while a connection waits for it, suspended.
-  impl_->parking.stopping = true;
+  impl_->parking.BeginStop();
   while (!impl_->parking.AwaitNone(absl::Now() + absl::Seconds(10))) {
     std::string line = "ocicached: http: stopping: waiting for requests still at work\n";
     (void)!write(2, line.data(), line.size());
