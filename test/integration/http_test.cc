@@ -492,6 +492,40 @@ TEST_F(HttpTest, NxNeverOverwritesAndReadOnlyTokensCannotWrite) {
   EXPECT_TRUE(j["error"]["message"].is_string());
 }
 
+// A fresh server's event loop tries the answers known before a body from its
+// empty local tier; those that need the registry (an Nx hash stored already,
+// a CAS blob present) are given on the request's own thread instead, the same
+// as before the event loop.
+TEST_F(HttpTest, AnswersBeforeTheBodyThatNeedTheRegistryHoldOnAFreshMachine) {
+  std::string repo;
+  std::string blob = Pattern(256 << 10, 23);
+  {
+    auto srv = Serve({});
+    ASSERT_NE(srv, nullptr);
+    repo = repo_;
+    HttpClient c;
+    ASSERT_EQ(Do(c, "PUT", "/v1/cache/987654321", "tar").status, 200);
+    ASSERT_EQ(Do(c, "PUT", "/cas/" + Hex(blob), blob).status, 200);
+    srv->Shutdown(absl::Seconds(2));
+  }
+  Setup s;
+  s.repo = repo;  // a new, empty local directory; recall off
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  EXPECT_EQ(Do(c, "PUT", "/v1/cache/987654321", "other").status, 409);
+  EXPECT_EQ(Do(c, "GET", "/v1/cache/987654321").body, "tar");
+  std::string before = registry_->LogTail(1 << 22);
+  HttpReply again = Do(c, "PUT", "/cas/" + Hex(blob), blob);
+  EXPECT_EQ(again.status, 200);
+  std::string after = registry_->LogTail(1 << 22);
+  size_t uploads_before = 0, uploads_after = 0;
+  for (size_t p = 0; (p = before.find("PUT /v2/", p)) != std::string::npos; ++p) ++uploads_before;
+  for (size_t p = 0; (p = after.find("PUT /v2/", p)) != std::string::npos; ++p) ++uploads_after;
+  EXPECT_GT(uploads_before, 0u) << "the registry log shows no uploads at all";
+  EXPECT_EQ(uploads_after, uploads_before) << "a blob the registry has was uploaded again";
+}
+
 // A registry-only server in an outage: reads are misses; writes it cannot
 // keep are 503, except to Nx, which fails its whole run on a 5xx and takes a
 // 403 ("not stored") quietly.
