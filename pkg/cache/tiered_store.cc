@@ -339,9 +339,15 @@ absl::Status TieredStore::Put(const Entry& entry) {
     bool filled = false;
     for (const auto& b : entry.blobs) {
       if (local_->StatBlob(b.digest).ok()) continue;
+      const absl::Time asked = absl::Now();
       auto size = remote_->StatBlob(b.digest);
       if (!size.ok()) {
         if (NoteRemote(size.status())) return unknown(size.status());
+        if (absl::IsNotFound(size.status()) && absl::Now() - asked >= opts_.slow_remote) {
+          return unknown(absl::UnavailableError(absl::StrCat(
+              "it answered only after ", absl::FormatDuration(absl::Now() - asked),
+              ", so another server's copy may not have reached it yet")));
+        }
         break;
       }
       if (absl::Status f = FillBlob(b.digest, *size); !f.ok()) {

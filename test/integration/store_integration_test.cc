@@ -328,6 +328,71 @@ TEST(TieredStoreTest, ALocalOnlyCallNeverAsksTheRegistry) {
   EXPECT_TRUE(t.Lookup("remote/only", {}).ok());
 }
 
+// A remote whose StatBlob answers after `delay` (a registry just back from
+// hanging); a LayoutStore behind it otherwise.
+class SlowStatStore : public cache::Store {
+ public:
+  SlowStatStore(std::unique_ptr<cache::Store> s, absl::Duration delay)
+      : s_(std::move(s)), delay_(delay) {}
+  absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override {
+    absl::SleepFor(delay_);
+    return s_->StatBlob(d);
+  }
+  absl::Status ReadBlob(const oci::Digest& d, int64_t o, oci::ByteSink& sink) override {
+    return s_->ReadBlob(d, o, sink);
+  }
+  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& e, int64_t n,
+                                            oci::ByteSource& src) override {
+    return s_->WriteBlob(e, n, src);
+  }
+  absl::Status MountBlob(const cache::Location& from) override { return s_->MountBlob(from); }
+  absl::StatusOr<cache::Entry> Lookup(absl::string_view k, const cache::LookupOptions& o) override {
+    return s_->Lookup(k, o);
+  }
+  absl::Status Put(const cache::Entry& e) override { return s_->Put(e); }
+  absl::Status Delete(absl::string_view k) override { return s_->Delete(k); }
+  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override {
+    return s_->List(fn);
+  }
+  std::string Describe() const override { return "slow " + s_->Describe(); }
+
+ private:
+  std::unique_ptr<cache::Store> s_;
+  absl::Duration delay_;
+};
+
+// A Put naming a blob no tier has: the caller's mistake (FAILED_PRECONDITION)
+// when the registry says so promptly, but UNAVAILABLE when it said so only
+// after a long wait: it was hanging, and a blob written through another
+// replica meanwhile waits in that replica's backlog (the chaos test's
+// registry-paused phase).
+TEST(TieredStoreTest, APutLackingABlobIsUnavailableWhileTheRegistryWasSlowToSay) {
+  for (bool slow : {false, true}) {
+    auto remote_layout = layout::LayoutStore::Open(TempDir());
+    ASSERT_TRUE(remote_layout.ok());
+    auto local = layout::LayoutStore::Open(TempDir());
+    ASSERT_TRUE(local.ok());
+    cache::TieredStoreOptions o;
+    o.slow_remote = absl::Milliseconds(200);
+    cache::TieredStore t(*std::move(local),
+                         std::make_unique<SlowStatStore>(*std::move(remote_layout),
+                                                         absl::Milliseconds(slow ? 400 : 0)),
+                         o);
+    cache::Entry e;
+    e.key = "names/a/missing/blob";
+    e.config = "{}";
+    std::string bytes = "written through another replica";
+    e.blobs.push_back(oci::Descriptor{oci::media::kOctetStream, oci::Digest::Of(bytes),
+                                      static_cast<int64_t>(bytes.size())});
+    absl::Status s = t.Put(e);
+    if (slow) {
+      EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+    } else {
+      EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+    }
+  }
+}
+
 TEST(TieredStoreTest, RegistryHitFillsAnEmptyLocalTier) {
   auto remote = MakeRegistryStore(RegistryProcess::Options::kNone, 0, "tiered/fill");
   ASSERT_TRUE(remote.ok());
