@@ -87,17 +87,82 @@ void Recall::Begin(absl::string_view group) {
   std::unique_ptr<base::ThreadPool> idle;
   absl::MutexLock l(&mu_);
   if (stopping_) return;
-  Group* g = GroupLocked(group);
-  if (g == nullptr || g->started) {
-    bool all_done = true;
+  if (!StartLocked(group)) {
+    bool all_done = !preloading_;
     for (const auto& [name, other] : groups_) all_done = all_done && (!other.started || other.done);
     if (all_done) idle = std::move(pool_);
-    return;
   }
+}
+
+bool Recall::StartLocked(absl::string_view group) {
+  Group* g = GroupLocked(group);
+  if (g == nullptr || g->started) return false;
   g->started = true;
   g->began = absl::Now();
   if (pool_ == nullptr) pool_ = std::make_unique<base::ThreadPool>(std::max(1, opts_.parallel), 0);
   if (!pool_->Submit([this, name = std::string(group)] { LoadList(name); })) g->done = true;
+  return true;
+}
+
+void Recall::Preload() {
+  if (opts_.max_keys == 0 || opts_.index.empty()) return;
+  absl::MutexLock l(&mu_);
+  if (stopping_ || preload_started_) return;
+  preload_started_ = true;
+  if (pool_ == nullptr) pool_ = std::make_unique<base::ThreadPool>(std::max(1, opts_.parallel), 0);
+  preloading_ = pool_->Submit([this] { LoadIndex(); });
+}
+
+void Recall::LoadIndex() {
+  std::vector<std::string> names;
+  {
+    base::CallScope scope(
+        {.cap = absl::Now() + opts_.lookup_timeout, .check = [this] { return StopCheck(); }});
+    auto e = store_->Lookup(RecallKey(opts_.index), LookupOptions{});
+    std::string blob;
+    absl::Status s = e.status();
+    if (s.ok()) {
+      if (e->blobs.size() != 1) {
+        s = absl::DataLossError("a recall index names one list");
+      } else {
+        oci::BoundedStringSink sink(&blob, kMaxListBytes, "a recall index");
+        s = store_->ReadBlob(e->blobs[0].digest, 0, sink);
+      }
+    }
+    if (s.ok()) {
+      auto parsed = ParseRecallList(blob);
+      s = parsed.status();
+      if (parsed.ok()) names = *std::move(parsed);
+    }
+    if (!s.ok() && !absl::IsNotFound(s) && opts_.log) {
+      opts_.log(absl::StrCat("recall: the index ", opts_.index, " could not be read: ", s.message()));
+    }
+  }
+  // Only groups under the index's prefix: the index is read from a shared
+  // repository and must not make this server read lists of other kinds.
+  const std::string prefix = absl::StrCat(opts_.index, ":");
+  absl::MutexLock l(&mu_);
+  preloading_ = false;
+  std::vector<std::string> read;
+  for (const std::string& name : names) {
+    if (!absl::StartsWith(name, prefix) || name.size() > format::kMaxKeyBytes) continue;
+    read.push_back(name);
+  }
+  std::sort(read.begin(), read.end());
+  read.erase(std::unique(read.begin(), read.end()), read.end());
+  index_read_ = read;
+  if (stopping_) return;
+  int started = 0;
+  for (const std::string& name : names) {
+    if (absl::StartsWith(name, prefix) && name.size() <= format::kMaxKeyBytes &&
+        StartLocked(name)) {
+      ++started;
+    }
+  }
+  if (started > 0 && opts_.log) {
+    opts_.log(absl::StrCat("recall: prefetching ", started, " groups named by the index ",
+                           opts_.index));
+  }
 }
 
 void Recall::LoadList(const std::string& group) {
@@ -278,10 +343,13 @@ void Recall::Note(absl::string_view group, absl::string_view key, bool written) 
 
 absl::Status Recall::Save() {
   std::vector<std::pair<std::string, std::vector<std::string>>> todo;
+  std::vector<std::string> used;  // groups with a list after this save, sorted
+  bool index_changed = false;
   {
     absl::MutexLock l(&mu_);
     for (const auto& [name, g] : groups_) {
       if (g.noted.empty()) continue;
+      used.push_back(name);
       std::vector<std::string> sorted = g.noted;
       std::sort(sorted.begin(), sorted.end());
       // The list it would write is there already, and so is the pack: nothing
@@ -289,15 +357,38 @@ absl::Status Recall::Save() {
       if (sorted == g.read && !(g.written && opts_.local != nullptr)) continue;
       todo.emplace_back(name, g.noted);
     }
+    // groups_ is ordered: `used` is sorted. The index lists the groups this
+    // process used, last writer wins like the lists; unchanged, it stays.
+    index_changed = !opts_.index.empty() && !used.empty() && used != index_read_;
   }
   std::vector<std::string> errors;
   for (const auto& [group, keys] : todo) {
     absl::Status s = SaveGroup(group, keys);
     if (!s.ok()) errors.push_back(absl::StrCat(group, ": ", s.message()));
   }
+  if (index_changed) {
+    absl::Status s = SaveIndex(used);
+    if (!s.ok()) errors.push_back(absl::StrCat("the index ", opts_.index, ": ", s.message()));
+  }
   if (errors.empty()) return absl::OkStatus();
   return absl::UnavailableError(
       absl::StrCat("recall lists not saved: ", absl::StrJoin(errors, "; ")));
+}
+
+absl::Status Recall::SaveIndex(const std::vector<std::string>& groups) {
+  const std::string blob = FormatRecallList(groups);
+  oci::StringSource source(blob);
+  auto desc = store_->WriteBlob(oci::Digest::Of(blob), static_cast<int64_t>(blob.size()), source);
+  if (!desc.ok()) return desc.status();
+  desc->media_type = "text/plain";
+  Entry e;
+  e.key = RecallKey(opts_.index);
+  nlohmann::ordered_json config = {{"recall", kConfigFormat},
+                                   {"index", opts_.index},
+                                   {"groups", groups.size()}};
+  e.blobs.push_back(*desc);
+  e.config = config.dump();
+  return store_->Put(e);
 }
 
 absl::Status Recall::SaveGroup(const std::string& group, const std::vector<std::string>& keys) {

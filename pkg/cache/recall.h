@@ -19,6 +19,12 @@
 // the manifests of its entries that need no blob, which the next process puts
 // straight into its local tier (one GET for all of them, not one each).
 //
+// With RecallOptions::index (e.g. "http"), Save also stores the names of the
+// groups it saved, key "recall:<index>", and Preload, called when the process
+// starts, reads them and begins each of those groups at once: a server started
+// before its build (as CI starts it) has the build's objects local before the
+// build asks, instead of from its first request on.
+//
 // A list is trusted no further than a hint: keys outside its group, or too long
 // to be keys, are skipped, and it is read up to 4 MiB.
 //
@@ -68,6 +74,9 @@ struct RecallOptions {
   // process puts the pack's entries straight into its local tier, one registry
   // GET for all of them. Null: every key is looked up through `store`.
   Store* local = nullptr;
+  // The prefix of the groups (before their first ':') whose names Save also
+  // stores, as "recall:<index>", for Preload. Empty: no index.
+  std::string index;
   // One line when a group's prefetch ends (null: none).
   std::function<void(absl::string_view line)> log;
 };
@@ -92,6 +101,9 @@ class Recall {
   // A client request in `group`: the first in this process starts prefetching
   // the group's list. Cheap after that.
   void Begin(absl::string_view group);
+  // Reads the index (RecallOptions::index) in the background and begins each
+  // group it names (those of the index's prefix, at most max_groups). Once.
+  void Preload();
   // If `key` is being prefetched now, waits (until `deadline` at most) for that
   // lookup to end, so the caller's own lookup finds its result.
   void AwaitPrefetch(absl::string_view key, absl::Time deadline);
@@ -131,6 +143,11 @@ class Recall {
     absl::flat_hash_set<std::string> noted_set;
   };
   Group* GroupLocked(absl::string_view group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts the group's prefetch unless it started; false then (or when the
+  // group is over the bound).
+  bool StartLocked(absl::string_view group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LoadIndex();
+  absl::Status SaveIndex(const std::vector<std::string>& groups);
   void LoadList(const std::string& group);
   void PrefetchKey(const std::string& group, const std::string& key);
   // Puts the pack's entries of `group` into opts_.local (those it lacks);
@@ -145,6 +162,9 @@ class Recall {
   const RecallOptions opts_;
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool preload_started_ ABSL_GUARDED_BY(mu_) = false;
+  bool preloading_ ABSL_GUARDED_BY(mu_) = false;  // LoadIndex runs on the pool
+  std::vector<std::string> index_read_ ABSL_GUARDED_BY(mu_);  // sorted
   std::map<std::string, Group, std::less<>> groups_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);
   // Made at the first Begin; its threads only prefetch. A Begin that finds

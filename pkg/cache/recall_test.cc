@@ -1,5 +1,6 @@
 #include "pkg/cache/recall.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "absl/time/clock.h"
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "pkg/oci/digest.h"
@@ -309,6 +311,78 @@ TEST(RecallTest, AGroupStartedAfterTheOthersEndedStillPrefetches) {
   r.Begin("a");  // every prefetch has ended: the idle pool goes
   r.Begin("b");  // and a new one serves the next group
   EXPECT_EQ(WaitDone(r, "b").prefetched, 1);
+}
+
+// With an index, the groups the last process used are prefetched when the
+// next one starts (Preload), before any request; groups outside the index's
+// prefix are never read; an unchanged index is not written again.
+TEST(RecallTest, TheIndexStartsTheLastProcessesGroupsBeforeAnyRequest) {
+  MemStore store;
+  for (const char* k : {"http:a:1", "http:a:2", "http:b:1", "other:x"}) PutObject(store, k);
+  RecallOptions o;
+  o.index = "http";
+  {
+    Recall r(&store, o);
+    r.Preload();  // no index yet: nothing starts
+    r.Begin("http:a");
+    r.Begin("http:b");
+    WaitDone(r, "http:a");
+    WaitDone(r, "http:b");
+    r.Note("http:a", "http:a:2");
+    r.Note("http:a", "http:a:1");
+    r.Note("http:b", "http:b:1");
+    r.Stop();
+    ASSERT_TRUE(r.Save().ok());
+  }
+  auto index = store.Lookup(RecallKey("http"), {});
+  ASSERT_TRUE(index.ok());
+  EXPECT_EQ(index->config, R"({"recall":"ocicache.recall.v1","index":"http","groups":2})");
+  // A hand-made name outside the prefix in the index is ignored.
+  {
+    std::string blob = FormatRecallList({"http:a", "http:b", "other"});
+    oci::StringSource src(blob);
+    auto d = store.WriteBlob(oci::Digest::Of(blob), static_cast<int64_t>(blob.size()), src);
+    ASSERT_TRUE(d.ok());
+    Entry e = *index;
+    e.blobs = {*d};
+    ASSERT_TRUE(store.Put(e).ok());
+  }
+  size_t before = store.Lookups().size();
+  Recall next(&store, o);
+  next.Preload();
+  next.Preload();  // once
+  Recall::GroupStats a = WaitDone(next, "http:a");
+  Recall::GroupStats b = WaitDone(next, "http:b");
+  EXPECT_EQ(a.listed, 2);
+  EXPECT_EQ(a.prefetched, 2);
+  EXPECT_EQ(b.prefetched, 1);
+  std::vector<std::string> all = store.Lookups();
+  std::vector<std::string> looked(all.begin() + static_cast<std::ptrdiff_t>(before), all.end());
+  EXPECT_EQ(std::count(looked.begin(), looked.end(), RecallKey("http")), 1);
+  for (const std::string& k : looked) {
+    EXPECT_TRUE(absl::StartsWith(k, "recall:http") || absl::StartsWith(k, "http:")) << k;
+  }
+  // The same groups used again (and the lists unchanged): nothing written.
+  next.Note("http:a", "http:a:2");
+  next.Note("http:a", "http:a:1");
+  next.Note("http:b", "http:b:1");
+  int puts = store.Puts();
+  next.Stop();
+  ASSERT_TRUE(next.Save().ok());
+  // (The index read named "other" too, skipped: what it names of its own
+  // prefix is what was used.)
+  EXPECT_EQ(store.Puts(), puts);
+  int after = store.Puts();
+  Recall third(&store, o);
+  third.Preload();
+  WaitDone(third, "http:a");
+  WaitDone(third, "http:b");
+  third.Note("http:a", "http:a:2");
+  third.Note("http:a", "http:a:1");
+  third.Note("http:b", "http:b:1");
+  third.Stop();
+  ASSERT_TRUE(third.Save().ok());
+  EXPECT_EQ(store.Puts(), after);
 }
 
 TEST(RecallTest, KeysOutsideTheGroupAreNotFetched) {

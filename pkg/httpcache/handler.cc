@@ -187,7 +187,11 @@ Handler::Handler(cache::Store* store, reapi::Instances* instances, const rpc::To
   if (opts_.recall.max_keys > 0) {
     cache::RecallOptions ro = opts_.recall;
     if (!ro.log && opts_.access_log) ro.log = opts_.access_log;
+    // The groups of every object URL space start "http:"; their index lets
+    // a server started before its build prefetch them before it asks.
+    ro.index = "http";
     recall_ = std::make_unique<cache::Recall>(store_, std::move(ro));
+    recall_->Preload();
   }
 }
 
