@@ -104,6 +104,24 @@ bool Recall::StartLocked(absl::string_view group) {
   return true;
 }
 
+absl::Status Recall::ReadList(const std::string& key, size_t max_blobs, absl::StatusOr<Entry>* e,
+                              std::vector<std::string>* lines) {
+  *e = store_->Lookup(key, LookupOptions{});
+  if (!e->ok()) return e->status();
+  const Entry& entry = **e;
+  if (entry.blobs.empty() || entry.blobs.size() > max_blobs) {
+    return absl::DataLossError(absl::StrCat(key, " names ", entry.blobs.size(),
+                                            " blobs: a list, then at most a pack"));
+  }
+  std::string blob;
+  oci::BoundedStringSink sink(&blob, kMaxListBytes, "a recall list");
+  if (absl::Status s = store_->ReadBlob(entry.blobs[0].digest, 0, sink); !s.ok()) return s;
+  auto parsed = ParseRecallList(blob);
+  if (!parsed.ok()) return parsed.status();
+  *lines = *std::move(parsed);
+  return absl::OkStatus();
+}
+
 void Recall::Preload() {
   if (opts_.max_keys == 0 || opts_.index.empty()) return;
   absl::MutexLock l(&mu_);
@@ -118,22 +136,8 @@ void Recall::LoadIndex() {
   {
     base::CallScope scope(
         {.cap = absl::Now() + opts_.lookup_timeout, .check = [this] { return StopCheck(); }});
-    auto e = store_->Lookup(RecallKey(opts_.index), LookupOptions{});
-    std::string blob;
-    absl::Status s = e.status();
-    if (s.ok()) {
-      if (e->blobs.size() != 1) {
-        s = absl::DataLossError("a recall index names one list");
-      } else {
-        oci::BoundedStringSink sink(&blob, kMaxListBytes, "a recall index");
-        s = store_->ReadBlob(e->blobs[0].digest, 0, sink);
-      }
-    }
-    if (s.ok()) {
-      auto parsed = ParseRecallList(blob);
-      s = parsed.status();
-      if (parsed.ok()) names = *std::move(parsed);
-    }
+    absl::StatusOr<Entry> e;
+    absl::Status s = ReadList(RecallKey(opts_.index), 1, &e, &names);
     if (!s.ok() && !absl::IsNotFound(s) && opts_.log) {
       opts_.log(absl::StrCat("recall: the index ", opts_.index, " could not be read: ", s.message()));
     }
@@ -174,22 +178,8 @@ void Recall::LoadList(const std::string& group) {
     // Reading the list is a use of it (last-used refreshed at most once a
     // day): a list that stays the same is never rewritten, and gc by age
     // must not take it.
-    auto e = store_->Lookup(RecallKey(group), LookupOptions{});
-    std::string blob;
-    absl::Status s = e.status();
-    if (s.ok()) {
-      if (e->blobs.empty() || e->blobs.size() > 2) {
-        s = absl::DataLossError("a recall entry names its list and at most a pack");
-      } else {
-        oci::BoundedStringSink sink(&blob, kMaxListBytes, "a recall list");
-        s = store_->ReadBlob(e->blobs[0].digest, 0, sink);
-      }
-    }
-    if (s.ok()) {
-      auto parsed = ParseRecallList(blob);
-      s = parsed.status();
-      if (parsed.ok()) keys = *std::move(parsed);
-    }
+    absl::StatusOr<Entry> e;
+    absl::Status s = ReadList(RecallKey(group), 2, &e, &keys);
     if (!s.ok() && !absl::IsNotFound(s) && opts_.log) {
       opts_.log(absl::StrCat("recall: the list of ", group, " could not be read: ", s.message()));
     }

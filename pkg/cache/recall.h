@@ -147,6 +147,10 @@ class Recall {
   // group is over the bound).
   bool StartLocked(absl::string_view group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadIndex();
+  // Reads the list entry `key` (its entry into *e, its lines into *lines):
+  // a list blob, and up to max_blobs - 1 more (a pack).
+  absl::Status ReadList(const std::string& key, size_t max_blobs, absl::StatusOr<Entry>* e,
+                        std::vector<std::string>* lines);
   absl::Status SaveIndex(const std::vector<std::string>& groups);
   void LoadList(const std::string& group);
   void PrefetchKey(const std::string& group, const std::string& key);
