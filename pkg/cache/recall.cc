@@ -365,12 +365,17 @@ absl::Status Recall::Save() {
       absl::StrCat("recall lists not saved: ", absl::StrJoin(errors, "; ")));
 }
 
-absl::Status Recall::SaveIndex(const std::vector<std::string>& groups) {
-  const std::string blob = FormatRecallList(groups);
+absl::StatusOr<oci::Descriptor> Recall::WriteList(const std::vector<std::string>& lines) {
+  const std::string blob = FormatRecallList(lines);
   oci::StringSource source(blob);
   auto desc = store_->WriteBlob(oci::Digest::Of(blob), static_cast<int64_t>(blob.size()), source);
+  if (desc.ok()) desc->media_type = "text/plain";
+  return desc;
+}
+
+absl::Status Recall::SaveIndex(const std::vector<std::string>& groups) {
+  auto desc = WriteList(groups);
   if (!desc.ok()) return desc.status();
-  desc->media_type = "text/plain";
   Entry e;
   e.key = RecallKey(opts_.index);
   nlohmann::ordered_json config = {{"recall", kConfigFormat},
@@ -382,11 +387,8 @@ absl::Status Recall::SaveIndex(const std::vector<std::string>& groups) {
 }
 
 absl::Status Recall::SaveGroup(const std::string& group, const std::vector<std::string>& keys) {
-  const std::string blob = FormatRecallList(keys);
-  oci::StringSource source(blob);
-  auto desc = store_->WriteBlob(oci::Digest::Of(blob), static_cast<int64_t>(blob.size()), source);
+  auto desc = WriteList(keys);
   if (!desc.ok()) return desc.status();
-  desc->media_type = "text/plain";
   Entry e;
   e.key = RecallKey(group);
   nlohmann::ordered_json config = {{"recall", kConfigFormat},

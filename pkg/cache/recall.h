@@ -152,6 +152,8 @@ class Recall {
   absl::Status ReadList(const std::string& key, size_t max_blobs, absl::StatusOr<Entry>* e,
                         std::vector<std::string>* lines);
   absl::Status SaveIndex(const std::vector<std::string>& groups);
+  // Stores a list blob (FormatRecallList) in `store`.
+  absl::StatusOr<oci::Descriptor> WriteList(const std::vector<std::string>& lines);
   void LoadList(const std::string& group);
   void PrefetchKey(const std::string& group, const std::string& key);
   // Puts the pack's entries of `group` into opts_.local (those it lacks);
