@@ -358,7 +358,7 @@ absl::Status TieredStore::Put(const Entry& entry) {
       filled = true;
     }
     if (filled && !base::IsDiskFull(put)) put = local_->Put(entry);
-    if (absl::IsFailedPrecondition(put) && breaker_->OpenWithin(opts_.settle_after)) {
+    if (absl::IsFailedPrecondition(put) && breaker_->OpenWithin(opts_.backlog_window)) {
       // The registry was out moments ago: a blob written through another
       // server meanwhile may still be on its way there (its backlog).
       return unknown(absl::UnavailableError("it was unavailable until moments ago"));
