@@ -6,7 +6,16 @@
 #                      objects of 4 KiB: ocicached /cache/bench/<i> vs nginx
 #                      static files. Goal: at least 0.5 of nginx.
 #   256 MiB GET        curl -o /dev/null: ocicached vs nginx static. Goal 0.8.
+#                      Also against nginx as Debian's nginx.conf sets it up
+#                      (tcp_nopush on: TCP_CORK while it sends a file), which is
+#                      what libmicrohttpd does to every response body sent with
+#                      sendfile(2) and cannot be told not to (docs/HTTP.md,
+#                      "Large bodies"); on loopback, with its 64 KiB segments,
+#                      corking costs about a third of the throughput.
 #   256 MiB PUT        curl -T: ocicached vs nginx WebDAV PUT. Goal 0.8.
+#                      Three GETs and three PUTs per round (the figure is the
+#                      median of all), each PUT after the disk's dirty pages
+#                      are written back and its file removed after.
 #   connection cost    ms per new connection carrying two 4 KiB GETs (what
 #                      ccache does per compile), 300 in a row from python's
 #                      http.client: idle, and with both cores busy (two spin
@@ -28,7 +37,8 @@
 # ocicached serves a local directory only (its embedded default), as nginx serves
 # files: both write and read the same disk; no registry is involved except in
 # the client rebuilds, which are about the remote path. Every figure is the
-# median of RUNS rounds; the two servers alternate within each round.
+# median of RUNS rounds (of 3 x RUNS transfers for the 256 MiB rows); the two
+# servers alternate within each round.
 #
 # Usage: bash bench/http_bench.sh [RUNS] [--clients]   (default 3 rounds)
 # OCICACHED_BIN / REGISTRYCTL / OCICACHE_BIN name built binaries; otherwise they
@@ -68,6 +78,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 NGX=$WORK/nginx
 mkdir -p "$NGX/www/cache/bench" "$NGX/www/put" "$NGX/tmp" "$NGX/logs"
 NPORT=$(free_port)
+NPORT_CORK=$(free_port)
 # As root, nginx's workers would run as nobody, who cannot enter $WORK (mode 700).
 user_line=""
 [[ $EUID == 0 ]] && user_line="user root;"
@@ -93,6 +104,11 @@ http {
     listen 127.0.0.1:$NPORT;
     root $NGX/www;
     location /put/ { dav_methods PUT; create_full_put_path on; }
+  }
+  server {
+    listen 127.0.0.1:$NPORT_CORK;
+    tcp_nopush on;
+    root $NGX/www;
   }
 }
 EOF
@@ -217,29 +233,41 @@ idle_kb=$(rss_kb "$D_PID_NUM")
 rm -f "$WORK/stop"
 sample_rss "$D_PID_NUM" "$WORK/rss-peak" "$WORK/stop" &
 sampler=$!
-declare -a o_conn n_conn o_connb n_connb o_rps n_rps o_get n_get o_put n_put n_puth
+declare -a o_conn n_conn o_connb n_connb o_rps n_rps o_get n_get c_get o_put n_put n_puth
 # ocicached's and nginx's figures of round R: the order of the two servers
 # alternates between rounds, and every PUT starts with the disk's dirty pages
 # written back (sync), so neither server pays for the other's writes.
 o_round() {
+  local i
   o_conn+=("$(conn_ms "${H##*:}")")
   o_connb+=("$(conn_ms "${H##*:}" busy)")
   o_rps+=("$(h2load_rps "http://$H")")
-  o_get+=("$(seconds curl -s -f -o /dev/null "http://$H/cache/bench/big")")
-  sync
-  o_put+=("$(seconds curl -s -f -T "$WORK/big" "http://$H/cache/bench/put$1")")
+  for i in 1 2 3; do o_get+=("$(seconds curl -s -f -o /dev/null "http://$H/cache/bench/big")"); done
+  for i in 1 2 3; do
+    sync
+    o_put+=("$(seconds curl -s -f -T "$WORK/big" "http://$H/cache/bench/put$1-$i")")
+    curl -s -f -X DELETE "http://$H/cache/bench/put$1-$i" >/dev/null || echo "DELETE put$1-$i failed" >&2
+  done
 }
 n_round() {
+  local i
   n_conn+=("$(conn_ms "$NPORT")")
   n_connb+=("$(conn_ms "$NPORT" busy)")
   n_rps+=("$(h2load_rps "http://127.0.0.1:$NPORT")")
-  n_get+=("$(seconds curl -s -f -o /dev/null "http://127.0.0.1:$NPORT/cache/bench/big")")
-  sync
-  n_put+=("$(seconds curl -s -f -T "$WORK/big" "http://127.0.0.1:$NPORT/put/big$1")")
-  # What a content-addressed store must do besides: the body's SHA-256.
-  sync
-  n_puth+=("$(seconds bash -c "curl -s -f -T '$WORK/big' 'http://127.0.0.1:$NPORT/put/bigh$1' &&
-                                openssl dgst -sha256 '$NGX/www/put/bigh$1'")")
+  for i in 1 2 3; do
+    n_get+=("$(seconds curl -s -f -o /dev/null "http://127.0.0.1:$NPORT/cache/bench/big")")
+    c_get+=("$(seconds curl -s -f -o /dev/null "http://127.0.0.1:$NPORT_CORK/cache/bench/big")")
+  done
+  for i in 1 2 3; do
+    sync
+    n_put+=("$(seconds curl -s -f -T "$WORK/big" "http://127.0.0.1:$NPORT/put/big$1-$i")")
+    rm -f "$NGX/www/put/big$1-$i"
+    # What a content-addressed store must do besides: the body's SHA-256.
+    sync
+    n_puth+=("$(seconds bash -c "curl -s -f -T '$WORK/big' 'http://127.0.0.1:$NPORT/put/bigh$1-$i' &&
+                                  openssl dgst -sha256 '$NGX/www/put/bigh$1-$i'")")
+    rm -f "$NGX/www/put/bigh$1-$i"
+  done
 }
 for r in $(seq 1 "$runs"); do
   if ((r % 2)); then o_round "$r"; n_round "$r"; else n_round "$r"; o_round "$r"; fi
@@ -254,7 +282,7 @@ mib_s() { python3 -c "print(f'{256/float(\"$1\"):.0f}')"; }
 mo_rps=$(median "${o_rps[@]}"); mn_rps=$(median "${n_rps[@]}")
 mo_conn=$(median "${o_conn[@]}"); mn_conn=$(median "${n_conn[@]}")
 mo_connb=$(median "${o_connb[@]}"); mn_connb=$(median "${n_connb[@]}")
-mo_get=$(median "${o_get[@]}"); mn_get=$(median "${n_get[@]}")
+mo_get=$(median "${o_get[@]}"); mn_get=$(median "${n_get[@]}"); mc_get=$(median "${c_get[@]}")
 mo_put=$(median "${o_put[@]}"); mn_put=$(median "${n_put[@]}"); mn_puth=$(median "${n_puth[@]}")
 echo
 echo "HTTP cache endpoint vs nginx, $runs rounds (median), $(nproc) cores"
@@ -263,10 +291,15 @@ printf '%-34s %14s %14s %8s %8s\n' "4 KiB GET hits/s (8 conns)" "$mo_rps" "$mn_r
 printf '%-34s %14s %14s %8s %8s\n' "connection + 2 GETs, ms" "$mo_conn" "$mn_conn" "$(ratio "$mn_conn" "$mo_conn")" ""
 printf '%-34s %14s %14s %8s %8s\n' "  same, both cores busy, ms" "$mo_connb" "$mn_connb" "$(ratio "$mn_connb" "$mo_connb")" ""
 printf '%-34s %14s %14s %8s %8s\n' "256 MiB GET MiB/s" "$(mib_s "$mo_get")" "$(mib_s "$mn_get")" "$(ratio "$mn_get" "$mo_get")" ">=0.8"
+printf '%-34s %14s %14s %8s %8s\n' "  vs nginx tcp_nopush on (Debian)" "$(mib_s "$mo_get")" "$(mib_s "$mc_get")" "$(ratio "$mc_get" "$mo_get")" ""
 printf '%-34s %14s %14s %8s %8s\n' "256 MiB PUT MiB/s (nginx: WebDAV)" "$(mib_s "$mo_put")" "$(mib_s "$mn_put")" "$(ratio "$mn_put" "$mo_put")" ">=0.8"
 printf '%-34s %14s %14s %8s %8s\n' "  vs WebDAV PUT, then SHA-256" "$(mib_s "$mo_put")" "$(mib_s "$mn_puth")" "$(ratio "$mn_puth" "$mo_put")" ""
 printf '%-34s %14s %14s %8s %8s\n' "RSS above idle, MiB" "$(( (peak_kb - idle_kb) / 1024 ))" "" "" "<=64"
-echo "rounds: ocicached GET ${o_get[*]} s, PUT ${o_put[*]} s; nginx GET ${n_get[*]} s, PUT ${n_put[*]} s"
+echo "transfers: ocicached GET ${o_get[*]} s"
+echo "  PUT ${o_put[*]} s"
+echo "  nginx GET ${n_get[*]} s"
+echo "  nginx tcp_nopush GET ${c_get[*]} s"
+echo "  nginx PUT ${n_put[*]} s"
 echo "first GET of the blob after its PUT (hashes the file, then sends it): $first_get s"
 echo "idle RSS $((idle_kb / 1024)) MiB, peak $((peak_kb / 1024)) MiB"
 stop_daemon D
