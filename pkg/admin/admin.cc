@@ -27,14 +27,9 @@ absl::StatusOr<std::vector<cache::EntryInfo>> ListAll(cache::Store& s) {
 
 absl::Status Stopped() { return absl::CancelledError("maintenance stopped by the caller"); }
 
-}  // namespace
-
-absl::Status CopyEntry(cache::Store& from, cache::Store& to, const std::string& key) {
-  cache::LookupOptions opts;
-  opts.touch = false;
-  auto e = from.Lookup(key, opts);
-  if (!e.ok()) return e.status();
-  for (const auto& b : e->blobs) {
+// The blobs of `e` that `to` lacks (streamed from `from`), then `e` itself.
+absl::Status CopyLookedUp(cache::Store& from, cache::Store& to, const cache::Entry& e) {
+  for (const auto& b : e.blobs) {
     if (to.StatBlob(b.digest).ok()) continue;
     absl::Status s = oci::Transfer(
         [&](oci::ByteSink& sink) {
@@ -44,7 +39,17 @@ absl::Status CopyEntry(cache::Store& from, cache::Store& to, const std::string& 
         [&](oci::ByteSource& src) { return to.WriteBlob(b.digest, b.size, src).status(); });
     if (!s.ok()) return s;
   }
-  return to.Put(*e);
+  return to.Put(e);
+}
+
+}  // namespace
+
+absl::Status CopyEntry(cache::Store& from, cache::Store& to, const std::string& key) {
+  cache::LookupOptions opts;
+  opts.touch = false;
+  auto e = from.Lookup(key, opts);
+  if (!e.ok()) return e.status();
+  return CopyLookedUp(from, to, *e);
 }
 
 absl::StatusOr<ReshardResult> Reshard(cache::RegistryStore& from, cache::RegistryStore& to,
@@ -65,15 +70,22 @@ absl::StatusOr<ReshardResult> Reshard(cache::RegistryStore& from, cache::Registr
   for (const cache::EntryInfo* info : moves) {
     ++done;
     if (!dry_run) {
+      // One read of the old manifest: the copy is made from it, and the delete
+      // names its digest, so an entry put under the old count meanwhile (a
+      // newer manifest under the tag) is not deleted uncopied.
+      cache::LookupOptions opts;
+      opts.touch = false;
+      oci::Digest read;
+      auto e = from.LookupManifest(info->key, opts, &read);
       // Listed from a repository the old count does not put it in (moved by an
       // earlier run, or put under the new count): nothing to move.
-      absl::Status s = CopyEntry(from, to, info->key);
-      if (absl::IsNotFound(s)) {
+      if (absl::IsNotFound(e.status())) {
         ++r.gone;
         continue;
       }
-      if (!s.ok()) return s;
-      s = from.Delete(info->key);
+      if (!e.ok()) return e.status();
+      if (absl::Status s = CopyLookedUp(from, to, *e); !s.ok()) return s;
+      absl::Status s = from.DeleteManifest(info->key, read);
       if (!s.ok() && !absl::IsNotFound(s)) return s;
     }
     ++r.moved;

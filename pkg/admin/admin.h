@@ -125,8 +125,10 @@ absl::Status CopyEntry(cache::Store& from, cache::Store& to, const std::string& 
 // (docs/FORMAT.md, "Sharding"). `from` and `to` are the same repository opened
 // with the old and the new count. Every entry `from` lists whose repository
 // differs under the new count is copied there (blobs are in the base repository
-// already: the new shard mounts them), then deleted where it was. An entry is
-// never deleted before its copy is stored, so an interruption loses nothing: run
+// already: the new shard mounts them), then deleted where it was: one manifest
+// read per moved entry, and the delete names the manifest read, so an entry put
+// again under the old count meanwhile stays there (the next run moves it). An
+// entry is never deleted before its copy is stored, so an interruption loses nothing: run
 // it again to go on (entries already moved are skipped: `from` no longer finds
 // them). Readers and writers still on the old count miss moved entries until
 // they use the new one.

@@ -299,6 +299,12 @@ absl::Status RegistryStore::CopyBlob(registry::Client& source, const std::string
 }
 
 absl::StatusOr<Entry> RegistryStore::Lookup(absl::string_view key, const LookupOptions& opts) {
+  return LookupManifest(key, opts, nullptr);
+}
+
+absl::StatusOr<Entry> RegistryStore::LookupManifest(absl::string_view key,
+                                                    const LookupOptions& opts,
+                                                    oci::Digest* manifest_digest) {
   auto tag = TagForKey(key);
   if (!tag.ok()) return tag.status();
   std::string repo = RepositoryForKey(key);
@@ -312,6 +318,7 @@ absl::StatusOr<Entry> RegistryStore::Lookup(absl::string_view key, const LookupO
   if (!SatisfiesLookup(*e, opts)) {
     return absl::NotFoundError(absl::StrCat("miss: ", key, " (annotations differ)"));
   }
+  if (manifest_digest != nullptr) *manifest_digest = m->digest;
   absl::Time now = absl::Now();
   if (opts.touch && NeedsTouch(*e, now)) {
     Entry touched = *e;
@@ -423,6 +430,11 @@ absl::Status RegistryStore::DeleteIfUnusedSince(absl::string_view key, absl::Tim
     return absl::FailedPreconditionError(absl::StrCat(key, " was used since the cut"));
   }
   return client_->DeleteManifest(repo, m->digest);
+}
+
+absl::Status RegistryStore::DeleteManifest(absl::string_view key, const oci::Digest& digest) {
+  if (auto tag = TagForKey(key); !tag.ok()) return tag.status();
+  return client_->DeleteManifest(RepositoryForKey(key), digest);
 }
 
 absl::Status RegistryStore::ReplaceRecords(const std::vector<EntryInfo>& live) {

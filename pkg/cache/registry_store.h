@@ -91,10 +91,19 @@ class RegistryStore : public Store {
   absl::Status MountBlob(const Location& from) override;
 
   absl::StatusOr<Entry> Lookup(absl::string_view key, const LookupOptions& opts) override;
+  // Lookup that also gives the digest of the manifest it read (for
+  // DeleteManifest; with opts.touch a touch may replace that manifest).
+  absl::StatusOr<Entry> LookupManifest(absl::string_view key, const LookupOptions& opts,
+                                       oci::Digest* manifest_digest);
   absl::Status Put(const Entry& entry) override;
   absl::Status Delete(absl::string_view key) override;
   // One manifest GET (the truth), then the DELETE.
   absl::Status DeleteIfUnusedSince(absl::string_view key, absl::Time cutoff) override;
+  // Deletes the manifest `digest` from `key`'s repository without reading it
+  // first (one request): the registry drops the key's tag with it if the tag
+  // still names that manifest; a manifest put under the key since stays, tag and
+  // all. NotFound when the registry no longer has that manifest.
+  absl::Status DeleteManifest(absl::string_view key, const oci::Digest& digest);
   // Entries named by listing records come from them; only tags no record
   // names cost a manifest GET each (all of them when there are no records).
   // Rows whose tag the registry no longer lists are skipped.

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "pkg/admin/admin.h"
 #include "pkg/base/call_scope.h"
 #include "pkg/cache/format.h"
 #include "pkg/cache/place.h"
@@ -134,6 +135,72 @@ TEST(RegistryStoreTest, LookupIsOneRequest) {
   before = (*store)->client().request_count();
   EXPECT_TRUE(absl::IsNotFound((*store)->Lookup("one/absent", {}).status()));
   EXPECT_EQ((*store)->client().request_count() - before, 1);
+}
+
+// Re-sharding reads each moved entry's manifest once: from the old layout it
+// lists, then one manifest GET and one DELETE per moved entry (the blobs are in
+// the base repository already). Every entry reads back under the new count.
+TEST(ReshardTest, OneManifestReadPerMovedEntry) {
+  const std::string repo = UniqueRepo("reshard");
+  {
+    auto writer = MakeRegistryStore(RegistryProcess::Options::kNone, 0, repo);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    for (int i = 0; i < 8; ++i) {
+      const std::string key = absl::StrCat("move/", i);
+      ASSERT_TRUE((*writer)->Put(EntryWithBlob(**writer, key, "payload " + key)).ok());
+    }
+  }
+  auto from = MakeRegistryStore(RegistryProcess::Options::kNone, 0, repo);
+  auto to = MakeRegistryStore(RegistryProcess::Options::kNone, 4, repo);
+  ASSERT_TRUE(from.ok() && to.ok());
+  int64_t before = (*from)->request_count();
+  int64_t listed = 0;
+  ASSERT_TRUE((*from)->List([&](const cache::EntryInfo&) { return ++listed, true; }).ok());
+  ASSERT_EQ(listed, 8);
+  const int64_t list_cost = (*from)->request_count() - before;
+  before = (*from)->request_count();
+  auto r = admin::Reshard(**from, **to, /*dry_run=*/false, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->moved, 8);  // no shard of 4 is the base repository
+  EXPECT_EQ((*from)->request_count() - before, list_cost + 2 * r->moved);
+  cache::LookupOptions opts;
+  opts.touch = false;
+  for (int i = 0; i < 8; ++i) {
+    const std::string key = absl::StrCat("move/", i);
+    EXPECT_TRUE(absl::IsNotFound((*from)->Lookup(key, opts).status())) << key;
+    auto e = (*to)->Lookup(key, opts);
+    ASSERT_TRUE(e.ok()) << key << ": " << e.status();
+    ASSERT_EQ(e->blobs.size(), 1u);
+    std::string got;
+    oci::StringSink sink(&got);
+    ASSERT_TRUE((*to)->ReadBlob(e->blobs[0].digest, 0, sink).ok());
+    EXPECT_EQ(got, "payload " + key);
+  }
+}
+
+// DeleteManifest deletes the manifest it names: a key put again since keeps
+// its newer manifest and its tag.
+TEST(RegistryStoreTest, DeleteManifestLeavesANewerManifest) {
+  auto store = MakeRegistryStore(RegistryProcess::Options::kNone);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->Put(EntryWithBlob(**store, "again/k", "first")).ok());
+  cache::LookupOptions opts;
+  opts.touch = false;
+  oci::Digest first;
+  ASSERT_TRUE((*store)->LookupManifest("again/k", opts, &first).ok());
+  ASSERT_TRUE((*store)->Put(EntryWithBlob(**store, "again/k", "second")).ok());
+  EXPECT_TRUE((*store)->DeleteManifest("again/k", first).ok());
+  auto e = (*store)->Lookup("again/k", opts);
+  ASSERT_TRUE(e.ok()) << e.status();
+  std::string got;
+  oci::StringSink sink(&got);
+  ASSERT_TRUE((*store)->ReadBlob(e->blobs.at(0).digest, 0, sink).ok());
+  EXPECT_EQ(got, "second");
+  oci::Digest second;
+  ASSERT_TRUE((*store)->LookupManifest("again/k", opts, &second).ok());
+  EXPECT_NE(first, second);
+  EXPECT_TRUE((*store)->DeleteManifest("again/k", second).ok());
+  EXPECT_TRUE(absl::IsNotFound((*store)->Lookup("again/k", opts).status()));
 }
 
 // PutFresh after WriteBlob: no HEAD of the blob, small blobs uploaded without a
