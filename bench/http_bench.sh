@@ -15,7 +15,8 @@
 #   256 MiB PUT        curl -T: ocicached vs nginx WebDAV PUT. Goal 0.8.
 #                      Three GETs and three PUTs per round (the figure is the
 #                      median of all), each PUT after the disk's dirty pages
-#                      are written back and its file removed after.
+#                      are written back, and deleted after it (nginx: the file;
+#                      ocicached: DELETE of the key, its blob left to gc).
 #   connection cost    ms per new connection carrying two 4 KiB GETs (what
 #                      ccache does per compile), 300 in a row from python's
 #                      http.client: idle, and with both cores busy (two spin
