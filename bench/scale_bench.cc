@@ -147,7 +147,7 @@ struct Mark {
   double local_rate = 0;  // puts/s of the local-tier server over the last window
   absl::Duration p50, p90;
   double reg_cpu_ms = 0;        // registry CPU per lookup
-  // After --warmup more lookups: ours, and a bare GET of the same manifest
+  // After --warmup more lookups: ours, and bare GETs of other random manifests
   // (the registry's own cost; the two interleaved).
   absl::Duration p50_warm, p90_warm, bare_p50_warm;
   absl::Duration p50_restart;  // after the registry process restarts
