@@ -342,8 +342,13 @@ absl::Status TieredStore::Put(const Entry& entry) {
       const absl::Time asked = absl::Now();
       auto size = remote_->StatBlob(b.digest);
       if (!size.ok()) {
-        if (NoteRemote(size.status())) return unknown(size.status());
-        if (absl::IsNotFound(size.status()) && absl::Now() - asked >= opts_.slow_remote) {
+        // Only the registry's NotFound says the blob is missing; any other
+        // end of the question (an outage, or this call's own deadline or
+        // cancellation, which the breaker does not count) leaves it unknown.
+        if (NoteRemote(size.status()) || !absl::IsNotFound(size.status())) {
+          return unknown(size.status());
+        }
+        if (absl::Now() - asked >= opts_.slow_remote) {
           return unknown(absl::UnavailableError(absl::StrCat(
               "it answered only after ", absl::FormatDuration(absl::Now() - asked),
               ", so another server's copy may not have reached it yet")));
@@ -351,9 +356,13 @@ absl::Status TieredStore::Put(const Entry& entry) {
         break;
       }
       if (absl::Status f = FillBlob(b.digest, *size); !f.ok()) {
-        if (base::IsDiskFull(f)) put = f;  // the local tier's disk, not the registry
+        if (base::IsDiskFull(f)) {
+          put = f;  // the local tier's disk, not the registry
+          break;
+        }
+        // The registry has the blob; it could not be copied here now.
         NoteRemote(f);
-        break;
+        return unknown(f);
       }
       filled = true;
     }

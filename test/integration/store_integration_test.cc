@@ -399,10 +399,13 @@ TEST(TieredStoreTest, ALocalOnlyCallNeverAsksTheRegistry) {
 // hanging); a LayoutStore behind it otherwise.
 class SlowStatStore : public cache::Store {
  public:
-  SlowStatStore(std::unique_ptr<cache::Store> s, absl::Duration delay)
-      : s_(std::move(s)), delay_(delay) {}
+  // `error`: what StatBlob answers after the delay instead of asking `s`.
+  SlowStatStore(std::unique_ptr<cache::Store> s, absl::Duration delay,
+                absl::Status error = absl::OkStatus())
+      : s_(std::move(s)), delay_(delay), error_(std::move(error)) {}
   absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override {
     absl::SleepFor(delay_);
+    if (!error_.ok()) return error_;
     return s_->StatBlob(d);
   }
   absl::Status ReadBlob(const oci::Digest& d, int64_t o, oci::ByteSink& sink) override {
@@ -426,6 +429,7 @@ class SlowStatStore : public cache::Store {
  private:
   std::unique_ptr<cache::Store> s_;
   absl::Duration delay_;
+  absl::Status error_;
 };
 
 // A Put naming a blob no tier has: the caller's mistake (FAILED_PRECONDITION)
@@ -457,6 +461,31 @@ TEST(TieredStoreTest, APutLackingABlobIsUnavailableWhileTheRegistryWasSlowToSay)
     } else {
       EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
     }
+  }
+}
+
+// A put lacking a blob whose registry check ended other than NotFound (the
+// call's own deadline, say, while the registry hangs) cannot tell: UNAVAILABLE,
+// never the caller's mistake (chaos_test: puts during a registry pause).
+TEST(TieredStoreTest, APutLackingABlobIsUnavailableWhenTheCheckDidNotEnd) {
+  for (const absl::Status& why : {absl::DeadlineExceededError("the call's deadline"),
+                                  absl::CancelledError("the caller went away")}) {
+    auto remote_layout = layout::LayoutStore::Open(TempDir());
+    ASSERT_TRUE(remote_layout.ok());
+    auto local = layout::LayoutStore::Open(TempDir());
+    ASSERT_TRUE(local.ok());
+    cache::TieredStore t(*std::move(local),
+                         std::make_unique<SlowStatStore>(*std::move(remote_layout),
+                                                         absl::ZeroDuration(), why),
+                         cache::TieredStoreOptions{});
+    cache::Entry e;
+    e.key = "names/an/unknown/blob";
+    e.config = "{}";
+    std::string bytes = "maybe in another replica's backlog";
+    e.blobs.push_back(oci::Descriptor{oci::media::kOctetStream, oci::Digest::Of(bytes),
+                                      static_cast<int64_t>(bytes.size())});
+    absl::Status s = t.Put(e);
+    EXPECT_TRUE(absl::IsUnavailable(s)) << why << ": " << s;
   }
 }
 
