@@ -432,6 +432,17 @@ class SlowStatStore : public cache::Store {
   absl::Status error_;
 };
 
+// An entry naming a blob no store here has (as if written through another replica).
+cache::Entry EntryNamingAbsentBlob(const std::string& key) {
+  cache::Entry e;
+  e.key = key;
+  e.config = "{}";
+  const std::string bytes = "written through another replica: " + key;
+  e.blobs.push_back(oci::Descriptor{oci::media::kOctetStream, oci::Digest::Of(bytes),
+                                    static_cast<int64_t>(bytes.size())});
+  return e;
+}
+
 // A Put naming a blob no tier has: the caller's mistake (FAILED_PRECONDITION)
 // when the registry says so promptly, but UNAVAILABLE when it said so only
 // after a long wait: it was hanging, and a blob written through another
@@ -449,13 +460,7 @@ TEST(TieredStoreTest, APutLackingABlobIsUnavailableWhileTheRegistryWasSlowToSay)
                          std::make_unique<SlowStatStore>(*std::move(remote_layout),
                                                          absl::Milliseconds(slow ? 400 : 0)),
                          o);
-    cache::Entry e;
-    e.key = "names/a/missing/blob";
-    e.config = "{}";
-    std::string bytes = "written through another replica";
-    e.blobs.push_back(oci::Descriptor{oci::media::kOctetStream, oci::Digest::Of(bytes),
-                                      static_cast<int64_t>(bytes.size())});
-    absl::Status s = t.Put(e);
+    absl::Status s = t.Put(EntryNamingAbsentBlob("names/a/missing/blob"));
     if (slow) {
       EXPECT_TRUE(absl::IsUnavailable(s)) << s;
     } else {
@@ -478,13 +483,7 @@ TEST(TieredStoreTest, APutLackingABlobIsUnavailableWhenTheCheckDidNotEnd) {
                          std::make_unique<SlowStatStore>(*std::move(remote_layout),
                                                          absl::ZeroDuration(), why),
                          cache::TieredStoreOptions{});
-    cache::Entry e;
-    e.key = "names/an/unknown/blob";
-    e.config = "{}";
-    std::string bytes = "maybe in another replica's backlog";
-    e.blobs.push_back(oci::Descriptor{oci::media::kOctetStream, oci::Digest::Of(bytes),
-                                      static_cast<int64_t>(bytes.size())});
-    absl::Status s = t.Put(e);
+    absl::Status s = t.Put(EntryNamingAbsentBlob("names/an/unknown/blob"));
     EXPECT_TRUE(absl::IsUnavailable(s)) << why << ": " << s;
   }
 }
