@@ -8,9 +8,10 @@
 #   256 MiB GET        curl -o /dev/null: ocicached vs nginx static. Goal 0.8.
 #                      Also against nginx as Debian's nginx.conf sets it up
 #                      (tcp_nopush on: TCP_CORK while it sends a file), which is
-#                      what libmicrohttpd does to every response body sent with
-#                      sendfile(2) and cannot be told not to (docs/HTTP.md,
-#                      "Large bodies"); on loopback, with its 64 KiB segments,
+#                      what libmicrohttpd does to every body it sends with
+#                      sendfile(2) unless ocicached keeps the socket uncorked,
+#                      as it does for plain HTTP (docs/HTTP.md, "Large
+#                      bodies"); on loopback, with its 64 KiB segments,
 #                      corking costs about a third of the throughput.
 #   256 MiB PUT        curl -T: ocicached vs nginx WebDAV PUT. Goal 0.8.
 #                      Three GETs and three PUTs per round (the figure is the

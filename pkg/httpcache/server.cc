@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "pkg/base/call_scope.h"
+#include "pkg/httpcache/uncorked.h"
 #include "pkg/oci/pipe.h"
 
 namespace ocicache::httpcache {
@@ -571,6 +572,20 @@ enum MHD_Result AccessTrampoline(void* cls, MHD_Connection* c, const char* url, 
                                                      upload_data_size, con_cls);
 }
 
+// Plain connections are never corked (uncorked.h): a large body sent with
+// sendfile(2) goes out as nginx sends it by default. TLS connections keep
+// libmicrohttpd's corking (encryption bounds them; measured the same either
+// way). The fd is registered before libmicrohttpd sends anything on it and
+// forgotten before it is closed.
+void ConnectionTrampoline(void*, MHD_Connection* connection, void**,
+                          enum MHD_ConnectionNotificationCode code) {
+  const MHD_ConnectionInfo* info =
+      MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (info == nullptr) return;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) NeverCork(info->connect_fd);
+  if (code == MHD_CONNECTION_NOTIFY_CLOSED) Forget(info->connect_fd);
+}
+
 void CompletedTrampoline(void* cls, MHD_Connection*, void** con_cls,
                          enum MHD_RequestTerminationCode toe) {
   static_cast<HttpServer::Impl*>(cls)->Completed(con_cls, toe);
@@ -663,6 +678,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Handler* handler,
       {MHD_OPTION_END, 0, nullptr},
   };
   MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, nullptr}};
+  MHD_OptionItem uncork_opts[] = {
+      {tls ? MHD_OPTION_END : MHD_OPTION_NOTIFY_CONNECTION,
+       reinterpret_cast<intptr_t>(&ConnectionTrampoline), nullptr},
+      {MHD_OPTION_END, 0, nullptr},
+  };
   // One event thread is the daemon's own (libmicrohttpd warns of a pool of 1).
   MHD_OptionItem pool_opts[] = {
       {opts.event_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
@@ -672,7 +692,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Handler* handler,
   s->daemon_ = MHD_start_daemon(
       flags, 0, nullptr, nullptr, &AccessTrampoline, &impl, MHD_OPTION_EXTERNAL_LOGGER, &Log,
       nullptr, MHD_OPTION_LISTEN_SOCKET, *fd,
-      MHD_OPTION_NOTIFY_COMPLETED, &CompletedTrampoline, &impl, MHD_OPTION_ARRAY, pool_opts,
+      MHD_OPTION_NOTIFY_COMPLETED, &CompletedTrampoline, &impl, MHD_OPTION_ARRAY, uncork_opts,
+      MHD_OPTION_ARRAY, pool_opts,
       MHD_OPTION_CONNECTION_LIMIT,
       static_cast<unsigned int>(opts.max_connections), MHD_OPTION_CONNECTION_TIMEOUT, timeout,
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, kConnectionMemory, MHD_OPTION_ARRAY, tls ? tls_opts : no_opts, MHD_OPTION_END);

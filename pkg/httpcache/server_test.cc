@@ -18,6 +18,7 @@
 #include "pkg/base/call_scope.h"
 #include "gtest/gtest.h"
 #include "pkg/httpcache/handler.h"
+#include "pkg/httpcache/uncorked.h"
 #include "pkg/layout/layout_store.h"
 #include "pkg/oci/digest.h"
 #include "pkg/reapi/instance.h"
@@ -201,6 +202,30 @@ TEST(HttpServerTest, AReadThatWaitsOnTheRemoteHoldsUpNoOtherConnection) {
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.body, "remote bytes");
   }
+}
+
+// Each open plain connection is registered as never corked (uncorked.h) from
+// its start until it closes, so a large body goes out uncorked.
+TEST(HttpServerTest, AConnectionIsNeverCorkedWhileOpen) {
+  auto s = Serve();
+  ASSERT_NE(s, nullptr);
+  const std::string base = s->http->url() + "/cache/ns/";
+  ASSERT_EQ(Call("PUT", base + "slow", "remote bytes").status, 200);
+  ASSERT_TRUE(WaitFor([&] { return NeverCorkedCount() == 0; }));
+  std::thread client([&] {
+    auto r = Call("GET", base + "slow");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "remote bytes");
+  });
+  ASSERT_TRUE(WaitFor([&] { return s->store->slow_waiting.load() == 1; }));
+  EXPECT_EQ(NeverCorkedCount(), 1u);
+  s->store->release.Notify();
+  client.join();
+  EXPECT_TRUE(WaitFor([&] { return NeverCorkedCount() == 0; }));
+  std::string big(3 << 20, 'x');
+  EXPECT_EQ(Call("PUT", base + "big", big).status, 200);
+  EXPECT_TRUE(Call("GET", base + "big").body == big);
+  EXPECT_TRUE(WaitFor([&] { return NeverCorkedCount() == 0; }));
 }
 
 TEST(HttpServerTest, StopEndsAReadWaitingOnTheRemote) {
