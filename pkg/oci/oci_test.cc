@@ -1,3 +1,5 @@
+#include <thread>
+
 #include "gtest/gtest.h"
 #include "pkg/oci/digest.h"
 #include "pkg/oci/hasher.h"
@@ -184,6 +186,60 @@ TEST(PipeTest, TransfersLargeStreamThroughSmallBuffer) {
       64 << 10);
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_EQ(Digest::Of(got), Digest::Of(data));
+}
+
+// The ring wraps at positions that share no period with the bytes or the
+// chunk sizes, while writer and reader copy at the same time; both the
+// blocking and the non-blocking calls.
+TEST(PipeTest, BytesKeepTheirOrderAcrossTheRingsWrapUnderConcurrentCopies) {
+  std::string data(1 << 20, '\0');
+  uint32_t x = 12345;
+  for (char& c : data) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  for (bool try_calls : {false, true}) {
+    BoundedPipe p(1009);
+    std::string got;
+    std::thread writer([&] {
+      size_t sizes[] = {1, 7, 333, 1009, 4096};
+      size_t i = 0, k = 0;
+      while (i < data.size()) {
+        absl::string_view piece = absl::string_view(data).substr(i, sizes[k++ % 5]);
+        if (try_calls) {
+          auto n = p.TryWrite(piece);
+          ASSERT_TRUE(n.ok()) << n.status();
+          i += *n;
+          if (*n == 0) std::this_thread::yield();
+        } else {
+          ASSERT_TRUE(p.Write(piece).ok());
+          i += piece.size();
+        }
+      }
+      p.CloseWrite(absl::OkStatus());
+    });
+    char buf[5000];
+    size_t sizes[] = {5000, 1, 512, 999, 13};
+    for (size_t k = 0;; ++k) {
+      absl::StatusOr<size_t> n;
+      if (try_calls) {
+        bool wait = false;
+        n = p.TryRead(buf, sizes[k % 5], &wait);
+        if (wait) {
+          std::this_thread::yield();
+          continue;
+        }
+      } else {
+        n = p.Read(buf, sizes[k % 5]);
+      }
+      ASSERT_TRUE(n.ok()) << n.status();
+      if (*n == 0) break;
+      got.append(buf, *n);
+    }
+    writer.join();
+    ASSERT_EQ(got.size(), data.size());
+    EXPECT_TRUE(got == data) << "bytes differ (try calls: " << try_calls << ")";
+  }
 }
 
 TEST(PipeTest, ProducerErrorReachesConsumerAndCaller) {

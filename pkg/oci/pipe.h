@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -31,133 +31,46 @@ namespace ocicache::oci {
 // calls once it has made room, written or closed.
 class BoundedPipe {
  public:
-  explicit BoundedPipe(size_t capacity) : capacity_(capacity) {}
+  explicit BoundedPipe(size_t capacity) : capacity_(std::max<size_t>(capacity, 1)) {}
 
-  absl::Status Write(absl::string_view chunk) {
-    while (!chunk.empty()) {
-      std::function<void()> wake;
-      {
-        absl::MutexLock l(&mu_);
-        mu_.Await(absl::Condition(this, &BoundedPipe::WritableLocked));
-        if (reader_closed_) return absl::CancelledError("reader stopped");
-        size_t n = std::min(chunk.size(), capacity_ - buffered_);
-        chunks_.emplace_back(chunk.substr(0, n));
-        buffered_ += n;
-        chunk.remove_prefix(n);
-        wake.swap(wake_reader_);
-      }
-      if (wake) wake();
-    }
-    return absl::OkStatus();
-  }
-
+  absl::Status Write(absl::string_view chunk);
   // Takes what fits now: the bytes taken (0 when full). Cancelled once the
   // reader closed.
-  absl::StatusOr<size_t> TryWrite(absl::string_view chunk) {
-    std::function<void()> wake;
-    size_t n = 0;
-    {
-      absl::MutexLock l(&mu_);
-      if (reader_closed_) return absl::CancelledError("reader stopped");
-      n = std::min(chunk.size(), capacity_ - buffered_);
-      if (n == 0) return 0;
-      chunks_.emplace_back(chunk.substr(0, n));
-      buffered_ += n;
-      wake.swap(wake_reader_);
-    }
-    if (wake) wake();
-    return n;
-  }
+  absl::StatusOr<size_t> TryWrite(absl::string_view chunk);
 
-  absl::StatusOr<size_t> Read(char* buf, size_t n) {
-    std::function<void()> wake;
-    absl::StatusOr<size_t> got;
-    {
-      absl::MutexLock l(&mu_);
-      mu_.Await(absl::Condition(this, &BoundedPipe::ReadableLocked));
-      got = ReadLocked(buf, n);
-      if (RoomForWriterLocked()) wake.swap(wake_writer_);
-    }
-    if (wake) wake();
-    return got;
-  }
-
+  absl::StatusOr<size_t> Read(char* buf, size_t n);
   // Read without waiting: sets *wait (and copies nothing) when no byte and
   // no end is there yet.
-  absl::StatusOr<size_t> TryRead(char* buf, size_t n, bool* wait) {
-    std::function<void()> wake;
-    absl::StatusOr<size_t> got;
-    {
-      absl::MutexLock l(&mu_);
-      *wait = !ReadableLocked();
-      if (*wait) return 0;
-      got = ReadLocked(buf, n);
-      if (RoomForWriterLocked()) wake.swap(wake_writer_);
-    }
-    if (wake) wake();
-    return got;
-  }
+  absl::StatusOr<size_t> TryRead(char* buf, size_t n, bool* wait);
 
   // Arms `wake` to run once, on the writer's thread, when bytes or the end
   // arrive; false (nothing armed) when the reader may go on already.
-  bool WakeReader(std::function<void()> wake) {
-    absl::MutexLock l(&mu_);
-    if (ReadableLocked()) return false;
-    wake_reader_ = std::move(wake);
-    return true;
-  }
+  bool WakeReader(std::function<void()> wake);
   // Arms `wake` to run once, on the reader's thread, when half the pipe is
   // free or the reader closed; false (nothing armed) when it is so already.
   // (Half, not a byte: an event loop would otherwise wake for every read of
   // a consumer slower than its client, and take a few bytes each time.)
-  bool WakeWriter(std::function<void()> wake) {
-    absl::MutexLock l(&mu_);
-    if (RoomForWriterLocked()) return false;
-    wake_writer_ = std::move(wake);
-    return true;
-  }
+  bool WakeWriter(std::function<void()> wake);
 
-  void CloseWrite(absl::Status s) {
-    std::function<void()> wake;
-    {
-      absl::MutexLock l(&mu_);
-      writer_closed_ = true;
-      writer_status_ = std::move(s);  // payloads too (base::IsDiskFull)
-      wake.swap(wake_reader_);
-    }
-    if (wake) wake();
-  }
-  void CloseRead() {
-    std::function<void()> wake;
-    {
-      absl::MutexLock l(&mu_);
-      reader_closed_ = true;
-      wake.swap(wake_writer_);
-    }
-    if (wake) wake();
-  }
+  void CloseWrite(absl::Status s);
+  void CloseRead();
 
  private:
-  absl::StatusOr<size_t> ReadLocked(char* buf, size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (chunks_.empty()) {
-      if (!writer_status_.ok()) return writer_status_;
-      return 0;
-    }
-    size_t copied = 0;
-    while (copied < n && !chunks_.empty()) {
-      std::string& front = chunks_.front();
-      size_t k = std::min(n - copied, front.size() - front_pos_);
-      std::memcpy(buf + copied, front.data() + front_pos_, k);
-      copied += k;
-      front_pos_ += k;
-      if (front_pos_ == front.size()) {
-        buffered_ -= front.size();
-        chunks_.pop_front();
-        front_pos_ = 0;
-      }
-    }
-    return copied;
-  }
+  // The bytes live in one ring of `capacity_` bytes, allocated at the first
+  // write (its pages are touched as bytes come, so a small stream costs
+  // little). The one writer copies into the free part and the one reader out
+  // of the filled part with the lock released, so the two copies overlap;
+  // the lock guards only the positions, which move after a copy is done.
+  // Under the lock, a writer takes `n` bytes of room at the filled part's
+  // end: a write position the reader never moves (it only shrinks the filled
+  // part from its start).
+  size_t ReserveLocked(size_t want, size_t* at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CopyIn(size_t at, absl::string_view bytes);
+  // Appends `n` copied bytes to the filled part; runs the reader's wake-up.
+  void Publish(size_t n);
+  // Copies up to n filled bytes into buf and frees them; the caller holds no
+  // lock and has seen ReadableLocked().
+  absl::StatusOr<size_t> Take(char* buf, size_t n);
 
   bool WritableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return reader_closed_ || buffered_ < capacity_;
@@ -166,14 +79,14 @@ class BoundedPipe {
     return reader_closed_ || capacity_ - buffered_ >= (capacity_ + 1) / 2;
   }
   bool ReadableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !chunks_.empty() || writer_closed_;
+    return buffered_ > 0 || writer_closed_;
   }
 
   const size_t capacity_;
+  std::unique_ptr<char[]> ring_;  // set once, under mu_, before any copy
   absl::Mutex mu_;
-  std::deque<std::string> chunks_ ABSL_GUARDED_BY(mu_);
-  size_t front_pos_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t buffered_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t head_ ABSL_GUARDED_BY(mu_) = 0;      // first filled byte
+  size_t buffered_ ABSL_GUARDED_BY(mu_) = 0;  // filled bytes from head_, wrapping
   bool writer_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool reader_closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status writer_status_ ABSL_GUARDED_BY(mu_);
