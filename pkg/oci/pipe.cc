@@ -1,5 +1,7 @@
 #include "pkg/oci/pipe.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -40,16 +42,32 @@ absl::StatusOr<size_t> BoundedPipe::TryWrite(absl::string_view chunk) {
   return n;
 }
 
+BoundedPipe::~BoundedPipe() {
+  if (ring_mapped_) {
+    ::munmap(ring_, capacity_);
+  } else {
+    delete[] ring_;
+  }
+}
+
 size_t BoundedPipe::ReserveLocked(size_t want, size_t* at) {
-  if (ring_ == nullptr) ring_.reset(new char[capacity_]);  // not zeroed: pages stay untouched
+  if (ring_ == nullptr) {
+    void* p = ::mmap(nullptr, capacity_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) {
+      ring_ = static_cast<char*>(p);
+      ring_mapped_ = true;
+    } else {
+      ring_ = new char[capacity_];  // not zeroed: pages stay untouched
+    }
+  }
   *at = (head_ + buffered_) % capacity_;
   return std::min(want, capacity_ - buffered_);
 }
 
 void BoundedPipe::CopyIn(size_t at, absl::string_view bytes) {
   size_t first = std::min(bytes.size(), capacity_ - at);
-  std::memcpy(ring_.get() + at, bytes.data(), first);
-  std::memcpy(ring_.get(), bytes.data() + first, bytes.size() - first);
+  std::memcpy(ring_ + at, bytes.data(), first);
+  std::memcpy(ring_, bytes.data() + first, bytes.size() - first);
 }
 
 void BoundedPipe::Publish(size_t n) {
@@ -75,8 +93,8 @@ absl::StatusOr<size_t> BoundedPipe::Take(char* buf, size_t n) {
     k = std::min(n, buffered_);
   }
   size_t first = std::min(k, capacity_ - from);
-  std::memcpy(buf, ring_.get() + from, first);
-  std::memcpy(buf + first, ring_.get(), k - first);
+  std::memcpy(buf, ring_ + from, first);
+  std::memcpy(buf + first, ring_, k - first);
   std::function<void()> wake;
   {
     absl::MutexLock l(&mu_);

@@ -9,7 +9,6 @@
 #include <cstddef>
 #include <cstring>
 #include <functional>
-#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -32,6 +31,9 @@ namespace ocicache::oci {
 class BoundedPipe {
  public:
   explicit BoundedPipe(size_t capacity) : capacity_(std::max<size_t>(capacity, 1)) {}
+  ~BoundedPipe();
+  BoundedPipe(const BoundedPipe&) = delete;
+  BoundedPipe& operator=(const BoundedPipe&) = delete;
 
   absl::Status Write(absl::string_view chunk);
   // Takes what fits now: the bytes taken (0 when full). Cancelled once the
@@ -56,9 +58,10 @@ class BoundedPipe {
   void CloseRead();
 
  private:
-  // The bytes live in one ring of `capacity_` bytes, allocated at the first
-  // write (its pages are touched as bytes come, so a small stream costs
-  // little). The one writer copies into the free part and the one reader out
+  // The bytes live in one ring of `capacity_` bytes, mapped at the first
+  // write and unmapped with the pipe (its pages are touched as bytes come, so
+  // a small stream costs little, and none stays with the allocator's arenas
+  // after the pipe is gone). The one writer copies into the free part and the one reader out
   // of the filled part with the lock released, so the two copies overlap;
   // the lock guards only the positions, which move after a copy is done.
   // Under the lock, a writer takes `n` bytes of room at the filled part's
@@ -83,7 +86,8 @@ class BoundedPipe {
   }
 
   const size_t capacity_;
-  std::unique_ptr<char[]> ring_;  // set once, under mu_, before any copy
+  char* ring_ = nullptr;  // set once, under mu_, before any copy
+  bool ring_mapped_ = false;
   absl::Mutex mu_;
   size_t head_ ABSL_GUARDED_BY(mu_) = 0;      // first filled byte
   size_t buffered_ ABSL_GUARDED_BY(mu_) = 0;  // filled bytes from head_, wrapping
