@@ -65,6 +65,10 @@ class BoundedStringSink : public ByteSink {
 class StringSource : public ByteSource {
  public:
   explicit StringSource(absl::string_view data) : data_(data) {}
+  explicit StringSource(const char* data) : data_(data) {}
+  // The source reads `data` where it is: a temporary string would be gone
+  // before the first Read.
+  explicit StringSource(std::string&& data) = delete;
   absl::StatusOr<size_t> Read(char* buf, size_t n) override;
   absl::Status Rewind() override {
     pos_ = 0;

@@ -375,7 +375,8 @@ TEST(BlobLimitTest, UnknownSizeStopsAtTheLimit) {
   std::string big(150000, 'L');
   oci::StringSource src(big);
   EXPECT_TRUE(absl::IsResourceExhausted((*served)->WriteBlob(oci::Digest(), -1, src).status()));
-  oci::StringSource small(std::string(90000, 's'));
+  const std::string small_bytes(90000, 's');
+  oci::StringSource small(small_bytes);
   EXPECT_TRUE((*served)->WriteBlob(oci::Digest(), -1, small).ok());
   auto stub = v1::Blobs::NewStub(client::Dial((*served)->server().address()));
   grpc::ClientContext ctx;

@@ -527,7 +527,8 @@ TEST(TieredStoreTest, ARegistryHitCopiesItsBlobsInParallel) {
   e.key = "many/blobs";
   e.config = R"({"kind":"test"})";
   for (int i = 0; i < 48; ++i) {
-    oci::StringSource src(absl::StrCat("blob number ", i, std::string(1000, 'x')));
+    const std::string bytes = absl::StrCat("blob number ", i, std::string(1000, 'x'));
+    oci::StringSource src(bytes);
     auto d = (*first)->WriteBlob(oci::Digest(), -1, src);
     ASSERT_TRUE(d.ok()) << d.status();
     e.blobs.push_back(*d);
