@@ -22,13 +22,24 @@ start_registry() {
   local -a extra=()
   [[ -n ${3:-} ]] && read -r -a extra <<<"$3"
   "$REGISTRYCTL" --auth="$auth" --dir="$WORK/reg-$var" "${extra[@]}" >"$out" 2>"$WORK/reg-$var.err" &
-  REG_PIDS+=($!)
-  for _ in $(seq 1 100); do
+  local pid=$!
+  REG_PIDS+=($pid)
+  # registryctl prints the host once docker-registry answers, or exits saying
+  # why (it bounds the registry's start itself, at 10 s): wait for one of the
+  # two, not for a clock of our own that could run out first on a busy machine
+  # (60 s at most, should registryctl itself hang).
+  for _ in $(seq 1 600); do
     [[ -s $out ]] && break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   local host; host=$(head -1 "$out")
-  [[ -n $host ]] || { cat "$WORK/reg-$var.err" >&2; return 1; }
+  if [[ -z $host ]]; then
+    cat "$WORK/reg-$var.err" >&2
+    kill -0 "$pid" 2>/dev/null && echo "registryctl still running after 60 s" >&2
+    tail -5 "$WORK/reg-$var/registry.log" >&2 2>/dev/null
+    return 1
+  fi
   printf -v "$var" '%s' "$host"
 }
 
