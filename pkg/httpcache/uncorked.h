@@ -22,7 +22,7 @@ namespace ocicache::httpcache {
 void NeverCork(int fd);
 void Forget(int fd);
 bool IsNeverCorked(int fd);
-// How many fds are registered now (tests and /status).
+// How many fds are registered now (for tests).
 size_t NeverCorkedCount();
 
 inline constexpr int kMaxFd = 1 << 16;
