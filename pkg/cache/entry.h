@@ -30,7 +30,8 @@ struct Entry {
   // Empty means "{}".
   std::string config;
   // The original descriptor's bytes, kept byte for byte (layers[0]). Empty means
-  // the descriptor of blobs[0] if there is one.
+  // none: stored as `{}` (older writers stored the descriptor of blobs[0]; no
+  // reader depends on either).
   std::string descriptor;
   // Content stored with the entry, present in the same store.
   std::vector<oci::Descriptor> blobs;

@@ -110,13 +110,12 @@ absl::StatusOr<EncodedEntry> EncodeEntry(const Entry& entry, absl::Time now) {
   if (parsed.is_discarded() || !parsed.is_object()) {
     return absl::InvalidArgumentError("entry config must be a JSON object");
   }
-  std::string descriptor = entry.descriptor;
-  if (descriptor.empty() && !entry.blobs.empty()) {
-    oci::Descriptor d = entry.blobs[0];
-    d.data.reset();
-    descriptor = d.ToJson().dump();
-  }
-  if (descriptor.empty()) descriptor = oci::kEmptyJsonContent;
+  // No original descriptor: `{}`, one blob every such entry shares, so a writer
+  // uploads it once per repository rather than a blob of its own per entry (a Go
+  // build's fill made two requests more per entry with the first blob's
+  // descriptor here; its blobs' descriptors are in the layers anyway).
+  std::string descriptor =
+      entry.descriptor.empty() ? std::string(oci::kEmptyJsonContent) : entry.descriptor;
   json pd = json::parse(descriptor, nullptr, /*allow_exceptions=*/false);
   if (pd.is_discarded() || !pd.is_object()) {
     return absl::InvalidArgumentError("entry descriptor must be a JSON object");

@@ -141,6 +141,43 @@ TEST(FormatTest, EmptyEntryStillHasALayer) {
   EXPECT_EQ(m->config.size, 2);
 }
 
+// An entry without an original descriptor stores `{}`: every such entry names the
+// same descriptor blob, so a writer uploads it once, not once per entry. An entry
+// an older writer stored with its first blob's descriptor still reads.
+TEST(FormatTest, EntriesWithoutADescriptorShareOneDescriptorBlob) {
+  auto blob_entry = [](const std::string& key, const std::string& bytes) {
+    Entry e;
+    e.key = key;
+    e.config = R"({"kind":"go-action"})";
+    oci::Descriptor b;
+    b.media_type = "application/octet-stream";
+    b.digest = oci::Digest::Of(bytes);
+    b.size = static_cast<int64_t>(bytes.size());
+    e.blobs.push_back(b);
+    return e;
+  };
+  auto one = EncodeEntry(blob_entry("one", "first object"), absl::Now());
+  auto two = EncodeEntry(blob_entry("two", "second object"), absl::Now());
+  ASSERT_TRUE(one.ok() && two.ok());
+  auto m1 = oci::Manifest::Parse(one->manifest);
+  auto m2 = oci::Manifest::Parse(two->manifest);
+  ASSERT_TRUE(m1.ok() && m2.ok());
+  EXPECT_EQ(m1->layers[0].digest, oci::Digest::Of("{}"));
+  EXPECT_EQ(m1->layers[0].digest, m2->layers[0].digest);
+  EXPECT_EQ(DecodeEntry(one->manifest, "one")->descriptor, "{}");
+
+  Entry old = blob_entry("old", "older object");
+  oci::Descriptor first = old.blobs[0];
+  old.descriptor = first.ToJson().dump();  // what writers before stored
+  auto enc = EncodeEntry(old, absl::Now());
+  ASSERT_TRUE(enc.ok());
+  auto back = DecodeEntry(enc->manifest, "old");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->descriptor, old.descriptor);
+  ASSERT_EQ(back->blobs.size(), 1u);
+  EXPECT_EQ(back->blobs[0].digest, first.digest);
+}
+
 TEST(FormatTest, KeyMismatchIsAMiss) {
   auto enc = EncodeEntry(SampleEntry(), absl::Now());
   ASSERT_TRUE(enc.ok());

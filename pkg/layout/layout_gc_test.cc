@@ -58,14 +58,15 @@ TEST(LayoutStoreTest, GcRemovesUnreferencedOldBlobsAndTempFiles) {
   dry.dry_run = true;
   auto d = s->Gc(dry);
   ASSERT_TRUE(d.ok()) << d.status();
-  // old_unused, and dead's blob, manifest, config blob and descriptor blob.
-  EXPECT_EQ(d->blobs_removed, 5);
+  // old_unused, and dead's blob, manifest and config blob; its descriptor blob
+  // (`{}`, no original descriptor) is live's too and stays.
+  EXPECT_EQ(d->blobs_removed, 4);
   EXPECT_EQ(*s->TotalSize(), *before);
 
   auto g = s->Gc(GcOptions());
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(g->entries, 1);
-  EXPECT_EQ(g->blobs_removed, 5);
+  EXPECT_EQ(g->blobs_removed, 4);
   EXPECT_EQ(g->bytes_removed, *before - *s->TotalSize());
   EXPECT_EQ(g->temp_files_removed, 1);
   EXPECT_TRUE(absl::IsNotFound(s->StatBlob(old_unused->digest).status()));
@@ -73,6 +74,7 @@ TEST(LayoutStoreTest, GcRemovesUnreferencedOldBlobsAndTempFiles) {
   EXPECT_TRUE(absl::IsNotFound(s->StatBlob(*dead_manifest).status()));
   EXPECT_TRUE(s->StatBlob(used->digest).ok());
   EXPECT_TRUE(s->StatBlob(young_unused->digest).ok());
+  EXPECT_TRUE(s->Lookup("live", LookupOptions()).ok());
   EXPECT_FALSE(Exists(dir + "/tmp/blob-stale"));
   EXPECT_TRUE(Exists(dir + "/tmp/blob-inflight"));
   EXPECT_TRUE(s->Lookup("live", LookupOptions()).ok());
