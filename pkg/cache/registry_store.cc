@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -26,6 +27,20 @@ std::string HostOf(absl::string_view base_url) {
   size_t p = base_url.find("://");
   return std::string(p == absl::string_view::npos ? base_url : base_url.substr(p + 3));
 }
+
+// The entry tags a registry listed, by key.
+class TagSnapshot : public KeySnapshot {
+ public:
+  explicit TagSnapshot(absl::flat_hash_set<std::string> tags) : tags_(std::move(tags)) {}
+  bool MayHold(absl::string_view key) const override {
+    auto tag = TagForKey(key);
+    return !tag.ok() || tags_.contains(*tag);  // a key without a tag: cannot tell
+  }
+  size_t size() const override { return tags_.size(); }
+
+ private:
+  const absl::flat_hash_set<std::string> tags_;
+};
 
 }  // namespace
 
@@ -464,10 +479,36 @@ absl::Status RegistryStore::ReplaceRecords(const std::vector<EntryInfo>& live) {
   return absl::OkStatus();
 }
 
+std::vector<std::string> RegistryStore::Repositories() const {
+  std::vector<std::string> repos;
+  if (opts_.shards <= 1) {
+    repos.push_back(repo_);
+  } else {
+    for (int i = 0; i < opts_.shards; ++i) repos.push_back(absl::StrFormat("%s/%02x", repo_, i));
+  }
+  return repos;
+}
+
+absl::StatusOr<std::unique_ptr<const KeySnapshot>> RegistryStore::SnapshotKeys(size_t max_keys) {
+  absl::flat_hash_set<std::string> seen;
+  for (const std::string& repo : Repositories()) {
+    auto tags = client_->ListTags(repo);
+    if (absl::IsNotFound(tags.status())) continue;  // no such repository: nothing in it
+    if (!tags.ok()) return tags.status();
+    for (std::string& t : *tags) {
+      if (IsEntryTag(t)) seen.insert(std::move(t));
+    }
+    if (seen.size() > max_keys) {
+      return absl::ResourceExhaustedError(absl::StrCat(repo_, " holds more than ", max_keys,
+                                                       " entries"));
+    }
+  }
+  return std::make_unique<TagSnapshot>(std::move(seen));
+}
+
 absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> RegistryStore::CountEntryTags() {
   std::vector<std::pair<std::string, int64_t>> counts;
-  for (int i = 0; i < std::max(1, opts_.shards); ++i) {
-    std::string repo = opts_.shards <= 1 ? repo_ : absl::StrFormat("%s/%02x", repo_, i);
+  for (std::string& repo : Repositories()) {
     auto tags = client_->ListTags(repo);
     if (!tags.ok() && !absl::IsNotFound(tags.status())) return tags.status();
     int64_t n = 0;
@@ -478,12 +519,7 @@ absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> RegistryStore::Coun
 }
 
 absl::Status RegistryStore::List(const std::function<bool(const EntryInfo&)>& fn) {
-  std::vector<std::string> repos;
-  if (opts_.shards <= 1) {
-    repos.push_back(repo_);
-  } else {
-    for (int i = 0; i < opts_.shards; ++i) repos.push_back(absl::StrFormat("%s/%02x", repo_, i));
-  }
+  const std::vector<std::string> repos = Repositories();
   // The records first: they live in the base repository.
   absl::StatusOr<std::vector<std::string>> base_tags;
   std::map<std::string, EntryInfo> by_tag;

@@ -133,11 +133,19 @@ class RegistryStore : public Store {
   registry::Client& client() { return *client_; }
   const std::string& repository() const { return repo_; }
   int shards() const { return opts_.shards; }
+  // The entry tags of every repository of this layout (one tag list each, no
+  // manifest read) as a snapshot, when there are at most max_keys; a repository
+  // the registry does not know holds none. Registries send a tag list whole
+  // (distribution ignores `n`), so the list is read before the limit can apply:
+  // call it where an empty or small repository is likely.
+  absl::StatusOr<std::unique_ptr<const KeySnapshot>> SnapshotKeys(size_t max_keys) override;
   // The entry tags in each repository of this layout (the base repository, or
   // each shard in order): one tag list per repository, no manifest read.
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> CountEntryTags();
 
  private:
+  // The repositories of this layout: the base one, or each shard in order.
+  std::vector<std::string> Repositories() const;
   RegistryStore(std::shared_ptr<registry::Client> client, std::string repo,
                 RegistryStoreOptions opts)
       : client_(std::move(client)), repo_(std::move(repo)), opts_(std::move(opts)) {}

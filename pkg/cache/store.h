@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -75,9 +76,28 @@ struct LookupOptions {
   bool touch = true;
 };
 
+// Which keys a store held at one moment, as far as one cheap read can tell (for a
+// registry: its tag lists). MayHold is false only for a key that was not stored
+// then; a key put since may be missing from it, so "false" is a miss to trust
+// for a while, never a reason to delete anything.
+class KeySnapshot {
+ public:
+  virtual ~KeySnapshot() = default;
+  virtual bool MayHold(absl::string_view key) const = 0;
+  // How many entries it saw.
+  virtual size_t size() const = 0;
+};
+
 class EntryStore {
  public:
   virtual ~EntryStore() = default;
+  // A KeySnapshot, when the store can take one in a few requests and holds at
+  // most `max_keys` entries (ResourceExhausted when it holds more); Unimplemented
+  // where it cannot (the default: a local directory answers a lookup as fast).
+  virtual absl::StatusOr<std::unique_ptr<const KeySnapshot>> SnapshotKeys(size_t max_keys) {
+    (void)max_keys;
+    return absl::UnimplementedError("this store takes no key snapshots");
+  }
   // The entry for `key`; NotFound on a miss.
   virtual absl::StatusOr<Entry> Lookup(absl::string_view key, const LookupOptions& opts) = 0;
   // Stores (or replaces) the entry. Every blob in entry.blobs must be present

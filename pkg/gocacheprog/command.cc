@@ -93,7 +93,7 @@ const std::vector<cmdline::FlagSpec>& Flags() {
       {"no-pack-compression", false, false, "",
        "store the session pack raw, not as zstd frames (for a registry on a fast LAN)"},
       {"lookup-threads", true, false, "N", "concurrent lookups (default 16)"},
-      {"upload-threads", true, false, "N", "concurrent uploads (default 4)"},
+      {"upload-threads", true, false, "N", "concurrent uploads (default 16)"},
       {"help", false, false, "", "show help"},
   };
   return *specs;

@@ -390,7 +390,15 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
     known = known_misses_.contains(key);
   }
   bool probe = false;
-  if (remote_lookup_ != nullptr && !known && registry_->Enter(&probe)) {
+  bool ask = remote_lookup_ != nullptr && !known && registry_->Enter(&probe);
+  // After Enter: a get that came before the session's start had its answer waited
+  // there for it (Session::Start), snapshot and all. A call testing the registry
+  // is made whatever the snapshot says; any other one has nothing to tell the gate.
+  if (ask && !probe && session_ != nullptr && session_->KnownAbsent(key)) {
+    ask = false;
+    ++n_->known_absent;
+  }
+  if (ask) {
     absl::Time t1 = absl::Now();
     auto remote = remote_lookup_->Lookup(key, lo);
     n_->remote_lookup_us += Micros(t1);

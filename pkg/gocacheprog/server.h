@@ -64,7 +64,7 @@ namespace ocicache::gocacheprog {
 
 struct ServerOptions {
   int lookup_threads = 16;
-  int upload_threads = 4;
+  int upload_threads = 16;
   // Puts waiting for upload; more are dropped (counted as upload failures).
   size_t upload_queue = 10000;
   // How long close (or the end of input) waits for queued uploads.
@@ -88,6 +88,12 @@ struct ServerOptions {
   // nearest earlier session, e.g. the module's latest build in another
   // directory of it or with other flags (session_key.h). Empty: none.
   std::string session_fallback_key;
+  // When the registry has neither list (the first build of a module there), its
+  // entry tags are read once (one tag list; registries send it whole) if they
+  // number at most this many, and gets for keys it does not hold are misses
+  // without a round trip each (counted as known_absent). An entry another build
+  // puts meanwhile is missed by this build, never wrongly hit. 0: never.
+  size_t key_snapshot_max_keys = 20000;
   int prefetch_threads = 8;
   // With the list, the session pack: the listed objects' bytes back to back in one
   // blob (see docs/FORMAT.md), so a fresh machine reads them in one GET instead of
@@ -139,6 +145,7 @@ struct ServerOptions {
   X(fill_us)            /* storing fetched entries */                                      \
   X(max_in_flight)      /* the most gets in flight at once */                              \
   X(prefetched)         /* remote hits answered from the session list */                   \
+  X(known_absent)       /* misses the key snapshot answered, without a lookup */           \
   X(session_listed)     /* pairs in the session list read at start */                      \
   X(packs_read)         /* session packs read whole at start (0 or 1) */                   \
   X(pack_bytes_written) /* size of the session pack written at close */            \

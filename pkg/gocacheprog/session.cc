@@ -32,9 +32,20 @@ Session::Session(Env env)
 Session::~Session() { prefetches_.reset(); }
 
 void Session::Start() {
-  if (!LoadLocal() && env_.remote_lookup != nullptr) {
-    prefetches_->Submit([this] { LoadRemote(); });
+  if (LoadLocal() || env_.remote_lookup == nullptr) return;
+  // Entering the gate here, before go's first get can, makes the list's read the
+  // call that tests the registry: gets wait for its outcome (one round trip, or
+  // the list and a key snapshot when there is no list), never the reverse.
+  bool probe = false;
+  if (!env_.registry->Enter(&probe)) return;
+  if (!prefetches_->Submit([this, probe] { LoadRemote(probe); })) {
+    env_.registry->Exit(probe, absl::CancelledError("stopping"), "reading the session list");
   }
+}
+
+bool Session::KnownAbsent(const std::string& key) {
+  absl::MutexLock l(&mu_);
+  return snapshot_ != nullptr && !snapshot_->MayHold(key);
 }
 
 void Session::StopPrefetching() {
@@ -68,9 +79,7 @@ bool Session::LoadLocal() {
   return true;
 }
 
-void Session::LoadRemote() {
-  bool probe = false;
-  if (!env_.registry->Enter(&probe)) return;
+void Session::LoadRemote(bool probe) {
   cache::LookupOptions lo;
   auto e = env_.remote_lookup->Lookup(env_.opts->session_key, lo);
   bool fallback = false;
@@ -78,6 +87,16 @@ void Session::LoadRemote() {
     // No build like this one yet: the nearest one's list (one more round trip).
     e = env_.remote_lookup->Lookup(env_.opts->session_fallback_key, lo);
     fallback = e.ok();
+  }
+  if (absl::IsNotFound(e.status()) && env_.opts->key_snapshot_max_keys > 0) {
+    // The first build of this module here: most gets will be misses, each a round
+    // trip go waits for. If the registry holds few entries, their tag list says
+    // which keys to ask for at all (a store that cannot say, or holds more: none).
+    auto snap = env_.remote_lookup->SnapshotKeys(env_.opts->key_snapshot_max_keys);
+    if (snap.ok()) {
+      absl::MutexLock l(&mu_);
+      snapshot_ = *std::move(snap);
+    }
   }
   // The lookup settles the probe: gets waiting for it need not wait for the list.
   env_.registry->Exit(probe, e.status(), "reading the session list");

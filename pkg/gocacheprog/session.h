@@ -92,6 +92,10 @@ class Session {
   // from the registry in this session (else from this directory). Anything else:
   // the get takes the normal path.
   State Claim(const std::string& key, GoObject* o, bool* fetched_here, bool* from_registry);
+  // Whether `key` was not in the registry when this session started, by the key
+  // snapshot (server.h: key_snapshot_max_keys) taken when the registry had no
+  // session list for this build or its module. False without a snapshot.
+  bool KnownAbsent(const std::string& key);
   // Records a pair this build used (a hit or a put), for the list written at close.
   void RecordUse(const std::string& key, const GoObject& o);
   // Stops a pack still streaming, drops queued prefetches and waits for the
@@ -110,8 +114,9 @@ class Session {
 
   // Reads the local session copy and uses it; false when there is none.
   bool LoadLocal();
-  // Reads the registry's session list and uses it (on the prefetch pool).
-  void LoadRemote();
+  // Reads the registry's session list and uses it (on the prefetch pool), as the
+  // call that `probe` (from RegistryGate::Enter in Start) says it is.
+  void LoadRemote(bool probe);
   // Settles the pairs of a session list whose objects are here, and fetches the
   // others: by reading the registry's pack into this directory when most bytes are
   // missing, else one by one. `remote_pack`: the registry's list had a pack.
@@ -156,6 +161,8 @@ class Session {
   oci::Digest loaded_session_ ABSL_GUARDED_BY(mu_);  // the list read at start
   bool loaded_pack_ ABSL_GUARDED_BY(mu_) = false;    // it came with a pack
   bool loaded_fallback_ ABSL_GUARDED_BY(mu_) = false;  // under session_fallback_key
+  // The registry's keys at start, when it had no list for this build (else null).
+  std::unique_ptr<const cache::KeySnapshot> snapshot_ ABSL_GUARDED_BY(mu_);
   // Pairs used by this session, in order of first use.
   std::vector<std::pair<std::string, GoObject>> used_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> used_keys_ ABSL_GUARDED_BY(mu_);

@@ -496,4 +496,50 @@ TEST_F(RegistryTest, AHighlyCompressedFrameIsDecodedToItsEnd) {
 }
 
 }  // namespace
+// The first build of a module in a registry (no list under its key or its
+// module's): the registry's tag list, read once, says which keys to ask for, so
+// gets for keys it does not hold are misses without a round trip each; keys it
+// holds (another module's outputs here) are still looked up and hit. With the
+// snapshot off, or with more entries in the registry than it may read, every get
+// asks the registry as before.
+TEST_F(RegistryTest, AFirstBuildAsksTheRegistryOnlyForKeysItHolds) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions other;
+  other.session_key = "gocacheprog.session.snap-other";
+  const std::string body0 = Body(1300, 4000), body1 = Body(1301, 5000);
+  Fixture a;
+  Result ra = a.Run(Put(1, ActionID(1300), body0) + Put(2, ActionID(1301), body1) + Close(9),
+                    other, lookup.get(), upload.get());
+  ASSERT_EQ(ra.stats.uploaded, 2);
+
+  auto first_build = [&](const std::string& name, size_t max_keys, int64_t* requests) {
+    ServerOptions o;
+    o.session_key = "gocacheprog.session.snap-" + name;
+    o.session_fallback_key = "gocacheprog.session.snap-module-" + name;
+    o.key_snapshot_max_keys = max_keys;
+    std::string in = Get(1, ActionID(1300)) + Get(2, ActionID(1301));
+    for (int i = 0; i < 20; ++i) in += Get(10 + i, ActionID(1400 + i));
+    const int64_t before = lookup->request_count();
+    Fixture f;
+    Result r = f.Run(in + Close(99), o, lookup.get(), upload.get());
+    *requests = lookup->request_count() - before;
+    ExpectHit(r, 1, body0);
+    ExpectHit(r, 2, body1);
+    for (int i = 0; i < 20; ++i) ExpectMiss(r, 10 + i);
+    EXPECT_EQ(r.stats.remote_hits, 2) << name;
+    EXPECT_EQ(r.stats.misses, 20) << name;
+    return r.stats.known_absent;
+  };
+  int64_t with = 0, without = 0, capped = 0;
+  EXPECT_EQ(first_build("on", 20000, &with), 20);
+  EXPECT_EQ(first_build("off", 0, &without), 0);
+  EXPECT_EQ(first_build("capped", 1, &capped), 0);  // the repository holds more than 1
+  // Lists (2) and the tag list, then a manifest and an object per hit; without the
+  // snapshot also the 20 lookups of absent keys.
+  EXPECT_LE(with, 3 + 2 * 2);
+  EXPECT_GE(without, 2 + 2 * 2 + 20);
+  EXPECT_GE(capped, 3 + 2 * 2 + 20);
+}
+
 }  // namespace ocicache::gocacheprog

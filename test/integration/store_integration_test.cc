@@ -225,6 +225,42 @@ TEST(RegistryStoreTest, PutFreshSkipsChecks) {
     before = (*store)->client().request_count();
     ASSERT_TRUE((*store)->Put(e).ok());
     EXPECT_EQ((*store)->client().request_count() - before, 2 + mount) << shards;
+    // Another entry without a descriptor of its own shares the `{}` descriptor
+    // blob, which this store has uploaded: config POST and PUT, manifest PUT.
+    cache::Entry e2 = EntryWithBlob(**store, "fresh/two", "another payload");
+    e2.config = R"({"kind":"test","n":2})";  // a config of its own, as Go's are
+    before = (*store)->client().request_count();
+    ASSERT_TRUE((*store)->PutFresh(e2).ok());
+    EXPECT_EQ((*store)->client().request_count() - before, 3 + mount) << shards;
+    ASSERT_TRUE((*store)->Lookup("fresh/two", {}).ok());
+  }
+}
+
+// A key snapshot is the repository's tag lists (one request per repository): a
+// repository the registry has never seen holds nothing; afterwards the snapshot
+// holds exactly the keys put before it, in the plain and the sharded layout, and
+// a repository holding more entries than asked for says so.
+TEST(RegistryStoreTest, AKeySnapshotHoldsTheKeysPutBeforeIt) {
+  for (int shards : {0, 4}) {
+    auto store = MakeRegistryStore(RegistryProcess::Options::kNone, shards);
+    ASSERT_TRUE(store.ok()) << store.status();
+    int64_t before = (*store)->client().request_count();
+    auto empty = (*store)->SnapshotKeys(100);
+    ASSERT_TRUE(empty.ok()) << empty.status();
+    EXPECT_EQ((*store)->client().request_count() - before, std::max(1, shards));
+    EXPECT_EQ((*empty)->size(), 0u);
+    EXPECT_FALSE((*empty)->MayHold("snap/a"));
+
+    for (const char* k : {"snap/a", "snap/b", "snap/c"}) {
+      ASSERT_TRUE((*store)->Put(EntryWithBlob(**store, k, k)).ok()) << k;
+    }
+    auto three = (*store)->SnapshotKeys(100);
+    ASSERT_TRUE(three.ok()) << three.status();
+    EXPECT_EQ((*three)->size(), 3u) << shards;
+    for (const char* k : {"snap/a", "snap/b", "snap/c"}) EXPECT_TRUE((*three)->MayHold(k)) << k;
+    EXPECT_FALSE((*three)->MayHold("snap/d"));
+    EXPECT_FALSE((*empty)->MayHold("snap/a"));  // a snapshot does not change
+    EXPECT_TRUE(absl::IsResourceExhausted((*store)->SnapshotKeys(2).status()));
   }
 }
 
