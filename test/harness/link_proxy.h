@@ -9,7 +9,10 @@
 //     only when the client connected, but the client's first bytes wait for it);
 //   - one bandwidth cap shared by every connection in that direction (the
 //     runner's uplink or downlink): bytes are serialized one after another at
-//     `bits_per_second`, so parallel transfers share the cap;
+//     `bits_per_second`, so parallel transfers share the cap, taking turns chunk
+//     by chunk (up to 64 KiB each; fair queuing, as Linux's default qdisc
+//     fq_codel does), so a small answer waits for at most a few chunks of the
+//     other connections, not for everything they have buffered;
 //   - bounded buffering: at most `max_buffered_bytes` per connection and
 //     direction wait in the proxy (queued or "in flight"); beyond that it stops
 //     reading, and TCP flow control pushes back on the sender.

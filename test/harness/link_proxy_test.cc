@@ -154,6 +154,40 @@ TEST(LinkProxy, TheCapIsSharedByParallelConnectionsAndBytesArriveIntact) {
   EXPECT_EQ((*p)->bytes_down(), 2 * static_cast<int64_t>(data.size()));
 }
 
+// Connections take turns on the wire: a ping on one connection crosses while
+// another has megabytes buffered in both directions. As one FIFO, the ping would
+// wait behind those bytes: 4 MiB per direction at 10 MB/s, about 0.8 s.
+TEST(LinkProxy, ASmallAnswerDoesNotWaitBehindABulkTransfer) {
+  EchoServer echo;
+  LinkOptions o;
+  o.one_way_delay = absl::Milliseconds(1);
+  o.bits_per_second = 80'000'000;  // 10 MB/s per direction
+  auto p = LinkProxy::Start(echo.address(), o);
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::string bulk(16 << 20, 'b');
+  std::atomic<bool> bulk_intact{false};
+  std::thread t([&] {
+    int fd = Dial((*p)->port());
+    bulk_intact = EchoThrough(fd, bulk) == bulk;
+    close(fd);
+  });
+  // Until the bulk connection has filled its buffers (bounded: 10 s).
+  for (int i = 0; i < 1000 && (*p)->bytes_down() < (8 << 20); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_GE((*p)->bytes_down(), 8 << 20);
+  int fd = Dial((*p)->port());
+  ASSERT_GE(fd, 0);
+  absl::Time t0 = absl::Now();
+  EXPECT_EQ(EchoThrough(fd, "ping"), "ping");
+  absl::Duration rtt = absl::Now() - t0;
+  close(fd);
+  t.join();
+  EXPECT_TRUE(bulk_intact.load());
+  EXPECT_GE(rtt, absl::Milliseconds(2));
+  EXPECT_LT(rtt, absl::Milliseconds(300)) << "the ping waited behind the bulk transfer";
+}
+
 TEST(LinkProxy, ACloseCrossesTheLinkAfterTheBytesBeforeIt) {
   EchoServer echo;
   LinkOptions o;
