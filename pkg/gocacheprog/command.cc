@@ -56,7 +56,10 @@ outputs back to back, up to 2 GiB): a fresh directory reads it in one GET
 instead of one per output (costs one more copy of the outputs in the
 registry per distinct session; --no-session-pack turns it off), and records it
 in the directory as one entry (the local session copy), which later builds
-there read first, without the registry. A registry that is
+there read first, without the registry. A build that finds no list at all (the
+module's first here) reads the registry's tag list once when it holds at most
+20,000 entries, and asks the registry only for ActionIDs it names: the other
+gets are misses without a round trip each. A registry that is
 down or refuses turns lookups into misses and uploads into warnings on stderr:
 the build goes on. Objects whose digest does not match are refused.
 
