@@ -71,6 +71,12 @@ bool RegistryGate::Exit(bool probe, const absl::Status& s, absl::string_view wha
   return skip;
 }
 
+void RegistryGate::Abandon(bool probe) {
+  if (!probe) return;
+  absl::MutexLock l(&mu_);
+  probing_ = false;
+}
+
 bool RegistryGate::NoteRefusalAsOutage(const absl::Status& s) {
   // The refusal's message, as an outage (a plain UNAVAILABLE status is one).
   return breaker_.Note(absl::UnavailableError(s.message()));

@@ -63,6 +63,9 @@ class RegistryGate {
   // Returns true when the registry is now skipped (an outage or a refusal). Any
   // other outcome, a miss included, shows that the registry answers.
   bool Exit(bool probe, const absl::Status& s, absl::string_view what);
+  // For a call that entered and was never made: gives up its probe (if it was
+  // one) without an outcome, so another call tests the registry instead.
+  void Abandon(bool probe);
 
   // Takes one warning of the kMaxWarnings budget; false once it is spent.
   bool TakeWarning();

@@ -132,6 +132,29 @@ TEST(RegistryGate, AtFirstContactOthersWaitForTheProbe) {
   EXPECT_FALSE(other_probe);
 }
 
+// A probe given up without a call (the session's list read, dropped when go
+// closed at once): a waiting call becomes the probe instead of waiting forever,
+// and no warning is given.
+TEST(RegistryGate, AnAbandonedProbeHandsTheTestToAWaitingCall) {
+  Gate g;
+  bool probe = false;
+  ASSERT_TRUE(g->Enter(&probe));
+  ASSERT_TRUE(probe);
+  absl::Notification entered;
+  bool other_entered = false, other_probe = false;
+  std::thread other([&] {
+    other_entered = g->Enter(&other_probe);
+    entered.Notify();
+  });
+  EXPECT_FALSE(entered.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
+  g->Abandon(probe);
+  other.join();
+  EXPECT_TRUE(other_entered);
+  EXPECT_TRUE(other_probe);
+  g->Exit(other_probe, absl::OkStatus(), "lookup");
+  EXPECT_TRUE(g.warnings().empty());
+}
+
 TEST(RegistryGate, AtFirstContactAnOutageSkipsTheWaitingCalls) {
   Gate g;
   bool probe = false;

@@ -38,9 +38,13 @@ void Session::Start() {
   // the list and a key snapshot when there is no list), never the reverse.
   bool probe = false;
   if (!env_.registry->Enter(&probe)) return;
-  if (!prefetches_->Submit([this, probe] { LoadRemote(probe); })) {
-    env_.registry->Exit(probe, absl::CancelledError("stopping"), "reading the session list");
-  }
+  load_probe_ = probe;
+  load_submitted_ = true;
+  // The pool drops tasks not yet started when go closes early (StopPrefetching):
+  // whichever of the two claims load_claimed_ first settles the probe.
+  prefetches_->Submit([this, probe] {
+    if (!load_claimed_.exchange(true)) LoadRemote(probe);
+  });
 }
 
 bool Session::KnownAbsent(const std::string& key) {
@@ -53,6 +57,9 @@ void Session::StopPrefetching() {
   // Prefetches go would not ask for any more: drop what is queued.
   prefetches_->Abort();
   prefetches_->WaitIdle(absl::InfiniteFuture());
+  // The list's read was dropped before it began: let go of its probe, or calls
+  // still to come (uploads, the list written at close) would wait for it forever.
+  if (load_submitted_ && !load_claimed_.exchange(true)) env_.registry->Abandon(load_probe_);
 }
 
 void Session::RecordUse(const std::string& key, const GoObject& o) {

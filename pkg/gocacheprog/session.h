@@ -155,6 +155,11 @@ class Session {
 
   const Env env_;
   std::atomic<bool> draining_{false};  // a pack still streaming stops
+  // Start's read of the registry's list: submitted (with the gate's probe it
+  // holds), and claimed by the task that runs it or by StopPrefetching.
+  bool load_submitted_ = false;  // set in Start, before any other thread runs
+  bool load_probe_ = false;
+  std::atomic<bool> load_claimed_{false};
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Prefetch> prefetch_ ABSL_GUARDED_BY(mu_);
