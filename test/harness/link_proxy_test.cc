@@ -103,6 +103,14 @@ std::string EchoThrough(int fd, const std::string& data) {
   return got;
 }
 
+// A short link of 80 Mbit/s (10 MB/s per direction), 1 ms each way.
+LinkOptions TenMegabytesPerSecond() {
+  LinkOptions o;
+  o.one_way_delay = absl::Milliseconds(1);
+  o.bits_per_second = 80'000'000;
+  return o;
+}
+
 TEST(LinkProxy, EveryRoundTripPaysTwiceTheDelay) {
   EchoServer echo;
   LinkOptions o;
@@ -126,10 +134,7 @@ TEST(LinkProxy, EveryRoundTripPaysTwiceTheDelay) {
 
 TEST(LinkProxy, TheCapIsSharedByParallelConnectionsAndBytesArriveIntact) {
   EchoServer echo;
-  LinkOptions o;
-  o.one_way_delay = absl::Milliseconds(1);
-  o.bits_per_second = 80'000'000;  // 10 MB/s per direction
-  auto p = LinkProxy::Start(echo.address(), o);
+  auto p = LinkProxy::Start(echo.address(), TenMegabytesPerSecond());
   ASSERT_TRUE(p.ok()) << p.status();
   std::string data(2 << 20, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + i / 4096);
@@ -159,10 +164,7 @@ TEST(LinkProxy, TheCapIsSharedByParallelConnectionsAndBytesArriveIntact) {
 // wait behind those bytes: 4 MiB per direction at 10 MB/s, about 0.8 s.
 TEST(LinkProxy, ASmallAnswerDoesNotWaitBehindABulkTransfer) {
   EchoServer echo;
-  LinkOptions o;
-  o.one_way_delay = absl::Milliseconds(1);
-  o.bits_per_second = 80'000'000;  // 10 MB/s per direction
-  auto p = LinkProxy::Start(echo.address(), o);
+  auto p = LinkProxy::Start(echo.address(), TenMegabytesPerSecond());
   ASSERT_TRUE(p.ok()) << p.status();
   std::string bulk(16 << 20, 'b');
   std::atomic<bool> bulk_intact{false};
