@@ -251,7 +251,11 @@ absl::Status RegistryStore::ReadBlobRange(const oci::Digest& digest, int64_t off
 
 absl::StatusOr<oci::Descriptor> RegistryStore::WriteBlob(const oci::Digest& expected, int64_t size,
                                                          oci::ByteSource& source) {
-  if (expected.valid()) {
+  // Asking first saves an upload only when the registry has the blob, and costs
+  // a round trip and a request either way: below this size the upload (two
+  // requests) is sent straight away (a Go build's fill: 355 of its 497 objects).
+  constexpr int64_t kAskFirstBytes = 16 << 10;
+  if (expected.valid() && (size < 0 || size >= kAskFirstBytes)) {
     auto have = client_->StatBlob(repo_, expected);
     if (have.ok() && (size < 0 || *have == size)) {
       oci::Descriptor d;

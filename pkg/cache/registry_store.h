@@ -86,6 +86,8 @@ class RegistryStore : public Store {
   // One GET with Range: bytes=X-Y, no HEAD first.
   absl::Status ReadBlobRange(const oci::Digest& digest, int64_t offset, int64_t length,
                              oci::ByteSink& sink) override;
+  // With an expected digest and a size of 16 KiB or more, a HEAD first: a blob
+  // the registry has is not uploaded again. Smaller ones are uploaded at once.
   absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& expected, int64_t size,
                                             oci::ByteSource& source) override;
   absl::Status MountBlob(const Location& from) override;
