@@ -59,7 +59,8 @@ in the directory as one entry (the local session copy), which later builds
 there read first, without the registry. A build that finds no list at all (the
 module's first here) reads the registry's tag list once when it holds at most
 20,000 entries, and asks the registry only for ActionIDs it names: the other
-gets are misses without a round trip each. A registry that is
+gets are misses without a round trip each (--no-tag-list: ask for every one).
+A registry that is
 down or refuses turns lookups into misses and uploads into warnings on stderr:
 the build goes on. Objects whose digest does not match are refused.
 
@@ -95,6 +96,9 @@ const std::vector<cmdline::FlagSpec>& Flags() {
        "session list without the pack of its outputs: prefetch one by one"},
       {"no-pack-compression", false, false, "",
        "store the session pack raw, not as zstd frames (for a registry on a fast LAN)"},
+      {"no-tag-list", false, false, "",
+       "a build with no session list looks every key up, not only those the "
+       "registry's tag list names"},
       {"lookup-threads", true, false, "N", "concurrent lookups (default 16)"},
       {"upload-threads", true, false, "N", "concurrent uploads (default 16)"},
       {"help", false, false, "", "show help"},
@@ -178,6 +182,7 @@ int Main(const cmdline::CommandEnv& env) {
   }
   opts.session_pack = !a->GetBool("no-session-pack");
   opts.pack_compression = !a->GetBool("no-pack-compression");
+  if (a->GetBool("no-tag-list")) opts.key_snapshot_max_keys = 0;
   std::ostream* err = env.err;
   opts.warn = [err](absl::string_view line) { *err << line << "\n" << std::flush; };
 

@@ -391,9 +391,10 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
   }
   bool probe = false;
   bool ask = remote_lookup_ != nullptr && !known && registry_->Enter(&probe);
-  // After Enter: a get that came before the session's start had its answer waited
-  // there for it (Session::Start), snapshot and all. A call testing the registry
-  // is made whatever the snapshot says; any other one has nothing to tell the gate.
+  // Asked after Enter, which holds a get back while the session's start reads
+  // the list (and takes the snapshot, Session::Start). A call that tests the
+  // registry is made whatever the snapshot says; another has nothing to tell the
+  // gate when it is not made.
   if (ask && !probe && session_ != nullptr && session_->KnownAbsent(key)) {
     ask = false;
     ++n_->known_absent;

@@ -40,6 +40,7 @@ expect_rc go-help 0 "$OCICACHE_BIN" gocacheprog --help
 expect_contains go-help-gocacheprog "$OUT" 'GOCACHEPROG="ocicache gocacheprog"'
 expect_contains go-help-experiment "$OUT" "GOEXPERIMENT=cacheprog"
 expect_contains go-help-stats "$OUT" "upload failures"
+expect_contains go-help-tag-list "$OUT" "--no-tag-list"
 expect_rc go-bad-stream 2 bash -c "printf 'not json\n' | '$OCICACHE_BIN' --dir '$WORK/bad' gocacheprog"
 expect_one_line go-bad-stream-one-line "$ERR"
 expect_contains go-bad-stream-hello "$OUT" '"KnownCommands":["get","put","close"]'
@@ -57,6 +58,13 @@ S1=$WORK/go-build-cold.stats
 puts=$(sum_stats "$S1" puts); uploaded=$(sum_stats "$S1" uploaded)
 failures=$(sum_stats "$S1" upload_failures); errors=$(sum_stats "$S1" errors)
 echo "cold build: gets $(sum_stats "$S1" gets), misses $(sum_stats "$S1" misses), puts $puts, uploaded $uploaded"
+# The repository is new: the tag list read at start answers every miss, no lookup.
+misses=$(sum_stats "$S1" misses); absent=$(sum_stats "$S1" known_absent)
+if ((misses > 100 && absent == misses)); then
+  pass go-cold-misses-from-the-tag-list
+else
+  fail go-cold-misses-from-the-tag-list "misses $misses, answered from the tag list $absent"
+fi
 if ((puts > 100 && uploaded == puts && failures == 0 && errors == 0)); then
   pass go-cold-all-uploaded
 else
