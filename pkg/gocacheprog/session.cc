@@ -105,7 +105,8 @@ void Session::LoadRemote(bool probe) {
       snapshot_ = *std::move(snap);
     }
   }
-  // The lookup settles the probe: gets waiting for it need not wait for the list.
+  // The lookups (and the snapshot) settle the probe: gets waiting for it need not
+  // wait for the list's bytes.
   env_.registry->Exit(probe, e.status(), "reading the session list");
   if (!e.ok()) return;
   std::string list;
