@@ -54,6 +54,45 @@ bool RegistryGate::Enter(bool* probe) {
   }
 }
 
+bool RegistryGate::EnterOrWait(bool* probe) {
+  // How often a waiting call looks again: the breaker's pause ends by the clock,
+  // which no condition variable signals.
+  constexpr absl::Duration kPoll = absl::Milliseconds(100);
+  for (;;) {
+    if (Enter(probe)) return true;
+    absl::MutexLock l(&mu_);
+    if (stop_waiting_) return false;
+    mu_.AwaitWithTimeout(absl::Condition(this, &RegistryGate::WaitOverLocked), kPoll);
+  }
+}
+
+void RegistryGate::StopWaiting() {
+  absl::MutexLock l(&mu_);
+  stop_waiting_ = true;
+}
+
+bool RegistryGate::Skipping() {
+  if (!breaker_.Usable()) return true;
+  absl::MutexLock l(&mu_);
+  return known_ && down_;
+}
+
+bool RegistryGate::Recheck(const std::function<absl::Status()>& call) {
+  const absl::Status s = call();
+  const bool answered = !cache::IsOutage(s) && !IsRefusal(s);
+  if (answered) {
+    // An answer ends the pause now (an outcome through Exit would leave the
+    // breaker open until retry_after has passed).
+    breaker_.NoteProbe(absl::OkStatus());
+    absl::MutexLock l(&mu_);
+    known_ = true;
+    down_ = false;
+    return true;
+  }
+  Exit(/*probe=*/false, s, "checking the registry again");
+  return false;
+}
+
 bool RegistryGate::Exit(bool probe, const absl::Status& s, absl::string_view what) {
   // The breaker is called without mu_ held: its warning sink takes mu_.
   const absl::Status noted = WithContext(s, what);

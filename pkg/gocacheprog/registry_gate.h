@@ -59,6 +59,21 @@ class RegistryGate {
   // is the one testing the registry; pass it to Exit. When false, the caller goes
   // on without the registry (a lookup is a miss, an upload a failure).
   bool Enter(bool* probe);
+  // For calls that need not answer go at once (uploads): like Enter, but while
+  // the registry is skipped it waits, until the breaker lets a call through again
+  // and that call's outcome is known, rather than giving up. One transient
+  // outage then delays the session's uploads instead of losing them. False only
+  // once StopWaiting was called (then it is Enter).
+  bool EnterOrWait(bool* probe);
+  // Ends the waits of EnterOrWait, now and later (at close: what still waits
+  // goes to the backlog).
+  void StopWaiting();
+  // Whether calls skip the registry now (paused after an outage or a refusal).
+  bool Skipping();
+  // Asks the registry now with `call`, whatever is left of retry_after, and
+  // records the answer: an answer (a miss included) ends the pause at once,
+  // waking EnterOrWait. Returns whether the registry answers.
+  bool Recheck(const std::function<absl::Status()>& call);
   // Records the outcome of a call Enter allowed; `what` names it in warnings.
   // Returns true when the registry is now skipped (an outage or a refusal). Any
   // other outcome, a miss included, shows that the registry answers.
@@ -81,6 +96,10 @@ class RegistryGate {
   // The breaker's warning sink: forwards the first warning of an outage.
   void BreakerOpened(absl::string_view message);
   bool ProbeDoneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !probing_; }
+  // EnterOrWait's wake-up: StopWaiting, or an outcome that lets calls through.
+  bool WaitOverLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stop_waiting_ || (known_ && !down_);
+  }
 
   const std::string where_;
   const absl::Duration retry_after_;
@@ -91,6 +110,7 @@ class RegistryGate {
   bool down_ ABSL_GUARDED_BY(mu_) = false;     // the last outcome skipped the registry
   bool probing_ ABSL_GUARDED_BY(mu_) = false;  // a call is testing the registry
   int warnings_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_waiting_ ABSL_GUARDED_BY(mu_) = false;
 
   // Last: its warning sink uses the members above.
   cache::Breaker breaker_;

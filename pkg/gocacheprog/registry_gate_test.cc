@@ -1,5 +1,6 @@
 #include "pkg/gocacheprog/registry_gate.h"
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -185,6 +186,69 @@ TEST(RegistryGate, AfterAPauseOthersSkipWhileOneProbes) {
   EXPECT_TRUE(g->Enter(&other));
   EXPECT_FALSE(other);
   g->Exit(other, absl::OkStatus(), "lookup");
+}
+
+// Uploads wait out a pause: once the breaker lets a call through, the waiting
+// call is made (as the probe), instead of being dropped.
+TEST(RegistryGate, AWaitingCallIsMadeWhenThePauseEnds) {
+  Gate g(absl::Milliseconds(300));
+  EXPECT_TRUE(Call(*g, absl::UnavailableError("connection refused")));
+  EXPECT_TRUE(g->Skipping());
+  bool probe = false;
+  EXPECT_FALSE(g->Enter(&probe));  // a lookup does not wait
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(g->EnterOrWait(&probe));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
+  EXPECT_TRUE(probe);
+  EXPECT_FALSE(g->Exit(probe, absl::OkStatus(), "upload"));
+  EXPECT_FALSE(g->Skipping());
+}
+
+TEST(RegistryGate, StopWaitingEndsTheWaits) {
+  Gate g(absl::Hours(1));
+  EXPECT_TRUE(Call(*g, absl::UnavailableError("connection refused")));
+  std::atomic<int> made{0}, dropped{0};
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 4; ++i) {
+    waiters.emplace_back([&] {
+      bool probe = false;
+      if (g->EnterOrWait(&probe)) {
+        ++made;
+      } else {
+        ++dropped;
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(150));
+  EXPECT_EQ(made.load() + dropped.load(), 0);  // still waiting
+  const absl::Time stop = absl::Now();
+  g->StopWaiting();
+  for (auto& t : waiters) t.join();
+  EXPECT_LT(absl::Now() - stop, absl::Seconds(2));
+  EXPECT_EQ(dropped.load(), 4);
+  // Later calls do not wait either.
+  bool probe = false;
+  EXPECT_FALSE(g->EnterOrWait(&probe));
+}
+
+TEST(RegistryGate, ARecheckThatIsAnsweredEndsThePauseAtOnce) {
+  Gate g(absl::Hours(1));
+  EXPECT_TRUE(Call(*g, absl::UnavailableError("connection refused")));
+  std::atomic<bool> made{false};
+  std::thread waiter([&] {
+    bool probe = false;
+    made = g->EnterOrWait(&probe);
+    if (made) g->Exit(probe, absl::OkStatus(), "upload");
+  });
+  // Still down: the recheck says so and the pause goes on.
+  EXPECT_FALSE(g->Recheck([] { return absl::UnavailableError("connection refused"); }));
+  EXPECT_TRUE(g->Skipping());
+  // A miss is an answer.
+  EXPECT_TRUE(g->Recheck([] { return absl::NotFoundError("blob unknown"); }));
+  EXPECT_FALSE(g->Skipping());
+  waiter.join();
+  EXPECT_TRUE(made.load());
+  EXPECT_EQ(g.warnings().size(), 1u) << absl::StrJoin(g.warnings(), "\n");
 }
 
 }  // namespace

@@ -108,6 +108,7 @@ Server::~Server() {
   // (gets may wait for them), then gets and uploads, and only then the session,
   // which gets use.
   if (session_ != nullptr) session_->StopPrefetching();
+  registry_->StopWaiting();  // uploads waiting out a pause (never served: no Drain)
   lookups_.reset();
   uploads_.reset();
   session_.reset();
@@ -439,20 +440,31 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
 // Uploads.
 
 bool Server::UploadOrDefer(const Upload& u) {
-  int64_t failures = n_->upload_failures.load();
-  RunUpload(u);
-  bool failed = n_->upload_failures.load() != failures;
+  // An outage met on the way leaves the gate paused; the next attempt waits out
+  // the pause (RunUpload), so one blip costs a delay, not the upload. Attempts
+  // are bounded, and at close a paused gate ends them at once (StopWaiting).
+  constexpr int kAttempts = 3;
+  absl::Status s;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    s = RunUpload(u);
+    if (s.ok() || !registry_->Skipping()) break;
+  }
+  if (s.ok()) {
+    ++n_->uploaded;
+  } else {
+    ++n_->upload_failures;
+  }
   {
     absl::MutexLock l(&pending_mu_);
     pending_.erase(u.entry.key);
   }
-  if (backlog_ == nullptr) return !failed;
-  if (failed) {
+  if (backlog_ == nullptr) return s.ok();
+  if (!s.ok()) {
     backlog_->Add(u.entry.key).IgnoreError();
   } else if (backlog_->size() > 0) {
     backlog_->Remove(u.entry.key).IgnoreError();  // a retry of a recorded one
   }
-  return !failed;
+  return s.ok();
 }
 
 void Server::RetryBacklog() {
@@ -478,21 +490,20 @@ void Server::RetryBacklog() {
   }
 }
 
-void Server::RunUpload(const Upload& u) {
+absl::Status Server::RunUpload(const Upload& u) {
   bool probe = false;
-  if (uploads_->stopping() || !registry_->Enter(&probe)) {
-    ++n_->upload_failures;
-    return;
+  // An upload waits out a pause after an outage (go does not wait for it): the
+  // registry's next answer lets it through, and at close, Drain asks once more
+  // before what still waits goes to the backlog.
+  if (uploads_->stopping() || !registry_->EnterOrWait(&probe)) {
+    return absl::UnavailableError("the registry is skipped");
   }
   if (probe) {
     // First contact from an upload: probe with the fast lookup client, so a
     // registry that never answers costs a lookup timeout, not an upload's.
     cache::Store* prober = remote_lookup_ != nullptr ? remote_lookup_ : remote_upload_;
     absl::Status s = prober->StatBlob(u.digest.valid() ? u.digest : oci::Digest::Of("")).status();
-    if (registry_->Exit(true, s, "probe")) {
-      ++n_->upload_failures;
-      return;
-    }
+    if (registry_->Exit(true, s, "probe")) return s;
   }
   absl::Status s;
   std::string what;
@@ -500,10 +511,10 @@ void Server::RunUpload(const Upload& u) {
     std::string path = local_->BlobPath(u.digest);
     int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
-      ++n_->upload_failures;
-      Warn(absl::StrCat("cannot upload ", u.digest.str(), ": open ", path, ": ",
-                        std::strerror(errno)));
-      return;
+      std::string msg =
+          absl::StrCat("cannot upload ", u.digest.str(), ": open ", path, ": ", std::strerror(errno));
+      Warn(msg);
+      return absl::InternalError(msg);
     }
     oci::FdSource src(fd);
     s = remote_upload_->WriteBlob(u.digest, u.size, src).status();
@@ -518,17 +529,28 @@ void Server::RunUpload(const Upload& u) {
     what = absl::StrCat("uploading entry ", u.entry.key);
   }
   registry_->Exit(false, s, what);
-  if (!s.ok()) {
-    ++n_->upload_failures;
-    return;
-  }
-  ++n_->uploaded;
+  return s;
 }
 
 void Server::Drain() {
   const absl::Time drain_start = absl::Now();
   lookups_->WaitIdle(absl::InfiniteFuture());
   if (session_ != nullptr) session_->StopPrefetching();
+  if (uploads_ != nullptr) {
+    bool waiting;
+    {
+      absl::MutexLock l(&pending_mu_);
+      waiting = !pending_.empty();
+    }
+    // Uploads held back by a pause after an outage: ask the registry now rather
+    // than at the end of the pause (one lookup's timeout at most); if it does not
+    // answer, they go to the backlog.
+    if (waiting && registry_->Skipping()) {
+      cache::Store* prober = remote_lookup_ != nullptr ? remote_lookup_ : remote_upload_;
+      registry_->Recheck([prober] { return prober->StatBlob(oci::Digest::Of("")).status(); });
+    }
+    registry_->StopWaiting();
+  }
   if (uploads_ != nullptr &&
       !uploads_->WaitIdle(absl::Now() + opts_.flush_timeout)) {
     size_t dropped = uploads_->Abort();

@@ -21,7 +21,10 @@
 //   DiskPath holds the object.
 //
 // Outages: a remote error other than a miss is never an error for go. Lookups
-// become misses and uploads failures. Whether to call the registry at all is a
+// become misses. Uploads wait out the pause (go does not wait for them): the
+// registry's next answer lets them through, and at close, with uploads still
+// held, the registry is asked once more (one lookup timeout at most) before they
+// go to the backlog (DIR/backlog, pushed by the next run). Whether to call the registry at all is a
 // cache::Breaker's decision: after an outage (cache::IsOutage) the registry is
 // skipped for `remote_retry_after`, and one warning line per outage goes to the
 // warning sink (stderr: go shows it). gocacheprog also skips it after a refusal
@@ -209,9 +212,12 @@ class Server {
   void HandleGet(int64_t id, const std::string& action_id);
   // The answer line for a local or remote hit whose object is in place.
   std::string HitFor(int64_t id, const GoObject& o, absl::Time created) const;
-  void RunUpload(const Upload& u);
-  // Uploads a put, recording it in the backlog when it fails (and forgetting
-  // it when it succeeds). Whether it went up.
+  // One attempt at uploading a put (object, then entry); waits out a pause of
+  // the registry (RegistryGate::EnterOrWait).
+  absl::Status RunUpload(const Upload& u);
+  // Uploads a put, again after an outage met on the way (a few attempts), counts
+  // the outcome, and records it in the backlog when it fails (forgetting it when
+  // it succeeds). Whether it went up.
   bool UploadOrDefer(const Upload& u);
   // Uploads what earlier runs recorded in DIR/backlog (an upload task).
   void RetryBacklog();

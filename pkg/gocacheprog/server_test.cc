@@ -3,6 +3,8 @@
 // The session list and pack: session_test.cc.
 #include "pkg/gocacheprog/server.h"
 
+#include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -355,6 +357,72 @@ TEST(ServerRemote, PutsNotUploadedArePushedByTheNextRun) {
     EXPECT_TRUE(e.ok()) << key << ": " << e.status();
   }
   EXPECT_EQ((*backlog)->Keys(0)->size(), 0u);
+}
+
+// A directory standing in for a registry, whose first `fail_puts` entry writes
+// fail as an outage would (UNAVAILABLE).
+class BlipStore : public cache::Store {
+ public:
+  BlipStore(std::unique_ptr<cache::Store> s, int fail_puts)
+      : s_(std::move(s)), fail_puts_(fail_puts) {}
+  std::atomic<int> puts{0};
+
+  absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override { return s_->StatBlob(d); }
+  absl::Status ReadBlob(const oci::Digest& d, int64_t offset, oci::ByteSink& sink) override {
+    return s_->ReadBlob(d, offset, sink);
+  }
+  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& e, int64_t size,
+                                            oci::ByteSource& src) override {
+    return s_->WriteBlob(e, size, src);
+  }
+  absl::Status MountBlob(const cache::Location& from) override { return s_->MountBlob(from); }
+  absl::StatusOr<cache::Entry> Lookup(absl::string_view key,
+                                      const cache::LookupOptions& o) override {
+    return s_->Lookup(key, o);
+  }
+  absl::Status Put(const cache::Entry& e) override {
+    if (++puts <= fail_puts_) return absl::UnavailableError("connection reset by peer");
+    return s_->Put(e);
+  }
+  absl::Status Delete(absl::string_view key) override { return s_->Delete(key); }
+  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override {
+    return s_->List(fn);
+  }
+  std::string Describe() const override { return "blip " + s_->Describe(); }
+
+ private:
+  std::unique_ptr<cache::Store> s_;
+  const int fail_puts_;
+};
+
+// One outage in the middle of the uploads (a reset connection) pauses the
+// registry; the puts behind it wait instead of failing, and at close the server
+// asks the registry again, finds it answering, and uploads every one.
+TEST(ServerRemote, OneBlipDelaysUploadsButLosesNone) {
+  auto dir = layout::LayoutStore::Open(TempDir());
+  ASSERT_TRUE(dir.ok());
+  BlipStore blip(*std::move(dir), /*fail_puts=*/1);
+  Fixture f;
+  std::string in;
+  for (int i = 0; i < 20; ++i) in += Put(100 + i, ActionID(i), Body(i, 100));
+  in += Close(999);
+  ServerOptions o;
+  o.remote_retry_after = absl::Hours(1);  // only the recheck at close ends the pause
+  o.upload_threads = 4;
+  Result r = f.Run(in, o, nullptr, &blip);
+  EXPECT_EQ(r.rc, 0);
+  EXPECT_EQ(r.stats.upload_failures, 0);
+  EXPECT_EQ(r.stats.uploaded, 20);
+  EXPECT_EQ(blip.puts.load(), 21);  // the one that met the outage, twice
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_TRUE(blip.Lookup(Hex(ActionID(i)), {}).ok()) << i;
+  }
+  bool warned = false;
+  for (const auto& w : r.warnings) warned |= absl::StrContains(w, "unavailable");
+  EXPECT_TRUE(warned) << absl::StrJoin(r.warnings, "\n");
+  auto backlog = cache::Backlog::Open(f.dir_ + "/backlog");
+  ASSERT_TRUE(backlog.ok());
+  EXPECT_EQ((*backlog)->size(), 0u);
 }
 
 TEST(ServerRemote, RegistryAnswering500GivesMissesNotErrors) {

@@ -52,6 +52,10 @@ REPO=$REG/go/cache
 # Outputs keep one name (the link step's action depends on it), in new directories.
 mkdir -p "$WORK"/b{1,2,3}
 gobuild go-build-cold "$WORK/oc1" "$WORK/gc1" "$REPO" "$WORK/b1/sample"
+# The helper's warning lines (go shows them on stderr), for the FAIL lines below:
+# a CI log keeps only those.
+said() { grep -m4 'ocicache gocacheprog:' <<<"$ERR" | cut -c1-300 | paste -sd'|'; }
+COLD_SAID=$(said)
 out=$("$WORK/b1/sample" 2>&1)
 expect_contains go-build-cold-runs "$out" "== SAMPLE =="
 S1=$WORK/go-build-cold.stats
@@ -63,12 +67,12 @@ misses=$(sum_stats "$S1" misses); absent=$(sum_stats "$S1" known_absent)
 if ((misses > 100 && absent == misses)); then
   pass go-cold-misses-from-the-tag-list
 else
-  fail go-cold-misses-from-the-tag-list "misses $misses, answered from the tag list $absent"
+  fail go-cold-misses-from-the-tag-list "misses $misses, answered from the tag list $absent; the helper said: ${COLD_SAID:-nothing}"
 fi
 if ((puts > 100 && uploaded == puts && failures == 0 && errors == 0)); then
   pass go-cold-all-uploaded
 else
-  fail go-cold-all-uploaded "puts $puts uploaded $uploaded failures $failures errors $errors"
+  fail go-cold-all-uploaded "puts $puts uploaded $uploaded failures $failures errors $errors; the helper said: ${COLD_SAID:-nothing}"
 fi
 # Every entry of the local tier is in the registry.
 # (The registry also holds the session list entry, "gocacheprog.session.*".)
@@ -96,7 +100,7 @@ echo "fresh build: gets $gets, remote hits $rhits ($(sum_stats "$S2" prefetched)
 if ((gets > 100 && rhits * 100 >= gets * 95)); then
   pass go-fresh-remote-hits
 else
-  fail go-fresh-remote-hits "gets $gets remote hits $rhits (want >= 95%)"
+  fail go-fresh-remote-hits "gets $gets remote hits $rhits (want >= 95%); the helper said: $(said)"
 fi
 if cmp -s "$WORK/b1/sample" "$WORK/b2/sample"; then pass go-fresh-identical-binary; else fail go-fresh-identical-binary "binaries differ"; fi
 ((errors + $(sum_stats "$S2" errors) == 0)) && pass go-no-err-responses || fail go-no-err-responses "Err responses sent"
