@@ -15,7 +15,9 @@ if ! mount -t tmpfs -o size=24m tmpfs "$SMALL" 2>"$WORK/mount.err"; then
   fail tmpfs-mount "cannot mount a tmpfs (this test needs root): $(cat "$WORK/mount.err")"
   exit 1
 fi
-trap 'umount -l "$SMALL" 2>/dev/null' EXIT
+# The daemons first (they hold files on the tmpfs), then the mount, then lib.sh's
+# cleanup (which removes $WORK).
+trap 'for p in "${REG_PIDS[@]}"; do kill "$p" 2>/dev/null; done; umount -l "$SMALL" 2>/dev/null; cleanup' EXIT
 pass tmpfs-mount
 
 # --- A: the prober keeps room by evicting the local tier -----------------------
