@@ -75,12 +75,18 @@ bool Breaker::Note(const absl::Status& s) {
   return true;
 }
 
-void Breaker::NoteProbe(const absl::Status& s) {
+void Breaker::NoteSlowAnswer(absl::Duration took) {
+  if (took < opts_.slow_answer) return;
+  absl::MutexLock l(&mu_);
+  last_open_ = absl::Now();
+}
+
+void Breaker::NoteProbe(const absl::Status& s, absl::Duration took) {
   bool was_usable;
   {
     absl::MutexLock l(&mu_);
     was_usable = !OpenLocked();
-    if (!was_usable) last_open_ = absl::Now();
+    if (!was_usable || took >= opts_.slow_answer) last_open_ = absl::Now();
     if (s.ok()) {
       probe_down_ = false;
       down_until_ = absl::InfinitePast();

@@ -16,6 +16,15 @@
 //                      give up on the registry at once (see ProbeEpochChanged).
 // Without a prober the breaker works from calls alone.
 //
+// OpenWithin(d) asks whether the remote was out at some time in the last d: a
+// blob another server took during the outage may be in its backlog, not yet in
+// the registry. A hang is the same evidence seen from elsewhere: a registry that
+// stalls (a paused process, a partition that heals) fails the probe of a server
+// whose probe fell inside the stall, and only slows the probe of another whose
+// probe straddled its end. So an answer that took `slow_answer` or more (a
+// probe's, or a call's noted with NoteSlowAnswer) counts for OpenWithin too,
+// without opening the breaker.
+//
 // While open, a recheck (BreakerOptions::recheck: a quick ping, when the owner
 // has one) may close it early: one caller at a time (and at most once per
 // recheck_interval) runs it inside Usable(), bounded by recheck_timeout; every
@@ -53,6 +62,8 @@ struct BreakerOptions {
   absl::Duration recheck_interval = absl::ZeroDuration();
   // A recheck gives up after this long (a base::CallScope cap around it).
   absl::Duration recheck_timeout = absl::Milliseconds(500);
+  // An answer this slow is a hang seen from its end (see OpenWithin above).
+  absl::Duration slow_answer = absl::Seconds(2);
 };
 
 class Breaker {
@@ -67,10 +78,15 @@ class Breaker {
   bool Note(const absl::Status& s);
   // Records a health probe's outcome (any failure counts, not only IsOutage:
   // a probe that cannot authenticate means no call will either).
-  void NoteProbe(const absl::Status& s);
+  // `took`: how long the probe took (a slow success is noted as a hang).
+  void NoteProbe(const absl::Status& s, absl::Duration took = absl::ZeroDuration());
+  // Records a call that got an answer only after `took` (a hang, if at least
+  // slow_answer; see above). Never opens the breaker.
+  void NoteSlowAnswer(absl::Duration took);
 
-  // Whether the breaker was open at some time within the last `d` (a blob
-  // written through another server during the outage may still be on its way).
+  // Whether the breaker was open, or the remote hung, at some time within the
+  // last `d` (a blob written through another server during the outage may still
+  // be on its way).
   bool OpenWithin(absl::Duration d);
 
   // Advanced each time a failing probe opens the breaker.
@@ -91,7 +107,8 @@ class Breaker {
   bool probe_down_ ABSL_GUARDED_BY(mu_) = false;
   bool rechecking_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_recheck_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  absl::Time last_open_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // last seen open
+  // Last seen open, or hung (NoteSlowAnswer).
+  absl::Time last_open_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace ocicache::cache

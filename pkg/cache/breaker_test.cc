@@ -67,6 +67,28 @@ TEST(BreakerTest, ASucceedingProbeEndsAnOutageACallSaw) {
 
 // While open, one caller at a time runs the recheck; the others are told "not
 // usable" without waiting; a recheck that passes closes the breaker.
+// A hang seen from its end: a probe or a call that was answered, but slowly,
+// counts for OpenWithin (another server may have seen the hang as an outage)
+// without opening the breaker; a quick answer does not.
+TEST(BreakerTest, ASlowAnswerCountsAsRecentTroubleWithoutOpening) {
+  Breaker quick("registry");
+  quick.NoteProbe(absl::OkStatus(), absl::Milliseconds(300));
+  quick.NoteSlowAnswer(absl::Seconds(1));
+  EXPECT_FALSE(quick.OpenWithin(absl::Minutes(1)));
+
+  Breaker probed("registry");
+  probed.NoteProbe(absl::OkStatus(), absl::Seconds(7));
+  EXPECT_TRUE(probed.Usable());
+  EXPECT_TRUE(probed.OpenWithin(absl::Minutes(1)));
+
+  Breaker called("registry");
+  called.NoteSlowAnswer(absl::Seconds(3));
+  EXPECT_TRUE(called.Usable());
+  EXPECT_TRUE(called.OpenWithin(absl::Minutes(1)));
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(called.OpenWithin(absl::Milliseconds(10)));  // it ages out
+}
+
 TEST(BreakerTest, OneCallerAtATimeRechecks) {
   absl::Notification entered, release;
   std::atomic<int> rechecks{0};

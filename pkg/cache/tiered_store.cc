@@ -348,6 +348,7 @@ absl::Status TieredStore::Put(const Entry& entry) {
         if (NoteRemote(size.status()) || !absl::IsNotFound(size.status())) {
           return unknown(size.status());
         }
+        breaker_->NoteSlowAnswer(absl::Now() - asked);
         if (absl::Now() - asked >= opts_.slow_remote) {
           return unknown(absl::UnavailableError(absl::StrCat(
               "it answered only after ", absl::FormatDuration(absl::Now() - asked),

@@ -70,7 +70,9 @@ struct TieredStoreOptions {
   absl::Duration settle_after = absl::Seconds(10);
   // A Put naming a blob neither tier has is UNAVAILABLE, not
   // FAILED_PRECONDITION, while the registry may not have it *yet*: it was out
-  // within backlog_window (another replica pushes its backlog only after its
+  // or hung (an answer, a probe's included, that took the breaker's
+  // slow_answer: cache::Breaker) within backlog_window (another replica pushes
+  // its backlog only after its
   // own breaker closes, entry by entry: tens of seconds after an outage of
   // fifteen under load), or it took slow_remote to say it has not (a hung
   // registry opens no breaker until a call fails).

@@ -334,10 +334,11 @@ ResourceUsage CacheServer::resources() {
 }
 
 void CacheServer::Probe() {
+  const absl::Time probe_start = absl::Now();
   absl::Status backend = opts_.probe();
   // Calls stop waiting on a registry that fails its probe, and skip it until
-  // it passes again.
-  if (stores_.breaker != nullptr) stores_.breaker->NoteProbe(backend);
+  // it passes again. A slow answer is a hang that ended (cache::Breaker).
+  if (stores_.breaker != nullptr) stores_.breaker->NoteProbe(backend, absl::Now() - probe_start);
   if (!backend.ok()) counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
   std::string dir = stores_.tiers.local != nullptr ? stores_.tiers.local->dir() : std::string();
   ResourceUsage usage = MeasureResources(dir);

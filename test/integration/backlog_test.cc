@@ -290,6 +290,20 @@ TEST_F(BacklogTest, BlobsWrittenDuringAnOutageReachTheRegistryForEntriesPutElsew
   ASSERT_EQ(b.store->Put(e), absl::OkStatus());
   EXPECT_EQ(ConfigOf(*Registry(repo), "put-through-b"), "{}");
 
+  // A server whose probe fell across the end of a hang (answered, but after
+  // seconds) cannot tell either: another may have seen the hang as an outage.
+  Tiered d = OpenTiered(repo, absl::Seconds(30));
+  const std::string blob2 = "written through a during a hang";
+  a.breaker->NoteProbe(absl::UnavailableError("probe failed"));
+  oci::StringSource src2(blob2);
+  auto desc2 = a.store->WriteBlob(oci::Digest::Of(blob2), blob2.size(), src2);
+  ASSERT_TRUE(desc2.ok()) << desc2.status();
+  d.breaker->NoteProbe(absl::OkStatus(), absl::Seconds(9));
+  cache::Entry e2 = Entry("put-through-d", "{}");
+  e2.blobs.push_back(*desc2);
+  st = d.store->Put(e2);
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+
   // A server that saw no outage says FAILED_PRECONDITION for a blob nobody has.
   Tiered c = OpenTiered(repo, absl::Seconds(30));
   cache::Entry nobody = Entry("nobody", "{}");
