@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "pkg/cache/backlog.h"
+#include "pkg/cache/forwarding_store.h"
 #include "nlohmann/json.hpp"
 #include "pkg/gocacheprog/protocol.h"
 #include "pkg/gocacheprog/server_test_util.h"
@@ -361,37 +362,18 @@ TEST(ServerRemote, PutsNotUploadedArePushedByTheNextRun) {
 
 // A directory standing in for a registry, whose first `fail_puts` entry writes
 // fail as an outage would (UNAVAILABLE).
-class BlipStore : public cache::Store {
+class BlipStore : public cache::ForwardingStore {
  public:
   BlipStore(std::unique_ptr<cache::Store> s, int fail_puts)
-      : s_(std::move(s)), fail_puts_(fail_puts) {}
+      : ForwardingStore(std::move(s)), fail_puts_(fail_puts) {}
   std::atomic<int> puts{0};
 
-  absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override { return s_->StatBlob(d); }
-  absl::Status ReadBlob(const oci::Digest& d, int64_t offset, oci::ByteSink& sink) override {
-    return s_->ReadBlob(d, offset, sink);
-  }
-  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& e, int64_t size,
-                                            oci::ByteSource& src) override {
-    return s_->WriteBlob(e, size, src);
-  }
-  absl::Status MountBlob(const cache::Location& from) override { return s_->MountBlob(from); }
-  absl::StatusOr<cache::Entry> Lookup(absl::string_view key,
-                                      const cache::LookupOptions& o) override {
-    return s_->Lookup(key, o);
-  }
   absl::Status Put(const cache::Entry& e) override {
     if (++puts <= fail_puts_) return absl::UnavailableError("connection reset by peer");
-    return s_->Put(e);
+    return ForwardingStore::Put(e);
   }
-  absl::Status Delete(absl::string_view key) override { return s_->Delete(key); }
-  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override {
-    return s_->List(fn);
-  }
-  std::string Describe() const override { return "blip " + s_->Describe(); }
 
  private:
-  std::unique_ptr<cache::Store> s_;
   const int fail_puts_;
 };
 

@@ -16,6 +16,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "pkg/base/call_scope.h"
+#include "pkg/cache/forwarding_store.h"
 #include "gtest/gtest.h"
 #include "pkg/httpcache/handler.h"
 #include "pkg/httpcache/uncorked.h"
@@ -29,9 +30,9 @@ namespace {
 
 // A LayoutStore whose blob reads deliver every byte, then fail (DataLoss) when
 // `corrupt` is set; no blob files to send as they are.
-class EndFailingStore : public cache::Store {
+class EndFailingStore : public cache::ForwardingStore {
  public:
-  explicit EndFailingStore(std::unique_ptr<cache::Store> s) : s_(std::move(s)) {}
+  explicit EndFailingStore(std::unique_ptr<cache::Store> s) : ForwardingStore(std::move(s)) {}
   bool corrupt = false;
   // Lookups of keys containing "slow" act as a remote's: a call that must not
   // wait is refused (base::LocalOnly); others wait for `release` (ending
@@ -40,17 +41,11 @@ class EndFailingStore : public cache::Store {
   std::atomic<int> slow_waiting{0};
   std::atomic<int> refused{0};
 
-  absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override { return s_->StatBlob(d); }
   absl::Status ReadBlob(const oci::Digest& d, int64_t offset, oci::ByteSink& sink) override {
-    absl::Status st = s_->ReadBlob(d, offset, sink);
+    absl::Status st = ForwardingStore::ReadBlob(d, offset, sink);
     if (st.ok() && corrupt) return absl::DataLossError("digest mismatch after the last byte");
     return st;
   }
-  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& e, int64_t size,
-                                            oci::ByteSource& src) override {
-    return s_->WriteBlob(e, size, src);
-  }
-  absl::Status MountBlob(const cache::Location& from) override { return s_->MountBlob(from); }
   absl::StatusOr<cache::Entry> Lookup(absl::string_view key,
                                       const cache::LookupOptions& o) override {
     if (absl::StrContains(key, "slow")) {
@@ -70,17 +65,9 @@ class EndFailingStore : public cache::Store {
       }
       --slow_waiting;
     }
-    return s_->Lookup(key, o);
+    return ForwardingStore::Lookup(key, o);
   }
-  absl::Status Put(const cache::Entry& e) override { return s_->Put(e); }
-  absl::Status Delete(absl::string_view key) override { return s_->Delete(key); }
-  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override {
-    return s_->List(fn);
-  }
-  std::string Describe() const override { return "end-failing " + s_->Describe(); }
-
- private:
-  std::unique_ptr<cache::Store> s_;
+  std::string Describe() const override { return "end-failing " + ForwardingStore::Describe(); }
 };
 
 std::string TempDir() {

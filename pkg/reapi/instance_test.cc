@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "pkg/cache/forwarding_store.h"
 #include "pkg/layout/layout_store.h"
 
 namespace ocicache::reapi {
@@ -25,9 +26,9 @@ std::string TempDir() {
 }
 
 // Forwards to a store, except that hidden blobs are absent; counts StatBlob.
-class HidingStore : public cache::Store {
+class HidingStore : public cache::ForwardingStore {
  public:
-  explicit HidingStore(std::unique_ptr<cache::Store> inner) : inner_(std::move(inner)) {}
+  explicit HidingStore(std::unique_ptr<cache::Store> inner) : ForwardingStore(std::move(inner)) {}
 
   void Hide(const oci::Digest& d) {
     absl::MutexLock l(&mu_);
@@ -38,11 +39,11 @@ class HidingStore : public cache::Store {
   absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override {
     stats_.fetch_add(1);
     if (IsHidden(d)) return absl::NotFoundError("hidden");
-    return inner_->StatBlob(d);
+    return ForwardingStore::StatBlob(d);
   }
   absl::Status ReadBlob(const oci::Digest& d, int64_t offset, oci::ByteSink& sink) override {
     if (IsHidden(d)) return absl::NotFoundError("hidden");
-    return inner_->ReadBlob(d, offset, sink);
+    return ForwardingStore::ReadBlob(d, offset, sink);
   }
   absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& d, int64_t size,
                                             oci::ByteSource& src) override {
@@ -50,26 +51,15 @@ class HidingStore : public cache::Store {
       absl::MutexLock l(&mu_);
       hidden_.erase(d);
     }
-    return inner_->WriteBlob(d, size, src);
+    return ForwardingStore::WriteBlob(d, size, src);
   }
-  absl::Status MountBlob(const cache::Location& from) override { return inner_->MountBlob(from); }
-  absl::StatusOr<cache::Entry> Lookup(absl::string_view key,
-                                      const cache::LookupOptions& o) override {
-    return inner_->Lookup(key, o);
-  }
-  absl::Status Put(const cache::Entry& e) override { return inner_->Put(e); }
-  absl::Status Delete(absl::string_view key) override { return inner_->Delete(key); }
-  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override {
-    return inner_->List(fn);
-  }
-  std::string Describe() const override { return "hiding(" + inner_->Describe() + ")"; }
+  std::string Describe() const override { return "hiding(" + ForwardingStore::Describe() + ")"; }
 
  private:
   bool IsHidden(const oci::Digest& d) {
     absl::MutexLock l(&mu_);
     return hidden_.count(d) > 0;
   }
-  std::unique_ptr<cache::Store> inner_;
   absl::Mutex mu_;
   std::set<oci::Digest> hidden_;
   std::atomic<int64_t> stats_{0};

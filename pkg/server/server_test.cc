@@ -16,6 +16,7 @@
 #include <grpcpp/support/client_callback.h>
 
 #include "gtest/gtest.h"
+#include "pkg/cache/forwarding_store.h"
 #include "pkg/client/grpc_store.h"
 #include "pkg/layout/layout_store.h"
 
@@ -31,7 +32,7 @@ std::string TempDir() {
 
 // A store whose lookups take `delay` and say when they started; the rest is a
 // LayoutStore's.
-class SlowStore : public cache::Store {
+class SlowStore : public cache::ForwardingStore {
  public:
   static std::unique_ptr<SlowStore> Open(absl::Duration delay) {
     auto base = layout::LayoutStore::Open(TempDir());
@@ -39,32 +40,17 @@ class SlowStore : public cache::Store {
     return std::unique_ptr<SlowStore>(new SlowStore(*std::move(base), delay));
   }
   std::string Describe() const override { return "slow"; }
-  absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override { return base_->StatBlob(d); }
-  absl::Status ReadBlob(const oci::Digest& d, int64_t offset, oci::ByteSink& sink) override {
-    return base_->ReadBlob(d, offset, sink);
-  }
-  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& d, int64_t size,
-                                            oci::ByteSource& src) override {
-    return base_->WriteBlob(d, size, src);
-  }
-  absl::Status MountBlob(const cache::Location& from) override { return base_->MountBlob(from); }
   absl::StatusOr<cache::Entry> Lookup(absl::string_view key,
                                       const cache::LookupOptions& opts) override {
     if (!started.HasBeenNotified()) started.Notify();
     absl::SleepFor(delay_);
     return absl::NotFoundError(absl::StrCat("slow miss: ", key));
   }
-  absl::Status Put(const cache::Entry& e) override { return base_->Put(e); }
-  absl::Status Delete(absl::string_view key) override { return base_->Delete(key); }
-  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override {
-    return base_->List(fn);
-  }
   absl::Notification started;
 
  private:
   SlowStore(std::unique_ptr<layout::LayoutStore> base, absl::Duration delay)
-      : base_(std::move(base)), delay_(delay) {}
-  std::unique_ptr<layout::LayoutStore> base_;
+      : ForwardingStore(std::move(base)), delay_(delay) {}
   absl::Duration delay_;
 };
 

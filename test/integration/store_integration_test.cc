@@ -12,6 +12,7 @@
 #include "pkg/admin/admin.h"
 #include "pkg/base/call_scope.h"
 #include "pkg/cache/format.h"
+#include "pkg/cache/forwarding_store.h"
 #include "pkg/cache/place.h"
 #include "pkg/cache/registry_store.h"
 #include "pkg/cache/store_testsuite.h"
@@ -433,37 +434,20 @@ TEST(TieredStoreTest, ALocalOnlyCallNeverAsksTheRegistry) {
 
 // A remote whose StatBlob answers after `delay` (a registry just back from
 // hanging); a LayoutStore behind it otherwise.
-class SlowStatStore : public cache::Store {
+class SlowStatStore : public cache::ForwardingStore {
  public:
   // `error`: what StatBlob answers after the delay instead of asking `s`.
   SlowStatStore(std::unique_ptr<cache::Store> s, absl::Duration delay,
                 absl::Status error = absl::OkStatus())
-      : s_(std::move(s)), delay_(delay), error_(std::move(error)) {}
+      : ForwardingStore(std::move(s)), delay_(delay), error_(std::move(error)) {}
   absl::StatusOr<int64_t> StatBlob(const oci::Digest& d) override {
     absl::SleepFor(delay_);
     if (!error_.ok()) return error_;
-    return s_->StatBlob(d);
+    return ForwardingStore::StatBlob(d);
   }
-  absl::Status ReadBlob(const oci::Digest& d, int64_t o, oci::ByteSink& sink) override {
-    return s_->ReadBlob(d, o, sink);
-  }
-  absl::StatusOr<oci::Descriptor> WriteBlob(const oci::Digest& e, int64_t n,
-                                            oci::ByteSource& src) override {
-    return s_->WriteBlob(e, n, src);
-  }
-  absl::Status MountBlob(const cache::Location& from) override { return s_->MountBlob(from); }
-  absl::StatusOr<cache::Entry> Lookup(absl::string_view k, const cache::LookupOptions& o) override {
-    return s_->Lookup(k, o);
-  }
-  absl::Status Put(const cache::Entry& e) override { return s_->Put(e); }
-  absl::Status Delete(absl::string_view k) override { return s_->Delete(k); }
-  absl::Status List(const std::function<bool(const cache::EntryInfo&)>& fn) override {
-    return s_->List(fn);
-  }
-  std::string Describe() const override { return "slow " + s_->Describe(); }
+  std::string Describe() const override { return "slow " + ForwardingStore::Describe(); }
 
  private:
-  std::unique_ptr<cache::Store> s_;
   absl::Duration delay_;
   absl::Status error_;
 };
