@@ -60,9 +60,10 @@ there read first, without the registry. A build that finds no list at all (the
 module's first here) reads the registry's tag list once when it holds at most
 20,000 entries, and asks the registry only for ActionIDs it names: the other
 gets are misses without a round trip each (--no-tag-list: ask for every one).
-A registry that is
-down or refuses turns lookups into misses and uploads into warnings on stderr:
-the build goes on. Objects whose digest does not match are refused.
+A registry that is down or refuses turns lookups into misses and a warning on
+stderr: the build goes on. Uploads wait for it instead (it is asked again every
+30 s, and once more at close); those it never takes wait in DIR/backlog for
+the next run here. Objects whose digest does not match are refused.
 
 With --server / $OCICACHE_SERVER (an ocicached), lookups and uploads go through
 that server instead of the registry (its TLS and token settings as for every
