@@ -377,9 +377,9 @@ class BlipStore : public cache::ForwardingStore {
   const int fail_puts_;
 };
 
-// One outage in the middle of the uploads (a reset connection) pauses the
-// registry; the puts behind it wait instead of failing, and at close the server
-// asks the registry again, finds it answering, and uploads every one.
+// One outage among the uploads (a reset connection) pauses the registry; the
+// upload that met it and those behind it wait instead of failing, and at close
+// the server asks the registry again, finds it answering, and uploads every one.
 TEST(ServerRemote, OneBlipDelaysUploadsButLosesNone) {
   auto dir = layout::LayoutStore::Open(TempDir());
   ASSERT_TRUE(dir.ok());
