@@ -177,6 +177,33 @@ TEST(FakeHttpTest, CloseAfterResponseForcesNewConnection) {
   EXPECT_EQ(server->connection_count(), 2);
 }
 
+// A keep-alive connection the server drops just as the client reuses it for a
+// PUT (an idle timeout firing, say): the client sends the body again on a new
+// connection, as curl does for real clients, instead of failing.
+TEST(FakeHttpTest, APutOnAConnectionTheServerDroppedIsSentAgain) {
+  std::atomic<int> seen{0};
+  auto server = MustStart([&seen](const FakeRequest& r) {
+    if (++seen == 2) return FakeResponse::CloseWithoutResponse();
+    return FakeResponse::Text(200, r.body);
+  });
+  ASSERT_NE(server, nullptr);
+  HttpClient client;
+  for (const std::string body : {"first", "second"}) {
+    HttpCall call;
+    call.method = "PUT";
+    call.body = body;
+    call.url = server->base_url() + "/obj";
+    auto reply = client.Do(call);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_EQ(reply->status, 200);
+    EXPECT_EQ(reply->body, body);
+  }
+  ASSERT_EQ(server->request_count(), 3);
+  EXPECT_EQ(server->requests()[1].body, "second");  // the one dropped
+  EXPECT_EQ(server->requests()[2].body, "second");  // sent again, whole
+  EXPECT_EQ(server->connection_count(), 2);
+}
+
 TEST(FakeHttpTest, HeadSendsLengthButNoBody) {
   auto server = MustStart([](const FakeRequest&) { return FakeResponse::Text(200, "0123456789"); });
   ASSERT_NE(server, nullptr);

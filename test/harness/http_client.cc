@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 
@@ -29,6 +30,18 @@ size_t ReadBody(char* buf, size_t size, size_t n, void* user) {
   std::memcpy(buf, up->data.data() + up->pos, take);
   up->pos += take;
   return take;
+}
+
+// Lets curl rewind the body: a request on a reused keep-alive connection that
+// the server closed meanwhile is sent again on a new one, as every real client
+// does (without this, curl fails with CURLE_SEND_FAIL_REWIND).
+int SeekBody(void* user, curl_off_t offset, int origin) {
+  auto* up = static_cast<Upload*>(user);
+  if (origin != SEEK_SET || offset < 0 || static_cast<size_t>(offset) > up->data.size()) {
+    return CURL_SEEKFUNC_CANTSEEK;
+  }
+  up->pos = static_cast<size_t>(offset);
+  return CURL_SEEKFUNC_OK;
 }
 
 size_t WriteBody(char* buf, size_t size, size_t n, void* user) {
@@ -103,6 +116,8 @@ absl::StatusOr<HttpReply> HttpClient::Do(const HttpCall& call) {
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, call.method.c_str());
     curl_easy_setopt(c, CURLOPT_READFUNCTION, ReadBody);
     curl_easy_setopt(c, CURLOPT_READDATA, &upload);
+    curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, SeekBody);
+    curl_easy_setopt(c, CURLOPT_SEEKDATA, &upload);
     if (!call.chunked) {
       curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(call.body.size()));
     }
