@@ -192,6 +192,28 @@ TEST_F(ClientTest, ServerErrorIsRetried) {
   }
 }
 
+// A keep-alive connection the registry drops just as a PUT reuses it: curl
+// sends the request again on a new connection (the body rewound), with no
+// retry of ours needed.
+TEST_F(ClientTest, APutOnAConnectionTheRegistryDroppedIsSentAgain) {
+  std::atomic<int> puts{0};
+  const std::string digest = oci::Digest::Of(kManifest).str();
+  Serve([&](const FakeRequest& r) {
+    if (r.method == "PUT" && ++puts == 2) return FakeResponse::CloseWithoutResponse();
+    return Resp(201, "", {{"Docker-Content-Digest", digest}});
+  });
+  auto c = NewClient(FastRetries(/*attempts=*/1));
+  for (const char* tag : {"one", "two"}) {
+    auto d = c->PutManifest("cache/x", tag, kManifest, "application/vnd.oci.image.manifest.v1+json");
+    ASSERT_TRUE(d.ok()) << tag << ": " << d.status();
+  }
+  std::vector<FakeRequest> sent = Requests("PUT");
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_EQ(sent[1].body, kManifest);  // the one dropped
+  EXPECT_EQ(sent[2].body, kManifest);  // sent again, whole
+  EXPECT_EQ(sent[2].path(), "/v2/cache/x/manifests/two");
+}
+
 TEST_F(ClientTest, RetryAfterIsHonoured) {
   std::atomic<int> n{0};
   Serve([&](const FakeRequest&) {

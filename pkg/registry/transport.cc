@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 
@@ -167,6 +168,19 @@ size_t ReadCallback(char* buf, size_t size, size_t n, void* user) {
   }
   ex->sent += static_cast<int64_t>(*got);
   return *got;
+}
+
+// Rewinds the request body when curl must send it again: a request on a reused
+// keep-alive connection that the server closed just then is resent on a new
+// connection by curl itself, which needs the body from the start. An in-memory
+// body can be; a stream only if nothing was read from it yet (else the request
+// fails, CURLE_SEND_FAIL_REWIND, and the caller's retry decides).
+int SeekCallback(void* user, curl_off_t offset, int origin) {
+  auto* ex = static_cast<Exchange*>(user);
+  if (origin != SEEK_SET || offset < 0 || offset > ex->body_size) return CURL_SEEKFUNC_CANTSEEK;
+  if (ex->req->body_source != nullptr && offset != ex->sent) return CURL_SEEKFUNC_CANTSEEK;
+  ex->sent = offset;
+  return CURL_SEEKFUNC_OK;
 }
 
 // A TLS handshake that failed because the server does not speak TLS on that port
@@ -409,6 +423,8 @@ absl::StatusOr<HttpResponse> Transport::Do(const HttpRequest& req) {
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
     curl_easy_setopt(c, CURLOPT_READFUNCTION, &ReadCallback);
     curl_easy_setopt(c, CURLOPT_READDATA, &ex);
+    curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, &SeekCallback);
+    curl_easy_setopt(c, CURLOPT_SEEKDATA, &ex);
     ex.body_size = req.body_source != nullptr ? req.body_size
                                               : static_cast<int64_t>(req.body.size());
     curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(ex.body_size));
