@@ -92,6 +92,11 @@ ABSL_FLAG(int, http_threads, 2,
           "that wait on the registry, writes and body streams get threads of their own");
 ABSL_FLAG(std::string, http_max_body_size, "16G",
           "HTTP: largest request body (K, M, G suffixes); larger ones get 413");
+ABSL_FLAG(int, http_zstd_level, 3,
+          "HTTP: objects over 16 KiB whose first 16 KiB compress by an eighth or more (plain "
+          "tars such as Nx's, text) are stored zstd-compressed at this level and decompressed "
+          "on the way out; bodies already compressed (Turborepo's, Gradle's, ccache's) are "
+          "stored as sent (docs/FORMAT.md). 1-19; 0: store every object as sent");
 ABSL_FLAG(int, recall_keys, 10000,
           "with both --dir and --repo: per namespace of HTTP objects (ccache's, a Gradle URL's, "
           "a Turborepo team, Nx) and per REAPI instance, the keys clients used are saved in the "
@@ -247,6 +252,11 @@ int main(int argc, char** argv) {
     o.server.http_handler.read_timeout = absl::GetFlag(FLAGS_http_read_timeout);
     if (o.server.http_handler.read_timeout <= absl::ZeroDuration()) {
       std::cerr << "ocicached: --http_read_timeout must be positive\n";
+      return 2;
+    }
+    o.server.http_handler.zstd_level = absl::GetFlag(FLAGS_http_zstd_level);
+    if (o.server.http_handler.zstd_level < 0 || o.server.http_handler.zstd_level > 19) {
+      std::cerr << "ocicached: --http_zstd_level takes 0 (off) to 19\n";
       return 2;
     }
     o.server.http.event_threads = absl::GetFlag(FLAGS_http_threads);

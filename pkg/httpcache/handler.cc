@@ -14,11 +14,17 @@
 #include "pkg/base/call_scope.h"
 #include "pkg/oci/digest.h"
 #include "pkg/oci/types.h"
+#include "pkg/oci/zstd_stream.h"
 
 namespace ocicache::httpcache {
 namespace {
 
+// Objects as they were sent are "v1". A compressed object's config says "v2",
+// which readers before it took for a miss (they would have served the zstd
+// bytes as the object): v1 plus "encoding" and "size".
 constexpr char kConfigFormat[] = "v1";
+constexpr char kConfigFormatEncoded[] = "v2";
+constexpr char kZstdObject[] = "application/zstd";
 // The longest x-artifact-tag kept (turbo's signatures are ~60 bytes).
 constexpr size_t kMaxTagBytes = 1024;
 
@@ -99,6 +105,24 @@ nlohmann::json ParseObjectConfig(const std::string& config, std::string* scratch
 }
 
 bool IsRead(absl::string_view method) { return method == "GET" || method == "HEAD"; }
+
+// An object's config is one this server reads ("v1", or "v2" with an encoding
+// it knows and the object's size).
+bool KnownObjectConfig(const nlohmann::json& c) {
+  if (!c.is_object()) return false;
+  const std::string v = c.value("http", "");
+  if (v == kConfigFormat) return true;
+  return v == kConfigFormatEncoded && c.value("encoding", "") == "zstd" && c.contains("size") &&
+         c["size"].is_number_integer() && c["size"].get<int64_t>() >= 0;
+}
+
+bool Compressed(const nlohmann::json& c) { return c.value("encoding", "") == "zstd"; }
+
+// The object's size as its client sent it.
+int64_t ObjectSize(const nlohmann::json& c, const cache::Entry& e) {
+  if (Compressed(c)) return c["size"].get<int64_t>();
+  return e.blobs.empty() ? 0 : e.blobs[0].size;
+}
 
 // The HTTP status of a store error on a write.
 int WriteStatus(const absl::Status& s) {
@@ -398,7 +422,7 @@ Response Handler::GetObject(Exchange& ex) {
   absl::string_view data;
   bool inlined = false;
   nlohmann::json c = ParseObjectConfig(entry->config, &scratch, &data, &inlined);
-  if (!c.is_object() || c.value("http", "") != kConfigFormat) {
+  if (!KnownObjectConfig(c)) {
     return Miss(ex, absl::DataLossError(absl::StrCat("entry ", route.key,
                                                      " is not an HTTP cache object")));
   }
@@ -420,16 +444,26 @@ Response Handler::GetObject(Exchange& ex) {
   }
   if (entry->blobs.empty()) return Miss(ex, absl::DataLossError("the entry names no object"));
   const oci::Descriptor blob = entry->blobs[0];
-  if (ex.request.method == "GET" && blob.size <= opts_.max_buffered_bytes) {
-    oci::StringSink sink(&r.body);
+  const bool zstd = Compressed(c);
+  const int64_t size = ObjectSize(c, *entry);
+  if (ex.request.method == "GET" && size <= opts_.max_buffered_bytes &&
+      blob.size <= opts_.max_buffered_bytes) {
+    std::string stored;
+    oci::StringSink sink(zstd ? &stored : &r.body);
     absl::Status s = store_->ReadBlob(blob.digest, 0, sink);
+    if (s.ok() && zstd) s = oci::ZstdDecompress(stored, size, &r.body);
     if (!s.ok()) return Miss(ex, s);
     return r;
   }
-  if (ex.request.method == "GET" && SendFile(*store_, blob.digest, &r)) return r;
+  if (ex.request.method == "GET" && !zstd && SendFile(*store_, blob.digest, &r)) return r;
   cache::Store* store = store_;
-  r.size = blob.size;
-  r.stream = [store, blob](oci::ByteSink& sink) { return store->ReadBlob(blob.digest, 0, sink); };
+  r.size = size;
+  r.stream = [store, blob, zstd, size](oci::ByteSink& sink) {
+    if (!zstd) return store->ReadBlob(blob.digest, 0, sink);
+    oci::ZstdSink decoded(sink);
+    absl::Status s = store->ReadBlob(blob.digest, 0, decoded);
+    return s.ok() ? decoded.Finish(size) : s;
+  };
   return r;
 }
 
@@ -484,6 +518,19 @@ Response Handler::PutObject(Exchange& ex, oci::ByteSource* body) {
       return Error(ex, 400, "the body is shorter than its Content-Length");
     }
     config["data"] = absl::Base64Escape(head);
+  } else if (opts_.zstd_level > 0 && oci::ZstdPays(head, opts_.zstd_level)) {
+    PrefixedSource all(std::move(head), body);
+    oci::ZstdSource zstd(all, opts_.zstd_level, rq.content_length);
+    auto d = store_->WriteBlob(oci::Digest(), -1, zstd);
+    // The source also refuses a body that breaks its Content-Length (InvalidArgument: 400).
+    if (!d.ok()) return Error(ex, PutStatus(route.protocol, d.status()), d.status().message());
+    ex.bytes_in = zstd.consumed();
+    config["http"] = kConfigFormatEncoded;
+    config["encoding"] = "zstd";
+    config["size"] = zstd.consumed();
+    oci::Descriptor desc = *d;
+    desc.media_type = kZstdObject;
+    e.blobs.push_back(std::move(desc));
   } else {
     PrefixedSource all(std::move(head), body);
     auto d = store_->WriteBlob(oci::Digest(), rq.content_length, all);
@@ -615,12 +662,16 @@ Response Handler::TurboQuery(Exchange& ex, oci::ByteSource* body) {
       continue;
     }
     nlohmann::json c = nlohmann::json::parse(e->config, nullptr, false);
+    if (!KnownObjectConfig(c)) {
+      out[hash] = nullptr;
+      continue;
+    }
     int64_t size = 0;
-    if (c.is_object() && c.contains("data") && c["data"].is_string()) {
+    if (c.contains("data") && c["data"].is_string()) {
       std::string d;
       if (absl::Base64Unescape(c["data"].get<std::string>(), &d)) size = d.size();
-    } else if (!e->blobs.empty()) {
-      size = e->blobs[0].size;
+    } else {
+      size = ObjectSize(c, *e);
     }
     nlohmann::json item = {{"size", size}};
     if (c.is_object() && c.contains("duration")) item["taskDurationMs"] = c["duration"];

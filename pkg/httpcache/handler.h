@@ -81,6 +81,10 @@ struct HandlerOptions {
   int64_t max_inline_bytes = 16 << 10;
   // Bodies up to this size are answered from memory; larger ones stream.
   int64_t max_buffered_bytes = 1 << 20;
+  // Objects larger than max_inline_bytes whose first bytes compress (plain
+  // tars, text; not gzip'd or zstd'd bodies) are stored as zstd at this level
+  // (docs/FORMAT.md, "HTTP cache objects"); 0: every object as it was sent.
+  int zstd_level = 3;
   // A read waits at most this long on the registry; then it is a miss (404).
   absl::Duration read_timeout = absl::Seconds(5);
   // A write waits at most this long on the registry before the tiered store

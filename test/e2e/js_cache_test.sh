@@ -213,6 +213,21 @@ registry_files() {
 # catalog: the registry's repositories (JSON).
 catalog() { curl -s --max-time 10 "http://${!REGVAR}/v2/_catalog?n=1000"; }
 
+# stored_forms: "zstd=N plain=M" (entries of js/$TOOL whose object blob is stored
+# zstd-compressed, and as sent), read from the registry's manifests.
+stored_forms() {
+  local r tag types zstd=0 plain=0
+  for r in $(catalog | jq -r '.repositories[]?' 2>/dev/null | grep -E "^js/$TOOL(/|\$)"); do
+    for tag in $(curl -s --max-time 10 "http://${!REGVAR}/v2/$r/tags/list" | jq -r '.tags[]?' | grep -E '^[kh]\.'); do
+      types=$(curl -s --max-time 10 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        "http://${!REGVAR}/v2/$r/manifests/$tag" | jq -r '.layers[]?.mediaType')
+      grep -qx 'application/zstd' <<<"$types" && zstd=$((zstd + 1))
+      grep -qx 'application/octet-stream' <<<"$types" && plain=$((plain + 1))
+    done
+  done
+  echo "zstd=$zstd plain=$plain"
+}
+
 # entries: "REPOSITORY KEY" of every entry in js/$TOOL and the repositories under it,
 # as `ocicache ls` lists them.
 entries() {
@@ -262,8 +277,8 @@ run_tool() {
   build "$t-fill" "$D1_URL" "$RW"
   built "$t-fill" && all_missed "$t-fill-all-executed"
   DIGEST0=$(outputs_digest)
-  [[ $(grep -cE '^[0-9a-f]{64}  ' <<<"$DIGEST0") == 9 ]] && pass "$t-fill-outputs" ||
-    fail "$t-fill-outputs" "want 9 files under packages/*/dist: $DIGEST0"
+  [[ $(grep -cE '^[0-9a-f]{64}  ' <<<"$DIGEST0") == 10 ]] && pass "$t-fill-outputs" ||
+    fail "$t-fill-outputs" "want 10 files under packages/*/dist: $DIGEST0"
   local cat n
   for _ in $(seq 1 50); do
     n=$(entries | grep -c .)
@@ -275,6 +290,14 @@ run_tool() {
     fail "$t-fill-in-registry" "no repository js/$t in the registry: $(head -c 300 <<<"$cat")"
   ((n >= 3)) && pass "$t-fill-entries" ||
     fail "$t-fill-entries" "ocicache ls shows $n entries under ${!REGVAR}/js/$t, want >= 3"
+  # How the artifacts are stored (docs/FORMAT.md, "HTTP cache objects"): the
+  # server compresses an object only when its first bytes compress, and both
+  # tools compress their own artifacts (turbo: zstd'd tars; nx: gzip'd tars,
+  # package a's too, though it holds a 64 KiB text bundle), so every one is
+  # stored as sent. Objects up to 16 KiB live in their manifest, not counted.
+  local forms; forms=$(stored_forms)
+  [[ $forms =~ zstd=0\  && $forms =~ plain=([1-9][0-9]*) ]] && pass "$t-fill-stored-as-sent" ||
+    fail "$t-fill-stored-as-sent" "want $t's artifacts stored as sent, none as application/zstd, got: $forms"
   local st; st=$(status D1)
   [[ $(stat_of "$st" "$t" misses) -ge 3 && $(stat_of "$st" "$t" requests) -ge 6 ]] 2>/dev/null &&
     pass "$t-fill-status" || fail "$t-fill-status" "want >= 3 $t misses, >= 6 requests in /status: $(head -c 400 <<<"$st")"

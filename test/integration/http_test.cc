@@ -124,6 +124,7 @@ class HttpTest : public ::testing::Test {
     std::vector<std::string>* log = nullptr;
     bool metrics = false;
     size_t recall_keys = 0;  // ServerOptions::recall_keys (0: off)
+    int zstd_level = 3;      // HandlerOptions::zstd_level (0: store as sent)
   };
 
   // PUT requests in the registry's log so far (uploads and manifests).
@@ -156,6 +157,7 @@ class HttpTest : public ::testing::Test {
     o.http.idle_timeout = s.idle_timeout;
     o.http_handler.max_body_bytes = s.max_body;
     o.http_handler.read_timeout = s.read_timeout;
+    o.http_handler.zstd_level = s.zstd_level;
     o.recall_keys = s.recall_keys;
     if (s.metrics) o.metrics_listen = "127.0.0.1:0";
     if (s.log != nullptr) {
@@ -300,6 +302,165 @@ TEST_F(HttpTest, ObjectsComeFromTheRegistryOnAFreshMachine) {
   EXPECT_EQ(got.body, "tarball");
   EXPECT_EQ(got.header("x-artifact-duration"), "1234");
   EXPECT_EQ(got.header("x-artifact-tag"), "c2lnbmF0dXJl");
+}
+
+// Text of n bytes, as a plain tar of JavaScript would hold: compresses well.
+std::string Text(size_t n, int seed) {
+  std::string s;
+  while (s.size() < n) {
+    absl::StrAppend(&s, "export const v", seed, "_", s.size() % 4093, " = require('./m",
+                    s.size() % 89, "');\n");
+  }
+  s.resize(n);
+  return s;
+}
+
+// Objects whose first bytes compress are stored as zstd, in both tiers, and
+// come back whole from either; what does not compress, or with compression
+// off, is stored as sent. Lengths, HEAD and Turborepo's query give the
+// object's own size.
+TEST_F(HttpTest, ObjectsThatCompressAreStoredAsZstdAndComeBackWhole) {
+  struct Object {
+    std::string path;
+    std::string body;
+    bool chunked = false;
+    bool compresses = false;
+  };
+  std::vector<Object> objects = {
+      {"/v1/cache/0a1b2c3d", Text(3 << 20, 1), false, true},  // streamed out
+      {"/cache/gradle/a0b1", Text(600 << 10, 2), true, true},  // from memory, chunked in
+      {"/v8/artifacts/00aa11bb?teamId=t", Text(40 << 10, 3), false, true},
+      {"/cache/ccache/c0/d1", Pattern(2 << 20, 4), false, false},  // does not compress
+      {"/cache/ccache/c0/d2", std::string(512, '\0') + Pattern(64 << 10, 5), false, false},
+  };
+  std::string repo;
+  {
+    auto srv = Serve({});
+    ASSERT_NE(srv, nullptr);
+    repo = repo_;
+    HttpClient c;
+    for (const Object& o : objects) {
+      HttpCall put;
+      put.method = "PUT";
+      put.url = base_ + o.path;
+      put.body = o.body;
+      put.chunked = o.chunked;
+      auto r = c.Do(put);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->status, 200) << o.path << ": " << r->body;
+    }
+    // From the local tier that stored them.
+    for (const Object& o : objects) {
+      HttpReply got = Do(c, "GET", o.path);
+      EXPECT_EQ(got.status, 200) << o.path;
+      EXPECT_TRUE(got.body == o.body) << o.path << ": " << got.body.size() << " bytes";
+    }
+    srv->Shutdown(absl::Seconds(5));
+  }
+  // In the registry: the stored form.
+  auto reg = RepoStore(repo);
+  ASSERT_NE(reg, nullptr);
+  for (const Object& o : objects) {
+    std::map<std::string, std::string> query;
+    if (o.path.find("teamId=t") != std::string::npos) query["teamId"] = "t";
+    httpcache::Routed routed =
+        httpcache::RouteRequest("GET", o.path.substr(0, o.path.find('?')), query);
+    ASSERT_EQ(routed.error, 0) << o.path;
+    auto e = reg->Lookup(routed.route.key, {});
+    ASSERT_TRUE(e.ok()) << o.path << ": " << e.status();
+    ASSERT_EQ(e->blobs.size(), 1u) << o.path;
+    auto config = nlohmann::json::parse(e->config, nullptr, false);
+    if (o.compresses) {
+      EXPECT_EQ(e->blobs[0].media_type, "application/zstd") << o.path;
+      EXPECT_LT(e->blobs[0].size * 5, static_cast<int64_t>(o.body.size())) << o.path;
+      EXPECT_EQ(config.value("http", ""), "v2") << e->config;
+      EXPECT_EQ(config.value("encoding", ""), "zstd") << e->config;
+      EXPECT_EQ(config.value("size", int64_t{-1}), static_cast<int64_t>(o.body.size()));
+    } else {
+      EXPECT_EQ(e->blobs[0].media_type, "application/octet-stream") << o.path;
+      EXPECT_EQ(e->blobs[0].size, static_cast<int64_t>(o.body.size())) << o.path;
+      EXPECT_EQ(config.value("http", ""), "v1") << e->config;
+    }
+  }
+  // A fresh machine: a new local directory over the same registry.
+  Setup s;
+  s.repo = repo;
+  auto srv = Serve(s);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  for (const Object& o : objects) {
+    HttpReply head = Do(c, "HEAD", o.path);
+    EXPECT_EQ(head.status, 200) << o.path;
+    EXPECT_EQ(head.header("content-length"), std::to_string(o.body.size())) << o.path;
+    HttpReply got = Do(c, "GET", o.path);
+    EXPECT_EQ(got.status, 200) << o.path;
+    EXPECT_EQ(got.header("content-length"), std::to_string(o.body.size())) << o.path;
+    EXPECT_TRUE(got.body == o.body) << o.path << ": " << got.body.size() << " bytes";
+  }
+  HttpReply q = Do(c, "POST", "/v8/artifacts?teamId=t", R"({"hashes":["00aa11bb"]})");
+  auto j = nlohmann::json::parse(q.body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << q.body;
+  EXPECT_EQ(j["00aa11bb"]["size"], 40 << 10) << q.body;
+
+  // With compression off, the same kind of body is stored as sent.
+  Setup off;
+  off.zstd_level = 0;
+  auto plain = Serve(off);
+  ASSERT_NE(plain, nullptr);
+  const std::string text = Text(100 << 10, 6);
+  ASSERT_EQ(Do(c, "PUT", "/cache/ns/plain", text).status, 200);
+  EXPECT_TRUE(Do(c, "GET", "/cache/ns/plain").body == text);
+  auto e = RepoStore(repo_)->Lookup("http:kv:ns:plain", {});
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_EQ(e->blobs.size(), 1u);
+  EXPECT_EQ(e->blobs[0].media_type, "application/octet-stream");
+  EXPECT_EQ(e->blobs[0].size, static_cast<int64_t>(text.size()));
+}
+
+// What a reader cannot decode is a miss, never wrong bytes: an encoding it
+// does not know, and a zstd blob that decodes to another size than the entry
+// says (from memory and streamed).
+TEST_F(HttpTest, ACompressedObjectThatDoesNotDecodeAsItsEntrySaysIsAMiss) {
+  Setup registry_only;
+  registry_only.dir = false;
+  auto srv = Serve(registry_only);
+  ASSERT_NE(srv, nullptr);
+  HttpClient c;
+  const std::string small = Text(200 << 10, 7), large = Text(3 << 20, 8);
+  ASSERT_EQ(Do(c, "PUT", "/cache/ns/small", small).status, 200);
+  ASSERT_EQ(Do(c, "PUT", "/cache/ns/large", large).status, 200);
+  auto reg = RepoStore(repo_);
+  ASSERT_NE(reg, nullptr);
+  for (const std::string& name : {std::string("small"), std::string("large")}) {
+    auto e = reg->Lookup("http:kv:ns:" + name, {});
+    ASSERT_TRUE(e.ok()) << e.status();
+    auto config = nlohmann::json::parse(e->config);
+    ASSERT_EQ(config.value("encoding", ""), "zstd") << e->config;
+    // One byte too many in the entry's size.
+    config["size"] = config["size"].get<int64_t>() + 1;
+    e->key = "http:kv:ns:" + name + "-wrong-size";
+    e->config = config.dump();
+    ASSERT_TRUE(reg->Put(*e).ok());
+    // An encoding this server does not know.
+    config["size"] = config["size"].get<int64_t>() - 1;
+    config["encoding"] = "br";
+    e->key = "http:kv:ns:" + name + "-brotli";
+    e->config = config.dump();
+    ASSERT_TRUE(reg->Put(*e).ok());
+  }
+  EXPECT_EQ(Do(c, "GET", "/cache/ns/small-wrong-size").status, 404);
+  EXPECT_EQ(Do(c, "GET", "/cache/ns/small-brotli").status, 404);
+  EXPECT_EQ(Do(c, "GET", "/cache/ns/large-brotli").status, 404);
+  // Streamed: the status and length are sent before the last byte decodes, so
+  // the answer is cut short (the client sees a transfer error, never a body
+  // it could take for whole).
+  HttpCall get;
+  get.url = base_ + "/cache/ns/large-wrong-size";
+  auto r = c.Do(get);
+  EXPECT_TRUE(!r.ok() || r->status != 200 || r->body.size() != large.size() + 1)
+      << (r.ok() ? r->body.size() : 0);
+  EXPECT_TRUE(Do(c, "GET", "/cache/ns/large").body == large);
+  EXPECT_TRUE(Do(c, "GET", "/cache/ns/small").body == small);
 }
 
 // The recall list of the namespace's group in /status, once its prefetch has
