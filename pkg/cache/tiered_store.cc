@@ -348,12 +348,9 @@ absl::Status TieredStore::Put(const Entry& entry) {
         if (NoteRemote(size.status()) || !absl::IsNotFound(size.status())) {
           return unknown(size.status());
         }
+        // A slow "not found" is a hang seen from its end: the breaker keeps
+        // it as recent trouble, which OpenWithin below answers for.
         breaker_->NoteSlowAnswer(absl::Now() - asked);
-        if (absl::Now() - asked >= opts_.slow_remote) {
-          return unknown(absl::UnavailableError(absl::StrCat(
-              "it answered only after ", absl::FormatDuration(absl::Now() - asked),
-              ", so another server's copy may not have reached it yet")));
-        }
         break;
       }
       if (absl::Status f = FillBlob(b.digest, *size); !f.ok()) {
@@ -369,9 +366,10 @@ absl::Status TieredStore::Put(const Entry& entry) {
     }
     if (filled && !base::IsDiskFull(put)) put = local_->Put(entry);
     if (absl::IsFailedPrecondition(put) && breaker_->OpenWithin(opts_.backlog_window)) {
-      // The registry was out moments ago: a blob written through another
-      // server meanwhile may still be on its way there (its backlog).
-      return unknown(absl::UnavailableError("it was unavailable until moments ago"));
+      // The registry was out, or hung, moments ago (this Put's own check may
+      // have been the slow answer): a blob written through another server
+      // meanwhile may still be on its way there (its backlog).
+      return unknown(absl::UnavailableError("it was unavailable or slow to answer moments ago"));
     }
   }
   if (base::IsDiskFull(put) && RemoteUsable()) {

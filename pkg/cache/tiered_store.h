@@ -70,14 +70,12 @@ struct TieredStoreOptions {
   absl::Duration settle_after = absl::Seconds(10);
   // A Put naming a blob neither tier has is UNAVAILABLE, not
   // FAILED_PRECONDITION, while the registry may not have it *yet*: it was out
-  // or hung (an answer, a probe's included, that took the breaker's
-  // slow_answer: cache::Breaker) within backlog_window (another replica pushes
-  // its backlog only after its
-  // own breaker closes, entry by entry: tens of seconds after an outage of
-  // fifteen under load), or it took slow_remote to say it has not (a hung
-  // registry opens no breaker until a call fails).
+  // or hung within backlog_window (another replica pushes its backlog only
+  // after its own breaker closes, entry by entry: tens of seconds after an
+  // outage of fifteen under load). Hung means an answer, a probe's or this
+  // Put's own check, that took the breaker's slow_answer (cache::Breaker): a
+  // hung registry opens no breaker until a call fails.
   absl::Duration backlog_window = absl::Seconds(60);
-  absl::Duration slow_remote = absl::Seconds(2);
   size_t max_unconfirmed = 1 << 16;
   // A registry hit is answered at once and its blobs are copied into the local
   // tier by a background pool (servers); off: Lookup copies them first

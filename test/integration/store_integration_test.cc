@@ -475,7 +475,9 @@ TEST(TieredStoreTest, APutLackingABlobIsUnavailableWhileTheRegistryWasSlowToSay)
     auto local = layout::LayoutStore::Open(TempDir());
     ASSERT_TRUE(local.ok());
     cache::TieredStoreOptions o;
-    o.slow_remote = absl::Milliseconds(200);
+    cache::BreakerOptions bo;
+    bo.slow_answer = absl::Milliseconds(200);
+    o.breaker = std::make_shared<cache::Breaker>("the registry", bo);
     cache::TieredStore t(*std::move(local),
                          std::make_unique<SlowStatStore>(*std::move(remote_layout),
                                                          absl::Milliseconds(slow ? 400 : 0)),
