@@ -525,6 +525,7 @@ Response Handler::PutObject(Exchange& ex, oci::ByteSource* body) {
     // The source also refuses a body that breaks its Content-Length (InvalidArgument: 400).
     if (!d.ok()) return Error(ex, PutStatus(route.protocol, d.status()), d.status().message());
     ex.bytes_in = zstd.consumed();
+    ex.bytes_stored = d->size;
     config["http"] = kConfigFormatEncoded;
     config["encoding"] = "zstd";
     config["size"] = zstd.consumed();
@@ -694,7 +695,10 @@ void Handler::End(const Exchange& ex, int status, int64_t bytes_out, absl::strin
                  ex.routed.route.target == Target::kCasBlob);
   if (lookup && status == 200) outcome = Outcome::kHit;
   if (lookup && status == 404) outcome = Outcome::kMiss;
-  stats_.Count(p, ex.request.method, status, outcome, ex.bytes_in, bytes_out, took);
+  const int64_t stored = ex.request.method == "PUT" && status / 100 == 2
+                             ? (ex.bytes_stored >= 0 ? ex.bytes_stored : ex.bytes_in)
+                             : 0;
+  stats_.Count(p, ex.request.method, status, outcome, ex.bytes_in, bytes_out, stored, took);
   if (recall_ != nullptr && ex.routed.error == 0 && ex.routed.route.target == Target::kObject &&
       ((outcome == Outcome::kHit) || (ex.request.method == "PUT" && status / 100 == 2))) {
     recall_->Note(ex.routed.route.group, ex.routed.route.key, ex.request.method == "PUT");
@@ -728,6 +732,7 @@ std::string Handler::StatusJson() const {
         {"hit_ratio", lookups == 0 ? 0.0 : static_cast<double>(c.hits) / lookups},
         {"bytes_in", c.bytes_in},
         {"bytes_out", c.bytes_out},
+        {"bytes_stored", c.bytes_stored},
     };
   }
   j["protocols"] = protocols;

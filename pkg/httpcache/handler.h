@@ -113,6 +113,9 @@ struct Exchange {
   // Whether Precheck ran (Body runs it otherwise).
   bool prechecked = false;
   int64_t bytes_in = 0;
+  // What the stores keep of an accepted body (the zstd frame of a compressed
+  // object); -1: bytes_in, as sent.
+  int64_t bytes_stored = -1;
 };
 
 class Handler {

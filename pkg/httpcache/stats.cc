@@ -11,7 +11,8 @@ const std::vector<double>& Stats::LatencyBuckets() {
 }
 
 void Stats::Count(httpcache::Protocol p, absl::string_view method, int status, Outcome outcome,
-                  int64_t bytes_in, int64_t bytes_out, absl::Duration took) {
+                  int64_t bytes_in, int64_t bytes_out, int64_t bytes_stored,
+                  absl::Duration took) {
   double s = absl::ToDoubleSeconds(took);
   absl::MutexLock l(&mu_);
   Protocol& c = by_protocol_[static_cast<size_t>(p)];
@@ -20,6 +21,7 @@ void Stats::Count(httpcache::Protocol p, absl::string_view method, int status, O
   if (outcome == Outcome::kMiss) ++c.misses;
   c.bytes_in += bytes_in;
   c.bytes_out += bytes_out;
+  c.bytes_stored += bytes_stored;
   const auto& bounds = LatencyBuckets();
   if (c.buckets.empty()) c.buckets.assign(bounds.size(), 0);
   for (size_t i = 0; i < bounds.size(); ++i) {
@@ -69,6 +71,9 @@ std::string Stats::RenderPrometheus() const {
                   &Protocol::bytes_in},
            Family{"ocicached_http_sent_bytes_total", "HTTP response body bytes sent.",
                   &Protocol::bytes_out},
+           Family{"ocicached_http_stored_bytes_total",
+                  "Bytes stored for accepted PUT bodies (after compression, where it paid).",
+                  &Protocol::bytes_stored},
        }) {
     absl::StrAppend(&out, "# HELP ", f.metric, " ", f.help, "\n# TYPE ", f.metric, " counter\n");
     for (size_t i = 0; i < all.size(); ++i) {

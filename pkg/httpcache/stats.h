@@ -28,6 +28,7 @@ class Stats {
     int64_t misses = 0;
     int64_t bytes_in = 0;
     int64_t bytes_out = 0;
+    int64_t bytes_stored = 0;  // of accepted PUT bodies, as stored (compressed or not)
     std::vector<int64_t> buckets;  // per bound of LatencyBuckets(), not cumulative
     int64_t count = 0;
     double seconds = 0;
@@ -37,7 +38,7 @@ class Stats {
   static const std::vector<double>& LatencyBuckets();
 
   void Count(httpcache::Protocol p, absl::string_view method, int status, Outcome outcome,
-             int64_t bytes_in, int64_t bytes_out, absl::Duration took);
+             int64_t bytes_in, int64_t bytes_out, int64_t bytes_stored, absl::Duration took);
   Protocol Get(httpcache::Protocol p) const;
 
   // Prometheus text (0.0.4) of every ocicached_http_* family.

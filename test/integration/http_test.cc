@@ -355,6 +355,14 @@ TEST_F(HttpTest, ObjectsThatCompressAreStoredAsZstdAndComeBackWhole) {
       EXPECT_EQ(got.status, 200) << o.path;
       EXPECT_TRUE(got.body == o.body) << o.path << ": " << got.body.size() << " bytes";
     }
+    // /status tells what was received from what was stored: Nx's one object
+    // compressed, ccache's two as sent.
+    auto status = nlohmann::json::parse(Do(c, "GET", "/status").body, nullptr, false);
+    ASSERT_TRUE(status.is_object());
+    const auto& nx = status["protocols"]["nx"];
+    EXPECT_EQ(nx.value("bytes_in", int64_t{0}), int64_t{3} << 20) << nx;
+    EXPECT_GT(nx.value("bytes_stored", int64_t{0}), 0) << nx;
+    EXPECT_LT(nx.value("bytes_stored", int64_t{0}) * 5, int64_t{3} << 20) << nx;
     srv->Shutdown(absl::Seconds(5));
   }
   // In the registry: the stored form.
@@ -1140,6 +1148,7 @@ TEST_F(HttpTest, StatusAndMetricsCountEachProtocol) {
            "ocicached_http_misses_total{protocol=\"nx\"} 1\n",
            "ocicached_http_requests_total{protocol=\"kv\",method=\"PUT\",code=\"200\"} 1\n",
            "ocicached_http_received_bytes_total{protocol=\"kv\"} 1\n",
+           "ocicached_http_stored_bytes_total{protocol=\"kv\"} 1\n",
            "ocicached_http_request_duration_seconds_count{protocol=\"kv\"} 3\n",
        }) {
     EXPECT_TRUE(absl::StrContains(m->body, want)) << want;
