@@ -43,7 +43,9 @@ source test/e2e/go_lib.sh
 
 bash scripts/install-go.sh >/dev/null || exit 1
 GO=$(go_cacheprog_tool) || exit 1
-start_registry none REG || exit 1
+start_registry none REG "--access_log" || exit 1
+# Requests the registry logged so far (one line each), to count those of the fill.
+registry_requests() { grep -cE '"(GET|HEAD|PUT|POST|PATCH|DELETE) /v2/' "$WORK/reg-REG/registry.log" 2>/dev/null || echo 0; }
 # The registry runs on this machine, sharing its cores with the build: its CPU
 # time during the filling builds is printed (a real registry runs elsewhere).
 REGISTRY_PID=$(pgrep -P "${REG_PIDS[0]}" | head -1)
@@ -77,8 +79,10 @@ cold=$(timed cold GOCACHE="$WORK/gc-cold")
 warm=()
 for i in $(seq "$runs"); do warm+=("$(timed warm-local GOCACHE="$WORK/gc-cold")"); done
 cpu0=$(registry_cpu)
+req0=$(registry_requests)
 fill=$(timed fill "$(prog fill)" OCICACHE_REPO="$REG/go/bench" OCICACHE_DIR="$WORK/oc-fill" GOCACHE="$WORK/gc-fill")
 fill_registry_cpu=$(python3 -c "print(f'{$(registry_cpu) - $cpu0:.1f}')")
+fill_requests=$(( $(registry_requests) - req0 ))
 fresh=() fresh_diag=()
 for i in $(seq "$runs"); do
   c0=$(registry_cpu) d0=$(awk '/^Dirty:/{print int($2/1024)}' /proc/meminfo)
@@ -140,7 +144,7 @@ for k in "${!LINK_ADDR[@]}"; do
        "other checkout $(stat "wan$k-other" remote_hits) remote hits, $(stat "wan$k-other" misses) misses, $(stat "wan$k-other" session_listed) listed;" \
        "filling $(stat "wan$k-fill" uploaded) uploaded, registry CPU ${WAN_FILL_CPU[$k]} s, pack $(stat "wan$k-fill" pack_bytes_written) bytes"
 done
-echo "fill: $(stat fill puts) puts, $(stat fill uploaded) uploaded, registry CPU ${fill_registry_cpu} s (on these $(nproc) cores: a real registry runs elsewhere); fresh-vm runs: ${fresh[*]} s; warm-local runs: ${warm[*]} s"
+echo "fill: $(stat fill puts) puts, $(stat fill uploaded) uploaded, $fill_requests registry requests, registry CPU ${fill_registry_cpu} s (on these $(nproc) cores: a real registry runs elsewhere); fresh-vm runs: ${fresh[*]} s; warm-local runs: ${warm[*]} s"
 echo "fresh-vm run 1: $(stat fresh1 gets) gets, $(stat fresh1 remote_hits) remote hits ($(stat fresh1 prefetched) prefetched), $(stat fresh1 misses) misses;" \
      "registry lookups $(( $(stat fresh1 remote_lookup_us) / 1000 )) ms, downloads $(( $(stat fresh1 fetch_us) / 1000 )) ms in total," \
      "at most $(stat fresh1 max_in_flight) gets in flight"

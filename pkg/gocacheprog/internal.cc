@@ -1,5 +1,6 @@
 #include "pkg/gocacheprog/internal.h"
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
@@ -21,9 +22,12 @@ ServerStats Counters::Snapshot() const {
   return s;
 }
 
-std::string ConfigFor(const oci::Digest& output_id, int64_t size) {
-  return absl::StrCat(R"({"kind":")", kKind, R"(","outputID":")", output_id.str(),
-                      R"(","size":)", size, "}");
+std::string ConfigFor(const oci::Digest& output_id, int64_t size, absl::string_view data) {
+  std::string c = absl::StrCat(R"({"kind":")", kKind, R"(","outputID":")", output_id.str(),
+                               R"(","size":)", size);
+  if (!data.empty()) absl::StrAppend(&c, R"(,"data":")", absl::Base64Escape(data), "\"");
+  c += "}";
+  return c;
 }
 
 cache::Entry EntryFor(const std::string& key, const GoObject& o, const std::string& go_version) {
@@ -41,7 +45,24 @@ cache::Entry EntryFor(const std::string& key, const GoObject& o, const std::stri
   return e;
 }
 
-absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e) {
+cache::Entry InlineEntry(const cache::Entry& e, const GoObject& o, absl::string_view bytes) {
+  cache::Entry r = e;
+  r.config = ConfigFor(o.output_id, o.size, bytes);
+  r.blobs.clear();
+  return r;
+}
+
+cache::Entry LocalEntry(const cache::Entry& e, const GoObject& o) {
+  cache::Entry r = e;
+  r.config = ConfigFor(o.output_id, o.size);
+  r.blobs.clear();
+  if (o.size > 0) {
+    r.blobs.push_back(oci::Descriptor{oci::media::kOctetStream, o.output_id, o.size});
+  }
+  return r;
+}
+
+absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e, std::string* data) {
   auto j = nlohmann::json::parse(e.config, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::DataLossError("entry config is not a JSON object");
@@ -65,6 +86,17 @@ absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e) {
     }
     return o;
   }
+  if (auto in = j.find("data"); in != j.end()) {
+    std::string bytes;
+    if (!in->is_string() || !absl::Base64Unescape(in->get<std::string>(), &bytes)) {
+      return absl::DataLossError("entry config has data that is not base64");
+    }
+    if (static_cast<int64_t>(bytes.size()) != o.size || oci::Digest::Of(bytes) != o.output_id) {
+      return absl::DataLossError("entry data does not match its outputID and size");
+    }
+    if (data != nullptr) *data = std::move(bytes);
+    return o;
+  }
   if (e.blobs.empty() || e.blobs[0].digest != o.output_id || e.blobs[0].size != o.size) {
     return absl::DataLossError("entry blob does not match its outputID and size");
   }
@@ -72,7 +104,7 @@ absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e) {
 }
 
 absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const GoObject& o,
-                         Counters* n) {
+                         Counters* n, const std::string* data) {
   if (o.size == 0) return absl::OkStatus();
   auto have = local->StatBlob(o.output_id);
   if (have.ok() && *have == o.size) return absl::OkStatus();
@@ -80,7 +112,10 @@ absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const
   absl::Status s;
   // The local tier checks the digest before it keeps the object, so the
   // remote's reader does not hash it as well.
-  if (o.size <= kInMemoryFetch) {
+  if (data != nullptr) {
+    oci::StringSource src(*data);
+    s = local->WriteBlob(o.output_id, o.size, src).status();
+  } else if (o.size <= kInMemoryFetch) {
     std::string data;
     data.reserve(static_cast<size_t>(o.size));
     oci::StringSink into(&data);
@@ -100,6 +135,28 @@ absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const
   }
   n->fetch_us += Micros(t0);
   return s;
+}
+
+absl::Status FetchPair(layout::LayoutStore* local, cache::Store* remote, const std::string& key,
+                       const GoObject& o, Counters* n) {
+  if (o.size == 0) return absl::OkStatus();
+  if (auto have = local->StatBlob(o.output_id); have.ok() && *have == o.size) {
+    return absl::OkStatus();
+  }
+  if (o.size <= kInlineMaxBytes) {
+    cache::LookupOptions lo;
+    lo.touch = false;
+    auto e = remote->Lookup(key, lo);
+    if (!e.ok() && !absl::IsNotFound(e.status())) return e.status();
+    std::string data;
+    if (e.ok()) {
+      auto got = CheckEntry(*e, &data);
+      if (got.ok() && got->output_id == o.output_id && !data.empty()) {
+        return FetchObject(local, remote, o, n, &data);
+      }
+    }
+  }
+  return FetchObject(local, remote, o, n);
 }
 
 int64_t Micros(absl::Time since) { return absl::ToInt64Microseconds(absl::Now() - since); }

@@ -20,6 +20,10 @@ namespace ocicache::gocacheprog {
 
 // The "kind" of go-action entries' config.
 inline constexpr char kKind[] = "go-action";
+// Objects up to this size live inside their registry entry (the config's
+// "data", docs/FORMAT.md): a lookup is one GET and an upload is the entry
+// alone. Local entries always name the object's blob: go reads it by path.
+inline constexpr int64_t kInlineMaxBytes = 16 << 10;
 // The annotation holding ServerOptions::go_version.
 inline constexpr char kToolAnnotation[] = "org.ocicache.tool.go";
 
@@ -40,18 +44,31 @@ struct GoObject {
   int64_t size = 0;
 };
 
-// The config of a go-action entry.
-std::string ConfigFor(const oci::Digest& output_id, int64_t size);
+// The config of a go-action entry; with `data`, the object's bytes inside it.
+std::string ConfigFor(const oci::Digest& output_id, int64_t size, absl::string_view data = {});
 // The go-action entry `key` -> `o`, annotated with `go_version` unless empty.
 cache::Entry EntryFor(const std::string& key, const GoObject& o, const std::string& go_version);
+// `e` (a go-action entry for `o`) in its registry form for an object of at most
+// kInlineMaxBytes: `bytes` inside the config, no blob.
+cache::Entry InlineEntry(const cache::Entry& e, const GoObject& o, absl::string_view bytes);
+// `e` in its local form: the object's blob named, no bytes in the config.
+cache::Entry LocalEntry(const cache::Entry& e, const GoObject& o);
 // The object a go-action entry maps to; DataLoss if the entry is not a
-// well-formed go-action entry whose blob matches its config.
-absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e);
+// well-formed go-action entry whose blob, or whose bytes inside it, match its
+// config. The bytes inside it, if any, go to *data (when not null).
+absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e, std::string* data = nullptr);
 
-// Makes `o` present in `local` (nothing to do when it is already there or empty),
-// reading it from `remote`. Adds the time spent to n->fetch_us.
+// Makes `o` present in `local` (nothing to do when it is already there or empty):
+// from `data` when given (the bytes its entry held), else reading its blob from
+// `remote`. Adds the time spent to n->fetch_us.
 absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const GoObject& o,
-                         Counters* n);
+                         Counters* n, const std::string* data = nullptr);
+// FetchObject for a pair a session list names (the entry `key` -> `o`, not read
+// yet): an object small enough to live inside its entry comes from that entry,
+// one GET; a larger one, or one whose entry names a blob (older writers), from
+// its blob.
+absl::Status FetchPair(layout::LayoutStore* local, cache::Store* remote, const std::string& key,
+                       const GoObject& o, Counters* n);
 
 // Microseconds since `since`.
 int64_t Micros(absl::Time since);

@@ -43,7 +43,7 @@ void Session::PrefetchOne(const std::string& key) {
     Settle(key, false);
     return;
   }
-  absl::Status s = FetchObject(env_.local, env_.remote_lookup, o, env_.n);
+  absl::Status s = FetchPair(env_.local, env_.remote_lookup, key, o, env_.n);
   env_.registry->Exit(probe, s, "prefetching an object");
   Settle(key, s.ok());
   if (s.ok()) env_.local->Put(EntryFor(key, o, env_.opts->go_version)).IgnoreError();
@@ -82,7 +82,7 @@ Session::State Session::Claim(const std::string& key, GoObject* o, bool* fetched
     Settle(key, false);
     return State::kFailed;
   }
-  absl::Status s = FetchObject(env_.local, env_.remote_lookup, *o, env_.n);
+  absl::Status s = FetchPair(env_.local, env_.remote_lookup, key, *o, env_.n);
   env_.registry->Exit(probe, s, "fetching an object");
   Settle(key, s.ok());
   *fetched_here = s.ok();

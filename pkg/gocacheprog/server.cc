@@ -355,7 +355,13 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
   auto local = local_->Lookup(key, lo);
   n_->local_us += Micros(t0);
   if (local.ok()) {
-    auto o = CheckEntry(*local);
+    std::string data;
+    auto o = CheckEntry(*local, &data);
+    // An entry holding its object (copied here from a registry by `ocicache
+    // sync`, say) gets the object's file first: go reads it by path.
+    if (o.ok() && !data.empty()) {
+      if (absl::Status s = FetchObject(local_, nullptr, *o, n_.get(), &data); !s.ok()) o = s;
+    }
     if (o.ok()) {
       // An entry a prefetch brought in this session came from the registry.
       if (session_ != nullptr && session_->Downloaded(key)) {
@@ -406,9 +412,12 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
     n_->remote_lookup_us += Micros(t1);
     absl::Status outcome = remote.status();
     absl::StatusOr<GoObject> o;
+    std::string data;  // the object, when its entry holds it
     if (remote.ok()) {
-      o = CheckEntry(*remote);
-      outcome = o.ok() ? FetchObject(local_, remote_lookup_, *o, n_.get()) : o.status();
+      o = CheckEntry(*remote, &data);
+      outcome = o.ok() ? FetchObject(local_, remote_lookup_, *o, n_.get(),
+                                     data.empty() ? nullptr : &data)
+                       : o.status();
     }
     registry_->Exit(probe, outcome, remote.ok() ? "fetching an object" : "lookup");
     if (outcome.ok()) {
@@ -418,7 +427,7 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
       // The object is in place; recording the entry can follow the answer. A
       // failure only costs a later remote lookup.
       absl::Time t2 = absl::Now();
-      absl::Status s = local_->Put(*remote);
+      absl::Status s = local_->Put(data.empty() ? *remote : LocalEntry(*remote, *o));
       n_->fill_us += Micros(t2);
       if (!s.ok() && registry_->TakeWarning()) {
         Warn(absl::StrCat("storing a fetched entry in ", local_->Describe(), ": ", s.message()));
@@ -505,8 +514,27 @@ absl::Status Server::RunUpload(const Upload& u) {
     absl::Status s = prober->StatBlob(u.digest.valid() ? u.digest : oci::Digest::Of("")).status();
     if (registry_->Exit(true, s, "probe")) return s;
   }
+  // The entry's blobs were just written (or found) there, or it has none: a
+  // registry store need not check them again.
+  auto put_entry = [this](const cache::Entry& e) {
+    auto* registry = dynamic_cast<cache::RegistryStore*>(remote_upload_);
+    return registry != nullptr ? registry->PutFresh(e) : remote_upload_->Put(e);
+  };
   absl::Status s;
   std::string what;
+  if (u.size > 0 && u.size <= kInlineMaxBytes) {
+    // Small: the object goes up inside its entry (one manifest, no blob).
+    std::string bytes;
+    oci::BoundedStringSink sink(&bytes, u.size, "object");
+    s = local_->ReadBlob(u.digest, 0, sink);
+    if (s.ok() && static_cast<int64_t>(bytes.size()) != u.size) {
+      s = absl::DataLossError(absl::StrCat("object ", u.digest.str(), " has ", bytes.size(),
+                                           " bytes here, not ", u.size));
+    }
+    if (s.ok()) s = put_entry(InlineEntry(u.entry, GoObject{u.digest, u.size}, bytes));
+    registry_->Exit(false, s, absl::StrCat("uploading entry ", u.entry.key));
+    return s;
+  }
   if (u.size > 0) {
     std::string path = local_->BlobPath(u.digest);
     int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -522,10 +550,7 @@ absl::Status Server::RunUpload(const Upload& u) {
     what = absl::StrCat("uploading object ", u.digest.str());
   }
   if (s.ok()) {
-    // The object was just written (or found) there: a registry store need not
-    // check it again.
-    auto* registry = dynamic_cast<cache::RegistryStore*>(remote_upload_);
-    s = registry != nullptr ? registry->PutFresh(u.entry) : remote_upload_->Put(u.entry);
+    s = put_entry(u.entry);
     what = absl::StrCat("uploading entry ", u.entry.key);
   }
   registry_->Exit(false, s, what);

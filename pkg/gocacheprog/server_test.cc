@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -224,6 +225,23 @@ TEST(Server, StreamEndingInsideABody) {
   EXPECT_FALSE(FileExists(f.local->BlobPath(oci::Digest::Of(body))));
 }
 
+// A local entry holding its object (as `ocicache sync` copies a registry's
+// entry into a directory) gets the object's file before the hit is answered.
+TEST(Server, ALocalEntryHoldingItsObjectGetsItsFile) {
+  const std::string body = Body(77, 5000);
+  cache::Entry e;
+  e.key = Hex(ActionID(77));
+  e.config = absl::StrCat(R"({"kind":"go-action","outputID":")", oci::Digest::Of(body).str(),
+                          R"(","size":)", body.size(), R"(,"data":")", absl::Base64Escape(body),
+                          "\"}");
+  Fixture f;
+  ASSERT_TRUE(f.local->Put(e).ok());
+  ASSERT_FALSE(FileExists(f.local->BlobPath(oci::Digest::Of(body))));
+  Result r = f.Run(Get(1, ActionID(77)) + Close(9));
+  ExpectHit(r, 1, body);
+  EXPECT_EQ(r.stats.local_hits, 1);
+}
+
 TEST(Server, PutOfAnExistingObjectIsVerified) {
   Fixture f;
   std::string body = Body(11, 2000);
@@ -247,7 +265,8 @@ TEST_F(RegistryTest, CloseFlushesUploadsAndAFreshDirectoryHitsRemotely) {
   std::vector<std::string> bodies;
   std::string in;
   for (int i = 0; i < 12; ++i) {
-    bodies.push_back(i == 0 ? std::string() : Body(100 + i, 50 * i * i + 1));
+    // Up to 6 KiB, and one object of 40 KiB (a blob of its own).
+    bodies.push_back(i == 0 ? std::string() : Body(100 + i, i == 11 ? 40000 : 50 * i * i + 1));
     in += Put(i + 1, ActionID(100 + i), bodies.back());
   }
   in += Close(99);
@@ -260,10 +279,17 @@ TEST_F(RegistryTest, CloseFlushesUploadsAndAFreshDirectoryHitsRemotely) {
   EXPECT_EQ(ra.stats.uploaded, 12) << absl::StrJoin(ra.warnings, "\n");
   EXPECT_EQ(ra.stats.upload_failures, 0);
   // Every entry is in the registry once close has answered.
+  // Objects of up to 16 KiB live inside their entry, no blob of their own.
   for (int i = 0; i < 12; ++i) {
     auto e = upload->Lookup(Hex(ActionID(100 + i)), {});
     ASSERT_TRUE(e.ok()) << i << ": " << e.status();
     EXPECT_EQ(e->annotations["org.ocicache.tool.go"], "go1.23.5");
+    const bool inside = i > 0 && i < 11;
+    EXPECT_EQ(absl::StrContains(e->config, R"("data":")"), inside) << i << ": " << e->config;
+    EXPECT_EQ(e->blobs.size(), i == 11 ? 1u : 0u) << i;
+    if (i > 0) {
+      EXPECT_EQ(upload->StatBlob(oci::Digest::Of(bodies[i])).ok(), i == 11) << i;
+    }
   }
 
   // A fresh machine: empty directory, same registry.
@@ -292,6 +318,46 @@ TEST_F(RegistryTest, CloseFlushesUploadsAndAFreshDirectoryHitsRemotely) {
   Result rc = c.Run(Get(1, ActionID(105)) + Close(2));
   ExpectHit(rc, 1, bodies[5]);
   EXPECT_EQ(rc.stats.local_hits, 1);
+}
+
+// Entries of older writers name a small object's blob instead of holding it:
+// they still hit. An entry whose bytes do not match its outputID is a miss.
+TEST_F(RegistryTest, EntriesNamingASmallObjectsBlobStillHitAndBadBytesMiss) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  const std::string old_body = Body(2001, 3000), bad_body = Body(2002, 2000);
+  auto config = [](const std::string& body, const std::string& data) {
+    return absl::StrCat(R"({"kind":"go-action","outputID":")", oci::Digest::Of(body).str(),
+                        R"(","size":)", body.size(),
+                        data.empty() ? "" : absl::StrCat(R"(,"data":")", data, "\""), "}");
+  };
+  oci::StringSource src(old_body);
+  auto blob = upload->WriteBlob(oci::Digest::Of(old_body), old_body.size(), src);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  cache::Entry old_entry;
+  old_entry.key = Hex(ActionID(2001));
+  old_entry.config = config(old_body, "");
+  old_entry.blobs.push_back(*blob);
+  ASSERT_TRUE(upload->Put(old_entry).ok());
+  // Bytes inside that are not the object the config names.
+  std::string wrong = bad_body;
+  wrong[7] ^= 1;
+  cache::Entry bad;
+  bad.key = Hex(ActionID(2002));
+  bad.config = config(bad_body, absl::Base64Escape(wrong));
+  ASSERT_TRUE(upload->Put(bad).ok());
+
+  Fixture f;
+  Result r = f.Run(Get(1, ActionID(2001)) + Get(2, ActionID(2002)) + Close(9), {}, lookup.get(),
+                   upload.get());
+  ExpectHit(r, 1, old_body);
+  ExpectMiss(r, 2);
+  EXPECT_EQ(r.stats.remote_hits, 1);
+  // The hit is recorded locally in the local form, naming the blob.
+  Fixture local(f.dir_);
+  Result again = local.Run(Get(1, ActionID(2001)) + Close(9));
+  ExpectHit(again, 1, old_body);
+  EXPECT_EQ(again.stats.local_hits, 1);
 }
 
 TEST(ServerRemote, KnownMissesAreNotAskedTwice) {
