@@ -94,9 +94,9 @@ ABSL_FLAG(std::string, http_max_body_size, "16G",
           "HTTP: largest request body (K, M, G suffixes); larger ones get 413");
 ABSL_FLAG(int, http_zstd_level, 3,
           "HTTP: objects over 16 KiB whose first 16 KiB compress by an eighth or more (plain "
-          "tars such as Nx's, text) are stored zstd-compressed at this level and decompressed "
-          "on the way out; bodies already compressed (Turborepo's, Gradle's, ccache's) are "
-          "stored as sent (docs/FORMAT.md). 1-19; 0: store every object as sent");
+          "tars, text, logs) are stored zstd-compressed at this level and decompressed on the "
+          "way out; bodies already compressed (ccache's, Gradle's, Turborepo's and Nx's "
+          "artifacts) are stored as sent (docs/FORMAT.md). 1-19; 0: store every object as sent");
 ABSL_FLAG(int, recall_keys, 10000,
           "with both --dir and --repo: per namespace of HTTP objects (ccache's, a Gradle URL's, "
           "a Turborepo team, Nx) and per REAPI instance, the keys clients used are saved in the "

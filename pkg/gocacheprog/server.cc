@@ -528,10 +528,15 @@ absl::Status Server::RunUpload(const Upload& u) {
     oci::BoundedStringSink sink(&bytes, u.size, "object");
     s = local_->ReadBlob(u.digest, 0, sink);
     if (s.ok() && static_cast<int64_t>(bytes.size()) != u.size) {
-      s = absl::DataLossError(absl::StrCat("object ", u.digest.str(), " has ", bytes.size(),
-                                           " bytes here, not ", u.size));
+      s = absl::DataLossError(absl::StrCat(bytes.size(), " bytes, not ", u.size));
     }
-    if (s.ok()) s = put_entry(InlineEntry(u.entry, GoObject{u.digest, u.size}, bytes));
+    if (!s.ok()) {  // this directory's trouble, not the registry's (as for a blob below)
+      std::string msg = absl::StrCat("cannot upload ", u.digest.str(), ": reading it from ",
+                                     local_->Describe(), ": ", s.message());
+      Warn(msg);
+      return absl::InternalError(msg);
+    }
+    s = put_entry(InlineEntry(u.entry, GoObject{u.digest, u.size}, bytes));
     registry_->Exit(false, s, absl::StrCat("uploading entry ", u.entry.key));
     return s;
   }
