@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -35,6 +37,7 @@
 #include "pkg/stores/stores.h"
 #include "pkg/layout/layout_store.h"
 #include "pkg/oci/pipe.h"
+#include "pkg/oci/zstd_stream.h"
 #include "pkg/registry/client.h"
 
 namespace ocicache::cli {
@@ -212,13 +215,15 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit)
   return data;
 }
 
-// Writes a blob to a file atomically (temp + rename) or to stdout ("-"). A path
-// that exists and is not a regular file (/dev/null, a FIFO, a terminal) is
-// written in place: renaming over it would replace the device with a file.
-absl::Status ReadBlobToPath(Store& store, const oci::Digest& d, const std::string& path) {
+// Writes what `read` produces to a file atomically (temp + rename) or to stdout
+// ("-"). A path that exists and is not a regular file (/dev/null, a FIFO, a
+// terminal) is written in place: renaming over it would replace the device with
+// a file.
+absl::Status WriteToPath(const std::function<absl::Status(oci::ByteSink&)>& read,
+                         const std::string& path) {
   if (path == "-") {
     oci::FdSink sink(1);
-    return store.ReadBlob(d, 0, sink);
+    return read(sink);
   }
   struct stat st;
   if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -226,16 +231,53 @@ absl::Status ReadBlobToPath(Store& store, const oci::Digest& d, const std::strin
     int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
     oci::FdSink sink(fd);
-    absl::Status s = store.ReadBlob(d, 0, sink);
+    absl::Status s = read(sink);
     if (::close(fd) != 0 && s.ok()) s = absl::InternalError(absl::StrCat("close ", path, ": ", strerror(errno)));
     return s;
   }
   auto file = base::AtomicFile::Create(path);
   if (!file.ok()) return absl::InvalidArgumentError(absl::StrCat("cannot ", file.status().message()));
   oci::FdSink sink(file->fd());
-  if (absl::Status s = store.ReadBlob(d, 0, sink); !s.ok()) return s;
+  if (absl::Status s = read(sink); !s.ok()) return s;
   absl::Status s = file->Commit();
   return s.ok() ? s : absl::InternalError(s.message());
+}
+
+absl::Status ReadBlobToPath(Store& store, const oci::Digest& d, const std::string& path) {
+  return WriteToPath([&](oci::ByteSink& sink) { return store.ReadBlob(d, 0, sink); }, path);
+}
+
+// Writes the object an entry holds (get --output): its first blob, decoded when
+// it is a zstd object (an HTTP cache object stored compressed: layer
+// application/zstd, config "encoding":"zstd" and "size"); or, for an entry
+// without blobs, the bytes its config holds inline ("data", base64: small HTTP
+// cache objects and Go objects, docs/FORMAT.md).
+absl::Status WriteObjectToPath(Store& store, const Entry& e, const std::string& path) {
+  auto config = nlohmann::json::parse(e.config.empty() ? "{}" : e.config, nullptr, false);
+  if (!config.is_object()) config = nlohmann::json::object();
+  if (e.blobs.empty()) {
+    std::string bytes;
+    auto data = config.find("data");
+    if (data == config.end() || !data->is_string() ||
+        !absl::Base64Unescape(data->get<std::string>(), &bytes)) {
+      return absl::InvalidArgumentError("the entry has no blob or inline data to write (--output)");
+    }
+    return WriteToPath([&](oci::ByteSink& sink) { return sink.Write(bytes); }, path);
+  }
+  const oci::Descriptor& blob = e.blobs[0];
+  auto size = config.find("size");
+  if (blob.media_type == "application/zstd" && config.value("encoding", "") == "zstd" &&
+      size != config.end() && size->is_number_integer()) {
+    const int64_t want = size->get<int64_t>();
+    return WriteToPath(
+        [&](oci::ByteSink& sink) {
+          oci::ZstdSink decoded(sink);
+          absl::Status s = store.ReadBlob(blob.digest, 0, decoded);
+          return s.ok() ? decoded.Finish(want) : s;
+        },
+        path);
+  }
+  return ReadBlobToPath(store, blob.digest, path);
 }
 
 absl::StatusOr<oci::Descriptor> WriteBlobFromPath(Store& store, const std::string& path,
@@ -395,10 +437,7 @@ int RunGet(Ctx& c, const Args& a) {
   auto e = c.store->Lookup(a.positional()[0], *opts);
   if (!e.ok()) return Fail(c, e.status());
   if (a.Has("output")) {
-    if (e->blobs.empty()) {
-      return Fail(c, absl::InvalidArgumentError("the entry has no blob to write (--output)"));
-    }
-    if (absl::Status s = ReadBlobToPath(*c.store, e->blobs[0].digest, a.Get("output")); !s.ok()) {
+    if (absl::Status s = WriteObjectToPath(*c.store, *e, a.Get("output")); !s.ok()) {
       return Fail(c, s);
     }
   }
@@ -930,8 +969,10 @@ const std::vector<Command>& Commands() {
                                  "the entry must carry annotation K with value V, else a miss"};
   static const auto* cmds = new std::vector<Command>{
       {"get", "KEY", "Look KEY up. Prints the entry's config (or all of it with --json); "
-                     "--output writes its first blob.",
-       {{"output", true, false, "FILE", "write the entry's blob to FILE (- for stdout)", 'o'},
+                     "--output writes the object it holds: its first blob (decoded if it is "
+                     "a zstd-compressed HTTP cache object), or, without blobs, the bytes its "
+                     "config holds inline (\"data\": small HTTP and Go objects).",
+       {{"output", true, false, "FILE", "write the entry's object to FILE (- for stdout)", 'o'},
         kRequire,
         {"no-touch", false, false, "", "do not refresh the entry's last-used time"},
         kJson, kHelp},

@@ -253,6 +253,33 @@ expect_rc skopeo-tls-verify 0 timeout 60 skopeo inspect --raw --cert-dir "$WORK/
 expect_contains skopeo-tls-artifact "$OUT" '"artifactType":"application/vnd.ocicache.entry.v1"'
 expect_rc skopeo-tls-untrusted 1 timeout 60 skopeo inspect --raw --tls-verify=true "docker://$T:$tlstag"
 
+# --- get -o writes the object an entry holds ---------------------------------------
+# Without blobs, the bytes its config holds inline ("data": small HTTP and Go objects).
+echo '{"kind":"note","data":"aGVsbG8gaW5saW5l"}' >"$WORK/cfg-inline.json"
+expect_rc get-inline-put 0 oc --dir "$WORK/din" put kin --config "$WORK/cfg-inline.json"
+expect_rc get-inline-output 0 oc --dir "$WORK/din" get kin -o "$WORK/out-inline"
+[[ $(cat "$WORK/out-inline" 2>/dev/null) == "hello inline" ]] && pass get-inline-bytes ||
+  fail get-inline-bytes "want \"hello inline\", got: $(head -c 100 "$WORK/out-inline" 2>/dev/null)"
+echo '{"kind":"note"}' >"$WORK/cfg-none.json"
+expect_rc get-nothing-put 0 oc --dir "$WORK/din" put knone --config "$WORK/cfg-none.json"
+expect_rc get-nothing-to-write 2 oc --dir "$WORK/din" get knone -o "$WORK/out-none"
+expect_contains get-nothing-message "$ERR" "no blob or inline data"
+# An HTTP cache object ocicached stored zstd-compressed comes out decoded.
+source "$(dirname "$0")/daemon_lib.sh"
+python3 -c 'import sys; sys.stdout.write("export const answer = 42;\n" * 20000)' >"$WORK/text.js"
+if start_daemon ZD --dir "$WORK/dz" 2>>"$WORK/zd.err"; then
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 -T "$WORK/text.js" "http://$ZD_HTTP/cache/ns/text.js")
+  stop_daemon ZD
+  [[ $code == 200 ]] && pass get-zstd-object-put || fail get-zstd-object-put "PUT: $code"
+  expect_rc get-zstd-object-stat 0 oc --dir "$WORK/dz" stat http:kv:ns:text.js --json
+  expect_contains get-zstd-object-stored-compressed "$OUT" '"application/zstd"'
+  expect_rc get-zstd-object-output 0 oc --dir "$WORK/dz" get http:kv:ns:text.js -o "$WORK/out-text.js"
+  cmp -s "$WORK/text.js" "$WORK/out-text.js" && pass get-zstd-object-decoded ||
+    fail get-zstd-object-decoded "got $(stat -c %s "$WORK/out-text.js" 2>/dev/null) bytes, want $(stat -c %s "$WORK/text.js")"
+else
+  fail get-zstd-object-daemon "ocicached did not start: $(tail -3 "$WORK/zd.err")"
+fi
+
 # --- demo ---------------------------------------------------------------------------
 expect_rc demo-local 0 oc --dir "$WORK/demo" demo
 expect_contains demo-local-ok "$OUT" "ok: 3 puts"
