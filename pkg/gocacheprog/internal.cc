@@ -104,7 +104,7 @@ absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e, std::string* data) {
 }
 
 absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const GoObject& o,
-                         Counters* n, const std::string* data) {
+                         Counters* n, const std::string* inline_bytes) {
   if (o.size == 0) return absl::OkStatus();
   auto have = local->StatBlob(o.output_id);
   if (have.ok() && *have == o.size) return absl::OkStatus();
@@ -112,8 +112,8 @@ absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const
   absl::Status s;
   // The local tier checks the digest before it keeps the object, so the
   // remote's reader does not hash it as well.
-  if (data != nullptr) {
-    oci::StringSource src(*data);
+  if (inline_bytes != nullptr) {
+    oci::StringSource src(*inline_bytes);
     s = local->WriteBlob(o.output_id, o.size, src).status();
   } else if (o.size <= kInMemoryFetch) {
     std::string data;

@@ -59,10 +59,10 @@ cache::Entry LocalEntry(const cache::Entry& e, const GoObject& o);
 absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e, std::string* data = nullptr);
 
 // Makes `o` present in `local` (nothing to do when it is already there or empty):
-// from `data` when given (the bytes its entry held), else reading its blob from
-// `remote`. Adds the time spent to n->fetch_us.
+// from `inline_bytes` when given (the bytes its entry held), else reading its
+// blob from `remote`. Adds the time spent to n->fetch_us.
 absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const GoObject& o,
-                         Counters* n, const std::string* data = nullptr);
+                         Counters* n, const std::string* inline_bytes = nullptr);
 // FetchObject for a pair a session list names (the entry `key` -> `o`, not read
 // yet): an object small enough to live inside its entry comes from that entry,
 // one GET; a larger one, or one whose entry names a blob (older writers), from
