@@ -266,7 +266,7 @@ absl::Status WriteObjectToPath(Store& store, const Entry& e, const std::string& 
   }
   const oci::Descriptor& blob = e.blobs[0];
   auto size = config.find("size");
-  if (blob.media_type == "application/zstd" && config.value("encoding", "") == "zstd" &&
+  if (blob.media_type == oci::media::kZstd && config.value("encoding", "") == "zstd" &&
       size != config.end() && size->is_number_integer()) {
     const int64_t want = size->get<int64_t>();
     return WriteToPath(

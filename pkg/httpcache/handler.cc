@@ -24,30 +24,8 @@ namespace {
 // bytes as the object): v1 plus "encoding" and "size".
 constexpr char kConfigFormat[] = "v1";
 constexpr char kConfigFormatEncoded[] = "v2";
-constexpr char kZstdObject[] = "application/zstd";
 // The longest x-artifact-tag kept (turbo's signatures are ~60 bytes).
 constexpr size_t kMaxTagBytes = 1024;
-
-// A source that first yields `prefix`, then the rest of `rest`.
-class PrefixedSource : public oci::ByteSource {
- public:
-  PrefixedSource(std::string prefix, oci::ByteSource* rest)
-      : prefix_(std::move(prefix)), rest_(rest) {}
-  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
-    if (pos_ < prefix_.size()) {
-      size_t k = std::min(n, prefix_.size() - pos_);
-      std::memcpy(buf, prefix_.data() + pos_, k);
-      pos_ += k;
-      return k;
-    }
-    return rest_->Read(buf, n);
-  }
-
- private:
-  std::string prefix_;
-  size_t pos_ = 0;
-  oci::ByteSource* rest_;
-};
 
 // Sets r to send the store's verified file of the blob, if it has one (a
 // local tier): the bytes then never pass through this process.
@@ -519,7 +497,7 @@ Response Handler::PutObject(Exchange& ex, oci::ByteSource* body) {
     }
     config["data"] = absl::Base64Escape(head);
   } else if (opts_.zstd_level > 0 && oci::ZstdPays(head, opts_.zstd_level)) {
-    PrefixedSource all(std::move(head), body);
+    oci::PrefixedSource all(std::move(head), body);
     oci::ZstdSource zstd(all, opts_.zstd_level, rq.content_length);
     auto d = store_->WriteBlob(oci::Digest(), -1, zstd);
     // The source also refuses a body that breaks its Content-Length (InvalidArgument: 400).
@@ -530,10 +508,10 @@ Response Handler::PutObject(Exchange& ex, oci::ByteSource* body) {
     config["encoding"] = "zstd";
     config["size"] = zstd.consumed();
     oci::Descriptor desc = *d;
-    desc.media_type = kZstdObject;
+    desc.media_type = oci::media::kZstd;
     e.blobs.push_back(std::move(desc));
   } else {
-    PrefixedSource all(std::move(head), body);
+    oci::PrefixedSource all(std::move(head), body);
     auto d = store_->WriteBlob(oci::Digest(), rq.content_length, all);
     if (!d.ok()) return Error(ex, PutStatus(route.protocol, d.status()), d.status().message());
     ex.bytes_in = d->size;

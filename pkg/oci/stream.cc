@@ -25,6 +25,16 @@ absl::StatusOr<size_t> StringSource::Read(char* buf, size_t n) {
   return k;
 }
 
+absl::StatusOr<size_t> PrefixedSource::Read(char* buf, size_t n) {
+  if (pos_ < prefix_.size()) {
+    size_t k = std::min(n, prefix_.size() - pos_);
+    std::memcpy(buf, prefix_.data() + pos_, k);
+    pos_ += k;
+    return k;
+  }
+  return rest_->Read(buf, n);
+}
+
 absl::StatusOr<size_t> FdSource::Read(char* buf, size_t n) {
   for (;;) {
     ssize_t r = ::read(fd_, buf, n);

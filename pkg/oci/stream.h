@@ -80,6 +80,20 @@ class StringSource : public ByteSource {
   size_t pos_ = 0;
 };
 
+// Yields `prefix`, then the rest of `rest` (not owned): a source whose first
+// bytes were read to decide how to store it.
+class PrefixedSource : public ByteSource {
+ public:
+  PrefixedSource(std::string prefix, ByteSource* rest)
+      : prefix_(std::move(prefix)), rest_(rest) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override;
+
+ private:
+  std::string prefix_;
+  size_t pos_ = 0;
+  ByteSource* rest_;
+};
+
 // Reads a file descriptor (not owned) to its end. Rewind works on seekable files.
 class FdSource : public ByteSource {
  public:

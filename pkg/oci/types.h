@@ -29,6 +29,8 @@ inline constexpr char kDockerManifest[] = "application/vnd.docker.distribution.m
 inline constexpr char kDockerManifestList[] =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 inline constexpr char kOctetStream[] = "application/octet-stream";
+// One or more zstd frames (RFC 8878): stored data compressed where it pays.
+inline constexpr char kZstd[] = "application/zstd";
 }  // namespace media
 
 using Annotations = std::map<std::string, std::string>;
