@@ -74,6 +74,13 @@ ABSL_FLAG(int, reapi_max_open_instances, 64,
 ABSL_FLAG(std::vector<std::string>, reapi_instances, {},
           "REAPI: the non-empty instance names served, comma-separated (others get "
           "PERMISSION_DENIED); unset: any valid name");
+ABSL_FLAG(int, reapi_zstd_level, 3,
+          "REAPI (gRPC and HTTP /cas/): CAS blobs of 1 MiB or more whose first 64 KiB compress "
+          "by an eighth or more (object files, binaries, plain archives) are stored as one zstd "
+          "frame at this level, found by their REAPI digest through a small mapping entry and "
+          "decompressed on the way out; smaller or compressed ones are stored as they are "
+          "(docs/FORMAT.md, \"Packed CAS blobs\"). 1-19; 0: store every blob as it is "
+          "(packed blobs are still read)");
 ABSL_FLAG(std::string, tokens_file, "",
           "bearer tokens, one \"TOKEN read|write\" per line; unset: no authentication");
 
@@ -304,6 +311,11 @@ int main(int argc, char** argv) {
   o.server.reapi_instances.max_open_instances = absl::GetFlag(FLAGS_reapi_max_open_instances);
   if (o.server.reapi_instances.max_open_instances < 1) {
     std::cerr << "ocicached: --reapi_max_open_instances must be at least 1\n";
+    return 2;
+  }
+  o.server.reapi_instances.zstd_level = absl::GetFlag(FLAGS_reapi_zstd_level);
+  if (o.server.reapi_instances.zstd_level < 0 || o.server.reapi_instances.zstd_level > 19) {
+    std::cerr << "ocicached: --reapi_zstd_level takes 0 (off) to 19\n";
     return 2;
   }
   for (const std::string& name : absl::GetFlag(FLAGS_reapi_instances)) {

@@ -573,7 +573,7 @@ Response Handler::PutActionResult(Exchange& ex, reapi::Instance& inst, const oci
 
 Response Handler::GetCasBlob(Exchange& ex, std::shared_ptr<reapi::Instance> instance,
                              const oci::Digest& digest) {
-  auto size = instance->store().StatBlob(digest);
+  auto size = instance->Size(digest);  // also a blob stored packed
   if (!size.ok()) return Miss(ex, size.status());
   reapi::BlobId id{digest, *size};
   Response r;

@@ -97,27 +97,23 @@ absl::StatusOr<std::vector<BlobId>> TreeFileBlobs(const v2::Tree& tree) {
 
 cache::Entry ActionEntry(const BlobId& action, const std::string& encoded,
                          const std::optional<BlobId>& result_blob,
-                         const std::vector<BlobId>& referenced) {
+                         const std::vector<StoredBlob>& kept) {
   cache::Entry e;
   e.key = ActionKey(action);
-  nlohmann::ordered_json config = {{"reapi", "v2"}, {"action", action.str()}};
+  bool packed = false;
+  std::set<oci::Digest> seen;
+  for (const StoredBlob& b : kept) {
+    if (b.stored.size == 0 || !seen.insert(b.stored.digest).second) continue;
+    packed = packed || b.packed;
+    e.blobs.push_back(b.stored);
+  }
+  nlohmann::ordered_json config = {{"reapi", packed ? "v3" : "v2"}, {"action", action.str()}};
   if (result_blob.has_value()) {
     config["resultBlob"] = result_blob->str();
   } else {
     config["result"] = absl::Base64Escape(encoded);
   }
   e.config = config.dump();
-  std::set<BlobId> seen;
-  auto add = [&](const BlobId& b) {
-    if (b.size == 0 || !seen.insert(b).second) return;
-    oci::Descriptor d;
-    d.media_type = oci::media::kOctetStream;
-    d.digest = b.digest;
-    d.size = b.size;
-    e.blobs.push_back(std::move(d));
-  };
-  if (result_blob.has_value()) add(*result_blob);
-  for (const BlobId& b : referenced) add(b);
   e.annotations[kAnnotationAction] = action.str();
   return e;
 }
@@ -128,7 +124,8 @@ absl::StatusOr<StoredResult> ReadActionEntry(const cache::Entry& entry) {
         absl::StrCat("entry ", entry.key, " is not a REAPI action result: ", why));
   };
   nlohmann::json j = nlohmann::json::parse(entry.config, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || j.value("reapi", "") != "v2") return bad("config lacks \"reapi\": \"v2\"");
+  const std::string version = j.is_object() ? j.value("reapi", "") : "";
+  if (version != "v2" && version != "v3") return bad("config lacks \"reapi\": \"v2\" or \"v3\"");
   StoredResult r;
   if (j.contains("result") && j["result"].is_string()) {
     if (!absl::Base64Unescape(j["result"].get<std::string>(), &r.inline_bytes)) {

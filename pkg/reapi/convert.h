@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "build/bazel/remote/execution/v2/remote_execution.pb.h"
 #include "pkg/cache/entry.h"
+#include "pkg/reapi/packed.h"
 #include "pkg/reapi/resource.h"
 
 namespace ocicache::reapi {
@@ -48,17 +49,20 @@ struct StoredResult {
 
 // The entry for an action's result. `encoded` is the serialized ActionResult;
 // when it is larger than kMaxInlineResultBytes, `result_blob` must name the
-// blob it was stored in. `referenced` are the blobs the entry keeps (every
-// blob the result names, the files inside its trees); the empty blob and
-// duplicates are dropped (the format never references a zero-size blob).
+// blob it was stored in. `kept` are the stored forms of the blobs the entry
+// keeps (the result blob, every blob the result names, the files inside its
+// trees), its layers; the empty blob and duplicates are dropped (the format
+// never references a zero-size blob). The config says "reapi": "v2", or "v3"
+// when a layer is packed (packed.h), which readers before packing take for a
+// miss: they would look for the blob under its REAPI digest.
 cache::Entry ActionEntry(const BlobId& action, const std::string& encoded,
                          const std::optional<BlobId>& result_blob,
-                         const std::vector<BlobId>& referenced);
+                         const std::vector<StoredBlob>& kept);
 
 // Reads an entry ActionEntry made; DataLoss if it is not one.
 absl::StatusOr<StoredResult> ReadActionEntry(const cache::Entry& entry);
 
-// The blobs an entry references (its layers).
+// The blobs an entry references (its layers, as stored: a packed blob's frame).
 std::vector<BlobId> EntryBlobs(const cache::Entry& entry);
 
 // Access-log fields from a RequestMetadata (tool, invocation, mnemonic,

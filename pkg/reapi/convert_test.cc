@@ -94,7 +94,9 @@ TEST(Convert, ActionEntryRoundTripInline) {
   *r.mutable_stdout_digest() = D("out");
   std::string encoded = r.SerializeAsString();
   BlobId action = B("action");
-  cache::Entry e = ActionEntry(action, encoded, std::nullopt, {B("out"), B(""), B("out"), B("x")});
+  cache::Entry e = ActionEntry(action, encoded, std::nullopt,
+                               {Unpacked(B("out")), Unpacked(B("")), Unpacked(B("out")),
+                                Unpacked(B("x"))});
   EXPECT_EQ(e.key, "ac:" + action.digest.str());
   // The empty blob and duplicates are not layers.
   ASSERT_EQ(e.blobs.size(), 2u);
@@ -110,13 +112,53 @@ TEST(Convert, ActionEntryRoundTripInline) {
 
 TEST(Convert, ActionEntryWithResultBlob) {
   BlobId result_blob = B("serialized result");
-  cache::Entry e = ActionEntry(B("action"), "ignored", result_blob, {B("x")});
+  cache::Entry e = ActionEntry(B("action"), "ignored", result_blob,
+                               {Unpacked(result_blob), Unpacked(B("x"))});
   ASSERT_EQ(e.blobs.size(), 2u);
   EXPECT_EQ(e.blobs[0].digest, result_blob.digest);
   auto stored = ReadActionEntry(e);
   ASSERT_TRUE(stored.ok()) << stored.status();
   ASSERT_TRUE(stored->blob.has_value());
   EXPECT_EQ(*stored->blob, result_blob);
+}
+
+TEST(Convert, AnEntryWithAPackedLayerIsV3AndNamesItsFrame) {
+  BlobId raw{oci::Digest::Of("big"), 5 << 20};
+  oci::Descriptor frame;
+  frame.digest = oci::Digest::Of("frame");
+  frame.size = 12345;
+  cache::Entry e = ActionEntry(B("action"), "r", std::nullopt,
+                               {Packed(raw, frame), Unpacked(B("x")), Packed(raw, frame)});
+  EXPECT_EQ(nlohmann::json::parse(e.config)["reapi"], "v3");
+  ASSERT_EQ(e.blobs.size(), 2u);
+  EXPECT_EQ(e.blobs[0].digest, frame.digest);
+  EXPECT_EQ(e.blobs[0].media_type, "application/zstd");
+  auto p = PackedLayer(e.blobs[0]);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->raw, raw);
+  EXPECT_FALSE(PackedLayer(e.blobs[1]).has_value());
+  auto stored = ReadActionEntry(e);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->inline_bytes, "r");
+
+  // Not packed: a raw size below the minimum, or annotations missing.
+  oci::Descriptor small = Packed(BlobId{raw.digest, 1000}, frame).stored;
+  EXPECT_FALSE(PackedLayer(small).has_value());
+  oci::Descriptor bare = e.blobs[0];
+  bare.annotations.erase(kAnnotationRawSize);
+  EXPECT_FALSE(PackedLayer(bare).has_value());
+
+  // A mapping entry reads back only for its own digest and size.
+  cache::Entry m = MappingEntry(Packed(raw, frame));
+  EXPECT_EQ(m.key, "cas:" + raw.digest.str());
+  EXPECT_TRUE(ReadMappingEntry(m, raw).ok());
+  EXPECT_TRUE(ReadMappingEntry(m, BlobId{raw.digest, -1}).ok());
+  EXPECT_EQ(ReadMappingEntry(m, BlobId{raw.digest, raw.size + 1}).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ReadMappingEntry(m, BlobId{oci::Digest::Of("other"), raw.size}).status().code(),
+            absl::StatusCode::kDataLoss);
+  m.config = R"({"cas":"v2"})";
+  EXPECT_EQ(ReadMappingEntry(m, raw).status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(Convert, ReadActionEntryRefusesOtherEntries) {

@@ -7,8 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "pkg/base/call_scope.h"
 #include "pkg/base/parallel.h"
+#include "pkg/oci/zstd_stream.h"
 
 namespace ocicache::reapi {
 namespace {
@@ -38,15 +40,68 @@ Instance::Instance(std::string name, std::shared_ptr<cache::Store> store, Instan
 }
 
 absl::StatusOr<bool> Instance::Exists(const BlobId& blob) {
-  if (blob.empty()) return true;
-  std::string key = blob.str();
-  if (exists_.Contains(key)) return true;
+  auto b = Locate(blob);
+  if (!b.ok()) return b.status();
+  return b->has_value();
+}
+
+std::optional<StoredBlob> Instance::Known(const BlobId& blob) {
+  if (blob.empty()) return Unpacked(blob);
+  {
+    absl::MutexLock l(&packed_mu_);
+    auto it = packed_.find(blob.digest);
+    if (it != packed_.end() && it->second.first.raw.size == blob.size) {
+      if (absl::Now() - it->second.second < opts_.exists_ttl) return it->second.first;
+      packed_.erase(it);
+    }
+  }
+  if (exists_.Contains(blob.str())) return Unpacked(blob);
+  return std::nullopt;
+}
+
+absl::StatusOr<std::optional<StoredBlob>> Instance::Locate(const BlobId& blob) {
+  if (auto known = Known(blob)) return known;
   auto size = store_->StatBlob(blob.digest);
-  if (absl::IsNotFound(size.status())) return false;
-  if (!size.ok()) return size.status();
-  if (*size != blob.size) return false;
-  exists_.Add(key);
-  return true;
+  if (size.ok()) {
+    if (*size != blob.size) return std::nullopt;
+    exists_.Add(blob.str());
+    return Unpacked(blob);
+  }
+  if (!absl::IsNotFound(size.status())) return size.status();
+  if (blob.size < kMinPackedBytes) return std::nullopt;  // never packed
+  return FindPacked(blob);
+}
+
+absl::StatusOr<std::optional<StoredBlob>> Instance::FindPacked(const BlobId& blob) {
+  cache::LookupOptions lo;
+  auto e = store_->Lookup(MappingKey(blob.digest), lo);
+  if (absl::IsNotFound(e.status())) return std::nullopt;
+  if (!e.ok()) return e.status();
+  auto b = ReadMappingEntry(*e, blob);
+  if (!b.ok()) return std::nullopt;  // not a mapping this reader knows: a miss
+  NotePacked(*b);
+  return *b;
+}
+
+void Instance::NotePacked(const StoredBlob& b) {
+  absl::MutexLock l(&packed_mu_);
+  // Bounded like exists_: when full, start again (each is one lookup away).
+  if (packed_.size() >= opts_.exists_max) packed_.clear();
+  packed_[b.raw.digest] = {b, absl::Now()};
+}
+
+void Instance::ForgetPacked(const BlobId& raw) {
+  absl::MutexLock l(&packed_mu_);
+  packed_.erase(raw.digest);
+}
+
+absl::StatusOr<int64_t> Instance::Size(const oci::Digest& digest) {
+  auto size = store_->StatBlob(digest);
+  if (!absl::IsNotFound(size.status())) return size;
+  auto b = FindPacked(BlobId{digest, -1});
+  if (!b.ok()) return b.status();
+  if (!b->has_value()) return size.status();
+  return (*b)->raw.size;
 }
 
 void Instance::NoteExists(const BlobId& blob) { exists_.Add(blob.str()); }
@@ -64,7 +119,7 @@ absl::StatusOr<std::vector<BlobId>> Instance::FindMissing(const std::vector<Blob
   std::vector<size_t> to_check;
   size_t skipped = 0;
   for (size_t i = 0; i < unique.size(); ++i) {
-    if (unique[i].empty() || exists_.Contains(unique[i].str())) {
+    if (Known(unique[i]).has_value()) {
       found[i] = true;
     } else if (max_checks == 0 || to_check.size() < max_checks) {
       to_check.push_back(i);
@@ -84,10 +139,80 @@ absl::StatusOr<std::vector<BlobId>> Instance::FindMissing(const std::vector<Blob
 }
 
 absl::Status Instance::Write(const BlobId& blob, oci::ByteSource& source) {
-  auto d = store_->WriteBlob(blob.digest, blob.size, source);
+  if (opts_.zstd_level <= 0 || blob.size < kMinPackedBytes) {
+    auto d = store_->WriteBlob(blob.digest, blob.size, source);
+    if (!d.ok()) return d.status();
+    exists_.Add(blob.str());
+    return absl::OkStatus();
+  }
+  // Whether it pays is told by its first bytes: object files and binaries
+  // compress, archives already compressed do not.
+  constexpr size_t kSampleBytes = 64 << 10;
+  std::string head(kSampleBytes, '\0');
+  size_t got = 0;
+  while (got < head.size()) {
+    auto n = source.Read(head.data() + got, head.size() - got);
+    if (!n.ok()) return n.status();
+    if (*n == 0) break;
+    got += *n;
+  }
+  head.resize(got);
+  const bool pays = oci::ZstdPays(head, opts_.zstd_level);
+  oci::PrefixedSource all(std::move(head), &source);
+  if (pays) return WritePacked(blob, all);
+  auto d = store_->WriteBlob(blob.digest, blob.size, all);
   if (!d.ok()) return d.status();
   exists_.Add(blob.str());
   return absl::OkStatus();
+}
+
+namespace {
+
+// Hashes what passes through.
+class HashingSource : public oci::ByteSource {
+ public:
+  explicit HashingSource(oci::ByteSource& inner) : inner_(inner) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    auto got = inner_.Read(buf, n);
+    if (got.ok()) hash_.Update(buf, *got);
+    return got;
+  }
+  oci::Digest Finish() { return hash_.Finish(); }
+
+ private:
+  oci::ByteSource& inner_;
+  oci::Sha256 hash_;
+};
+
+}  // namespace
+
+absl::Status Instance::WritePacked(const BlobId& blob, oci::ByteSource& source) {
+  HashingSource hashing(source);
+  // The frame refuses a source longer or shorter than the blob (InvalidArgument).
+  oci::ZstdSource zstd(hashing, opts_.zstd_level, blob.size);
+  auto frame = store_->WriteBlob(oci::Digest(), -1, zstd);
+  if (!frame.ok()) return frame.status();
+  // The frame stays behind unnamed when the bytes were not the blob's: stores
+  // collect blobs no entry names.
+  if (oci::Digest got = hashing.Finish(); got != blob.digest) {
+    return absl::InvalidArgumentError(absl::StrCat("blob ", blob.str(),
+                                                   ": the data has another SHA-256 (", got.hex(),
+                                                   ")"));
+  }
+  StoredBlob b = Packed(blob, *frame);
+  if (absl::Status s = store_->Put(MappingEntry(b)); !s.ok()) return s;
+  NotePacked(b);
+  return absl::OkStatus();
+}
+
+absl::Status Instance::ReadPacked(const StoredBlob& b, int64_t offset, oci::ByteSink& sink) {
+  UnpackedSink out(b.raw, offset, sink);
+  oci::ZstdSink frames(out);
+  absl::Status s = store_->ReadBlob(b.stored.digest, 0, frames);
+  if (s.ok()) s = frames.Finish(b.raw.size);
+  if (s.ok()) s = out.Finish();
+  if (absl::IsNotFound(s)) ForgetPacked(b.raw);
+  return s;
 }
 
 absl::Status Instance::WriteBytes(const BlobId& blob, absl::string_view data) {
@@ -111,12 +236,20 @@ absl::Status Instance::Read(const BlobId& blob, int64_t offset, oci::ByteSink& s
                                               blob.str(), " (", blob.size, " bytes)"));
   }
   if (blob.empty()) return absl::OkStatus();
-  auto present = Exists(blob);
-  if (!present.ok()) return present.status();
-  if (!*present) return absl::NotFoundError(absl::StrCat("blob ", blob.str(), " not found"));
+  auto stored = Locate(blob);
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value()) return absl::NotFoundError(absl::StrCat("blob ", blob.str(), " not found"));
   if (offset == blob.size) return absl::OkStatus();
+  if ((*stored)->packed) return ReadPacked(**stored, offset, sink);
   absl::Status s = store_->ReadBlob(blob.digest, offset, sink);
-  if (absl::IsNotFound(s)) exists_.Remove(blob.str());
+  if (absl::IsNotFound(s)) {
+    exists_.Remove(blob.str());
+    // Present moments ago as it is; perhaps stored packed since.
+    if (blob.size >= kMinPackedBytes) {
+      auto packed = FindPacked(blob);
+      if (packed.ok() && packed->has_value()) return ReadPacked(**packed, offset, sink);
+    }
+  }
   return s;
 }
 
@@ -165,6 +298,10 @@ absl::StatusOr<v2::ActionResult> Instance::GetActionResult(const BlobId& action)
   if (!stored.ok()) {
     Count(false);
     return absl::NotFoundError(stored.status().message());
+  }
+  // Reads of its packed outputs go straight to their frames.
+  for (const oci::Descriptor& layer : entry->blobs) {
+    if (auto b = PackedLayer(layer)) NotePacked(*b);
   }
   if (!complete_.Contains(key)) {
     auto missing = FindMissing(EntryBlobs(*entry));
@@ -260,9 +397,21 @@ absl::StatusOr<v2::ActionResult> Instance::UpdateActionResult(const BlobId& acti
     if (absl::Status s = WriteBytes(b, encoded); !s.ok()) return s;
     result_blob = b;
   }
+  // The entry names each blob as stored (a packed one by its frame).
+  std::vector<StoredBlob> kept;
+  if (result_blob.has_value()) referenced.insert(referenced.begin(), *result_blob);
+  for (const BlobId& b : referenced) {
+    auto where = Locate(b);  // from the caches, for blobs checked just above
+    if (!where.ok()) return where.status();
+    if (!where->has_value()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("action result: blob ", b.str(), " is no longer in the CAS"));
+    }
+    kept.push_back(**where);
+  }
   std::string key = ActionKey(action);
   complete_.Remove(key);
-  if (absl::Status s = store_->Put(ActionEntry(action, encoded, result_blob, referenced)); !s.ok()) {
+  if (absl::Status s = store_->Put(ActionEntry(action, encoded, result_blob, kept)); !s.ok()) {
     return s;
   }
   complete_.Add(key);

@@ -6,6 +6,10 @@
 // entry keyed "ac:sha256:<action hash>" whose layers are every blob the result
 // names, the files inside its output trees included, so registry GC keeps them.
 //
+// Large CAS blobs that compress are stored packed (packed.h): Exists, Read
+// and Write speak REAPI digests whatever the stored form, and an action
+// result's entry names the stored form of each blob it keeps.
+//
 // Two caches keep repeated questions away from the registry: blobs known to
 // exist (positive answers only, bounded, `exists_ttl`), and action results
 // whose blobs were all present (`complete_ttl`). A blob deleted from the
@@ -19,10 +23,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -32,6 +39,7 @@
 #include "pkg/cache/store.h"
 #include "pkg/oci/stream.h"
 #include "pkg/reapi/convert.h"
+#include "pkg/reapi/packed.h"
 #include "pkg/reapi/resource.h"
 #include "pkg/reapi/ttl_set.h"
 
@@ -44,6 +52,10 @@ struct InstanceOptions {
   size_t complete_max = 1 << 16;
   // Existence checks of one request run on at most this many threads.
   int parallelism = 16;
+  // Blobs written of kMinPackedBytes or more whose first 64 KiB compress by an
+  // eighth are stored packed, as one zstd frame at this level; 0: every blob
+  // as it is. Packed blobs are found and read whatever this says.
+  int zstd_level = 3;
   // Tree and ActionResult blobs larger than this are refused.
   int64_t max_message_blob_bytes = 64 << 20;
   // Instances (below): at most this many non-empty instance names are open at
@@ -70,6 +82,9 @@ class Instance {
   // Whether the blob is present (the empty blob always is). A blob of the
   // same hash but another size is absent.
   absl::StatusOr<bool> Exists(const BlobId& blob);
+  // The blob's size, found by its digest alone (HTTP /cas/ names no size);
+  // NotFound if absent.
+  absl::StatusOr<int64_t> Size(const oci::Digest& digest);
   // The absent ones among `blobs`, in request order, without duplicates.
   // With max_checks > 0, at most that many blobs not already known present
   // are looked up in the store; the rest are reported absent (a client then
@@ -113,6 +128,16 @@ class Instance {
 
  private:
   absl::Status RequirePresent(const std::vector<BlobId>& blobs, absl::string_view what);
+  // How the blob is stored; nullopt if absent.
+  absl::StatusOr<std::optional<StoredBlob>> Locate(const BlobId& blob);
+  // From the caches alone: a packed blob noted, or a blob known present.
+  std::optional<StoredBlob> Known(const BlobId& blob);
+  // The packed blob its mapping entry names (any size when blob.size is -1).
+  absl::StatusOr<std::optional<StoredBlob>> FindPacked(const BlobId& blob);
+  void NotePacked(const StoredBlob& b);
+  void ForgetPacked(const BlobId& raw);
+  absl::Status WritePacked(const BlobId& blob, oci::ByteSource& source);
+  absl::Status ReadPacked(const StoredBlob& b, int64_t offset, oci::ByteSink& sink);
   void Count(bool hit) { (hit ? hits_ : misses_).fetch_add(1, std::memory_order_relaxed); }
 
   const std::string name_;
@@ -120,6 +145,12 @@ class Instance {
   const InstanceOptions opts_;
   TtlSet exists_;
   TtlSet complete_;
+  // Packed blobs seen (written, or named by a mapping or an action result),
+  // by REAPI digest, with when they were noted: trusted for exists_ttl, like
+  // exists_ (which holds blobs stored as they are only).
+  absl::Mutex packed_mu_;
+  absl::flat_hash_map<oci::Digest, std::pair<StoredBlob, absl::Time>> packed_
+      ABSL_GUARDED_BY(packed_mu_);
   std::atomic<int64_t> hits_{0};
   std::atomic<int64_t> misses_{0};
   std::unique_ptr<cache::Recall> recall_;  // declared last: stopped first

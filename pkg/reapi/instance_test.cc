@@ -3,6 +3,7 @@
 // decorator hides blobs (as a registry GC would) and counts StatBlob calls.
 #include "pkg/reapi/instance.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <set>
@@ -13,7 +14,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pkg/cache/forwarding_store.h"
+#include "nlohmann/json.hpp"
 #include "pkg/layout/layout_store.h"
+#include "pkg/oci/zstd_stream.h"
 
 namespace ocicache::reapi {
 namespace {
@@ -207,6 +210,200 @@ TEST(Instance, ReadOffsets) {
 // registry requests in one call. Now at most max_checks blobs not known
 // present are looked up; the rest are reported missing (safe: the client
 // uploads them again), never present.
+// Text-like bytes that compress (an object file's symbol tables and code do
+// about 3x), and random bytes that do not.
+std::string Compressible(size_t n) {
+  std::string s;
+  for (size_t i = 0; s.size() < n; ++i) absl::StrAppend(&s, "symbol_", i % 5000, " = ", i, ";\n");
+  s.resize(n);
+  return s;
+}
+
+std::string Random(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  for (char& c : s) {
+    seed = seed * 1664525u + 1013904223u;
+    c = static_cast<char>(seed >> 24);
+  }
+  return s;
+}
+
+std::string ReadAllOf(Instance& inst, const BlobId& b, int64_t offset = 0) {
+  std::string out;
+  oci::StringSink sink(&out);
+  absl::Status s = inst.Read(b, offset, sink);
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+TEST(Instance, LargeBlobsThatCompressAreStoredPackedAndReadBackWhole) {
+  auto store = NewStore();
+  const std::string text = Compressible(3 << 20);
+  const BlobId id = B(text);
+  {
+    Instance inst("", store, Ttl(absl::Minutes(10)));
+    ASSERT_TRUE(inst.WriteBytes(id, text).ok());
+    auto e = inst.Exists(id);
+    ASSERT_TRUE(e.ok());
+    EXPECT_TRUE(*e);
+    EXPECT_EQ(ReadAllOf(inst, id), text);
+  }
+  // Not under its own digest: a mapping entry names a zstd frame, much smaller.
+  EXPECT_TRUE(absl::IsNotFound(store->StatBlob(id.digest).status()));
+  auto mapping = store->Lookup(MappingKey(id.digest), {});
+  ASSERT_TRUE(mapping.ok()) << mapping.status();
+  auto packed = ReadMappingEntry(*mapping, id);
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  EXPECT_EQ(packed->stored.media_type, "application/zstd");
+  EXPECT_LT(packed->stored.size, id.size / 4);
+  EXPECT_TRUE(store->StatBlob(packed->stored.digest).ok());
+
+  // A server that never saw it finds it by its digest: exists, size, whole
+  // and from offsets (the middle of the frame, the last byte).
+  Instance fresh("", store, Ttl(absl::Minutes(10)));
+  auto missing = fresh.FindMissing({id});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_TRUE(missing->empty());
+  auto size = fresh.Size(id.digest);
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(*size, id.size);
+  EXPECT_EQ(ReadAllOf(fresh, id), text);
+  EXPECT_EQ(ReadAllOf(fresh, id, 1234567), text.substr(1234567));
+  EXPECT_EQ(ReadAllOf(fresh, id, id.size - 1), text.substr(text.size() - 1));
+  // Another size under the same hash is absent.
+  auto other = fresh.Exists(BlobId{id.digest, id.size + 1});
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(*other);
+}
+
+TEST(Instance, SmallIncompressibleOrUnpackedBlobsAreStoredAsTheyAre) {
+  auto store = NewStore();
+  Instance inst("", store, Ttl(absl::Minutes(10)));
+  const std::string random = Random(2 << 20, 7);
+  const std::string small = Compressible((1 << 20) - 1);  // below kMinPackedBytes
+  for (const std::string* data : {&random, &small}) {
+    ASSERT_TRUE(inst.WriteBytes(B(*data), *data).ok());
+    auto size = store->StatBlob(B(*data).digest);
+    ASSERT_TRUE(size.ok()) << size.status();
+    EXPECT_EQ(*size, static_cast<int64_t>(data->size()));
+    EXPECT_EQ(ReadAllOf(inst, B(*data)), *data);
+  }
+  EXPECT_TRUE(absl::IsNotFound(store->Lookup(MappingKey(B(random).digest), {}).status()));
+  InstanceOptions off = Ttl(absl::Minutes(10));
+  off.zstd_level = 0;
+  Instance plain("", store, off);
+  const std::string text = Compressible(2 << 20);
+  ASSERT_TRUE(plain.WriteBytes(B(text), text).ok());
+  EXPECT_TRUE(store->StatBlob(B(text).digest).ok());
+}
+
+TEST(Instance, APackedWriteOfWrongBytesStoresNoMapping) {
+  auto store = NewStore();
+  Instance inst("", store, Ttl(absl::Minutes(10)));
+  const std::string text = Compressible(2 << 20);
+  std::string other = text;
+  other[100] = '#';
+  const BlobId id = B(text);
+  oci::StringSource wrong(other);
+  EXPECT_EQ(inst.Write(id, wrong).code(), absl::StatusCode::kInvalidArgument);
+  const std::string longer = text + "x";
+  oci::StringSource too_long(longer);
+  EXPECT_EQ(inst.Write(id, too_long).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::IsNotFound(store->Lookup(MappingKey(id.digest), {}).status()));
+  auto e = inst.Exists(id);
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE(*e);
+}
+
+TEST(Instance, APackedBlobWhoseFrameIsLostOrWrongIsNotServed) {
+  auto store = NewStore();
+  const std::string text = Compressible(2 << 20);
+  const BlobId id = B(text);
+  {
+    Instance inst("", store, Ttl(absl::Minutes(10)));
+    ASSERT_TRUE(inst.WriteBytes(id, text).ok());
+  }
+  auto mapping = store->Lookup(MappingKey(id.digest), {});
+  ASSERT_TRUE(mapping.ok());
+  auto packed = ReadMappingEntry(*mapping, id);
+  ASSERT_TRUE(packed.ok());
+
+  // A mapping naming the frame of other bytes (a writer's bug, a forged
+  // entry): the read ends in DataLoss, however far in it starts.
+  std::string other = text;
+  other[text.size() - 10] = '#';
+  {
+    oci::StringSource src(other);
+    oci::ZstdSource frame(src, 3, -1);
+    auto d = store->WriteBlob(oci::Digest(), -1, frame);
+    ASSERT_TRUE(d.ok());
+    ASSERT_TRUE(store->Put(MappingEntry(Packed(id, *d))).ok());
+  }
+  Instance fresh("", store, Ttl(absl::Minutes(10)));
+  std::string out;
+  oci::StringSink sink(&out);
+  EXPECT_EQ(fresh.Read(id, 0, sink).code(), absl::StatusCode::kDataLoss);
+  out.clear();
+  EXPECT_EQ(fresh.Read(id, 5, sink).code(), absl::StatusCode::kDataLoss);
+
+  // Its frame gone (a registry's GC): NOT_FOUND, and forgotten.
+  ASSERT_TRUE(store->Put(MappingEntry(*packed)).ok());
+  Instance again("", store, Ttl(absl::Minutes(10)));
+  ASSERT_EQ(ReadAllOf(again, id), text);
+  store->Hide(packed->stored.digest);
+  out.clear();
+  EXPECT_EQ(again.Read(id, 0, sink).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(Instance, AnActionResultNamesItsPackedOutputsByTheirFrames) {
+  auto store = NewStore();
+  const std::string text = Compressible(2 << 20);
+  const std::string random = Random(2 << 20, 11);
+  v2::ActionResult r;
+  for (const std::string* data : {&text, &random}) {
+    auto* f = r.add_output_files();
+    f->set_path(data == &text ? "lib.a" : "blob.bin");
+    *f->mutable_digest() = ToProto(B(*data));
+  }
+  {
+    Instance inst("", store, Ttl(absl::Minutes(10)));
+    ASSERT_TRUE(inst.WriteBytes(B(text), text).ok());
+    ASSERT_TRUE(inst.WriteBytes(B(random), random).ok());
+    ASSERT_TRUE(inst.UpdateActionResult(B("act"), r).ok());
+  }
+  auto e = store->Lookup(ActionKey(B("act")), {});
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(nlohmann::json::parse(e->config)["reapi"], "v3");
+  ASSERT_EQ(e->blobs.size(), 2u);
+  int packed_layers = 0;
+  for (const oci::Descriptor& l : e->blobs) {
+    auto p = PackedLayer(l);
+    if (!p.has_value()) {
+      EXPECT_EQ(l.digest, B(random).digest);
+      continue;
+    }
+    ++packed_layers;
+    EXPECT_EQ(p->raw, B(text));
+    EXPECT_TRUE(store->StatBlob(l.digest).ok());
+  }
+  EXPECT_EQ(packed_layers, 1);
+
+  // A fresh server answers it and reads the packed output without asking
+  // for its mapping: the result's layer says where it is.
+  Instance fresh("", store, Ttl(absl::Minutes(10)));
+  auto got = fresh.GetActionResult(B("act"));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(store->Delete(MappingKey(B(text).digest)).ok());
+  EXPECT_EQ(ReadAllOf(fresh, B(text)), text);
+  EXPECT_EQ(ReadAllOf(fresh, B(random)), random);
+  // Its frame gone: the result is incomplete, a miss.
+  auto frame = std::find_if(e->blobs.begin(), e->blobs.end(),
+                            [](const oci::Descriptor& l) { return PackedLayer(l).has_value(); });
+  store->Hide(frame->digest);
+  Instance later("", store, Ttl(absl::Minutes(10)));
+  EXPECT_EQ(later.GetActionResult(B("act")).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST(InstanceTest, FindMissingBoundsTheLookupsOfOneCall) {
   auto store = NewStore();
   Instance inst("", store, InstanceOptions());

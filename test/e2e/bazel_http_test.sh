@@ -31,9 +31,10 @@ N=$EX
 if [[ $N =~ ^[0-9]+$ ]] && ((N >= 10)) && [[ $HITS == 0 ]]; then pass http-fill-all-executed
 else fail http-fill-all-executed "want >=10 processes, none from the empty cache: $(bzl_processes_line "$LOG")"; fi
 DIGEST0=$(bzl_outputs_digest)
-[[ $(grep -cE '^[0-9a-f]{64}  ' <<<"$DIGEST0") == 11 ]] && pass http-fill-outputs || fail http-fill-outputs "$DIGEST0"
+[[ $(grep -cE '^[0-9a-f]{64}  ' <<<"$DIGEST0") == 12 ]] && pass http-fill-outputs || fail http-fill-outputs "$DIGEST0"
 grep -q 'HTTP bazel PUT "/ac/' "$WORK/D1.err" && pass http-fill-wrote-ac \
   || fail http-fill-wrote-ac "no /ac/ PUT in the access log"
+packed_outputs http-fill-listing-packed "$REG" bazel/http
 stop_ocicached D1
 
 start_ocicached D2 --repo "$REPO" --dir "$WORK/tier2" || { fail ocicached-restart "$(tail -3 "$WORK/D2.err")"; exit 1; }

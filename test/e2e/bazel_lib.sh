@@ -92,7 +92,22 @@ bzl_bin() { echo "$BZL_BASE/execroot/bazelws/bazel-out/k8-fastbuild/bin"; }
 # bzl_outputs_digest: one line per output file of the sample (name and SHA-256), so
 # two builds' outputs can be compared.
 bzl_outputs_digest() {
-  (cd "$(bzl_bin)" && sha256sum hello greet_test gen big.bin libgreet.a tree_index.txt tree/*) 2>&1
+  (cd "$(bzl_bin)" && sha256sum hello greet_test gen big.bin listing.txt libgreet.a tree_index.txt tree/*) 2>&1
+}
+
+# packed_outputs NAME REGISTRY REPO: after a fill, the 8 MiB listing (it
+# compresses) is stored packed: the registry holds no blob of its bytes, only a
+# zstd frame (docs/FORMAT.md, "Packed CAS blobs"); big.bin (random) is stored
+# as it is. A rebuild from an empty tier then shows the frame reads back.
+packed_outputs() {
+  local name=$1 reg=$2 repo=$3 listing big
+  listing=$(sha256sum "$(bzl_bin)/listing.txt" | cut -d' ' -f1)
+  big=$(sha256sum "$(bzl_bin)/big.bin" | cut -d' ' -f1)
+  local l b
+  l=$(curl -s -o /dev/null -I -w '%{http_code}' --max-time 10 "http://$reg/v2/$repo/blobs/sha256:$listing")
+  b=$(curl -s -o /dev/null -I -w '%{http_code}' --max-time 10 "http://$reg/v2/$repo/blobs/sha256:$big")
+  if [[ $l == 404 && $b == 200 ]]; then pass "$name"
+  else fail "$name" "HEAD of listing.txt's blob: $l (want 404: stored packed), big.bin's: $b (want 200)"; fi
 }
 
 # --- checks shared by the Bazel end-to-end scripts (PASS/FAIL lines, lib.sh) ----

@@ -49,11 +49,12 @@ N=$EX
 if [[ $N =~ ^[0-9]+$ ]] && ((N >= 10)) && [[ $HITS == 0 ]]; then pass fill-all-executed
 else fail fill-all-executed "want >=10 processes, none from the empty cache: $(bzl_processes_line "$LOG")"; fi
 DIGEST0=$(bzl_outputs_digest)
-[[ $(grep -cE '^[0-9a-f]{64}  ' <<<"$DIGEST0") == 11 ]] && pass fill-outputs || fail fill-outputs "$DIGEST0"
+[[ $(grep -cE '^[0-9a-f]{64}  ' <<<"$DIGEST0") == 12 ]] && pass fill-outputs || fail fill-outputs "$DIGEST0"
 [[ $(stat -c %s "$(bzl_bin)/big.bin") == 33554432 ]] && pass fill-large-output \
   || fail fill-large-output "big.bin is not 32 MiB"
 catalog=$(curl -s --max-time 10 "http://$REG/v2/_catalog")
 expect_contains fill-in-registry "$catalog" '"bazel/cache"'
+packed_outputs fill-listing-packed "$REG" bazel/cache
 
 rebuild rebuild --remote_cache="grpc://$D1" && all_hits rebuild-all-hits
 same_outputs rebuild-same-outputs

@@ -1086,6 +1086,66 @@ TEST_F(ReapiTest, ASecondServerWithAnEmptyLocalTierSeesTheRegistry) {
   }
 }
 
+TEST_F(ReapiTest, LargeOutputsThatCompressAreStoredPackedInTheRegistry) {
+  // A 3 MiB listing (compresses) and 3 MiB of random bytes (does not).
+  std::string text;
+  for (int i = 0; text.size() < (3u << 20); ++i) {
+    absl::StrAppend(&text, absl::Hex(0x401000 + 7 * i), ":\tmovq %rax, sym_", i % 700, "\n");
+  }
+  text.resize(3 << 20);
+  const std::string random = Pattern(3 << 20, 33);
+  std::string repo;
+  {
+    auto first = Serve({});
+    ASSERT_NE(first, nullptr);
+    repo = last_config_.repo.substr(registry_->host().size() + 1);
+    Client c(first->address());
+    ASSERT_TRUE(c.Upload("", text, 1 << 20).ok());
+    ASSERT_TRUE(c.Upload("", random, 1 << 20).ok());
+    ASSERT_TRUE(c.UpdateResult("", D("packed-action"), SimpleResult(text, random)).ok());
+    first->Shutdown(absl::Seconds(1));
+  }
+  // The registry holds the random blob as it is, and not the listing's bytes.
+  auto head = [&](const v2::Digest& d) {
+    auto r = harness::HttpDo({.method = "HEAD",
+                              .url = absl::StrCat(registry_->base_url(), "/v2/", repo,
+                                                  "/blobs/sha256:", d.hash())});
+    return r.ok() ? r->status : -1;
+  };
+  EXPECT_EQ(head(D(random)), 200);
+  EXPECT_EQ(head(D(text)), 404);
+
+  // A fresh server (empty local tier) answers the result and serves both, from
+  // any offset and with limits; one that never saw the result finds the
+  // listing through its mapping entry.
+  for (bool via_result : {true, false}) {
+    Setup setup;
+    setup.repo = repo;
+    auto srv = Serve(setup);
+    ASSERT_NE(srv, nullptr);
+    Client c(srv->address());
+    if (via_result) {
+      v2::ActionResult got;
+      ASSERT_TRUE(c.GetResult("", D("packed-action"), &got).ok());
+      EXPECT_EQ(got.output_files(0).digest().hash(), D(text).hash());
+    } else {
+      std::vector<std::string> missing;
+      ASSERT_TRUE(c.FindMissing("", {D(text), D(random)}, &missing).ok());
+      EXPECT_TRUE(missing.empty());
+    }
+    std::string got;
+    ASSERT_TRUE(c.Read(ReadName("", D(text)), 0, 0, &got).ok()) << via_result;
+    EXPECT_TRUE(got == text) << via_result;
+    ASSERT_TRUE(c.Read(ReadName("", D(text)), 2000001, 0, &got).ok());
+    EXPECT_EQ(got, text.substr(2000001));
+    ASSERT_TRUE(c.Read(ReadName("", D(text)), 5, 10, &got).ok());
+    EXPECT_EQ(got, text.substr(5, 10));
+    ASSERT_TRUE(c.Read(ReadName("", D(random)), 0, 0, &got).ok());
+    EXPECT_TRUE(got == random);
+    srv->Shutdown(absl::Seconds(1));
+  }
+}
+
 TEST_F(ReapiTest, AccessLogCarriesRequestMetadataAndMetricsCountHits) {
   absl::Mutex mu;
   std::vector<std::string> lines;
