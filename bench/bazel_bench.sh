@@ -14,6 +14,11 @@
 #   WAN, minimal      the same with --remote_download_minimal (Bazel downloads no
 #                     output it does not need: the remote cache answers, the
 #                     outputs stay in the cache)
+#   WAN, unpacked     registry only over the link, from a second repository filled
+#                     by a server with --reapi_zstd_level=0: every CAS blob stored
+#                     as it is, so the sample's 8 MiB listing (it compresses) crosses
+#                     the link whole instead of as its zstd frame (docs/FORMAT.md,
+#                     "Packed CAS blobs"); BENCH_UNPACKED=0 leaves it out
 # BENCH_TREE=N makes the sample's tree artifact N files (default 5; the issue's
 # 300-file tree: BENCH_TREE=300). BENCH_OCICACHED_FLAGS adds flags to every
 # ocicached (e.g. --fill_in_background=false or --recall_keys=0, to compare).
@@ -61,6 +66,18 @@ bzl_build "$WORK/fill.log" --remote_cache="grpc://$D" --disk_cache="$DC" ||
   { echo "fill build failed:" >&2; tail -20 "$WORK/fill.log" >&2; exit 1; }
 read -r N _ < <(bzl_counts "$WORK/fill.log")
 [[ -n ${N:-} ]] || { echo "no processes line in the fill build" >&2; exit 1; }
+
+# The unpacked repository: the same build run again (everything executes) into a
+# server that stores every blob as it is.
+UNPACKED=${BENCH_UNPACKED:-1}
+if [[ $UNPACKED == 1 ]]; then
+  start_ocicached D0 --repo "$REG/bazel/bench-unpacked" --dir "$WORK/tier-fill-unpacked" \
+    "${OCD_FLAGS[@]}" --reapi_zstd_level=0 || exit 1
+  bzl_clean || exit 1
+  bzl_build "$WORK/fill-unpacked.log" --remote_cache="grpc://$D0" ||
+    { echo "unpacked fill build failed:" >&2; tail -20 "$WORK/fill-unpacked.log" >&2; exit 1; }
+  stop_ocicached D0
+fi
 
 # timed LABEL ARGS...: clean, rebuild with ARGS; prints seconds. Exits if the
 # rebuild was not all remote cache hits.
@@ -141,12 +158,19 @@ for i in $(seq "$runs"); do
       --metrics_listen=127.0.0.1:0 "${OCD_FLAGS[@]}" || exit 1
     t=$(timed "wanmin$k" --remote_cache="grpc://$D" --remote_download_minimal) || exit 1
     eval "wanmin$k+=(\"\$t\")"
+    if [[ $UNPACKED == 1 ]]; then
+      stop_ocicached D
+      start_ocicached D --repo "${LINK_ADDR[$k]}/bazel/bench-unpacked" \
+        --dir "$WORK/tier-$i-wanraw$k" "${OCD_FLAGS[@]}" --reapi_zstd_level=0 || exit 1
+      t=$(timed "wanraw$k" --remote_cache="grpc://$D") || exit 1
+      eval "wanraw$k+=(\"\$t\")"
+    fi
   done
 done
 
 d=$(median "${disk[@]}") r=$(median "${reg[@]}") t=$(median "${tier[@]}")
 echo
-echo "bazel clean && bazel test //... of test/e2e/bazelws ($N processes, all cache hits; 32 MiB largest output; tree of ${BENCH_TREE:-5} files)"
+echo "bazel clean && bazel test //... of test/e2e/bazelws ($N processes, all cache hits; 32 MiB random output, 8 MiB listing; tree of ${BENCH_TREE:-5} files)"
 [[ -n ${BENCH_OCICACHED_FLAGS:-} ]] && echo "ocicached flags: $BENCH_OCICACHED_FLAGS"
 echo "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $runs rounds, median; goal <= 1.30x disk_cache"
 printf '%-40s %8s %13s\n' state seconds "x disk_cache"
@@ -160,6 +184,11 @@ for k in "${!LINK_ADDR[@]}"; do
   eval "w=(\"\${wanmin$k[@]}\")"
   m=$(median "${w[@]}")
   printf '%-40s %8s %13s\n' "    same, --remote_download_minimal" "$m" "$(ratio "$m" "$d")"
+  if [[ $UNPACKED == 1 ]]; then
+    eval "w=(\"\${wanraw$k[@]}\")"
+    m=$(median "${w[@]}")
+    printf '%-40s %8s %13s\n' "    same, no blob stored packed" "$m" "$(ratio "$m" "$d")"
+  fi
 done
 echo
 echo "runs (s): disk_cache ${disk[*]}; registry only ${reg[*]}; warm tier ${tier[*]}"

@@ -44,7 +44,9 @@ TEST(ZstdStream, WhatTheSourceCompressesTheSinkGivesBackWhateverTheChunks) {
       auto frame = Drain(z, size_t{1} + size % 5000);
       ASSERT_TRUE(frame.ok()) << frame.status();
       EXPECT_EQ(z.consumed(), static_cast<int64_t>(size));
-      if (size > 1000) EXPECT_LT(frame->size() * 10, size);
+      if (size > 1000) {
+        EXPECT_LT(frame->size() * 10, size);
+      }
       for (size_t piece : {size_t{1}, size_t{13}, frame->size()}) {
         if (piece == 0) continue;
         std::string got;
