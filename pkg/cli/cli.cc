@@ -248,8 +248,9 @@ absl::Status ReadBlobToPath(Store& store, const oci::Digest& d, const std::strin
 }
 
 // Writes the object an entry holds (get --output): its first blob, decoded when
-// it is a zstd object (an HTTP cache object stored compressed: layer
-// application/zstd, config "encoding":"zstd" and "size"); or, for an entry
+// it is a zstd object (layer application/zstd, config "encoding":"zstd" and
+// "size": an HTTP cache object stored compressed, or the mapping entry of a
+// packed CAS blob); or, for an entry
 // without blobs, the bytes its config holds inline ("data", base64: small HTTP
 // cache objects and Go objects, docs/FORMAT.md).
 absl::Status WriteObjectToPath(Store& store, const Entry& e, const std::string& path) {
@@ -970,7 +971,8 @@ const std::vector<Command>& Commands() {
   static const auto* cmds = new std::vector<Command>{
       {"get", "KEY", "Look KEY up. Prints the entry's config (or all of it with --json); "
                      "--output writes the object it holds: its first blob (decoded if it is "
-                     "a zstd-compressed HTTP cache object), or, without blobs, the bytes its "
+                     "zstd-compressed: an HTTP cache object, or the packed Bazel CAS blob "
+                     "that key cas:sha256:HASH names), or, without blobs, the bytes its "
                      "config holds inline (\"data\": small HTTP and Go objects).",
        {{"output", true, false, "FILE", "write the entry's object to FILE (- for stdout)", 'o'},
         kRequire,

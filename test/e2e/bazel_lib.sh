@@ -108,6 +108,14 @@ packed_outputs() {
   b=$(curl -s -o /dev/null -I -w '%{http_code}' --max-time 10 "http://$reg/v2/$repo/blobs/sha256:$big")
   if [[ $l == 404 && $b == 200 ]]; then pass "$name"
   else fail "$name" "HEAD of listing.txt's blob: $l (want 404: stored packed), big.bin's: $b (want 200)"; fi
+  # The CLI writes the blob its mapping entry names, decompressed.
+  if [[ -n ${OCICACHE_BIN:-} ]]; then
+    local out=$WORK/listing-from-cli.txt got
+    "$OCICACHE_BIN" --repo "$reg/$repo" --no-dir --insecure get "cas:sha256:$listing" -o "$out" >/dev/null 2>"$WORK/listing-from-cli.err"
+    got=$(sha256sum "$out" 2>/dev/null | cut -d' ' -f1)
+    [[ $got == "$listing" ]] && pass "$name-cli-get" \
+      || fail "$name-cli-get" "ocicache get of the mapping entry: sha256 ${got:-none} ($(head -2 "$WORK/listing-from-cli.err"))"
+  fi
 }
 
 # --- checks shared by the Bazel end-to-end scripts (PASS/FAIL lines, lib.sh) ----
