@@ -238,7 +238,9 @@ absl::Status Instance::Read(const BlobId& blob, int64_t offset, oci::ByteSink& s
   if (blob.empty()) return absl::OkStatus();
   auto stored = Locate(blob);
   if (!stored.ok()) return stored.status();
-  if (!stored->has_value()) return absl::NotFoundError(absl::StrCat("blob ", blob.str(), " not found"));
+  if (!stored->has_value()) {
+    return absl::NotFoundError(absl::StrCat("blob ", blob.str(), " not found"));
+  }
   if (offset == blob.size) return absl::OkStatus();
   if ((*stored)->packed) return ReadPacked(**stored, offset, sink);
   absl::Status s = store_->ReadBlob(blob.digest, offset, sink);
@@ -267,13 +269,29 @@ absl::StatusOr<std::string> Instance::ReadAll(const BlobId& blob, int64_t max_by
   return out;
 }
 
-absl::Status Instance::RequirePresent(const std::vector<BlobId>& blobs, absl::string_view what) {
-  auto missing = FindMissing(blobs);
-  if (!missing.ok()) return missing.status();
-  if (!missing->empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(what, ": ", missing->size(), " of ",
-                                                      blobs.size(), " blobs are not in the CAS (",
-                                                      Listed(*missing), "); upload them first"));
+absl::Status Instance::RequirePresent(const std::vector<BlobId>& blobs, absl::string_view what,
+                                      std::vector<StoredBlob>* kept) {
+  std::vector<BlobId> unique;
+  std::set<BlobId> seen;
+  for (const BlobId& b : blobs) {
+    if (seen.insert(b).second) unique.push_back(b);
+  }
+  std::vector<absl::StatusOr<std::optional<StoredBlob>>> where(unique.size());
+  base::ParallelFor(unique.size(), opts_.parallelism,
+                    [&](size_t i) { where[i] = Locate(unique[i]); });
+  std::vector<BlobId> missing;
+  for (size_t i = 0; i < unique.size(); ++i) {
+    if (!where[i].ok()) return where[i].status();
+    if (where[i]->has_value()) {
+      kept->push_back(**where[i]);
+    } else {
+      missing.push_back(unique[i]);
+    }
+  }
+  if (!missing.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": ", missing.size(), " of ",
+                                                      unique.size(), " blobs are not in the CAS (",
+                                                      Listed(missing), "); upload them first"));
   }
   return absl::OkStatus();
 }
@@ -363,9 +381,10 @@ absl::StatusOr<v2::ActionResult> Instance::UpdateActionResult(const BlobId& acti
 
   auto direct = DirectBlobs(result);
   if (!direct.ok()) return direct.status();
-  if (absl::Status s = RequirePresent(*direct, "action result"); !s.ok()) return s;
+  // The entry names each blob it keeps as stored (a packed one by its frame).
+  std::vector<StoredBlob> kept;
+  if (absl::Status s = RequirePresent(*direct, "action result", &kept); !s.ok()) return s;
 
-  std::vector<BlobId> referenced = *direct;
   for (int i = 0; i < result.output_directories_size(); ++i) {
     auto tree_id = FromProto(result.output_directories(i).tree_digest(), "tree_digest");
     if (!tree_id.ok()) return tree_id.status();
@@ -380,11 +399,10 @@ absl::StatusOr<v2::ActionResult> Instance::UpdateActionResult(const BlobId& acti
     auto files = TreeFileBlobs(tree);
     if (!files.ok()) return files.status();
     if (absl::Status s = RequirePresent(
-            *files, absl::StrCat("tree of ", result.output_directories(i).path()));
+            *files, absl::StrCat("tree of ", result.output_directories(i).path()), &kept);
         !s.ok()) {
       return s;
     }
-    referenced.insert(referenced.end(), files->begin(), files->end());
   }
 
   std::string encoded;
@@ -395,19 +413,8 @@ absl::StatusOr<v2::ActionResult> Instance::UpdateActionResult(const BlobId& acti
   if (encoded.size() > kMaxInlineResultBytes) {
     BlobId b{oci::Digest::Of(encoded), static_cast<int64_t>(encoded.size())};
     if (absl::Status s = WriteBytes(b, encoded); !s.ok()) return s;
+    if (absl::Status s = RequirePresent({b}, "action result", &kept); !s.ok()) return s;
     result_blob = b;
-  }
-  // The entry names each blob as stored (a packed one by its frame).
-  std::vector<StoredBlob> kept;
-  if (result_blob.has_value()) referenced.insert(referenced.begin(), *result_blob);
-  for (const BlobId& b : referenced) {
-    auto where = Locate(b);  // from the caches, for blobs checked just above
-    if (!where.ok()) return where.status();
-    if (!where->has_value()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("action result: blob ", b.str(), " is no longer in the CAS"));
-    }
-    kept.push_back(**where);
   }
   std::string key = ActionKey(action);
   complete_.Remove(key);

@@ -127,7 +127,10 @@ class Instance {
   cache::Recall* recall() { return recall_.get(); }
 
  private:
-  absl::Status RequirePresent(const std::vector<BlobId>& blobs, absl::string_view what);
+  // FailedPrecondition unless every blob is present; appends how each is
+  // stored to *kept. The blobs are looked up in parallel.
+  absl::Status RequirePresent(const std::vector<BlobId>& blobs, absl::string_view what,
+                              std::vector<StoredBlob>* kept);
   // How the blob is stored; nullopt if absent.
   absl::StatusOr<std::optional<StoredBlob>> Locate(const BlobId& blob);
   // From the caches alone: a packed blob noted, or a blob known present.

@@ -404,6 +404,22 @@ TEST(Instance, AnActionResultNamesItsPackedOutputsByTheirFrames) {
   EXPECT_EQ(later.GetActionResult(B("act")).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(Instance, StoringAResultLooksEachBlobUpOnceEvenWithoutTheCache) {
+  auto store = NewStore();
+  Instance inst("", store, Ttl(absl::ZeroDuration()));  // --reapi_cache_ttl=0
+  std::string tree = TreeBytes();
+  for (absl::string_view b : {absl::string_view("file"), absl::string_view("inner"),
+                              absl::string_view(tree)}) {
+    ASSERT_TRUE(inst.WriteBytes(B(b), b).ok());
+  }
+  const int64_t before = store->stats();
+  ASSERT_TRUE(inst.UpdateActionResult(B("act"), ResultWithTree(tree)).ok());
+  // "file" and the tree (direct), "inner" (in the tree): the stored form of
+  // each comes from the presence check, not from a second lookup. The tree's
+  // read asks once more.
+  EXPECT_EQ(store->stats() - before, 4);
+}
+
 TEST(InstanceTest, FindMissingBoundsTheLookupsOfOneCall) {
   auto store = NewStore();
   Instance inst("", store, InstanceOptions());
