@@ -450,9 +450,16 @@ absl::Status ByteStreamService::DoWrite(grpc::ServerReader<bs::WriteRequest>* re
       return absl::OkStatus();
     }
   }
-  auto d = up->Commit((*inst)->store());
+  // Through the instance, as a blob sent in one stream is (packed where it pays).
+  auto d = up->Commit([&](const oci::Digest& digest, int64_t size,
+                          oci::ByteSource& src) -> absl::StatusOr<oci::Descriptor> {
+    if (absl::Status s = (*inst)->Write(BlobId{digest, size}, src); !s.ok()) return s;
+    oci::Descriptor written;
+    written.digest = digest;
+    written.size = size;
+    return written;
+  });
   if (!d.ok()) return d.status();
-  (*inst)->NoteExists(blob);
   resp->set_committed_size(blob.size);
   return absl::OkStatus();
 }

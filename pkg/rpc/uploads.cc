@@ -140,6 +140,12 @@ absl::Status UploadStaging::Upload::Append(absl::string_view data) {
 }
 
 absl::StatusOr<oci::Descriptor> UploadStaging::Upload::Commit(cache::BlobStore& store) {
+  return Commit([&store](const oci::Digest& digest, int64_t size, oci::ByteSource& source) {
+    return store.WriteBlob(digest, size, source);
+  });
+}
+
+absl::StatusOr<oci::Descriptor> UploadStaging::Upload::Commit(const Writer& write) {
   // Held throughout: a resume that comes meanwhile finds the upload complete.
   absl::MutexLock l(&claim_->mu);
   if (claim_->superseded) return Superseded();
@@ -153,7 +159,7 @@ absl::StatusOr<oci::Descriptor> UploadStaging::Upload::Commit(cache::BlobStore& 
   int rfd = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
   if (rfd < 0) return Errno("open " + part);
   oci::FdSource src(rfd);
-  auto d = store.WriteBlob(state_.digest, state_.committed, src);
+  auto d = write(state_.digest, state_.committed, src);
   ::close(rfd);
   if (!d.ok()) {
     if (absl::IsInvalidArgument(d.status())) DiscardLocked();

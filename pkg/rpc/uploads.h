@@ -69,6 +69,11 @@ class UploadStaging {
     // marks the upload complete. A mismatch (InvalidArgument) discards the
     // upload; other errors keep it, so the commit can be retried.
     absl::StatusOr<oci::Descriptor> Commit(cache::BlobStore& store);
+    // The same, storing through `write` (called with the declared digest and
+    // the staged size): a front end that stores blobs its own way.
+    using Writer = std::function<absl::StatusOr<oci::Descriptor>(
+        const oci::Digest& digest, int64_t size, oci::ByteSource& source)>;
+    absl::StatusOr<oci::Descriptor> Commit(const Writer& write);
     // Marks the upload complete without storing (the store had the blob).
     absl::Status MarkComplete(const oci::Digest& digest, int64_t size);
     // Removes the staged files (unless a newer stream took the upload over).

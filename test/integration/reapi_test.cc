@@ -1100,7 +1100,13 @@ TEST_F(ReapiTest, LargeOutputsThatCompressAreStoredPackedInTheRegistry) {
     ASSERT_NE(first, nullptr);
     repo = last_config_.repo.substr(registry_->host().size() + 1);
     Client c(first->address());
-    ASSERT_TRUE(c.Upload("", text, 1 << 20).ok());
+    // The listing arrives in two streams (a resumed upload), the random bytes in one.
+    std::string name = WriteName("", "resume-packed", D(text));
+    int64_t committed = -1;
+    ASSERT_TRUE(c.Write(name, text.substr(0, 1 << 20), 0, false, 1 << 18, &committed).ok());
+    ASSERT_EQ(committed, 1 << 20);
+    ASSERT_TRUE(c.Write(name, text.substr(1 << 20), 1 << 20, true, 1 << 18, &committed).ok());
+    ASSERT_EQ(committed, static_cast<int64_t>(text.size()));
     ASSERT_TRUE(c.Upload("", random, 1 << 20).ok());
     ASSERT_TRUE(c.UpdateResult("", D("packed-action"), SimpleResult(text, random)).ok());
     first->Shutdown(absl::Seconds(1));
