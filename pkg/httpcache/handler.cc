@@ -1,7 +1,6 @@
 #include "pkg/httpcache/handler.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include <nlohmann/json.hpp>
 
