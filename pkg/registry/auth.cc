@@ -297,6 +297,12 @@ absl::StatusOr<std::string> Authenticator::Authorization(const std::vector<std::
 
   absl::MutexLock fetch(&fetch_mu_);
   if (auto t = cached()) return absl::StrCat("Bearer ", *t);  // fetched meanwhile
+  {
+    // Another request dropped the challenge read above (a stale kept one) or
+    // learned a new one while this one waited: this request learns it too.
+    absl::MutexLock l(&mu_);
+    if (!challenge_ || CacheKey(*challenge_, scopes) != key) return std::string();
+  }
   absl::StatusOr<Token> t = FetchToken(*ch, *creds, scopes);
   if (!t.ok()) {
     // A challenge kept by an earlier process may be stale (the realm moved or

@@ -5,7 +5,11 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <atomic>
 #include <memory>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -380,6 +384,39 @@ TEST_F(AuthCacheTest, AKeptChallengeWhoseRealmFailsIsForgotten) {
   // A challenge the registry itself gave is not forgotten so.
   p2->SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token")"}));
   EXPECT_FALSE(p2->Authorization({"repository:other:pull"}).ok());
+}
+
+// Requests in flight together when the kept challenge turns out stale: the
+// one that fetches drops it, and those that waited for it to finish do not
+// try the stale realm again and fail, they too go out without credentials.
+// (Sixteen upload threads of a build hit this on a registry that reused the
+// port of an earlier token registry.)
+TEST_F(AuthCacheTest, RequestsWaitingOnAStaleKeptChallengeAllLearnTheNewOne) {
+  auto p1 = Process(Credentials{"alice", "a-pass", ""});
+  p1->SetChallenge(PickChallenge({R"(Bearer realm="http://127.0.0.1:1/token")"}));
+  ASSERT_TRUE(p1->Authorization({"repository:a:pull"}).ok());
+  std::atomic<int> fetches{0};
+  auto p2 = std::make_unique<Authenticator>(
+      "reg.example.com",
+      [&](const HttpRequest&) -> absl::StatusOr<HttpResponse> {
+        fetches.fetch_add(1);
+        absl::SleepFor(absl::Milliseconds(100));  // the others queue behind it
+        return absl::UnavailableError("connection refused");
+      },
+      []() -> absl::StatusOr<Credentials> { return Credentials{"alice", "a-pass", ""}; }, dir_);
+  ASSERT_TRUE(p2->known());
+  std::vector<absl::StatusOr<std::string>> got(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < got.size(); ++i) {
+    threads.emplace_back([&, i] { got[i] = p2->Authorization({"repository:b:push,pull"}); });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& a : got) {
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_EQ(*a, "");
+  }
+  EXPECT_EQ(fetches.load(), 1);
+  EXPECT_FALSE(p2->known());
 }
 
 }  // namespace
