@@ -195,7 +195,7 @@ expect_rc token-cache-later 0 oc --repo "$TOKREG/team/cache" --no-dir stat t/1
 n1=$(wc -l <"$TOKLOG")
 OCICACHE_AUTH_CACHE=off expect_rc token-cache-off 0 oc --repo "$TOKREG/team/cache" --no-dir stat t/1
 n2=$(wc -l <"$TOKLOG")
-unset OCICACHE_AUTH_CACHE
+export OCICACHE_AUTH_CACHE=$WORK/auth-cache  # back to lib.sh's
 if (( n1 - n0 == 1 && n2 - n1 > 1 )); then pass token-cache-saves-the-401
 else fail token-cache-saves-the-401 "registry requests: $((n1 - n0)) with the kept token, $((n2 - n1)) without"; fi
 [[ $(stat -c %a "$WORK/authcache") == 700 ]] && pass token-cache-dir-private || fail token-cache-dir-private "mode $(stat -c %a "$WORK/authcache")"

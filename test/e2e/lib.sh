@@ -4,6 +4,10 @@ set -u
 : "${OCICACHE_BIN:?built ocicache binary}"
 : "${REGISTRYCTL:?built registryctl binary}"
 WORK=$(mktemp -d /tmp/ocicache-e2e.XXXXXX)
+# Each script keeps registry challenges and tokens to itself: test registries
+# come and go on random loopback ports, and one script's must not greet the
+# next registry on a reused port (a script that tests the default sets its own).
+export OCICACHE_AUTH_CACHE=$WORK/auth-cache
 REG_PIDS=()
 cleanup() {
   for p in "${REG_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
