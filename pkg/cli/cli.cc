@@ -249,8 +249,8 @@ absl::Status ReadBlobToPath(Store& store, const oci::Digest& d, const std::strin
 
 // Writes the object an entry holds (get --output): its first blob, decoded when
 // it is a zstd object (layer application/zstd, config "encoding":"zstd" and
-// "size": an HTTP cache object stored compressed, or the mapping entry of a
-// packed CAS blob); or, for an entry
+// "size": an HTTP cache object or a Go object stored compressed, or the
+// mapping entry of a packed CAS blob); or, for an entry
 // without blobs, the bytes its config holds inline ("data", base64: small HTTP
 // cache objects and Go objects, docs/FORMAT.md).
 absl::Status WriteObjectToPath(Store& store, const Entry& e, const std::string& path) {
@@ -971,9 +971,9 @@ const std::vector<Command>& Commands() {
   static const auto* cmds = new std::vector<Command>{
       {"get", "KEY", "Look KEY up. Prints the entry's config (or all of it with --json); "
                      "--output writes the object it holds: its first blob (decoded if it is "
-                     "zstd-compressed: an HTTP cache object, or the packed Bazel CAS blob "
-                     "that key cas:sha256:HASH names), or, without blobs, the bytes its "
-                     "config holds inline (\"data\": small HTTP and Go objects).",
+                     "zstd-compressed: an HTTP cache object, a Go object, or the packed "
+                     "Bazel CAS blob that key cas:sha256:HASH names), or, without blobs, the "
+                     "bytes its config holds inline (\"data\": small HTTP and Go objects).",
        {{"output", true, false, "FILE", "write the entry's object to FILE (- for stdout)", 'o'},
         kRequire,
         {"no-touch", false, false, "", "do not refresh the entry's last-used time"},

@@ -5,6 +5,7 @@
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
 #include "pkg/oci/pipe.h"
+#include "pkg/oci/zstd_stream.h"
 
 namespace ocicache::gocacheprog {
 namespace {
@@ -49,6 +50,17 @@ cache::Entry InlineEntry(const cache::Entry& e, const GoObject& o, absl::string_
   cache::Entry r = e;
   r.config = ConfigFor(o.output_id, o.size, bytes);
   r.blobs.clear();
+  return r;
+}
+
+cache::Entry EncodedEntry(const cache::Entry& e, const GoObject& o,
+                          const oci::Descriptor& frame) {
+  cache::Entry r = e;
+  std::string c = ConfigFor(o.output_id, o.size);
+  c.pop_back();  // the closing brace
+  r.config = c + R"(,"encoding":"zstd"})";
+  r.blobs.clear();
+  r.blobs.push_back(oci::Descriptor{oci::media::kZstd, frame.digest, frame.size});
   return r;
 }
 
@@ -97,6 +109,18 @@ absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e, std::string* data) {
     if (data != nullptr) *data = std::move(bytes);
     return o;
   }
+  if (auto enc = j.find("encoding"); enc != j.end()) {
+    if (!enc->is_string() || enc->get<std::string>() != "zstd") {
+      return absl::DataLossError("entry config has an encoding other than zstd");
+    }
+    if (e.blobs.empty() || e.blobs[0].media_type != oci::media::kZstd ||
+        !e.blobs[0].digest.valid() || e.blobs[0].size <= 0) {
+      return absl::DataLossError("entry says zstd but names no zstd frame");
+    }
+    o.frame = e.blobs[0].digest;
+    o.frame_size = e.blobs[0].size;
+    return o;
+  }
   if (e.blobs.empty() || e.blobs[0].digest != o.output_id || e.blobs[0].size != o.size) {
     return absl::DataLossError("entry blob does not match its outputID and size");
   }
@@ -115,6 +139,16 @@ absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const
   if (inline_bytes != nullptr) {
     oci::StringSource src(*inline_bytes);
     s = local->WriteBlob(o.output_id, o.size, src).status();
+  } else if (o.frame.valid()) {
+    // Decoded as it arrives; the local tier checks outputID and size.
+    cache::Store* from = remote != nullptr ? remote : local;
+    s = oci::Transfer(
+        [&](oci::ByteSink& sink) {
+          oci::ZstdSink decoded(sink);
+          absl::Status r = from->ReadBlob(o.frame, 0, decoded);
+          return r.ok() ? decoded.Finish(o.size) : r;
+        },
+        [&](oci::ByteSource& src) { return local->WriteBlob(o.output_id, o.size, src).status(); });
   } else if (o.size <= kInMemoryFetch) {
     std::string data;
     data.reserve(static_cast<size_t>(o.size));
@@ -143,17 +177,18 @@ absl::Status FetchPair(layout::LayoutStore* local, cache::Store* remote, const s
   if (auto have = local->StatBlob(o.output_id); have.ok() && *have == o.size) {
     return absl::OkStatus();
   }
-  if (o.size <= kInlineMaxBytes) {
-    cache::LookupOptions lo;
-    lo.touch = false;
-    auto e = remote->Lookup(key, lo);
-    if (!e.ok() && !absl::IsNotFound(e.status())) return e.status();
+  // The entry says where the object is: inside it, in a zstd frame, or in a
+  // blob of its outputID (what older writers stored for every object over
+  // 16 KiB; such a blob is then read below).
+  cache::LookupOptions lo;
+  lo.touch = false;
+  auto e = remote->Lookup(key, lo);
+  if (!e.ok() && !absl::IsNotFound(e.status())) return e.status();
+  if (e.ok()) {
     std::string data;
-    if (e.ok()) {
-      auto got = CheckEntry(*e, &data);
-      if (got.ok() && got->output_id == o.output_id && !data.empty()) {
-        return FetchObject(local, remote, o, n, &data);
-      }
+    auto got = CheckEntry(*e, &data);
+    if (got.ok() && got->output_id == o.output_id && (!data.empty() || got->frame.valid())) {
+      return FetchObject(local, remote, *got, n, data.empty() ? nullptr : &data);
     }
   }
   return FetchObject(local, remote, o, n);

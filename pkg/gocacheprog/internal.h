@@ -24,6 +24,9 @@ inline constexpr char kKind[] = "go-action";
 // "data", docs/FORMAT.md): a lookup is one GET and an upload is the entry
 // alone. Local entries always name the object's blob: go reads it by path.
 inline constexpr int64_t kInlineMaxBytes = 16 << 10;
+// Objects up to this size are compressed in memory before their upload (so
+// the frame's digest is asked about first), larger ones streamed.
+inline constexpr int64_t kInMemoryUpload = 8 << 20;
 // The annotation holding ServerOptions::go_version.
 inline constexpr char kToolAnnotation[] = "org.ocicache.tool.go";
 
@@ -42,6 +45,10 @@ struct Counters {
 struct GoObject {
   oci::Digest output_id;
   int64_t size = 0;
+  // Set when the registry holds the object as a zstd frame (its entry's blob,
+  // config "encoding":"zstd"): the frame's digest and size.
+  oci::Digest frame;
+  int64_t frame_size = 0;
 };
 
 // The config of a go-action entry; with `data`, the object's bytes inside it.
@@ -51,6 +58,9 @@ cache::Entry EntryFor(const std::string& key, const GoObject& o, const std::stri
 // `e` (a go-action entry for `o`) in its registry form for an object of at most
 // kInlineMaxBytes: `bytes` inside the config, no blob.
 cache::Entry InlineEntry(const cache::Entry& e, const GoObject& o, absl::string_view bytes);
+// `e` in its registry form for an object stored as the zstd frame `frame`:
+// config "encoding":"zstd", the frame its blob (application/zstd).
+cache::Entry EncodedEntry(const cache::Entry& e, const GoObject& o, const oci::Descriptor& frame);
 // `e` in its local form: the object's blob named, no bytes in the config.
 cache::Entry LocalEntry(const cache::Entry& e, const GoObject& o);
 // The object a go-action entry maps to; DataLoss if the entry is not a
@@ -60,13 +70,15 @@ absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e, std::string* data = n
 
 // Makes `o` present in `local` (nothing to do when it is already there or empty):
 // from `inline_bytes` when given (the bytes its entry held), else reading its
-// blob from `remote`. Adds the time spent to n->fetch_us.
+// blob, or decoding its frame (o.frame), from `remote` (null: from `local`,
+// for an entry copied there in registry form). Adds the time spent to
+// n->fetch_us.
 absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const GoObject& o,
                          Counters* n, const std::string* inline_bytes = nullptr);
 // FetchObject for a pair a session list names (the entry `key` -> `o`, not read
-// yet): an object small enough to live inside its entry comes from that entry,
-// one GET; a larger one, or one whose entry names a blob (older writers), from
-// its blob.
+// yet): the entry is read first, then the object comes from inside it (one
+// GET), from the zstd frame it names, or from its blob (older writers, objects
+// that do not compress): two GETs.
 absl::Status FetchPair(layout::LayoutStore* local, cache::Store* remote, const std::string& key,
                        const GoObject& o, Counters* n);
 

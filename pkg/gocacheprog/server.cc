@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -21,6 +22,7 @@
 #include "pkg/gocacheprog/registry_gate.h"
 #include "pkg/gocacheprog/session.h"
 #include "pkg/oci/stream.h"
+#include "pkg/oci/zstd_stream.h"
 
 namespace ocicache::gocacheprog {
 
@@ -357,10 +359,12 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
   if (local.ok()) {
     std::string data;
     auto o = CheckEntry(*local, &data);
-    // An entry holding its object (copied here from a registry by `ocicache
-    // sync`, say) gets the object's file first: go reads it by path.
-    if (o.ok() && !data.empty()) {
-      if (absl::Status s = FetchObject(local_, nullptr, *o, n_.get(), &data); !s.ok()) o = s;
+    // An entry in its registry form (copied here by `ocicache sync`, say),
+    // holding its object or naming its zstd frame, gets the object's file
+    // first: go reads it by path.
+    if (o.ok() && (!data.empty() || o->frame.valid())) {
+      absl::Status s = FetchObject(local_, nullptr, *o, n_.get(), data.empty() ? nullptr : &data);
+      if (!s.ok()) o = s;
     }
     if (o.ok()) {
       // An entry a prefetch brought in this session came from the registry.
@@ -499,6 +503,51 @@ void Server::RetryBacklog() {
   }
 }
 
+absl::StatusOr<std::optional<oci::Descriptor>> Server::UploadObject(const Upload& u,
+                                                                     oci::ByteSource& src) {
+  std::string head;
+  if (opts_.object_compression) {
+    head.resize(kInlineMaxBytes);
+    size_t got = 0;
+    while (got < head.size()) {
+      auto n = src.Read(head.data() + got, head.size() - got);
+      if (!n.ok()) return n.status();
+      if (*n == 0) break;
+      got += *n;
+    }
+    head.resize(got);
+  }
+  const bool pays = opts_.object_compression && oci::ZstdPays(head, opts_.pack_zstd_level);
+  oci::PrefixedSource all(std::move(head), &src);
+  if (!pays) {
+    auto d = remote_upload_->WriteBlob(u.digest, u.size, all);
+    if (!d.ok()) return d.status();
+    return std::nullopt;
+  }
+  oci::ZstdSource zstd(all, opts_.pack_zstd_level, u.size);
+  if (u.size > kInMemoryUpload) {
+    auto d = remote_upload_->WriteBlob(oci::Digest(), -1, zstd);
+    if (!d.ok()) return d.status();
+    return *d;
+  }
+  // In memory first, so the frame's digest is known: a registry that has it
+  // already (the same object under another key) is not sent it again.
+  std::string frame;
+  oci::StringSink sink(&frame);
+  for (;;) {
+    char buf[64 << 10];
+    auto n = zstd.Read(buf, sizeof buf);
+    if (!n.ok()) return n.status();
+    if (*n == 0) break;
+    if (absl::Status w = sink.Write(absl::string_view(buf, *n)); !w.ok()) return w;
+  }
+  oci::StringSource frame_src(frame);
+  auto d = remote_upload_->WriteBlob(oci::Digest::Of(frame), static_cast<int64_t>(frame.size()),
+                                     frame_src);
+  if (!d.ok()) return d.status();
+  return *d;
+}
+
 absl::Status Server::RunUpload(const Upload& u) {
   bool probe = false;
   // An upload waits out a pause after an outage (go does not wait for it): the
@@ -540,6 +589,7 @@ absl::Status Server::RunUpload(const Upload& u) {
     registry_->Exit(false, s, absl::StrCat("uploading entry ", u.entry.key));
     return s;
   }
+  cache::Entry entry = u.entry;  // or its form naming the object's zstd frame
   if (u.size > 0) {
     std::string path = local_->BlobPath(u.digest);
     int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -550,12 +600,16 @@ absl::Status Server::RunUpload(const Upload& u) {
       return absl::InternalError(msg);
     }
     oci::FdSource src(fd);
-    s = remote_upload_->WriteBlob(u.digest, u.size, src).status();
+    auto frame = UploadObject(u, src);
     ::close(fd);
+    s = frame.status();
     what = absl::StrCat("uploading object ", u.digest.str());
+    if (s.ok() && frame->has_value()) {
+      entry = EncodedEntry(u.entry, GoObject{u.digest, u.size}, **frame);
+    }
   }
   if (s.ok()) {
-    s = put_entry(u.entry);
+    s = put_entry(entry);
     what = absl::StrCat("uploading entry ", u.entry.key);
   }
   registry_->Exit(false, s, what);

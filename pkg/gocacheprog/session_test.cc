@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "pkg/gocacheprog/protocol.h"
 #include "pkg/gocacheprog/server.h"
@@ -419,6 +420,73 @@ TEST_F(RegistryTest, ACompressiblePackIsStoredAsZstdFrames) {
   ASSERT_EQ(raw_list->blobs.size(), 2u);
   EXPECT_FALSE(absl::StrContains(raw_list->config, "packEncoding")) << raw_list->config;
   EXPECT_EQ(raw_list->blobs[1].size, total);
+}
+
+// Objects over 16 KiB that compress go up as zstd frames (their entries say
+// "encoding":"zstd"); those that do not, as they are. Every way a machine gets
+// an object back decodes the frame: a get, the session's object-by-object
+// prefetch (which finds no blob of the outputID and reads the entry), and a
+// local directory holding the registry's form (as `ocicache sync` copies it).
+TEST_F(RegistryTest, CompressibleObjectsTravelAsZstdFrames) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.objects-zstd";
+  o.session_pack = false;  // objects one by one
+  o.lookup_threads = 1;
+  // 40 KB and 9 MiB of text (compressed in memory / streamed), 40 KB random.
+  const std::vector<std::string> bodies = {TextBody(1200, 40000), TextBody(1201, 9 << 20),
+                                           Body(1202, 40000)};
+  std::string puts;
+  for (int i = 0; i < 3; ++i) puts += Put(i + 1, ActionID(1200 + i), bodies[i]);
+  Fixture a;
+  Result ra = a.Run(puts + Close(99), o, lookup.get(), upload.get());
+  EXPECT_EQ(ra.stats.uploaded, 3) << absl::StrJoin(ra.warnings, "\n");
+  std::vector<cache::Entry> stored;
+  for (int i = 0; i < 3; ++i) {
+    auto e = upload->Lookup(Hex(ActionID(1200 + i)), {});
+    ASSERT_TRUE(e.ok()) << i << ": " << e.status();
+    ASSERT_EQ(e->blobs.size(), 1u) << i;
+    const bool text = i < 2;
+    EXPECT_EQ(absl::StrContains(e->config, R"("encoding":"zstd")"), text) << e->config;
+    EXPECT_EQ(e->blobs[0].media_type, text ? "application/zstd" : "application/octet-stream");
+    EXPECT_EQ(upload->StatBlob(oci::Digest::Of(bodies[i])).ok(), !text) << i;
+    if (text) EXPECT_LT(e->blobs[0].size * 4, static_cast<int64_t>(bodies[i].size())) << i;
+    stored.push_back(*e);
+  }
+
+  // A fresh machine's gets; then one whose session list prefetches them.
+  Fixture b;
+  Result rb = b.Run(GetsOf(1200, 3), {}, lookup.get(), upload.get());
+  for (int i = 0; i < 3; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.remote_hits, 3);
+  Fixture c;
+  Result rc = c.Run(GetsOf(1200, 3), o, lookup.get(), upload.get());
+  for (int i = 0; i < 3; ++i) ExpectHit(rc, i + 1, bodies[i]);
+  EXPECT_EQ(rc.stats.session_listed, 3);
+  EXPECT_EQ(rc.stats.misses, 0);
+  EXPECT_EQ(rc.stats.remote_errors, 0);
+
+  // The registry's form copied into a directory: the frame is decoded there.
+  Fixture d;
+  std::string frame;
+  oci::StringSink sink(&frame);
+  ASSERT_TRUE(upload->ReadBlob(stored[0].blobs[0].digest, 0, sink).ok());
+  oci::StringSource src(frame);
+  ASSERT_TRUE(d.local->WriteBlob(stored[0].blobs[0].digest, -1, src).ok());
+  ASSERT_TRUE(d.local->Put(stored[0]).ok());
+  Result rd = d.Run(Get(1, ActionID(1200)) + Close(9));
+  ExpectHit(rd, 1, bodies[0]);
+  EXPECT_EQ(rd.stats.local_hits, 1);
+
+  // Off: every object as it is.
+  ServerOptions off;
+  off.object_compression = false;
+  Fixture e;
+  Result re = e.Run(Put(1, ActionID(1210), bodies[0]) + Close(9), off, lookup.get(),
+                    upload.get());
+  EXPECT_EQ(re.stats.uploaded, 1);
+  EXPECT_TRUE(upload->StatBlob(oci::Digest::Of(bodies[0])).ok());
 }
 
 TEST_F(RegistryTest, RandomObjectsKeepARawPack) {

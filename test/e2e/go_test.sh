@@ -88,6 +88,27 @@ fi
 echo "entries: local $nlocal, registry $nremote"
 "$OCICACHE_BIN" --repo "$REPO" --no-dir ls --json | grep -q '"gocacheprog.session.' \
   && pass go-session-list-written || fail go-session-list-written "no gocacheprog.session.* entry"
+# Objects over 16 KiB that compress (compiled packages) are in the registry as
+# zstd frames: of the 8 largest entries, count those whose config says so and
+# check that `ocicache get -o` writes each one's object (its OutputID).
+big=$("$OCICACHE_BIN" --dir "$WORK/oc1" ls --json | python3 -c '
+import json, sys
+es = [e for e in json.load(sys.stdin) if not e["key"].startswith("gocacheprog.session.")]
+print("\n".join(e["key"] for e in sorted(es, key=lambda e: -e["size"])[:8]))')
+framed=0 framed_ok=0
+for k in $big; do
+  "$OCICACHE_BIN" --repo "$REPO" --no-dir get --no-touch --json -- "$k" >"$WORK/entry.json" 2>/dev/null || continue
+  read -r enc out < <(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["config"]; print(c.get("encoding","-"), c["outputID"])' "$WORK/entry.json")
+  [[ $enc == zstd ]] || continue
+  framed=$((framed + 1))
+  "$OCICACHE_BIN" --repo "$REPO" --no-dir get --no-touch -o "$WORK/object" -- "$k" >/dev/null 2>&1 &&
+    [[ sha256:$(sha256sum "$WORK/object" | cut -d' ' -f1) == "$out" ]] && framed_ok=$((framed_ok + 1))
+done
+if ((framed >= 4 && framed_ok == framed)); then
+  pass go-large-objects-as-zstd-frames
+else
+  fail go-large-objects-as-zstd-frames "of the 8 largest entries $framed are zstd frames (want >= 4), $framed_ok decode to their OutputID"
+fi
 
 # --- 2. fresh machine: no local directories, warm registry ---------------------------
 # (Same paths, as on a new machine: go's link action depends on where its inputs are.)
