@@ -118,7 +118,6 @@ absl::StatusOr<GoObject> CheckEntry(const cache::Entry& e, std::string* data) {
       return absl::DataLossError("entry says zstd but names no zstd frame");
     }
     o.frame = e.blobs[0].digest;
-    o.frame_size = e.blobs[0].size;
     return o;
   }
   if (e.blobs.empty() || e.blobs[0].digest != o.output_id || e.blobs[0].size != o.size) {

@@ -46,9 +46,8 @@ struct GoObject {
   oci::Digest output_id;
   int64_t size = 0;
   // Set when the registry holds the object as a zstd frame (its entry's blob,
-  // config "encoding":"zstd"): the frame's digest and size.
+  // config "encoding":"zstd"): the frame's digest.
   oci::Digest frame;
-  int64_t frame_size = 0;
 };
 
 // The config of a go-action entry; with `data`, the object's bytes inside it.
