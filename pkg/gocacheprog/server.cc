@@ -505,20 +505,10 @@ void Server::RetryBacklog() {
 
 absl::StatusOr<std::optional<oci::Descriptor>> Server::UploadObject(const Upload& u,
                                                                      oci::ByteSource& src) {
-  std::string head;
-  if (opts_.object_compression) {
-    head.resize(kInlineMaxBytes);
-    size_t got = 0;
-    while (got < head.size()) {
-      auto n = src.Read(head.data() + got, head.size() - got);
-      if (!n.ok()) return n.status();
-      if (*n == 0) break;
-      got += *n;
-    }
-    head.resize(got);
-  }
-  const bool pays = opts_.object_compression && oci::ZstdPays(head, opts_.pack_zstd_level);
-  oci::PrefixedSource all(std::move(head), &src);
+  auto head = oci::ReadUpTo(src, opts_.object_compression ? kInlineMaxBytes : 0);
+  if (!head.ok()) return head.status();
+  const bool pays = opts_.object_compression && oci::ZstdPays(*head, opts_.pack_zstd_level);
+  oci::PrefixedSource all(*std::move(head), &src);
   if (!pays) {
     auto d = remote_upload_->WriteBlob(u.digest, u.size, all);
     if (!d.ok()) return d.status();
@@ -532,17 +522,10 @@ absl::StatusOr<std::optional<oci::Descriptor>> Server::UploadObject(const Upload
   }
   // In memory first, so the frame's digest is known: a registry that has it
   // already (the same object under another key) is not sent it again.
-  std::string frame;
-  oci::StringSink sink(&frame);
-  for (;;) {
-    char buf[64 << 10];
-    auto n = zstd.Read(buf, sizeof buf);
-    if (!n.ok()) return n.status();
-    if (*n == 0) break;
-    if (absl::Status w = sink.Write(absl::string_view(buf, *n)); !w.ok()) return w;
-  }
-  oci::StringSource frame_src(frame);
-  auto d = remote_upload_->WriteBlob(oci::Digest::Of(frame), static_cast<int64_t>(frame.size()),
+  auto frame = oci::ReadUpTo(zstd, -1);
+  if (!frame.ok()) return frame.status();
+  oci::StringSource frame_src(*frame);
+  auto d = remote_upload_->WriteBlob(oci::Digest::Of(*frame), static_cast<int64_t>(frame->size()),
                                      frame_src);
   if (!d.ok()) return d.status();
   return *d;

@@ -1,6 +1,5 @@
 #include "pkg/httpcache/handler.h"
 
-#include <algorithm>
 
 #include <nlohmann/json.hpp>
 
@@ -471,22 +470,12 @@ Response Handler::PutObject(Exchange& ex, oci::ByteSource* body) {
   }
   if (body == nullptr) return Error(ex, 411, "a PUT needs a body");
   // Small objects live inside the entry: read up to the inline limit first.
-  std::string head;
-  bool fits = false;
-  {
-    char buf[16 << 10];
-    for (;;) {
-      int64_t room = opts_.max_inline_bytes + 1 - static_cast<int64_t>(head.size());
-      if (room <= 0) break;
-      auto n = body->Read(buf, std::min<size_t>(sizeof buf, room));
-      if (!n.ok()) return Error(ex, 400, absl::StrCat("reading the body: ", n.status().message()));
-      if (*n == 0) {
-        fits = true;
-        break;
-      }
-      head.append(buf, *n);
-    }
+  auto first = oci::ReadUpTo(*body, opts_.max_inline_bytes + 1);
+  if (!first.ok()) {
+    return Error(ex, 400, absl::StrCat("reading the body: ", first.status().message()));
   }
+  std::string head = *std::move(first);
+  const bool fits = static_cast<int64_t>(head.size()) <= opts_.max_inline_bytes;
   ex.bytes_in = static_cast<int64_t>(head.size());
   cache::Entry e;
   e.key = route.key;

@@ -106,6 +106,24 @@ TEST(StreamTest, StringSourceReadsAll) {
   EXPECT_EQ(out, "hello world");
 }
 
+TEST(StreamTest, ReadUpToStopsAtNOrTheEndAndPrefixedSourceGivesItBack) {
+  const std::string data(200000, 'x');
+  StringSource src(data);
+  auto head = ReadUpTo(src, 70000);  // more than one internal read
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->size(), 70000u);
+  PrefixedSource all(*std::move(head), &src);
+  auto whole = ReadUpTo(all, -1);
+  ASSERT_TRUE(whole.ok());
+  EXPECT_EQ(*whole, data);
+  StringSource short_src("abc");
+  auto got = ReadUpTo(short_src, 10);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "abc");
+  StringSource none("abc");
+  EXPECT_EQ(ReadUpTo(none, 0)->size(), 0u);
+}
+
 }  // namespace
 }  // namespace ocicache::oci
 

@@ -25,6 +25,20 @@ absl::StatusOr<size_t> StringSource::Read(char* buf, size_t n) {
   return k;
 }
 
+absl::StatusOr<std::string> ReadUpTo(ByteSource& source, int64_t n) {
+  std::string out;
+  char buf[64 << 10];
+  while (n < 0 || static_cast<int64_t>(out.size()) < n) {
+    size_t want = sizeof buf;
+    if (n >= 0) want = std::min(want, static_cast<size_t>(n - static_cast<int64_t>(out.size())));
+    auto got = source.Read(buf, want);
+    if (!got.ok()) return got.status();
+    if (*got == 0) break;
+    out.append(buf, *got);
+  }
+  return out;
+}
+
 absl::StatusOr<size_t> PrefixedSource::Read(char* buf, size_t n) {
   if (pos_ < prefix_.size()) {
     size_t k = std::min(n, prefix_.size() - pos_);

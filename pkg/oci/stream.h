@@ -80,6 +80,11 @@ class StringSource : public ByteSource {
   size_t pos_ = 0;
 };
 
+// Reads from `source` until it has `n` bytes or the source ends (n = -1: until
+// it ends): the first bytes of a body, to decide how to store it, or a whole
+// small one.
+absl::StatusOr<std::string> ReadUpTo(ByteSource& source, int64_t n);
+
 // Yields `prefix`, then the rest of `rest` (not owned): a source whose first
 // bytes were read to decide how to store it.
 class PrefixedSource : public ByteSource {

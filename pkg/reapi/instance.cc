@@ -147,18 +147,11 @@ absl::Status Instance::Write(const BlobId& blob, oci::ByteSource& source) {
   }
   // Whether it pays is told by its first bytes: object files and binaries
   // compress, archives already compressed do not.
-  constexpr size_t kSampleBytes = 64 << 10;
-  std::string head(kSampleBytes, '\0');
-  size_t got = 0;
-  while (got < head.size()) {
-    auto n = source.Read(head.data() + got, head.size() - got);
-    if (!n.ok()) return n.status();
-    if (*n == 0) break;
-    got += *n;
-  }
-  head.resize(got);
-  const bool pays = oci::ZstdPays(head, opts_.zstd_level);
-  oci::PrefixedSource all(std::move(head), &source);
+  constexpr int64_t kSampleBytes = 64 << 10;
+  auto head = oci::ReadUpTo(source, kSampleBytes);
+  if (!head.ok()) return head.status();
+  const bool pays = oci::ZstdPays(*head, opts_.zstd_level);
+  oci::PrefixedSource all(*std::move(head), &source);
   if (pays) return WritePacked(blob, all);
   auto d = store_->WriteBlob(blob.digest, blob.size, all);
   if (!d.ok()) return d.status();
