@@ -60,15 +60,33 @@ bool RegistryGate::EnterOrWait(bool* probe) {
   constexpr absl::Duration kPoll = absl::Milliseconds(100);
   for (;;) {
     if (Enter(probe)) return true;
+    std::function<absl::Status()> recheck;
+    {
+      absl::MutexLock l(&mu_);
+      if (!stop_waiting_) {
+        mu_.AwaitWithTimeout(absl::Condition(this, &RegistryGate::WaitOverLocked), kPoll);
+        continue;
+      }
+      if (rechecking_) {
+        // Another call asks the registry: its answer decides for this one too.
+        mu_.Await(absl::Condition(this, &RegistryGate::RecheckDoneLocked));
+        continue;
+      }
+      if (!recheck_ || rechecked_ == outages_) return false;
+      rechecking_ = true;
+      rechecked_ = outages_;
+      recheck = recheck_;
+    }
+    Recheck(recheck);
     absl::MutexLock l(&mu_);
-    if (stop_waiting_) return false;
-    mu_.AwaitWithTimeout(absl::Condition(this, &RegistryGate::WaitOverLocked), kPoll);
+    rechecking_ = false;
   }
 }
 
-void RegistryGate::StopWaiting() {
+void RegistryGate::StopWaiting(std::function<absl::Status()> recheck) {
   absl::MutexLock l(&mu_);
   stop_waiting_ = true;
+  recheck_ = std::move(recheck);
 }
 
 bool RegistryGate::Skipping() {
@@ -102,6 +120,7 @@ bool RegistryGate::Exit(bool probe, const absl::Status& s, absl::string_view wha
   {
     absl::MutexLock l(&mu_);
     if (probe) probing_ = false;
+    if (skip && (!known_ || !down_)) ++outages_;
     known_ = true;
     down_ = skip;
     if (!skip && !s.ok() && !absl::IsNotFound(s)) show = warnings_++ < kMaxWarnings;

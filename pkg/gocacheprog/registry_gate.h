@@ -32,6 +32,7 @@
 #ifndef OCICACHE_PKG_GOCACHEPROG_REGISTRY_GATE_H_
 #define OCICACHE_PKG_GOCACHEPROG_REGISTRY_GATE_H_
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -66,8 +67,12 @@ class RegistryGate {
   // once StopWaiting was called (then it is Enter).
   bool EnterOrWait(bool* probe);
   // Ends the waits of EnterOrWait, now and later (at close: what still waits
-  // goes to the backlog).
-  void StopWaiting();
+  // goes to the backlog). With `recheck`, a call that finds the registry paused
+  // after that first asks it again with `recheck` (Recheck), once per outage,
+  // while the others wait for the answer: an answer lets them all through. So
+  // an outage met after close began, by an upload still in flight, costs one
+  // check rather than that upload.
+  void StopWaiting(std::function<absl::Status()> recheck = nullptr);
   // Whether calls skip the registry now (paused after an outage or a refusal).
   bool Skipping();
   // Asks the registry now with `call`, whatever is left of retry_after, and
@@ -100,6 +105,7 @@ class RegistryGate {
   bool WaitOverLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stop_waiting_ || (known_ && !down_);
   }
+  bool RecheckDoneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !rechecking_; }
 
   const std::string where_;
   const absl::Duration retry_after_;
@@ -111,6 +117,12 @@ class RegistryGate {
   bool probing_ ABSL_GUARDED_BY(mu_) = false;  // a call is testing the registry
   int warnings_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_waiting_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<absl::Status()> recheck_ ABSL_GUARDED_BY(mu_);  // StopWaiting's
+  // Outages so far (each change from answering to skipped), the outage the last
+  // recheck after StopWaiting was for, and whether one runs now.
+  int64_t outages_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t rechecked_ ABSL_GUARDED_BY(mu_) = -1;
+  bool rechecking_ ABSL_GUARDED_BY(mu_) = false;
 
   // Last: its warning sink uses the members above.
   cache::Breaker breaker_;

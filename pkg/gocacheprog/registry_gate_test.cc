@@ -231,6 +231,47 @@ TEST(RegistryGate, StopWaitingEndsTheWaits) {
   EXPECT_FALSE(g->EnterOrWait(&probe));
 }
 
+// At close, an upload that meets an outage after StopWaiting (it was in flight
+// then) asks the registry once more instead of giving up; the others waiting
+// share that one check, and a registry that stays down costs one check per
+// outage.
+TEST(RegistryGate, AfterStopWaitingAnOutageGetsOneRecheck) {
+  Gate g(absl::Hours(1));
+  bool probe = false;
+  ASSERT_TRUE(g->Enter(&probe));
+  g->Exit(probe, absl::OkStatus(), "upload");  // the registry answers
+  std::atomic<int> checks{0};
+  std::atomic<bool> answers{true};
+  g->StopWaiting([&] {
+    ++checks;
+    absl::SleepFor(absl::Milliseconds(50));  // the others arrive meanwhile
+    return answers.load() ? absl::NotFoundError("blob unknown")
+                          : absl::UnavailableError("connection refused");
+  });
+  // The outage comes after StopWaiting (an upload in flight at close).
+  EXPECT_TRUE(Call(*g, absl::UnavailableError("connection reset by peer")));
+  std::atomic<int> made{0};
+  std::vector<std::thread> uploads;
+  for (int i = 0; i < 4; ++i) {
+    uploads.emplace_back([&] {
+      bool p = false;
+      if (g->EnterOrWait(&p)) {
+        ++made;
+        g->Exit(p, absl::OkStatus(), "upload");
+      }
+    });
+  }
+  for (auto& t : uploads) t.join();
+  EXPECT_EQ(made.load(), 4);
+  EXPECT_EQ(checks.load(), 1);
+  // A second outage, and the registry stays down: one check, then no waits.
+  answers = false;
+  EXPECT_TRUE(Call(*g, absl::UnavailableError("connection reset by peer")));
+  EXPECT_FALSE(g->EnterOrWait(&probe));
+  EXPECT_FALSE(g->EnterOrWait(&probe));
+  EXPECT_EQ(checks.load(), 2);
+}
+
 TEST(RegistryGate, ARecheckThatIsAnsweredEndsThePauseAtOnce) {
   Gate g(absl::Hours(1));
   EXPECT_TRUE(Call(*g, absl::UnavailableError("connection refused")));

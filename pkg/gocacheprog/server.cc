@@ -455,12 +455,15 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
 bool Server::UploadOrDefer(const Upload& u) {
   // An outage met on the way leaves the gate paused; the next attempt waits out
   // the pause (RunUpload), so one blip costs a delay, not the upload. Attempts
-  // are bounded, and at close a paused gate ends them at once (StopWaiting).
+  // are bounded, and at close a paused gate ends them after one recheck of the
+  // registry per outage (StopWaiting).
   constexpr int kAttempts = 3;
   absl::Status s;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     s = RunUpload(u);
-    if (s.ok() || !registry_->Skipping()) break;
+    // Skipped by the gate (UNAVAILABLE) counts too: the pause may have ended by
+    // the time this looks (a recheck at close answered).
+    if (s.ok() || !(absl::IsUnavailable(s) || registry_->Skipping())) break;
   }
   if (s.ok()) {
     ++n_->uploaded;
@@ -604,19 +607,13 @@ void Server::Drain() {
   lookups_->WaitIdle(absl::InfiniteFuture());
   if (session_ != nullptr) session_->StopPrefetching();
   if (uploads_ != nullptr) {
-    bool waiting;
-    {
-      absl::MutexLock l(&pending_mu_);
-      waiting = !pending_.empty();
-    }
-    // Uploads held back by a pause after an outage: ask the registry now rather
-    // than at the end of the pause (one lookup's timeout at most); if it does not
-    // answer, they go to the backlog.
-    if (waiting && registry_->Skipping()) {
-      cache::Store* prober = remote_lookup_ != nullptr ? remote_lookup_ : remote_upload_;
-      registry_->Recheck([prober] { return prober->StatBlob(oci::Digest::Of("")).status(); });
-    }
-    registry_->StopWaiting();
+    // Uploads held back by a pause after an outage, now or met later by an
+    // upload still in flight: the registry is asked again at once rather than at
+    // the end of the pause (one lookup's timeout at most, once per outage); if
+    // it does not answer, they go to the backlog.
+    cache::Store* prober = remote_lookup_ != nullptr ? remote_lookup_ : remote_upload_;
+    registry_->StopWaiting(
+        [prober] { return prober->StatBlob(oci::Digest::Of("")).status(); });
   }
   if (uploads_ != nullptr &&
       !uploads_->WaitIdle(absl::Now() + opts_.flush_timeout)) {
