@@ -142,7 +142,8 @@ echo
 for k in "${!LINK_ADDR[@]}"; do
   echo "${LINK_NAME[$k]}: fresh run 1 $(stat "wan$k-fresh1" remote_hits) remote hits ($(stat "wan$k-fresh1" prefetched) prefetched), $(stat "wan$k-fresh1" misses) misses;" \
        "other checkout $(stat "wan$k-other" remote_hits) remote hits, $(stat "wan$k-other" misses) misses, $(stat "wan$k-other" session_listed) listed;" \
-       "filling $(stat "wan$k-fill" uploaded) uploaded, registry CPU ${WAN_FILL_CPU[$k]} s, pack $(stat "wan$k-fill" pack_bytes_written) bytes"
+       "filling $(stat "wan$k-fill" uploaded) uploaded, registry CPU ${WAN_FILL_CPU[$k]} s, pack $(stat "wan$k-fill" pack_bytes_written) bytes" \
+       "naming $(stat "wan$k-fill" pack_refs) stored objects, close $(( $(stat "wan$k-fill" close_us) / 1000 )) ms"
 done
 echo "fill: $(stat fill puts) puts, $(stat fill uploaded) uploaded, $fill_requests registry requests, registry CPU ${fill_registry_cpu} s (on these $(nproc) cores: a real registry runs elsewhere); fresh-vm runs: ${fresh[*]} s; warm-local runs: ${warm[*]} s"
 echo "fresh-vm run 1: $(stat fresh1 gets) gets, $(stat fresh1 remote_hits) remote hits ($(stat fresh1 prefetched) prefetched), $(stat fresh1 misses) misses;" \

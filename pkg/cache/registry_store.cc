@@ -18,6 +18,9 @@
 namespace ocicache::cache {
 namespace {
 
+// Blob checks and mounts at Put in flight at once.
+constexpr size_t kBlobCheckThreads = 8;
+
 bool IsEntryTag(absl::string_view tag) {
   return absl::StartsWith(tag, "k.") || absl::StartsWith(tag, "h.");
 }
@@ -381,30 +384,41 @@ absl::Status RegistryStore::PutEncoded(const Entry& entry, PutMode mode) {
   if (!enc.ok()) return enc.status();
   std::string repo = RepositoryForKey(entry.key);
   if (mode != PutMode::kTouch) {
-    for (const auto& b : entry.blobs) {
+    // Each blob is checked (and mounted into a shard) on its own; an entry of
+    // many blobs (a Go session list naming its objects) does them in parallel.
+    std::vector<absl::Status> done(entry.blobs.size());
+    base::ParallelFor(entry.blobs.size(), kBlobCheckThreads, [&](size_t i) {
+      const oci::Descriptor& b = entry.blobs[i];
       if (mode == PutMode::kCheck) {
         auto have = client_->StatBlob(repo_, b.digest);
         if (!have.ok()) {
-          if (absl::IsNotFound(have.status())) {
-            return absl::FailedPreconditionError(
-                absl::StrCat("entry names blob ", b.digest.str(), " which is not in ", repo_));
-          }
-          return have.status();
+          done[i] = absl::IsNotFound(have.status())
+                        ? absl::FailedPreconditionError(absl::StrCat(
+                              "entry names blob ", b.digest.str(), " which is not in ", repo_))
+                        : have.status();
+          return;
         }
       }
       if (repo != repo_) {
         auto mounted = client_->MountBlob(repo, b.digest, repo_);
-        if (!mounted.ok()) return mounted.status();
+        if (!mounted.ok()) {
+          done[i] = mounted.status();
+          return;
+        }
         // A registry may decline a mount (202: distribution does whenever its look-up
         // in the source fails, also under load): copy the blob into the shard instead.
         if (!*mounted) {
           if (absl::Status s = CopyBlob(repo_, repo, b.digest, b.size); !s.ok()) {
-            return absl::Status(s.code(), absl::StrCat("registry would not mount ", b.digest.str(),
-                                                       " from ", repo_, " into ", repo,
-                                                       ", and copying it failed: ", s.message()));
+            done[i] = absl::Status(s.code(), absl::StrCat("registry would not mount ",
+                                                          b.digest.str(), " from ", repo_, " into ",
+                                                          repo, ", and copying it failed: ",
+                                                          s.message()));
           }
         }
       }
+    });
+    for (const absl::Status& s : done) {
+      if (!s.ok()) return s;
     }
   }
   // distribution 2.8 can refuse a manifest (DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN)

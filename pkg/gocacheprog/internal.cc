@@ -171,7 +171,7 @@ absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const
 }
 
 absl::Status FetchPair(layout::LayoutStore* local, cache::Store* remote, const std::string& key,
-                       const GoObject& o, Counters* n) {
+                       const GoObject& o, Counters* n, oci::Descriptor* stored) {
   if (o.size == 0) return absl::OkStatus();
   if (auto have = local->StatBlob(o.output_id); have.ok() && *have == o.size) {
     return absl::OkStatus();
@@ -187,10 +187,16 @@ absl::Status FetchPair(layout::LayoutStore* local, cache::Store* remote, const s
     std::string data;
     auto got = CheckEntry(*e, &data);
     if (got.ok() && got->output_id == o.output_id && (!data.empty() || got->frame.valid())) {
-      return FetchObject(local, remote, *got, n, data.empty() ? nullptr : &data);
+      absl::Status s = FetchObject(local, remote, *got, n, data.empty() ? nullptr : &data);
+      if (s.ok() && got->frame.valid() && stored != nullptr) *stored = e->blobs[0];
+      return s;
     }
   }
-  return FetchObject(local, remote, o, n);
+  absl::Status s = FetchObject(local, remote, o, n);
+  if (s.ok() && stored != nullptr) {
+    *stored = oci::Descriptor{oci::media::kOctetStream, o.output_id, o.size};
+  }
+  return s;
 }
 
 int64_t Micros(absl::Time since) { return absl::ToInt64Microseconds(absl::Now() - since); }

@@ -77,9 +77,10 @@ absl::Status FetchObject(layout::LayoutStore* local, cache::Store* remote, const
 // FetchObject for a pair a session list names (the entry `key` -> `o`, not read
 // yet): the entry is read first, then the object comes from inside it (one
 // GET), from the zstd frame it names, or from its blob (older writers, objects
-// that do not compress): two GETs.
+// that do not compress): two GETs. When the object came from a blob of its
+// own, *stored (if not null) gets that blob's descriptor.
 absl::Status FetchPair(layout::LayoutStore* local, cache::Store* remote, const std::string& key,
-                       const GoObject& o, Counters* n);
+                       const GoObject& o, Counters* n, oci::Descriptor* stored = nullptr);
 
 // Microseconds since `since`.
 int64_t Micros(absl::Time since);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -180,43 +181,72 @@ std::vector<size_t> PackSegments(const std::vector<int64_t>& sizes, int streams,
 
 }  // namespace
 
-void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
+void Session::ReadPack(const std::vector<oci::Descriptor>& layers, const PackFrames& frames,
                        const std::string& list,
                        const std::vector<GoObject>& pack,
                        const std::vector<std::vector<std::string>>& pack_keys,
                        const std::vector<std::string>& empty) {
   const ServerOptions& opts = *env_.opts;
   layout::LayoutStore* local = env_.local;
-  // The pack is read as a few runs of whole objects, each by its own ranged GET,
-  // so receiving, verifying and writing use more than one core; go asks for the
-  // objects in about pack order and the first run comes first. Every object is
-  // verified against its digest as it lands, so no run needs the pack's digest:
-  // a run stops its stream at its last object.
+  // The pack is read as runs of whole objects, each by its own exact ranged GET
+  // (Range: bytes=X-Y), several at once, so receiving, verifying and writing use
+  // more than one core; go asks for the objects in about pack order and runs
+  // start in that order. Every object is verified against its digest as it
+  // lands, so no run needs a blob's digest: a run stops its stream at its last
+  // object. A raw pack is cut into runs here; a compressed one is read frame by
+  // frame; a referenced object is a run of its own (its blob, decoded when it is
+  // a zstd frame).
+  struct Run {
+    const oci::Descriptor* layer;
+    int64_t offset = 0, bytes = 0;
+    bool zstd = false;
+    bool ref = false;             // the object's own blob (noted as stored once read)
+    std::vector<size_t> objects;  // pack indices, in stream order
+  };
+  std::vector<Run> runs;
   std::vector<int64_t> sizes;
   sizes.reserve(pack.size());
   for (const auto& o : pack) sizes.push_back(o.size);
-  // A raw pack is cut into runs here; a compressed one is read frame by frame
-  // (each frame a run, starting at its compressed offset).
-  // Each run is one exact byte range of the stored blob (Range: bytes=X-Y).
-  std::vector<size_t> starts;
-  std::vector<int64_t> run_offsets, run_bytes;  // each run's range in the stored blob
   if (frames.raw()) {
-    starts = PackSegments(sizes, opts.pack_streams, opts.pack_segment_min_bytes);
-    std::vector<int64_t> offsets{0};  // byte offset of each object
-    for (int64_t n : sizes) offsets.push_back(offsets.back() + n);
+    std::vector<size_t> starts =
+        PackSegments(sizes, opts.pack_streams, opts.pack_segment_min_bytes);
+    int64_t at = 0;
     for (size_t r = 0; r + 1 < starts.size(); ++r) {
-      run_offsets.push_back(offsets[starts[r]]);
-      run_bytes.push_back(offsets[starts[r + 1]] - offsets[starts[r]]);
+      Run run{&layers[1], at};
+      for (size_t i = starts[r]; i < starts[r + 1]; ++i) {
+        run.objects.push_back(i);
+        run.bytes += sizes[i];
+      }
+      at += run.bytes;
+      runs.push_back(std::move(run));
     }
   } else {
-    starts = frames.starts;
-    starts.push_back(pack.size());
-    int64_t at = 0;
-    for (int64_t n : frames.bytes) {
-      run_offsets.push_back(at);
-      run_bytes.push_back(n);
-      at += n;
+    // The frames hold the objects that are not references, in pack order.
+    std::vector<size_t> framed;
+    for (size_t i = 0, j = 0; i < pack.size(); ++i) {
+      if (j < frames.refs.size() && frames.refs[j] == i) {
+        ++j;
+      } else {
+        framed.push_back(i);
+      }
     }
+    int64_t at = 0;
+    for (size_t r = 0; r < frames.starts.size(); ++r) {
+      Run run{&layers[1], at, frames.bytes[r], /*zstd=*/true};
+      const size_t end = r + 1 < frames.starts.size() ? frames.starts[r + 1] : framed.size();
+      for (size_t k = frames.starts[r]; k < end; ++k) run.objects.push_back(framed[k]);
+      at += run.bytes;
+      runs.push_back(std::move(run));
+    }
+    const size_t first_ref = layers.size() - frames.refs.size();
+    for (size_t j = 0; j < frames.refs.size(); ++j) {
+      const oci::Descriptor& d = layers[first_ref + j];
+      runs.push_back(Run{&d, 0, d.size, d.media_type == oci::media::kZstd, /*ref=*/true,
+                         {frames.refs[j]}});
+    }
+    std::stable_sort(runs.begin(), runs.end(), [](const Run& x, const Run& y) {
+      return x.objects.front() < y.objects.front();
+    });
   }
 
   // go may have an object as soon as its file is in place. What later builds in
@@ -251,11 +281,13 @@ void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
   };
   std::thread entry_writer;
   if (per_key) entry_writer = std::thread(write_entries);
-  auto done = [&](size_t i, const std::string& bytes) {
+  auto done = [&](const Run& run, size_t i, const std::string& bytes) {
     const GoObject& o = pack[i];
     oci::StringSource src(bytes);
     // Verified against its digest on the way in: a bad byte fails this object only.
     bool ok = local->WriteBlob(o.output_id, o.size, src).ok();
+    // A referenced blob that held the object: a list this build writes may name it.
+    if (ok && run.ref) NoteStored(o.output_id, *run.layer);
     {
       // Keys of objects that were here already are settled (as not downloaded).
       absl::MutexLock l(&mu_);
@@ -271,21 +303,23 @@ void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
       queue.objects.push_back(i);
     }
   };
-  const size_t runs = starts.size() - 1;
-  std::vector<size_t> completed(runs, 0);
-  std::vector<absl::Status> status(runs);
+  std::vector<size_t> completed(runs.size(), 0);
+  std::vector<absl::Status> status(runs.size());
   auto read_run = [&](size_t r) {
-    const size_t first = starts[r];
-    std::vector<int64_t> run_sizes(sizes.begin() + first, sizes.begin() + starts[r + 1]);
+    const Run& run = runs[r];
+    std::vector<int64_t> run_sizes;
+    for (size_t i : run.objects) run_sizes.push_back(sizes[i]);
     PackSplitter splitter(
-        std::move(run_sizes), [&](size_t i, const std::string& b) { done(first + i, b); },
+        std::move(run_sizes), [&](size_t k, const std::string& b) { done(run, run.objects[k], b); },
         [this] { return draining_.load(); });
     absl::Status s;
-    if (frames.raw()) {
-      s = env_.remote_lookup->ReadBlobRange(digest, run_offsets[r], run_bytes[r], splitter);
+    if (draining_.load()) {
+      s = absl::CancelledError("the session is closing");
+    } else if (!run.zstd) {
+      s = env_.remote_lookup->ReadBlobRange(run.layer->digest, run.offset, run.bytes, splitter);
     } else {
       ZstdFrameSink frame(splitter);  // zstd_frame.h
-      s = env_.remote_lookup->ReadBlobRange(digest, run_offsets[r], run_bytes[r], frame);
+      s = env_.remote_lookup->ReadBlobRange(run.layer->digest, run.offset, run.bytes, frame);
     }
     completed[r] = splitter.completed();
     if (splitter.finished()) s = absl::OkStatus();  // stopped on purpose, or read to the end
@@ -296,9 +330,18 @@ void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
   absl::Status s = absl::UnavailableError("registry paused");
   absl::Time t0 = absl::Now();
   if (env_.registry->Enter(&probe)) {
+    // The frames' streams, plus up to pack_ref_streams for referenced objects
+    // (small GETs, each about one round trip).
+    const size_t workers = std::min(
+        runs.size(), static_cast<size_t>(std::max(1, opts.pack_streams)) +
+                         (frames.refs.empty() ? 0 : std::max(0, opts.pack_ref_streams)));
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      for (size_t r = next++; r < runs.size(); r = next++) read_run(r);
+    };
     std::vector<std::thread> others;
-    for (size_t r = 1; r < runs; ++r) others.emplace_back(read_run, r);
-    read_run(0);
+    for (size_t w = 1; w < workers; ++w) others.emplace_back(work);
+    work();
     for (auto& t : others) t.join();
     s = absl::OkStatus();
     for (const absl::Status& st : status) {
@@ -316,9 +359,9 @@ void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
   std::vector<std::string> rest;
   {
     absl::MutexLock l(&mu_);
-    for (size_t r = 0; r < runs; ++r) {
-      for (size_t i = starts[r] + completed[r]; i < starts[r + 1]; ++i) {
-        for (const auto& key : pack_keys[i]) {
+    for (size_t r = 0; r < runs.size(); ++r) {
+      for (size_t k = completed[r]; k < runs[r].objects.size(); ++k) {
+        for (const auto& key : pack_keys[runs[r].objects[k]]) {
           auto it = prefetch_.find(key);
           if (it != prefetch_.end() && it->second.state == State::kFetching) {
             it->second.state = State::kQueued;
@@ -343,7 +386,7 @@ void Session::ReadPack(const oci::Digest& digest, const PackFrames& frames,
 }
 
 std::optional<oci::Descriptor> Session::UploadPack(const std::vector<GoObject>& pack,
-                                                   PackFrames* frames) {
+                                                   PackFrames* frames, bool frames_only) {
   const ServerOptions& opts = *env_.opts;
   layout::LayoutStore* local = env_.local;
   *frames = PackFrames{};
@@ -359,9 +402,10 @@ std::optional<oci::Descriptor> Session::UploadPack(const std::vector<GoObject>& 
     sizes.push_back(o.size);
   }
   if (!complete || total <= 0 || total > opts.max_pack_bytes) return std::nullopt;
-  if (opts.pack_compression) {
-    if (auto d = UploadCompressedPack(paths, sizes, total, frames)) return d;
+  if (opts.pack_compression || frames_only) {
+    if (auto d = UploadCompressedPack(paths, sizes, total, frames_only, frames)) return d;
     *frames = PackFrames{};
+    if (frames_only) return std::nullopt;
   }
   ConcatFiles files(std::move(paths));
   oci::Sha256 sha;
@@ -388,7 +432,8 @@ std::optional<oci::Descriptor> Session::UploadPack(const std::vector<GoObject>& 
 
 std::optional<oci::Descriptor> Session::UploadCompressedPack(const std::vector<std::string>& paths,
                                                              const std::vector<int64_t>& sizes,
-                                                             int64_t total, PackFrames* frames) {
+                                                             int64_t total, bool always,
+                                                             PackFrames* frames) {
   const ServerOptions& opts = *env_.opts;
   // Frames are the runs a reader streams in parallel, cut as a raw pack's would be.
   std::vector<size_t> starts =
@@ -419,7 +464,7 @@ std::optional<oci::Descriptor> Session::UploadCompressedPack(const std::vector<s
     stored += *n;
   }
   // Not worth a format a reader must decode: stored raw instead.
-  if (stored * 10 > total * 9) return std::nullopt;
+  if (!always && stored * 10 > total * 9) return std::nullopt;
   oci::FdSource src(fd);
   if (!src.Rewind().ok()) return std::nullopt;
   auto pd = env_.remote_upload->WriteBlob(sha.Finish(), stored, src);

@@ -43,8 +43,10 @@ void Session::PrefetchOne(const std::string& key) {
     Settle(key, false);
     return;
   }
-  absl::Status s = FetchPair(env_.local, env_.remote_lookup, key, o, env_.n);
+  oci::Descriptor stored;
+  absl::Status s = FetchPair(env_.local, env_.remote_lookup, key, o, env_.n, &stored);
   env_.registry->Exit(probe, s, "prefetching an object");
+  NoteStored(o.output_id, stored);
   Settle(key, s.ok());
   if (s.ok()) env_.local->Put(EntryFor(key, o, env_.opts->go_version)).IgnoreError();
 }
@@ -82,8 +84,10 @@ Session::State Session::Claim(const std::string& key, GoObject* o, bool* fetched
     Settle(key, false);
     return State::kFailed;
   }
-  absl::Status s = FetchPair(env_.local, env_.remote_lookup, key, *o, env_.n);
+  oci::Descriptor stored;
+  absl::Status s = FetchPair(env_.local, env_.remote_lookup, key, *o, env_.n, &stored);
   env_.registry->Exit(probe, s, "fetching an object");
+  NoteStored(o->output_id, stored);
   Settle(key, s.ok());
   *fetched_here = s.ok();
   *from_registry = true;

@@ -427,7 +427,13 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
     if (outcome.ok()) {
       ++n_->remote_hits;
       Send(HitFor(id, *o, remote->created));
-      if (session_ != nullptr) session_->RecordUse(key, *o);
+      if (session_ != nullptr) {
+        session_->RecordUse(key, *o);
+        // Checked by CheckEntry: the frame, or the object's own blob.
+        if (data.empty() && !remote->blobs.empty()) {
+          session_->NoteStored(o->output_id, remote->blobs[0]);
+        }
+      }
       // The object is in place; recording the entry can follow the answer. A
       // failure only costs a later remote lookup.
       absl::Time t2 = absl::Now();
@@ -597,6 +603,10 @@ absl::Status Server::RunUpload(const Upload& u) {
   if (s.ok()) {
     s = put_entry(entry);
     what = absl::StrCat("uploading entry ", u.entry.key);
+  }
+  // The registry holds the object now: the session pack written at close may name it.
+  if (s.ok() && session_ != nullptr && u.size > 0 && !entry.blobs.empty()) {
+    session_->NoteStored(u.digest, entry.blobs[0]);
   }
   registry_->Exit(false, s, what);
   return s;

@@ -68,6 +68,13 @@ void Session::RecordUse(const std::string& key, const GoObject& o) {
   if (used_keys_.insert(key).second) used_.emplace_back(key, o);
 }
 
+void Session::NoteStored(const oci::Digest& output_id, const oci::Descriptor& stored) {
+  if (!stored.digest.valid() || stored.size <= 0) return;
+  absl::MutexLock l(&mu_);
+  if (stored_.size() >= kMaxSessionPairs) return;
+  stored_[output_id.hex()] = stored;
+}
+
 bool Session::LoadLocal() {
   // The pairs a build in this directory used, with their objects (most still
   // here): no registry round trip, and it works while the registry is down.
@@ -82,7 +89,7 @@ bool Session::LoadLocal() {
   std::string list;
   oci::StringSink sink(&list);
   if (!env_.local->ReadBlob(e->blobs[0].digest, 0, sink).ok()) return false;
-  Use(list, *e, /*from_local=*/true, kind.value("remotePack", false));
+  Use(list, *e, /*from_local=*/true, kind.value("remotePack", false), PackFrames{});
   return true;
 }
 
@@ -135,9 +142,12 @@ bool Session::ParsePackFrames(const std::string& config, PackFrames* frames) {
   *frames = PackFrames{};
   auto j = nlohmann::json::parse(config, nullptr, false);
   if (!j.is_object() || !j.contains("packEncoding")) return true;  // raw
-  if (!j["packEncoding"].is_string() || j["packEncoding"] != "zstd") return false;
+  const auto& enc = j["packEncoding"];
+  if (!enc.is_string() || (enc != "zstd" && enc != "zstd-refs")) return false;
+  frames->with_refs = enc == "zstd-refs";
   const auto& f = j.value("packFrames", nlohmann::json());
-  if (!f.is_array() || f.empty()) return false;
+  // With references, every object may be one (no frames at all).
+  if (!f.is_array() || (f.empty() && !frames->with_refs)) return false;
   for (const auto& row : f) {
     if (!row.is_array() || row.size() != 2 || !row[0].is_number_unsigned() ||
         !row[1].is_number_unsigned()) {
@@ -151,6 +161,17 @@ bool Session::ParsePackFrames(const std::string& config, PackFrames* frames) {
     }
     frames->starts.push_back(start);
     frames->bytes.push_back(bytes);
+  }
+  if (!frames->with_refs) return true;
+  const auto& r = j.value("packRefs", nlohmann::json());
+  if (!r.is_array() || r.empty()) return false;
+  for (const auto& i : r) {
+    // Pack indices in ascending order.
+    if (!i.is_number_unsigned() ||
+        (!frames->refs.empty() && i.get<size_t>() <= frames->refs.back())) {
+      return false;
+    }
+    frames->refs.push_back(i.get<size_t>());
   }
   return true;
 }
@@ -233,9 +254,28 @@ void Session::Use(const std::string& list, const cache::Entry& e, bool from_loca
     // object ranges.
     int64_t stored = 0;
     for (int64_t n : frames.bytes) stored += n;
-    const bool matches =
-        frames.raw() ? total == e.blobs[1].size
-                     : stored == e.blobs[1].size && frames.starts.back() < pack.size();
+    bool matches;
+    if (frames.raw()) {
+      matches = total == e.blobs[1].size;
+    } else if (!frames.with_refs) {
+      matches = stored == e.blobs[1].size && frames.starts.back() < pack.size();
+    } else {
+      // The frames hold the objects that are not references; each reference is
+      // the blob of its object's entry: a zstd frame, or the object itself.
+      const size_t framed = pack.size() - std::min(pack.size(), frames.refs.size());
+      const size_t first_ref = frames.starts.empty() ? 1 : 2;
+      matches = frames.refs.back() < pack.size() &&
+                e.blobs.size() == first_ref + frames.refs.size() &&
+                (frames.starts.empty() ? framed == 0
+                                       : stored == e.blobs[1].size && frames.starts.back() < framed);
+      for (size_t j = 0; matches && j < frames.refs.size(); ++j) {
+        const oci::Descriptor& d = e.blobs[first_ref + j];
+        const GoObject& o = pack[frames.refs[j]];
+        matches = d.size > 0 && (d.media_type == oci::media::kZstd
+                                     ? d.size <= kMaxPackObject
+                                     : d.digest == o.output_id && d.size == o.size);
+      }
+    }
     pack_usable = pack_usable && !pack.empty() && matches && 2 * missing > total;
     if (pack_usable) {
       // The pack stream brings them all: gets for them wait for it.
@@ -250,7 +290,7 @@ void Session::Use(const std::string& list, const cache::Entry& e, bool from_loca
   }
   env_.n->session_listed += static_cast<int64_t>(keys.size());
   if (pack_usable) {
-    ReadPack(e.blobs[1].digest, frames, list, pack, pack_keys, empty);
+    ReadPack(e.blobs, frames, list, pack, pack_keys, empty);
     return;
   }
   // Pairs read from the registry whose objects were here get no entries of
@@ -301,6 +341,12 @@ void Session::Write() {
   if (env_.remote_upload == nullptr) return;
   std::string list;
   std::vector<GoObject> pack;  // each object of size > 0 once, in list order
+  // Objects of the pack the registry holds already as blobs of their own (their
+  // entries' blobs), at these pack indices: named by the list's entry instead of
+  // sent again. The others go into the pack's frames.
+  std::vector<size_t> refs;
+  std::vector<oci::Descriptor> ref_layers;
+  std::vector<GoObject> framed;
   {
     absl::MutexLock l(&mu_);
     if (used_.empty()) return;
@@ -357,6 +403,17 @@ void Session::Write() {
     bool want_pack = opts.session_pack && total > 0 && total <= opts.max_pack_bytes;
     // A list read under the fallback key is written under this build's own key.
     if (same && (loaded_pack_ || !want_pack) && !loaded_fallback_) return;
+    for (size_t i = 0; i < pack.size(); ++i) {
+      auto it = opts.pack_refs && pack[i].size > kInlineMaxBytes
+                    ? stored_.find(pack[i].output_id.hex())
+                    : stored_.end();
+      if (it != stored_.end() && it->second.size >= opts.pack_ref_min_bytes) {
+        refs.push_back(i);
+        ref_layers.push_back(it->second);
+      } else {
+        framed.push_back(pack[i]);
+      }
+    }
   }
   oci::Digest digest = oci::Digest::Of(list);
   bool probe = false;
@@ -364,41 +421,70 @@ void Session::Write() {
   oci::StringSource src(list);
   auto d = env_.remote_upload->WriteBlob(digest, static_cast<int64_t>(list.size()), src);
   absl::Status s = d.status();
-  std::optional<oci::Descriptor> pack_desc;
   // The objects' bytes back to back: a fresh machine reads them in one stream.
-  PackFrames frames;
-  if (s.ok() && opts.session_pack) pack_desc = UploadPack(pack, &frames);
-  if (s.ok()) {
+  // With `use_refs`, those the registry holds already are named instead (the
+  // pack's other objects are then always compressed, as the encoding says).
+  // Uploads the pack and puts the list's entry; *has_pack: it names a pack.
+  auto write = [&](bool use_refs, bool* has_pack) -> absl::Status {
+    std::optional<oci::Descriptor> pack_desc;
+    PackFrames frames;
+    bool with_refs = false;
+    if (opts.session_pack && use_refs) {
+      if (framed.empty()) {
+        with_refs = true;
+      } else {
+        pack_desc = UploadPack(framed, &frames, /*frames_only=*/true);
+        with_refs = pack_desc.has_value();
+      }
+    }
+    if (opts.session_pack && !with_refs) pack_desc = UploadPack(pack, &frames);
     cache::Entry e;
     e.key = opts.session_key;
     std::string encoding;
-    if (pack_desc && !frames.raw()) {
+    if ((pack_desc && !frames.raw()) || with_refs) {
       nlohmann::json rows = nlohmann::json::array();
       for (size_t r = 0; r < frames.starts.size(); ++r) {
         rows.push_back({frames.starts[r], frames.bytes[r]});
       }
-      encoding = absl::StrCat(R"(,"packEncoding":"zstd","packFrames":)", rows.dump());
+      encoding = absl::StrCat(R"(,"packEncoding":")", with_refs ? "zstd-refs" : "zstd",
+                              R"(","packFrames":)", rows.dump());
+      if (with_refs) absl::StrAppend(&encoding, R"(,"packRefs":)", nlohmann::json(refs).dump());
     }
+    *has_pack = pack_desc.has_value() || with_refs;
     e.config = absl::StrCat(R"({"kind":")", kSessionKind, R"(","pairs":)",
                             std::count(list.begin(), list.end(), '\n'),
-                            pack_desc ? absl::StrCat(R"(,"packedObjects":)", pack.size()) : "",
+                            *has_pack ? absl::StrCat(R"(,"packedObjects":)", pack.size()) : "",
                             encoding, "}");
     if (!opts.go_version.empty()) e.annotations[kToolAnnotation] = opts.go_version;
     e.blobs.push_back(*d);
     if (pack_desc) e.blobs.push_back(*pack_desc);
-    s = env_.remote_upload->Put(e);
+    if (with_refs) e.blobs.insert(e.blobs.end(), ref_layers.begin(), ref_layers.end());
+    absl::Status put = env_.remote_upload->Put(e);
+    if (!put.ok()) return put;
+    if (with_refs) env_.n->pack_refs += static_cast<int64_t>(refs.size());
     // The same list as the module's latest: its blobs are there, so one manifest.
-    if (s.ok() && !opts.session_fallback_key.empty()) {
+    if (!opts.session_fallback_key.empty()) {
       e.key = opts.session_fallback_key;
       if (absl::Status f = env_.remote_upload->Put(e); !f.ok()) {
         env_.warn(absl::StrCat("writing the session list as the module's latest: ", f.message()));
       }
     }
+    return absl::OkStatus();
+  };
+  bool has_pack = false;
+  if (s.ok()) {
+    s = write(!refs.empty(), &has_pack);
+    // A named blob the registry no longer has (deleted since this process saw
+    // it), or a registry that refuses the entry for another reason than being
+    // out of reach: the pack holds every object instead.
+    if (!s.ok() && !refs.empty() && !absl::IsUnavailable(s) && !absl::IsDeadlineExceeded(s)) {
+      s = write(false, &has_pack);
+    }
   }
   // The directory's copy follows the list this build wrote: the next build here
   // compares against it, so an unchanged build does not write the list again.
   if (s.ok() && pack.size() <= static_cast<size_t>(opts.local_session_max_objects)) {
-    StoreLocal(list, pack, pack_desc.has_value());
+    StoreLocal(list, pack, has_pack);
   }
   env_.registry->Exit(probe, s, "writing the session list");
 }

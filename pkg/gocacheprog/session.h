@@ -9,7 +9,8 @@
 // pack.cc) or one object at a time (prefetch.cc). A get for a listed key claims
 // its prefetch (Claim). At close (Write) the pairs this build used (RecordUse)
 // become the registry's list and pack, unless they are close to the list read at
-// start, and the local session copy follows the list written.
+// start, and the local session copy follows the list written. The pack names
+// large objects the registry holds already (NoteStored) instead of holding them.
 //
 // Invariants, per listed key:
 //   - Its state goes kQueued -> (kFetching ->) kOk or kFailed, and kOk and kFailed
@@ -65,14 +66,20 @@ class Session {
   enum class State { kQueued, kFetching, kOk, kFailed };
   // How a session pack's bytes are stored (docs/FORMAT.md): raw (no frames), or
   // as independent zstd frames, frame r holding objects starts[r] up to the next
-  // frame's first (the last: to the end), compressed to bytes[r].
+  // frame's first (the last: to the end), compressed to bytes[r]. With
+  // `with_refs` ("zstd-refs"), the objects at the pack indices `refs` are not in
+  // the frames: each is a layer of its own (the last refs.size() layers, in this
+  // order), the blob its go-action entry names; the frames (maybe none) hold the
+  // others, their starts counting only those.
   struct PackFrames {
     std::vector<size_t> starts;
     std::vector<int64_t> bytes;
-    bool raw() const { return starts.empty(); }
+    bool with_refs = false;
+    std::vector<size_t> refs;
+    bool raw() const { return starts.empty() && !with_refs; }
   };
-  // Reads "packEncoding"/"packFrames" of a session list's config; false when they
-  // are present but not understood (then the pack is not used).
+  // Reads "packEncoding"/"packFrames"/"packRefs" of a session list's config; false
+  // when they are present but not understood (then the pack is not used).
   static bool ParsePackFrames(const std::string& config, PackFrames* frames);
 
   explicit Session(Env env);
@@ -98,6 +105,11 @@ class Session {
   bool KnownAbsent(const std::string& key);
   // Records a pair this build used (a hit or a put), for the list written at close.
   void RecordUse(const std::string& key, const GoObject& o);
+  // Records that the registry holds the object `output_id` as the blob `stored`
+  // (what its go-action entry names: a zstd frame, or the object itself), as this
+  // process uploaded or read it: the pack written at close may name that blob
+  // instead of holding the object's bytes again.
+  void NoteStored(const oci::Digest& output_id, const oci::Descriptor& stored);
   // Stops a pack still streaming, drops queued prefetches and waits for the
   // running ones (go asks for nothing more).
   void StopPrefetching();
@@ -122,7 +134,7 @@ class Session {
   // missing, else one by one. `remote_pack`: the registry's list had a pack.
   // `frames`: how the registry's pack (e.blobs[1]) is stored.
   void Use(const std::string& list, const cache::Entry& e, bool from_local, bool remote_pack,
-           const PackFrames& frames = {});
+           const PackFrames& frames);
   // Stores the local session copy: `list` and those of `objects` present here;
   // `remote_pack`: the registry's list has a pack.
   void StoreLocal(const std::string& list, const std::vector<GoObject>& objects,
@@ -134,19 +146,23 @@ class Session {
   // Then records the session in the local directory: the local session copy, or
   // for a very large session one entry per key (also for the empty objects,
   // `empty`). Returns once all of that is stored.
-  void ReadPack(const oci::Digest& digest, const PackFrames& frames, const std::string& list,
+  void ReadPack(const std::vector<oci::Descriptor>& layers, const PackFrames& frames,
+                const std::string& list,
                 const std::vector<GoObject>& pack,
                 const std::vector<std::vector<std::string>>& pack_keys,
                 const std::vector<std::string>& empty);
   // Uploads the objects of `pack` (all of size > 0, each once) back to back as the
   // session pack, when all are here and they total at most max_pack_bytes.
-  // Compressed as zstd frames when that saves at least a tenth (*frames says how).
+  // Compressed as zstd frames when that saves at least a tenth, or always with
+  // `frames_only` (*frames says how; nullopt then when it cannot be compressed).
   std::optional<oci::Descriptor> UploadPack(const std::vector<GoObject>& pack,
-                                            PackFrames* frames);
-  // The compressed form: nullopt when it fails or saves less than a tenth.
+                                            PackFrames* frames, bool frames_only = false);
+  // The compressed form: nullopt when it fails, or (unless `always`) when it
+  // saves less than a tenth.
   std::optional<oci::Descriptor> UploadCompressedPack(const std::vector<std::string>& paths,
                                                       const std::vector<int64_t>& sizes,
-                                                      int64_t total, PackFrames* frames);
+                                                      int64_t total, bool always,
+                                                      PackFrames* frames);
 
   // prefetch.cc.
   void PrefetchOne(const std::string& key);
@@ -171,6 +187,8 @@ class Session {
   // Pairs used by this session, in order of first use.
   std::vector<std::pair<std::string, GoObject>> used_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> used_keys_ ABSL_GUARDED_BY(mu_);
+  // NoteStored: OutputID hex -> the registry blob holding the object.
+  absl::flat_hash_map<std::string, oci::Descriptor> stored_ ABSL_GUARDED_BY(mu_);
 
   // Last: its threads run tasks that use the members above.
   std::unique_ptr<base::ThreadPool> prefetches_;

@@ -380,6 +380,7 @@ TEST_F(RegistryTest, ACompressiblePackIsStoredAsZstdFrames) {
   ServerOptions o;
   o.session_key = "gocacheprog.session.zstd1";
   o.lookup_threads = 1;
+  o.pack_refs = false;  // every object in the frames (references: the next test)
   o.pack_streams = 3;
   o.pack_segment_min_bytes = 64 << 10;  // several frames of this small pack
   std::vector<std::string> bodies;
@@ -422,6 +423,118 @@ TEST_F(RegistryTest, ACompressiblePackIsStoredAsZstdFrames) {
   EXPECT_EQ(raw_list->blobs[1].size, total);
 }
 
+// The pack a filling build writes names the objects it uploaded as blobs of
+// their own (each entry's blob: a zstd frame, or the object itself when it does
+// not compress) instead of sending their bytes a second time; its frames hold
+// only the small objects, which travel inside their entries. A fresh directory
+// reads each named blob by a GET of its own and every object arrives intact; a
+// machine that read them so names them again when it rewrites the list.
+TEST_F(RegistryTest, APackNamesTheObjectsTheRegistryHoldsAlready) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.refs1";
+  o.lookup_threads = 1;
+  o.pack_ref_min_bytes = 1;  // these blobs are small (the default names 128 KiB and up)
+  // 10 text objects (uploaded as frames), 3 random ones (as they are), 7 small
+  // text ones (inside their entries).
+  std::vector<std::string> bodies;
+  std::string puts;
+  int64_t small = 0;
+  for (int i = 0; i < 20; ++i) {
+    bodies.push_back(i < 10   ? TextBody(1300 + i, 20000 + 700 * i)
+                     : i < 13 ? Body(1300 + i, 30000)
+                              : TextBody(1300 + i, 3000 + 100 * i));
+    if (i >= 13) small += static_cast<int64_t>(bodies.back().size());
+    puts += Put(i + 1, ActionID(1300 + i), bodies.back());
+  }
+  // With the default bound none of these blobs is named: all in the frames.
+  ServerOptions defaults = o;
+  defaults.session_key = "gocacheprog.session.refs-default";
+  defaults.pack_ref_min_bytes = ServerOptions().pack_ref_min_bytes;
+  Fixture a0;
+  Result ra0 = a0.Run(puts + Close(99), defaults, lookup.get(), upload.get());
+  EXPECT_EQ(ra0.stats.pack_refs, 0);
+  auto list0 = upload->Lookup(defaults.session_key, {});
+  ASSERT_TRUE(list0.ok()) << list0.status();
+  EXPECT_TRUE(absl::StrContains(list0->config, R"("packEncoding":"zstd")")) << list0->config;
+  EXPECT_EQ(list0->blobs.size(), 2u);
+
+  Fixture a;
+  Result ra = a.Run(puts + Close(99), o, lookup.get(), upload.get());
+  EXPECT_EQ(ra.stats.uploaded, 20);
+  EXPECT_EQ(ra.stats.pack_refs, 13);
+  auto list = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_TRUE(absl::StrContains(list->config, R"("packEncoding":"zstd-refs")")) << list->config;
+  EXPECT_TRUE(absl::StrContains(list->config, R"("packRefs":[0,1,2,3,4,5,6,7,8,9,10,11,12])"))
+      << list->config;
+  ASSERT_EQ(list->blobs.size(), 2u + 13);
+  // Only the small objects went up a second time, compressed.
+  EXPECT_EQ(ra.stats.pack_bytes_written, list->blobs[1].size);
+  EXPECT_LT(list->blobs[1].size, small);
+  // Each named layer is the blob its object's entry names.
+  for (int i = 0; i < 13; ++i) {
+    auto e = upload->Lookup(Hex(ActionID(1300 + i)), {});
+    ASSERT_TRUE(e.ok()) << i << ": " << e.status();
+    ASSERT_EQ(e->blobs.size(), 1u) << i;
+    EXPECT_EQ(list->blobs[2 + i].digest, e->blobs[0].digest) << i;
+    EXPECT_EQ(list->blobs[2 + i].media_type, i < 10 ? "application/zstd"
+                                                    : "application/octet-stream") << i;
+  }
+
+  // A fresh directory: the session manifest, its list, the frame and one GET per
+  // named blob (plus lookups of gets that came before the list was read). Its
+  // build adds 4 objects over 16 KiB (a fifth of the pairs, so the list is
+  // written again): the new list names the 13 blobs it read and the 4 it
+  // uploaded, and its frames still hold only the small objects.
+  std::string more;
+  for (int i = 0; i < 4; ++i) {
+    bodies.push_back(TextBody(1320 + i, 25000 + i));
+    more += Put(30 + i, ActionID(1320 + i), bodies.back());
+  }
+  std::string gets;
+  for (int i = 0; i < 20; ++i) gets += Get(i + 1, ActionID(1300 + i));
+  Fixture b;
+  const int64_t before = lookup->client().request_count();
+  Result rb = b.Run(gets + more + Close(99), o, lookup.get(), upload.get());
+  for (int i = 0; i < 20; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.packs_read, 1);
+  EXPECT_EQ(rb.stats.misses, 0);
+  EXPECT_EQ(rb.stats.remote_hits, 20);
+  const int64_t early = rb.stats.remote_hits - rb.stats.prefetched;
+  EXPECT_LE(lookup->client().request_count() - before, 2 + 1 + 13 + 2 * early);
+  EXPECT_EQ(rb.stats.pack_refs, 17);
+  list = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->blobs.size(), 2u + 17) << list->config;
+  EXPECT_EQ(rb.stats.pack_bytes_written, list->blobs[1].size);
+  EXPECT_LT(list->blobs[1].size, small);
+
+  // A third machine reads that list: all 24 objects, none looked up alone.
+  std::string all = gets;
+  for (int i = 0; i < 4; ++i) all += Get(30 + i, ActionID(1320 + i));
+  Fixture c;
+  Result rc = c.Run(all + Close(99), o, lookup.get(), upload.get());
+  for (int i = 0; i < 20; ++i) ExpectHit(rc, i + 1, bodies[i]);
+  for (int i = 0; i < 4; ++i) ExpectHit(rc, 30 + i, bodies[20 + i]);
+  EXPECT_EQ(rc.stats.packs_read, 1);
+  EXPECT_EQ(rc.stats.misses, 0);
+  EXPECT_EQ(rc.stats.pack_bytes_written, 0);  // the same pairs: not written again
+
+  // A list naming the wrong blob for an object (another object's frame): that
+  // object fails its check and is looked up alone; no get gets wrong bytes.
+  cache::Entry forged = *list;
+  std::swap(forged.blobs[2], forged.blobs[3]);
+  ASSERT_TRUE(upload->Put(forged).ok());
+  Fixture d;
+  Result rd = d.Run(all + Close(99), o, lookup.get(), upload.get());
+  for (int i = 0; i < 20; ++i) ExpectHit(rd, i + 1, bodies[i]);
+  for (int i = 0; i < 4; ++i) ExpectHit(rd, 30 + i, bodies[20 + i]);
+  EXPECT_EQ(rd.stats.misses, 0);
+  EXPECT_EQ(rd.stats.remote_hits, 24);
+}
+
 // Objects over 16 KiB that compress go up as zstd frames (their entries say
 // "encoding":"zstd"); those that do not, as they are. Every way a machine gets
 // an object back decodes the frame: a get, the session's object-by-object
@@ -451,7 +564,9 @@ TEST_F(RegistryTest, CompressibleObjectsTravelAsZstdFrames) {
     EXPECT_EQ(absl::StrContains(e->config, R"("encoding":"zstd")"), text) << e->config;
     EXPECT_EQ(e->blobs[0].media_type, text ? "application/zstd" : "application/octet-stream");
     EXPECT_EQ(upload->StatBlob(oci::Digest::Of(bodies[i])).ok(), !text) << i;
-    if (text) EXPECT_LT(e->blobs[0].size * 4, static_cast<int64_t>(bodies[i].size())) << i;
+    if (text) {
+      EXPECT_LT(e->blobs[0].size * 4, static_cast<int64_t>(bodies[i].size())) << i;
+    }
     stored.push_back(*e);
   }
 
@@ -534,6 +649,7 @@ TEST_F(RegistryTest, AHighlyCompressedFrameIsDecodedToItsEnd) {
   ServerOptions o;
   o.session_key = "gocacheprog.session.zstd-big";
   o.lookup_threads = 1;
+  o.pack_refs = false;  // the objects in frames
   o.pack_streams = 2;
   o.pack_segment_min_bytes = 1 << 20;
   std::vector<std::string> bodies;
