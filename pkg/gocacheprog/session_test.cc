@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "pkg/cache/forwarding_store.h"
 #include "pkg/gocacheprog/protocol.h"
 #include "pkg/gocacheprog/server.h"
 #include "pkg/gocacheprog/server_test_util.h"
@@ -533,6 +534,50 @@ TEST_F(RegistryTest, APackNamesTheObjectsTheRegistryHoldsAlready) {
   for (int i = 0; i < 4; ++i) ExpectHit(rd, 30 + i, bodies[20 + i]);
   EXPECT_EQ(rd.stats.misses, 0);
   EXPECT_EQ(rd.stats.remote_hits, 24);
+}
+
+// A registry that refuses the list naming blobs (one was deleted since this
+// process saw it, say): the whole pack is written instead, and it serves.
+class RefusesNamedBlobs : public cache::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  absl::Status Put(const cache::Entry& e) override {
+    if (absl::StrContains(e.config, "zstd-refs")) {
+      return absl::FailedPreconditionError("entry names blob sha256:... which is not in go/cache");
+    }
+    return ForwardingStore::Put(e);
+  }
+};
+
+TEST_F(RegistryTest, AListRefusedForItsNamedBlobsIsWrittenWithTheWholePack) {
+  auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
+  RefusesNamedBlobs refusing(RegistryStoreFor(reg_->host(), absl::Seconds(10), 3));
+  ServerOptions o;
+  o.session_key = "gocacheprog.session.refs-refused";
+  o.lookup_threads = 1;
+  o.pack_ref_min_bytes = 1;
+  std::vector<std::string> bodies;
+  std::string puts;
+  for (int i = 0; i < 6; ++i) {
+    bodies.push_back(TextBody(1400 + i, 30000 + i));
+    puts += Put(i + 1, ActionID(1400 + i), bodies.back());
+  }
+  Fixture a;
+  Result ra = a.Run(puts + Close(99), o, lookup.get(), &refusing);
+  EXPECT_EQ(ra.stats.uploaded, 6);
+  EXPECT_EQ(ra.stats.pack_refs, 0);
+  auto list = upload->Lookup(o.session_key, {});
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_TRUE(absl::StrContains(list->config, R"("packEncoding":"zstd")")) << list->config;
+  ASSERT_EQ(list->blobs.size(), 2u);
+  EXPECT_EQ(ra.stats.pack_bytes_written, list->blobs[1].size);
+
+  Fixture b;
+  Result rb = b.Run(GetsOf(1400, 6), o, lookup.get(), upload.get());
+  for (int i = 0; i < 6; ++i) ExpectHit(rb, i + 1, bodies[i]);
+  EXPECT_EQ(rb.stats.packs_read, 1);
+  EXPECT_EQ(rb.stats.misses, 0);
 }
 
 // Objects over 16 KiB that compress go up as zstd frames (their entries say
