@@ -443,11 +443,11 @@ TEST_F(RegistryTest, APackNamesTheObjectsTheRegistryHoldsAlready) {
   std::string puts;
   int64_t small = 0;
   for (int i = 0; i < 20; ++i) {
-    bodies.push_back(i < 10   ? TextBody(1300 + i, 20000 + 700 * i)
-                     : i < 13 ? Body(1300 + i, 30000)
-                              : TextBody(1300 + i, 3000 + 100 * i));
+    bodies.push_back(i < 10   ? TextBody(1700 + i, 20000 + 700 * i)
+                     : i < 13 ? Body(1700 + i, 30000)
+                              : TextBody(1700 + i, 3000 + 100 * i));
     if (i >= 13) small += static_cast<int64_t>(bodies.back().size());
-    puts += Put(i + 1, ActionID(1300 + i), bodies.back());
+    puts += Put(i + 1, ActionID(1700 + i), bodies.back());
   }
   // With the default bound none of these blobs is named: all in the frames.
   ServerOptions defaults = o;
@@ -476,7 +476,7 @@ TEST_F(RegistryTest, APackNamesTheObjectsTheRegistryHoldsAlready) {
   EXPECT_LT(list->blobs[1].size, small);
   // Each named layer is the blob its object's entry names.
   for (int i = 0; i < 13; ++i) {
-    auto e = upload->Lookup(Hex(ActionID(1300 + i)), {});
+    auto e = upload->Lookup(Hex(ActionID(1700 + i)), {});
     ASSERT_TRUE(e.ok()) << i << ": " << e.status();
     ASSERT_EQ(e->blobs.size(), 1u) << i;
     EXPECT_EQ(list->blobs[2 + i].digest, e->blobs[0].digest) << i;
@@ -491,11 +491,11 @@ TEST_F(RegistryTest, APackNamesTheObjectsTheRegistryHoldsAlready) {
   // uploaded, and its frames still hold only the small objects.
   std::string more;
   for (int i = 0; i < 4; ++i) {
-    bodies.push_back(TextBody(1320 + i, 25000 + i));
-    more += Put(30 + i, ActionID(1320 + i), bodies.back());
+    bodies.push_back(TextBody(1720 + i, 25000 + i));
+    more += Put(30 + i, ActionID(1720 + i), bodies.back());
   }
   std::string gets;
-  for (int i = 0; i < 20; ++i) gets += Get(i + 1, ActionID(1300 + i));
+  for (int i = 0; i < 20; ++i) gets += Get(i + 1, ActionID(1700 + i));
   Fixture b;
   const int64_t before = lookup->client().request_count();
   Result rb = b.Run(gets + more + Close(99), o, lookup.get(), upload.get());
@@ -514,7 +514,7 @@ TEST_F(RegistryTest, APackNamesTheObjectsTheRegistryHoldsAlready) {
 
   // A third machine reads that list: all 24 objects, none looked up alone.
   std::string all = gets;
-  for (int i = 0; i < 4; ++i) all += Get(30 + i, ActionID(1320 + i));
+  for (int i = 0; i < 4; ++i) all += Get(30 + i, ActionID(1720 + i));
   Fixture c;
   Result rc = c.Run(all + Close(99), o, lookup.get(), upload.get());
   for (int i = 0; i < 20; ++i) ExpectHit(rc, i + 1, bodies[i]);
@@ -560,8 +560,8 @@ TEST_F(RegistryTest, AListRefusedForItsNamedBlobsIsWrittenWithTheWholePack) {
   std::vector<std::string> bodies;
   std::string puts;
   for (int i = 0; i < 6; ++i) {
-    bodies.push_back(TextBody(1400 + i, 30000 + i));
-    puts += Put(i + 1, ActionID(1400 + i), bodies.back());
+    bodies.push_back(TextBody(1800 + i, 30000 + i));
+    puts += Put(i + 1, ActionID(1800 + i), bodies.back());
   }
   Fixture a;
   Result ra = a.Run(puts + Close(99), o, lookup.get(), &refusing);
@@ -574,7 +574,7 @@ TEST_F(RegistryTest, AListRefusedForItsNamedBlobsIsWrittenWithTheWholePack) {
   EXPECT_EQ(ra.stats.pack_bytes_written, list->blobs[1].size);
 
   Fixture b;
-  Result rb = b.Run(GetsOf(1400, 6), o, lookup.get(), upload.get());
+  Result rb = b.Run(GetsOf(1800, 6), o, lookup.get(), upload.get());
   for (int i = 0; i < 6; ++i) ExpectHit(rb, i + 1, bodies[i]);
   EXPECT_EQ(rb.stats.packs_read, 1);
   EXPECT_EQ(rb.stats.misses, 0);
