@@ -437,7 +437,10 @@ void Server::HandleGet(int64_t id, const std::string& action_id) {
       // The object is in place; recording the entry can follow the answer. A
       // failure only costs a later remote lookup.
       absl::Time t2 = absl::Now();
-      absl::Status s = local_->Put(data.empty() ? *remote : LocalEntry(*remote, *o));
+      // The directory keeps the object's blob (go reads it by path): an entry
+      // holding the object, or naming its zstd frame, is recorded in local form.
+      const bool names_object_blob = data.empty() && !o->frame.valid();
+      absl::Status s = local_->Put(names_object_blob ? *remote : LocalEntry(*remote, *o));
       n_->fill_us += Micros(t2);
       if (!s.ok() && registry_->TakeWarning()) {
         Warn(absl::StrCat("storing a fetched entry in ", local_->Describe(), ": ", s.message()));

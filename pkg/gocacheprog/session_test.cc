@@ -430,6 +430,11 @@ TEST_F(RegistryTest, ACompressiblePackIsStoredAsZstdFrames) {
 // only the small objects, which travel inside their entries. A fresh directory
 // reads each named blob by a GET of its own and every object arrives intact; a
 // machine that read them so names them again when it rewrites the list.
+std::string Diag(const Result& r) {
+  return absl::StrCat(r.stats.prefetched, " prefetched, ", r.stats.remote_hits, " remote hits, ",
+                      r.stats.session_listed, " listed; ", absl::StrJoin(r.warnings, "\n"));
+}
+
 TEST_F(RegistryTest, APackNamesTheObjectsTheRegistryHoldsAlready) {
   auto lookup = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
   auto upload = RegistryStoreFor(reg_->host(), absl::Seconds(10), 3);
@@ -500,7 +505,7 @@ TEST_F(RegistryTest, APackNamesTheObjectsTheRegistryHoldsAlready) {
   const int64_t before = lookup->client().request_count();
   Result rb = b.Run(gets + more + Close(99), o, lookup.get(), upload.get());
   for (int i = 0; i < 20; ++i) ExpectHit(rb, i + 1, bodies[i]);
-  EXPECT_EQ(rb.stats.packs_read, 1);
+  EXPECT_EQ(rb.stats.packs_read, 1) << Diag(rb);
   EXPECT_EQ(rb.stats.misses, 0);
   EXPECT_EQ(rb.stats.remote_hits, 20);
   const int64_t early = rb.stats.remote_hits - rb.stats.prefetched;
@@ -519,7 +524,7 @@ TEST_F(RegistryTest, APackNamesTheObjectsTheRegistryHoldsAlready) {
   Result rc = c.Run(all + Close(99), o, lookup.get(), upload.get());
   for (int i = 0; i < 20; ++i) ExpectHit(rc, i + 1, bodies[i]);
   for (int i = 0; i < 4; ++i) ExpectHit(rc, 30 + i, bodies[20 + i]);
-  EXPECT_EQ(rc.stats.packs_read, 1);
+  EXPECT_EQ(rc.stats.packs_read, 1) << Diag(rc);
   EXPECT_EQ(rc.stats.misses, 0);
   EXPECT_EQ(rc.stats.pack_bytes_written, 0);  // the same pairs: not written again
 
@@ -620,6 +625,13 @@ TEST_F(RegistryTest, CompressibleObjectsTravelAsZstdFrames) {
   Result rb = b.Run(GetsOf(1200, 3), {}, lookup.get(), upload.get());
   for (int i = 0; i < 3; ++i) ExpectHit(rb, i + 1, bodies[i]);
   EXPECT_EQ(rb.stats.remote_hits, 3);
+  EXPECT_TRUE(rb.warnings.empty()) << absl::StrJoin(rb.warnings, "\n");
+  // Each fetched entry was recorded in the directory, in its local form (the
+  // object's blob, not the frame): the same gets are local hits now.
+  Fixture b2(b.dir_);
+  Result rb2 = b2.Run(GetsOf(1200, 3), {}, lookup.get(), upload.get());
+  for (int i = 0; i < 3; ++i) ExpectHit(rb2, i + 1, bodies[i]);
+  EXPECT_EQ(rb2.stats.local_hits, 3);
   Fixture c;
   Result rc = c.Run(GetsOf(1200, 3), o, lookup.get(), upload.get());
   for (int i = 0; i < 3; ++i) ExpectHit(rc, i + 1, bodies[i]);
