@@ -281,13 +281,8 @@ void Session::ReadPack(const std::vector<oci::Descriptor>& layers, const PackFra
   };
   std::thread entry_writer;
   if (per_key) entry_writer = std::thread(write_entries);
-  auto done = [&](const Run& run, size_t i, const std::string& bytes) {
-    const GoObject& o = pack[i];
-    oci::StringSource src(bytes);
-    // Verified against its digest on the way in: a bad byte fails this object only.
-    bool ok = local->WriteBlob(o.output_id, o.size, src).ok();
-    // A referenced blob that held the object: a list this build writes may name it.
-    if (ok && run.ref) NoteStored(o.output_id, *run.layer);
+  // Settles the keys of object i: in place (ok), or to be looked up alone.
+  auto settle = [&](size_t i, bool ok) {
     {
       // Keys of objects that were here already are settled (as not downloaded).
       absl::MutexLock l(&mu_);
@@ -303,10 +298,31 @@ void Session::ReadPack(const std::vector<oci::Descriptor>& layers, const PackFra
       queue.objects.push_back(i);
     }
   };
+  auto done = [&](const Run& run, size_t i, const std::string& bytes) {
+    const GoObject& o = pack[i];
+    oci::StringSource src(bytes);
+    // Verified against its digest on the way in: a bad byte fails this object only.
+    bool ok = local->WriteBlob(o.output_id, o.size, src).ok();
+    // A referenced blob that held the object: a list this build writes may name it.
+    if (ok && run.ref) NoteStored(o.output_id, *run.layer);
+    settle(i, ok);
+  };
   std::vector<size_t> completed(runs.size(), 0);
   std::vector<absl::Status> status(runs.size());
   auto read_run = [&](size_t r) {
     const Run& run = runs[r];
+    // A run whose objects are all here by now is not read: a get that came
+    // before the list was read fetched them itself, or the directory had them.
+    bool all_here = true;
+    for (size_t i : run.objects) {
+      auto have = local->StatBlob(pack[i].output_id);
+      all_here = all_here && have.ok() && *have == pack[i].size;
+    }
+    if (all_here) {
+      for (size_t i : run.objects) settle(i, true);
+      completed[r] = run.objects.size();
+      return;
+    }
     std::vector<int64_t> run_sizes;
     for (size_t i : run.objects) run_sizes.push_back(sizes[i]);
     PackSplitter splitter(
