@@ -110,6 +110,23 @@ else
   fail go-large-objects-as-zstd-frames "of the 8 largest entries $framed are zstd frames (want >= 4), $framed_ok decode to their OutputID"
 fi
 
+# The session list names the large objects the cold build uploaded (their frames)
+# instead of packing them again; the pack holds the rest.
+refs=$(sum_stats "$S1" pack_refs)
+slist=$("$OCICACHE_BIN" --repo "$REPO" --no-dir ls --json | python3 -c '
+import json, sys
+print(next(e["key"] for e in json.load(sys.stdin) if e["key"].startswith("gocacheprog.session.")))')
+"$OCICACHE_BIN" --repo "$REPO" --no-dir get --no-touch --json -- "$slist" >"$WORK/session.json" 2>/dev/null
+named=$(python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))["config"]
+print(len(c.get("packRefs", [])) if c.get("packEncoding") == "zstd-refs" else 0)' "$WORK/session.json" 2>/dev/null)
+if ((refs >= 10 && named == refs)); then
+  pass "go-session-pack-names-stored-objects ($refs named)"
+else
+  fail go-session-pack-names-stored-objects "pack_refs $refs, the list names ${named:-?} (want >= 10, equal)"
+fi
+
 # --- 2. fresh machine: no local directories, warm registry ---------------------------
 # (Same paths, as on a new machine: go's link action depends on where its inputs are.)
 rm -rf "$WORK/oc1" "$WORK/gc1"
@@ -124,6 +141,8 @@ else
   fail go-fresh-remote-hits "gets $gets remote hits $rhits (want >= 95%); the helper said: $(said)"
 fi
 if cmp -s "$WORK/b1/sample" "$WORK/b2/sample"; then pass go-fresh-identical-binary; else fail go-fresh-identical-binary "binaries differ"; fi
+reads=$(sum_stats "$S2" packs_read)
+((reads == 1)) && pass go-fresh-reads-the-pack || fail go-fresh-reads-the-pack "packs_read $reads (want 1)"
 ((errors + $(sum_stats "$S2" errors) == 0)) && pass go-no-err-responses || fail go-no-err-responses "Err responses sent"
 
 # Another checkout of the module at another path (another runner): its session list
